@@ -1,0 +1,119 @@
+//! `facestream eval lfw`: the LFW 10-fold verification protocol.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use facestream::config::Config;
+use facestream::engine::FaceEngine;
+use facestream::eval::{lfw, roc};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// LFW 1:1 verification: 10-fold accuracy, TAR@FAR, misses, time per image.
+    Lfw(LfwArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LfwArgs {
+    /// The LFW image folder (`<Name>/<Name>_NNNN.jpg`).
+    #[arg(long)]
+    images: PathBuf,
+    /// The protocol file (`pairs.txt`).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Threads for inference (overrides inference.threads); the reference comparison uses 1.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Use only the first N pairs of each 300-pair block (quick runs).
+    #[arg(long)]
+    limit_pairs: Option<usize>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "eval-lfw.json")]
+    report: PathBuf,
+    /// Where to write the ROC curve (SVG).
+    #[arg(long, default_value = "eval-lfw-roc.svg")]
+    roc: PathBuf,
+}
+
+pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
+    let EvalCommand::Lfw(args) = command;
+    let mut config = config.clone();
+    if let Some(t) = args.threads {
+        config.inference.threads = t;
+    }
+    let mut pairs = lfw::read_pairs(&args.pairs)?;
+    if let Some(n) = args.limit_pairs {
+        pairs = lfw::limit_pairs(pairs, n);
+    }
+    let mut engine = FaceEngine::new(&config)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
+            .expect("static template"),
+    );
+    let report = lfw::evaluate(
+        &mut engine,
+        &args.images,
+        &pairs,
+        config.inference.threads,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    let label = format!(
+        "facestream {} ({:.2}%)",
+        report.model,
+        report.accuracy.mean * 100.0
+    );
+    let svg = roc::svg(
+        "LFW verification ROC",
+        &[roc::Curve {
+            label: &label,
+            points: &report.roc,
+            colour: "#1f77b4",
+        }],
+        1e-4,
+    );
+    std::fs::write(&args.roc, svg).with_context(|| format!("writing {}", args.roc.display()))?;
+    println!(
+        "pairs={} images={} detector_misses={}",
+        report.pairs, report.images, report.detector_misses
+    );
+    println!(
+        "accuracy_10fold={:.2}% +-{:.2}  TAR@FAR=1e-3: {:.2}%  TAR@FAR=1e-2: {:.2}%  threshold={:.3}",
+        report.accuracy.mean * 100.0,
+        report.accuracy.std * 100.0,
+        report.tar_at_far_1e3 * 100.0,
+        report.tar_at_far_1e2 * 100.0,
+        report.threshold_mean
+    );
+    println!(
+        "seconds_per_image={:.4} (detect {:.4} + align/quality {:.4} + embed {:.4}; threads={}; {})",
+        report.seconds_per_image,
+        report.seconds_per_image_detect,
+        report.seconds_per_image_align_quality,
+        report.seconds_per_image_embed,
+        if report.threads == 0 { "all".to_string() } else { report.threads.to_string() },
+        report.backend
+    );
+    for (name, b) in &report.by_quality {
+        println!(
+            "quality {name}: pairs={} (same {}, different {}) accuracy={:.2}%",
+            b.pairs,
+            b.same,
+            b.different,
+            b.accuracy * 100.0
+        );
+    }
+    println!(
+        "report: {}  roc: {}",
+        args.report.display(),
+        args.roc.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,19 @@
+//! Subcommands of the `facestream` binary: thin glue over the library.
+//!
+//! Exit codes: 0 success; 1 a fatal error (bad config, models missing, backend
+//! unusable); 2 the command ran but some inputs were rejected (each reported).
+
+pub mod embed;
+pub mod eval;
+pub mod verify;
+
+use std::path::Path;
+
+use facestream::config::Config;
+
+/// Exit code when some inputs were rejected but the rest were processed.
+pub const EXIT_SOME_INPUTS_FAILED: u8 = 2;
+
+pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(file)?)
+}

@@ -1,0 +1,259 @@
+//! Typed configuration: embedded default → `--config` file → environment overrides.
+//!
+//! Each stage owns its config struct (next to the stage, with a `///` doc on every field);
+//! this module only composes them, merges the layers and validates the result. Validation
+//! reports **every** problem at once and the process refuses to start on any of them.
+//!
+//! Environment overrides: `FACESTREAM__<SECTION>__<KEY>=<value>` sets any key (the value is
+//! read as TOML, falling back to a plain string), e.g. `FACESTREAM__DETECT__SCORE_THRESHOLD=0.7`.
+//! Two short forms exist for the paths set-up writes: `FACESTREAM_MODELS_DIR` and
+//! `FACESTREAM_OPENVINO_LIB`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::imageio::LimitsConfig;
+use crate::inference::InferenceConfig;
+use crate::stages::detect::DetectConfig;
+use crate::stages::embed::EmbedConfig;
+use crate::stages::quality::QualityConfig;
+
+/// The embedded default configuration (`config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Errors from loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin} is not valid TOML or has unknown/mistyped keys: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment override {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration ({} problem(s)):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Where the prepared models live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder holding `manifest.json` and the prepared ONNX files written by
+    /// `make models` (scripts/prepare_models.py). Relative paths are taken from the
+    /// working directory.
+    pub dir: PathBuf,
+}
+
+/// 1:1 verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Cosine similarity at or above which two faces are called the same person.
+    /// 0.363 is OpenCV's published operating point for SFace; `facestream eval lfw`
+    /// reports the accuracy-optimal threshold on your data.
+    pub threshold: f32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub inference: InferenceConfig,
+    pub limits: LimitsConfig,
+    pub detect: DetectConfig,
+    pub quality: QualityConfig,
+    pub embed: EmbedConfig,
+    pub verify: VerifyConfig,
+}
+
+impl Config {
+    /// Load the embedded default, overlay `file` when given, then the environment,
+    /// and validate.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, &env)
+    }
+
+    /// As [`Config::load`], with the environment passed in (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut merged = parse_toml(DEFAULT_TOML, "embedded default")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let overlay = parse_toml(&text, &path.display().to_string())?;
+            merge(&mut merged, overlay);
+        }
+        apply_env(&mut merged, env)?;
+        let config: Config =
+            merged
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: file.map_or("embedded default".into(), |p| p.display().to_string()),
+                    message: e.message().to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every problem in the configuration, all at once.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.models.dir.as_os_str().is_empty() {
+            problems.push("models.dir must not be empty".into());
+        }
+        self.inference.validate(&mut problems);
+        self.limits.validate(&mut problems);
+        self.detect.validate(&mut problems);
+        self.quality.validate(&mut problems);
+        self.embed.validate(&mut problems);
+        if !(-1.0..=1.0).contains(&self.verify.threshold) {
+            problems.push(format!(
+                "verify.threshold = {} is outside the cosine range [-1, 1]",
+                self.verify.threshold
+            ));
+        }
+        problems
+    }
+
+    /// Fails with [`ConfigError::Invalid`] listing every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.message().to_string(),
+        })
+}
+
+/// Deep-merge `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn apply_env(merged: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let path: Vec<String> = match name.as_str() {
+            "FACESTREAM_MODELS_DIR" => vec!["models".into(), "dir".into()],
+            "FACESTREAM_OPENVINO_LIB" => {
+                vec!["inference".into(), "openvino".into(), "library".into()]
+            }
+            _ => match name.strip_prefix("FACESTREAM__") {
+                Some(rest) => rest.split("__").map(|s| s.to_ascii_lowercase()).collect(),
+                None => continue,
+            },
+        };
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                name: name.clone(),
+                message: "empty path segment".into(),
+            });
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut node = &mut *merged;
+        for key in &path[..path.len() - 1] {
+            let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
+                name: name.clone(),
+                message: format!("`{key}` is not a section"),
+            })?;
+            node = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
+            name: name.clone(),
+            message: "parent is not a section".into(),
+        })?;
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_validates() {
+        let config = Config::load_with_env(None, &[]).expect("default config");
+        assert_eq!(config.embed.batch_size, 16);
+        assert!(config.problems().is_empty());
+    }
+
+    #[test]
+    fn env_overrides_typed_values_and_short_forms() {
+        let env = vec![
+            ("FACESTREAM__DETECT__SCORE_THRESHOLD".into(), "0.75".into()),
+            ("FACESTREAM_MODELS_DIR".into(), "/opt/models".into()),
+            ("UNRELATED".into(), "x".into()),
+        ];
+        let config = Config::load_with_env(None, &env).unwrap();
+        assert_eq!(config.detect.score_threshold, 0.75);
+        assert_eq!(config.models.dir, PathBuf::from("/opt/models"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("fs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[detect]\nscore_treshold = 0.5\n").unwrap();
+        let err = Config::load_with_env(Some(&file), &[]).unwrap_err();
+        assert!(err.to_string().contains("score_treshold"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let env = vec![
+            ("FACESTREAM__DETECT__SCORE_THRESHOLD".into(), "1.5".into()),
+            ("FACESTREAM__EMBED__BATCH_SIZE".into(), "0".into()),
+            ("FACESTREAM__VERIFY__THRESHOLD".into(), "2.0".into()),
+            ("FACESTREAM__LIMITS__MAX_IMAGE_PIXELS".into(), "0".into()),
+        ];
+        match Config::load_with_env(None, &env) {
+            Err(ConfigError::Invalid(problems)) => {
+                assert_eq!(problems.len(), 4, "{problems:?}");
+                assert!(problems
+                    .iter()
+                    .any(|p| p.contains("detect.score_threshold")));
+                assert!(problems.iter().any(|p| p.contains("embed.batch_size")));
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The face engine for still images: decode → detect → align → quality → embed.
+//!
+//! Used by the CLI (`embed`, `verify`), evaluation and enrolment. It owns one session per
+//! model; it is not shared between threads (build one engine per worker).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::imageio::{self, ImageError};
+use crate::inference::{self, InferenceError, SessionOptions};
+use crate::models::{ModelError, ModelStore};
+use crate::stages::align::{self, AlignedFace};
+use crate::stages::detect::{Detect, DetectError};
+use crate::stages::embed::{Embed, EmbedError, Embedding};
+use crate::stages::quality::{self, Quality, QualityConfig};
+use crate::stages::Detection;
+
+/// Errors from building or running the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// One analysed face.
+#[derive(Debug, Clone, Serialize)]
+pub struct Face {
+    #[serde(flatten)]
+    pub detection: Detection,
+    pub quality: Quality,
+    pub embedding: Embedding,
+    #[serde(skip)]
+    pub aligned: AlignedFace,
+}
+
+/// Where the time went for one image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub detect: Duration,
+    pub align_quality: Duration,
+    pub embed: Duration,
+}
+
+impl Timings {
+    pub fn total(&self) -> Duration {
+        self.detect + self.align_quality + self.embed
+    }
+}
+
+/// Detector + embedder + quality settings, ready to analyse images.
+pub struct FaceEngine {
+    detect: Detect,
+    embed: Embed,
+    quality: QualityConfig,
+    limits: imageio::LimitsConfig,
+    backend_description: String,
+}
+
+impl FaceEngine {
+    /// Select the backend, verify and load both models.
+    pub fn new(config: &Config) -> Result<FaceEngine, EngineError> {
+        let backend = inference::select(&config.inference)?;
+        let store = ModelStore::open(&config.models.dir)?;
+        let options = SessionOptions::from(&config.inference);
+        let detect = Detect::new(
+            backend.as_ref(),
+            &store.model("yunet")?,
+            &options,
+            config.detect.clone(),
+        )?;
+        let embed = Embed::new(
+            backend.as_ref(),
+            &store.model("sface")?,
+            &options,
+            &config.embed,
+        )?;
+        Ok(FaceEngine {
+            detect,
+            embed,
+            quality: config.quality.clone(),
+            limits: config.limits.clone(),
+            backend_description: backend.describe(),
+        })
+    }
+
+    pub fn backend_description(&self) -> &str {
+        &self.backend_description
+    }
+
+    /// `name@version` of the embedding model.
+    pub fn model_id(&self) -> &str {
+        self.embed.model_id()
+    }
+
+    pub fn limits(&self) -> &imageio::LimitsConfig {
+        &self.limits
+    }
+
+    /// Decode an image file with the configured limits.
+    pub fn load(&self, path: &Path) -> Result<RgbImage, ImageError> {
+        imageio::load_image(path, &self.limits)
+    }
+
+    /// Detect faces only.
+    pub fn detect(&mut self, image: &RgbImage) -> Result<Vec<Detection>, EngineError> {
+        Ok(self.detect.detect(image)?)
+    }
+
+    /// Align, score and embed given detections (in one batch).
+    pub fn describe(
+        &mut self,
+        image: &RgbImage,
+        detections: Vec<Detection>,
+        timings: &mut Timings,
+    ) -> Result<Vec<Face>, EngineError> {
+        let t = Instant::now();
+        let prepared: Vec<(Detection, AlignedFace, Quality)> = detections
+            .into_iter()
+            .filter_map(|d| {
+                let crop = align::align(image, &d.landmarks)?;
+                let q = quality::assess(&d, &crop, &self.quality);
+                Some((d, crop, q))
+            })
+            .collect();
+        timings.align_quality += t.elapsed();
+        let t = Instant::now();
+        let crops: Vec<&AlignedFace> = prepared.iter().map(|(_, c, _)| c).collect();
+        let embeddings = self.embed.embed(&crops)?;
+        timings.embed += t.elapsed();
+        Ok(prepared
+            .into_iter()
+            .zip(embeddings)
+            .map(|((detection, aligned, quality), embedding)| Face {
+                detection,
+                quality,
+                embedding,
+                aligned,
+            })
+            .collect())
+    }
+
+    /// Every face in the image, highest detector score first.
+    pub fn analyze(&mut self, image: &RgbImage) -> Result<(Vec<Face>, Timings), EngineError> {
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let detections = self.detect.detect(image)?;
+        timings.detect = t.elapsed();
+        let faces = self.describe(image, detections, &mut timings)?;
+        Ok((faces, timings))
+    }
+}
+
+/// The face to use when an image should show one person: the largest box.
+pub fn primary_face(faces: &[Face]) -> Option<&Face> {
+    faces
+        .iter()
+        .max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
+}

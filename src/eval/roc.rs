@@ -1,0 +1,141 @@
+//! ROC curve as a self-contained SVG (log-scale false accept rate, as face-recognition
+//! ROCs are read), with the operating points the report quotes marked.
+
+use std::fmt::Write;
+
+/// One curve to draw.
+pub struct Curve<'a> {
+    pub label: &'a str,
+    pub points: &'a [(f64, f64, f32)],
+    pub colour: &'a str,
+}
+
+/// Render curves with FAR on a log axis from `min_far` to 1 and TAR from 0 to 1.
+pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
+    let (w, h, left, right, top, bottom) = (640.0, 480.0, 70.0, 20.0, 40.0, 60.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let lo = min_far.log10();
+    let x = |far: f64| left + ((far.max(min_far).log10() - lo) / -lo) * pw;
+    let y = |tar: f64| top + (1.0 - tar) * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        w / 2.0,
+        escape(title)
+    );
+    let decades = (-lo).round() as i32;
+    for d in 0..=decades {
+        let far = 10f64.powi(-d);
+        let gx = x(far);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{}" stroke="#ddd"/>"##,
+            top + ph
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{gx:.1}" y="{}" text-anchor="middle">1e-{d}</text>"#,
+            top + ph + 18.0
+        );
+    }
+    for k in 0..=10 {
+        let tar = k as f64 / 10.0;
+        let gy = y(tar);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{gy:.1}" x2="{}" y2="{gy:.1}" stroke="#eee"/>"##,
+            left + pw
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{tar:.1}</text>"#,
+            left - 6.0,
+            gy + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">false accept rate (log)</text>"#,
+        left + pw / 2.0,
+        h - 14.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">true accept rate</text>"#,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    for (i, c) in curves.iter().enumerate() {
+        let mut path = String::new();
+        for (k, &(far, tar, _)) in c.points.iter().enumerate() {
+            let _ = write!(
+                path,
+                "{}{:.1},{:.1} ",
+                if k == 0 { "M" } else { "L" },
+                x(far),
+                y(tar)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<path d="{path}" fill="none" stroke="{}" stroke-width="2"/>"#,
+            c.colour
+        );
+        let ly = top + ph - 14.0 - 16.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"/>"#,
+            left + pw - 200.0,
+            left + pw - 180.0,
+            c.colour
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            left + pw - 175.0,
+            ly + 4.0,
+            escape(c.label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_path_per_curve_and_escapes_labels() {
+        let pts = [(0.0, 0.0, 1.0), (0.001, 0.9, 0.5), (1.0, 1.0, 0.0)];
+        let out = svg(
+            "a < b",
+            &[Curve {
+                label: "x&y",
+                points: &pts,
+                colour: "red",
+            }],
+            1e-4,
+        );
+        assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
+        assert_eq!(out.matches("<path").count(), 1);
+        assert!(out.contains("a &lt; b") && out.contains("x&amp;y"));
+    }
+}

@@ -1,0 +1,18 @@
+//! facestream: watches cameras and says who is in front of them.
+//!
+//! The map of the crate, in pipeline order:
+//! - [`config`]: typed configuration, embedded default → file → environment, validated.
+//! - [`imageio`]: safe still-image decoding with file-size and pixel limits.
+//! - [`models`]: prepared model files and their checksum gate.
+//! - [`inference`]: the backend trait and its feature-gated implementations.
+//! - [`stages`]: detect → align → quality → embed, plain synchronous code.
+//! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
+//! - [`eval`]: LFW verification protocol, ROC and reports.
+
+pub mod config;
+pub mod engine;
+pub mod eval;
+pub mod imageio;
+pub mod inference;
+pub mod models;
+pub mod stages;

@@ -1,0 +1,59 @@
+//! `facestream` command line: parse arguments, load config, run a command.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// facestream: face detection, alignment, quality and recognition for camera streams.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file layered over the embedded default (see config/default.toml).
+    #[arg(long, global = true, env = "FACESTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `facestream=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "FACESTREAM_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect, align, score and embed every face in each image; one JSON line per image.
+    Embed(cli::embed::EmbedArgs),
+    /// Compare the main face of two images (1:1): similarity and same/different.
+    Verify(cli::verify::VerifyArgs),
+    /// Evaluate on a benchmark.
+    #[command(subcommand)]
+    Eval(cli::eval::EvalCommand),
+    /// Print the effective configuration (default + file + environment) as TOML.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = cli::load_config(args.config.as_deref()).and_then(|config| match args.command {
+        Command::Embed(a) => cli::embed::run(&config, a),
+        Command::Verify(a) => cli::verify::run(&config, a),
+        Command::Eval(c) => cli::eval::run(&config, c),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("facestream: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Embedding: SFace turns aligned 112×112 crops into L2-normalised 128-d vectors, in batches.
+//!
+//! Last per-face stage before matching. Crops are packed into one `N×3×112×112` RGB
+//! planar f32 tensor (raw 0–255, as OpenCV's `FaceRecognizerSF` feeds SFace), run in
+//! chunks of at most `embed.batch_size`, and each output row is divided by its L2 norm so
+//! that cosine similarity is a dot product.
+
+use serde::{Deserialize, Serialize};
+
+use super::align::{AlignedFace, CROP};
+use crate::inference::{Backend, InferenceError, Session, SessionOptions};
+use crate::models::VerifiedModel;
+
+/// Embedding settings (section `[embed]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// Most faces per inference call. Larger batches raise throughput on multi-core CPUs
+    /// and GPUs at the cost of latency; 1 gives the lowest single-face latency.
+    pub batch_size: usize,
+}
+
+impl EmbedConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        if !(1..=256).contains(&self.batch_size) {
+            problems.push(format!(
+                "embed.batch_size = {} must be within [1, 256]",
+                self.batch_size
+            ));
+        }
+    }
+}
+
+/// Errors from embedding.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("embedding model returned {got} values for {faces} faces (expected {dim} per face)")]
+    BadOutput {
+        got: usize,
+        faces: usize,
+        dim: usize,
+    },
+}
+
+/// An L2-normalised embedding.
+pub type Embedding = Vec<f32>;
+
+/// The embedding stage.
+pub struct Embed {
+    session: Box<dyn Session>,
+    model_id: String,
+    dim: usize,
+    batch_size: usize,
+    input: Vec<f32>,
+}
+
+impl Embed {
+    pub fn new(
+        backend: &dyn Backend,
+        model: &VerifiedModel,
+        options: &SessionOptions,
+        config: &EmbedConfig,
+    ) -> Result<Embed, EmbedError> {
+        Ok(Embed {
+            session: backend.load(model, options)?,
+            model_id: model.id.clone(),
+            dim: model.entry.embedding_dim.unwrap_or(128),
+            batch_size: config.batch_size,
+            input: Vec::new(),
+        })
+    }
+
+    /// `name@version` of the model, stored with every embedding.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Embed crops; the result is in input order.
+    pub fn embed(&mut self, faces: &[&AlignedFace]) -> Result<Vec<Embedding>, EmbedError> {
+        let mut out = Vec::with_capacity(faces.len());
+        for chunk in faces.chunks(self.batch_size) {
+            pack_rgb_planar(chunk, &mut self.input);
+            let shape = [chunk.len(), 3, CROP, CROP];
+            let outputs = self.session.run(&shape, &self.input)?;
+            let data = outputs.first().map(|t| t.data.as_slice()).unwrap_or(&[]);
+            if data.len() != chunk.len() * self.dim {
+                return Err(EmbedError::BadOutput {
+                    got: data.len(),
+                    faces: chunk.len(),
+                    dim: self.dim,
+                });
+            }
+            out.extend(data.chunks_exact(self.dim).map(l2_normalised));
+        }
+        Ok(out)
+    }
+}
+
+/// Pack crops into an `N×3×112×112` RGB planar tensor.
+pub fn pack_rgb_planar(faces: &[&AlignedFace], out: &mut Vec<f32>) {
+    let plane = CROP * CROP;
+    out.clear();
+    out.resize(faces.len() * 3 * plane, 0.0);
+    for (n, face) in faces.iter().enumerate() {
+        let base = n * 3 * plane;
+        for (i, px) in face.rgb.chunks_exact(3).enumerate() {
+            out[base + i] = px[0] as f32;
+            out[base + plane + i] = px[1] as f32;
+            out[base + 2 * plane + i] = px[2] as f32;
+        }
+    }
+}
+
+/// `v / |v|`; a zero vector stays zero.
+pub fn l2_normalised(v: &[f32]) -> Embedding {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// Cosine similarity of two L2-normalised embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::align::Similarity;
+
+    #[test]
+    fn normalises_and_compares() {
+        let v = l2_normalised(&[3.0, 4.0]);
+        assert_eq!(v, vec![0.6, 0.8]);
+        assert!((cosine(&v, &v) - 1.0).abs() < 1e-6);
+        assert_eq!(l2_normalised(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn packs_planar_rgb_per_face() {
+        let face = |v: u8| AlignedFace {
+            rgb: [v, v + 1, v + 2].repeat(CROP * CROP),
+            transform: Similarity {
+                a: 1.0,
+                b: 0.0,
+                tx: 0.0,
+                ty: 0.0,
+            },
+        };
+        let (a, b) = (face(10), face(100));
+        let mut out = Vec::new();
+        pack_rgb_planar(&[&a, &b], &mut out);
+        let plane = CROP * CROP;
+        assert_eq!(out.len(), 6 * plane);
+        assert_eq!((out[0], out[plane], out[2 * plane]), (10.0, 11.0, 12.0));
+        assert_eq!((out[3 * plane], out[5 * plane + 7]), (100.0, 102.0));
+    }
+}

@@ -1,0 +1,190 @@
+//! The face engine on real photos: recognition decisions, the group photo, landmarks,
+//! quality ordering, batching and the model checksum gate.
+
+mod common;
+
+use facestream::engine::{primary_face, Face, FaceEngine};
+use facestream::models::ModelError;
+use facestream::stages::embed::cosine;
+use facestream::stages::quality::QualityClass;
+use image::RgbImage;
+
+fn main_face(engine: &mut FaceEngine, name: &str) -> Face {
+    let image = engine.load(&common::fixture(name)).unwrap();
+    let (faces, _) = engine.analyze(&image).unwrap();
+    primary_face(&faces)
+        .unwrap_or_else(|| panic!("no face in {name}"))
+        .clone()
+}
+
+#[test]
+fn same_person_scores_above_and_different_people_below_the_threshold() {
+    let threshold = common::config().verify.threshold;
+    let mut engine = common::engine();
+    let obama = main_face(&mut engine, "obama.jpg");
+    let same = [
+        "obama2.jpg",
+        "obama3.jpg",
+        "obama_partial_face.jpg",
+        "obama_partial_face2.jpg",
+    ];
+    for name in same {
+        let s = cosine(&obama.embedding, &main_face(&mut engine, name).embedding);
+        assert!(
+            s >= threshold + 0.1,
+            "obama vs {name}: {s} not clearly above {threshold}"
+        );
+    }
+    let others = ["biden.jpg", "Tom_Hanks_54745.png"];
+    for a in ["obama.jpg", "obama2.jpg", "obama3.jpg"] {
+        let fa = main_face(&mut engine, a);
+        for b in others {
+            let s = cosine(&fa.embedding, &main_face(&mut engine, b).embedding);
+            assert!(s < threshold, "{a} vs {b}: {s} not below {threshold}");
+        }
+    }
+    let s = cosine(
+        &main_face(&mut engine, "biden.jpg").embedding,
+        &main_face(&mut engine, "Tom_Hanks_54745.png").embedding,
+    );
+    assert!(s < threshold, "biden vs hanks: {s}");
+}
+
+#[test]
+fn group_photo_has_six_faces_with_landmarks_inside_their_boxes() {
+    let mut engine = common::engine();
+    let image = engine.load(&common::fixture("t1.jpg")).unwrap();
+    let (faces, _) = engine.analyze(&image).unwrap();
+    assert_eq!(
+        faces.len(),
+        6,
+        "{:#?}",
+        faces.iter().map(|f| f.detection.bbox).collect::<Vec<_>>()
+    );
+    for f in &faces {
+        assert!(f.detection.score >= 0.6);
+        for p in f.detection.landmarks {
+            assert!(
+                f.detection.bbox.contains(p),
+                "landmark {p:?} outside {:?}",
+                f.detection.bbox
+            );
+        }
+        // Eyes above the nose, nose above the mouth corners.
+        let lm = f.detection.landmarks;
+        assert!(lm[0][1].max(lm[1][1]) < lm[2][1] && lm[2][1] < lm[3][1].min(lm[4][1]));
+        assert!((cosine(&f.embedding, &f.embedding) - 1.0).abs() < 1e-4);
+    }
+    // Six different people: no two embeddings should pass as the same person.
+    let threshold = common::config().verify.threshold;
+    for i in 0..faces.len() {
+        for j in i + 1..faces.len() {
+            let s = cosine(&faces[i].embedding, &faces[j].embedding);
+            assert!(s < threshold, "faces {i} and {j} look alike: {s}");
+        }
+    }
+}
+
+#[test]
+fn quality_drops_on_blurred_and_downscaled_copies() {
+    let mut engine = common::engine();
+    let path = common::fixture("obama.jpg");
+    let original = engine.load(&path).unwrap();
+    let best = |engine: &mut FaceEngine, img: &RgbImage| {
+        let (faces, _) = engine.analyze(img).unwrap();
+        primary_face(&faces).expect("face still found").clone()
+    };
+    let sharp = best(&mut engine, &original);
+    let blurred = best(&mut engine, &image::imageops::blur(&original, 6.0));
+    let (w, h) = original.dimensions();
+    let small = image::imageops::resize(
+        &original,
+        w / 8,
+        h / 8,
+        image::imageops::FilterType::Triangle,
+    );
+    let small = best(&mut engine, &small);
+
+    assert_eq!(
+        sharp.quality.class,
+        QualityClass::High,
+        "{:?}",
+        sharp.quality
+    );
+    assert!(blurred.quality.components.sharpness < sharp.quality.components.sharpness * 0.5);
+    assert!(
+        blurred.quality.score < sharp.quality.score,
+        "{:?} vs {:?}",
+        blurred.quality,
+        sharp.quality
+    );
+    assert!(small.quality.components.size < sharp.quality.components.size);
+    assert!(small.quality.score < sharp.quality.score);
+    assert_eq!(
+        small.quality.class,
+        QualityClass::Low,
+        "{:?}",
+        small.quality
+    );
+    // Frontal portrait: small yaw and roll.
+    assert!(
+        sharp.quality.measures.yaw_deg.abs() < 20.0 && sharp.quality.measures.roll_deg.abs() < 15.0
+    );
+}
+
+#[test]
+fn a_face_embeds_the_same_alone_and_inside_a_batch() {
+    let mut config = common::config();
+    config.embed.batch_size = 4; // six faces -> batches of 4 and 2
+    let mut batched = FaceEngine::new(&config).unwrap();
+    config.embed.batch_size = 1;
+    let mut single = FaceEngine::new(&config).unwrap();
+    let image = batched.load(&common::fixture("t1.jpg")).unwrap();
+    let (a, _) = batched.analyze(&image).unwrap();
+    let (b, _) = single.analyze(&image).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(cosine(&x.embedding, &y.embedding) > 0.9999);
+    }
+}
+
+#[test]
+fn an_image_without_faces_gives_an_empty_list() {
+    let mut engine = common::engine();
+    let blank = RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let (faces, _) = engine.analyze(&blank).unwrap();
+    assert!(faces.is_empty());
+    let tiny = RgbImage::new(1, 1);
+    assert!(engine.analyze(&tiny).unwrap().0.is_empty());
+}
+
+#[test]
+fn a_tampered_model_file_is_refused() {
+    let src = common::config().models.dir;
+    let dir = common::temp_dir("tampered-models");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let file = dir.join(manifest["models"]["sface"]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let mut config = common::config();
+    config.models.dir = dir.clone();
+    match FaceEngine::new(&config) {
+        Err(facestream::engine::EngineError::Model(ModelError::ChecksumMismatch {
+            path, ..
+        })) => {
+            assert_eq!(path, file)
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("tampered model was loaded"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
