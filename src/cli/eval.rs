@@ -29,12 +29,33 @@ pub struct LfwArgs {
     /// Use only the first N pairs of each 300-pair block (quick runs).
     #[arg(long)]
     limit_pairs: Option<usize>,
+    /// Downscale a deterministic share of the images by this factor (e.g. 0.25) to
+    /// simulate surveillance resolution and populate the low-quality buckets.
+    #[arg(long, value_parser = parse_scale)]
+    degrade_scale: Option<f32>,
+    /// Share of images to degrade when --degrade-scale is given.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    degrade_fraction: f64,
     /// Where to write the JSON report.
     #[arg(long, default_value = "eval-lfw.json")]
     report: PathBuf,
     /// Where to write the ROC curve (SVG).
     #[arg(long, default_value = "eval-lfw-roc.svg")]
     roc: PathBuf,
+}
+
+fn parse_scale(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a scale in (0, 1]")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a fraction in [0, 1]")),
+    }
 }
 
 pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
@@ -52,11 +73,16 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
             .expect("static template"),
     );
+    let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
+        fraction: args.degrade_fraction,
+        scale,
+    });
     let report = lfw::evaluate(
         &mut engine,
         &args.images,
         &pairs,
         config.inference.threads,
+        degrade,
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -81,8 +107,8 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
     );
     std::fs::write(&args.roc, svg).with_context(|| format!("writing {}", args.roc.display()))?;
     println!(
-        "pairs={} images={} detector_misses={}",
-        report.pairs, report.images, report.detector_misses
+        "pairs={} images={} detector_misses={} degraded_images={}",
+        report.pairs, report.images, report.detector_misses, report.degraded_images
     );
     println!(
         "accuracy_10fold={:.2}% +-{:.2}  TAR@FAR=1e-3: {:.2}%  TAR@FAR=1e-2: {:.2}%  threshold={:.3}",

@@ -108,23 +108,49 @@ pub fn image_path(images: &Path, key: &ImageKey) -> PathBuf {
         .join(format!("{}_{:04}.jpg", key.0, key.1))
 }
 
-/// The reference's fallback for 250×250 LFW images with no detection.
-fn canonical_lfw_face() -> Detection {
+/// The reference's fallback for 250×250 LFW images with no detection, scaled to the
+/// image actually analysed (LFW is 250×250; a degraded copy is smaller).
+fn canonical_lfw_face(width: u32) -> Detection {
+    let s = width as f32 / 250.0;
+    let lm: [[f32; 2]; 5] = [
+        [106.0, 110.0],
+        [144.0, 110.0],
+        [125.0, 132.0],
+        [110.0, 155.0],
+        [140.0, 155.0],
+    ];
     Detection {
         bbox: BBox {
-            x: 68.0,
-            y: 68.0,
-            w: 114.0,
-            h: 114.0,
+            x: 68.0 * s,
+            y: 68.0 * s,
+            w: 114.0 * s,
+            h: 114.0 * s,
         },
-        landmarks: [
-            [106.0, 110.0],
-            [144.0, 110.0],
-            [125.0, 132.0],
-            [110.0, 155.0],
-            [140.0, 155.0],
-        ],
+        landmarks: lm.map(|p| [p[0] * s, p[1] * s]),
         score: 0.0,
+    }
+}
+
+/// Simulated surveillance resolution: a deterministic share of the images is downscaled
+/// before analysis, so the quality split (high/high, low/high, low/low) has all three
+/// buckets even on LFW, whose photos are nearly all high quality.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Degrade {
+    /// Share of images degraded, in [0, 1].
+    pub fraction: f64,
+    /// Scale factor applied to their width and height, in (0, 1].
+    pub scale: f32,
+}
+
+impl Degrade {
+    /// Whether `key` is in the degraded share (FNV-1a of the key, so the choice is stable
+    /// across runs and machines).
+    pub fn applies_to(&self, key: &ImageKey) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.0.bytes().chain(key.1.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        ((h % 10_000) as f64) < self.fraction * 10_000.0
     }
 }
 
@@ -156,6 +182,9 @@ pub struct LfwReport {
     pub backend: String,
     pub model: String,
     pub threads: usize,
+    /// Present when images were degraded (`--degrade-scale`).
+    pub degrade: Option<Degrade>,
+    pub degraded_images: usize,
     #[serde(skip)]
     pub roc: Vec<(f64, f64, f32)>,
 }
@@ -171,6 +200,7 @@ pub fn evaluate(
     images: &Path,
     pairs: &[Pair],
     threads: usize,
+    degrade: Option<Degrade>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<LfwReport, LfwError> {
     let mut keys: Vec<&ImageKey> = pairs.iter().flat_map(|p| [&p.a, &p.b]).collect();
@@ -179,13 +209,20 @@ pub fn evaluate(
     let mut cache: HashMap<&ImageKey, Embedded> = HashMap::with_capacity(keys.len());
     let mut timings = Timings::default();
     let mut misses = 0usize;
+    let mut degraded = 0usize;
     for (done, key) in keys.iter().enumerate() {
         let path = image_path(images, key);
         let image_err = |source: EngineError| LfwError::Image {
             path: path.clone(),
             source,
         };
-        let image = engine.load(&path).map_err(|e| image_err(e.into()))?;
+        let mut image = engine.load(&path).map_err(|e| image_err(e.into()))?;
+        if let Some(d) = degrade.filter(|d| d.applies_to(key)) {
+            let w = ((image.width() as f32 * d.scale).round() as u32).max(1);
+            let h = ((image.height() as f32 * d.scale).round() as u32).max(1);
+            image = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
+            degraded += 1;
+        }
         let t = Instant::now();
         let faces = engine.detect(&image).map_err(image_err)?;
         timings.detect += t.elapsed();
@@ -199,7 +236,7 @@ pub fn evaluate(
         });
         let detection = chosen.unwrap_or_else(|| {
             misses += 1;
-            canonical_lfw_face()
+            canonical_lfw_face(image.width())
         });
         let face = engine
             .describe(&image, vec![detection], &mut timings)
@@ -277,6 +314,8 @@ pub fn evaluate(
         backend: engine.backend_description().to_string(),
         model: engine.model_id().to_string(),
         threads,
+        degrade,
+        degraded_images: degraded,
     })
 }
 
@@ -301,6 +340,28 @@ mod tests {
         std::fs::write(&f, "10\t300\nA\tx\t2\n").unwrap();
         let err = read_pairs(&f).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("`x`"), "{err}");
+    }
+
+    #[test]
+    fn degrade_picks_a_stable_share() {
+        let d = Degrade {
+            fraction: 0.5,
+            scale: 0.25,
+        };
+        let keys: Vec<ImageKey> = (0..2000).map(|i| (format!("P{}", i % 97), i)).collect();
+        let n = keys.iter().filter(|k| d.applies_to(k)).count();
+        assert!((900..1100).contains(&n), "{n}");
+        assert_eq!(keys.iter().filter(|k| d.applies_to(k)).count(), n);
+        assert!(!Degrade {
+            fraction: 0.0,
+            scale: 0.5
+        }
+        .applies_to(&keys[0]));
+        assert!(Degrade {
+            fraction: 1.0,
+            scale: 0.5
+        }
+        .applies_to(&keys[0]));
     }
 
     #[test]

@@ -10,14 +10,21 @@ pub struct Curve<'a> {
     pub colour: &'a str,
 }
 
-/// Render curves with FAR on a log axis from `min_far` to 1 and TAR from 0 to 1.
+/// Render curves with FAR on a log axis from `min_far` to 1. The TAR axis starts at the
+/// lowest TAR any curve reaches within that FAR range, rounded down to 0.05, so a
+/// near-perfect curve is not flattened against the top edge.
 pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
+    let tar_low = curves
+        .iter()
+        .filter_map(|c| c.points.iter().find(|p| p.0 >= min_far).map(|p| p.1))
+        .fold(1.0f64, f64::min);
+    let y_min = ((tar_low * 20.0).floor() / 20.0).clamp(0.0, 0.95);
     let (w, h, left, right, top, bottom) = (640.0, 480.0, 70.0, 20.0, 40.0, 60.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let lo = min_far.log10();
     let x = |far: f64| left + ((far.max(min_far).log10() - lo) / -lo) * pw;
-    let y = |tar: f64| top + (1.0 - tar) * ph;
+    let y = |tar: f64| top + (1.0 - (tar.max(y_min) - y_min) / (1.0 - y_min)) * ph;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -39,14 +46,21 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
             r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{}" stroke="#ddd"/>"##,
             top + ph
         );
+        let label = if d == 0 {
+            "1".to_string()
+        } else {
+            format!("1e-{d}")
+        };
         let _ = writeln!(
             s,
-            r#"<text x="{gx:.1}" y="{}" text-anchor="middle">1e-{d}</text>"#,
+            r#"<text x="{gx:.1}" y="{}" text-anchor="middle">{label}</text>"#,
             top + ph + 18.0
         );
     }
-    for k in 0..=10 {
-        let tar = k as f64 / 10.0;
+    let steps = ((1.0 - y_min) / 0.01).round() as i32;
+    let every = if steps > 20 { 10 } else { 1 };
+    for k in (0..=steps).filter(|k| k % every == 0) {
+        let tar = y_min + k as f64 * 0.01;
         let gy = y(tar);
         let _ = writeln!(
             s,
@@ -55,7 +69,7 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{tar:.1}</text>"#,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{tar:.2}</text>"#,
             left - 6.0,
             gy + 4.0
         );
@@ -96,14 +110,14 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
         let _ = writeln!(
             s,
             r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"/>"#,
-            left + pw - 200.0,
-            left + pw - 180.0,
+            left + 10.0,
+            left + 30.0,
             c.colour
         );
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}">{}</text>"#,
-            left + pw - 175.0,
+            left + 35.0,
             ly + 4.0,
             escape(c.label)
         );
