@@ -30,6 +30,10 @@ enum Command {
     /// Evaluate on a benchmark.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// List inference backends: compiled in, usable here (or why not), what `auto` picks.
+    Backends(cli::backends::BackendsArgs),
+    /// Measure inference speed per backend and thread count on real faces.
+    Bench(cli::bench::BenchArgs),
     /// Print the effective configuration (default + file + environment) as TOML.
     Config,
 }
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
         Command::Embed(a) => cli::embed::run(&config, a),
         Command::Verify(a) => cli::verify::run(&config, a),
         Command::Eval(c) => cli::eval::run(&config, c),
+        Command::Backends(a) => cli::backends::run(&config, a),
+        Command::Bench(a) => cli::bench::run(&config, a),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)

@@ -201,3 +201,55 @@ fn bad_config_is_refused_with_every_problem_listed() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn backends_lists_every_backend_and_refuses_an_unloadable_library() {
+    let out = facestream().args(["backends", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "openvino",
+        "onnxruntime",
+        "onnxruntime-cuda",
+        "onnxruntime-tensorrt",
+        "litert",
+        "tract",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(v["auto"].is_string());
+
+    // Naming a backend whose library cannot be loaded is a start-up error naming it.
+    let out = facestream()
+        .args(["backends"])
+        .env("FACESTREAM__INFERENCE__BACKEND", "openvino")
+        .env("FACESTREAM_OPENVINO_LIB", "/nonexistent/libopenvino_c.so")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/nonexistent/libopenvino_c.so") && text.contains("NOT USABLE"),
+        "{text}"
+    );
+    let out = facestream()
+        .arg("verify")
+        .arg(common::fixture("obama.jpg"))
+        .arg(common::fixture("biden.jpg"))
+        .env("FACESTREAM__INFERENCE__BACKEND", "openvino")
+        .env("FACESTREAM_OPENVINO_LIB", "/nonexistent/libopenvino_c.so")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libopenvino_c.so"));
+}

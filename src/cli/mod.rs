@@ -3,6 +3,8 @@
 //! Exit codes: 0 success; 1 a fatal error (bad config, models missing, backend
 //! unusable); 2 the command ran but some inputs were rejected (each reported).
 
+pub mod backends;
+pub mod bench;
 pub mod embed;
 pub mod eval;
 pub mod verify;

@@ -11,8 +11,12 @@
 //! Sessions are not shared between threads: each stage worker loads its own, which is what
 //! lets thread count and batch size be set per stage.
 
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 #[cfg(feature = "openvino")]
 pub mod openvino;
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +26,9 @@ use crate::models::VerifiedModel;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
-    /// `auto` picks the best usable backend for this machine; or name one: `openvino`.
+    /// `auto` picks the best usable backend for this machine (see [`auto_order`]); or name
+    /// one: `openvino`, `onnxruntime`, `onnxruntime-cuda`, `onnxruntime-tensorrt`,
+    /// `litert`, `tract`. `facestream backends` lists them and what `auto` picks here.
     pub backend: String,
     /// Threads per session; 0 lets the runtime use every core.
     pub threads: usize,
@@ -35,6 +41,23 @@ pub struct InferenceConfig {
     pub max_cached_shapes: usize,
     /// OpenVINO settings.
     pub openvino: OpenVinoConfig,
+    /// ONNX Runtime settings.
+    pub onnxruntime: OnnxRuntimeConfig,
+}
+
+/// Section `[inference.onnxruntime]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntimeConfig {
+    /// Path to `libonnxruntime.so` (CPU or GPU build, ≥ 1.23). Empty:
+    /// `FACESTREAM_ONNXRUNTIME_LIB`, then the set-up's `.cache/venv` wheel, then
+    /// `ORT_DYLIB_PATH`.
+    pub library: String,
+    /// CUDA device index for the CUDA and TensorRT providers.
+    pub device_id: i32,
+    /// Where TensorRT keeps built engines and timing caches (building an engine takes
+    /// minutes; the cache makes later starts fast).
+    pub tensorrt_cache: String,
 }
 
 /// Section `[inference.openvino]`.
@@ -85,8 +108,26 @@ impl InferenceConfig {
     }
 }
 
-/// Every backend facestream knows, compiled in or not.
-pub const BACKEND_NAMES: &[&str] = &["openvino"];
+/// Every backend facestream knows, compiled in or not, with the cargo feature that
+/// carries it.
+pub const BACKENDS: &[(&str, &str)] = &[
+    ("onnxruntime-tensorrt", "onnxruntime"),
+    ("onnxruntime-cuda", "onnxruntime"),
+    ("openvino", "openvino"),
+    ("litert", "litert"),
+    ("onnxruntime", "onnxruntime"),
+    ("tract", "tract"),
+];
+
+/// Backend names, for messages.
+pub const BACKEND_NAMES: &[&str] = &[
+    "onnxruntime-tensorrt",
+    "onnxruntime-cuda",
+    "openvino",
+    "litert",
+    "onnxruntime",
+    "tract",
+];
 
 /// Errors at the inference boundary.
 #[derive(Debug, thiserror::Error)]
@@ -174,24 +215,97 @@ pub trait Session: Send {
     fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, InferenceError>;
 }
 
+/// The order `auto` tries backends on this machine: NVIDIA GPU → ONNX Runtime with
+/// TensorRT, then CUDA; x86-64 → OpenVINO; aarch64 → LiteRT; then ONNX Runtime on CPU;
+/// then tract. The first one that is compiled in and usable wins.
+pub fn auto_order() -> Vec<&'static str> {
+    let mut order = Vec::new();
+    if nvidia_gpu_present() {
+        order.extend(["onnxruntime-tensorrt", "onnxruntime-cuda"]);
+    }
+    match std::env::consts::ARCH {
+        "x86_64" => order.extend(["openvino", "litert"]),
+        "aarch64" => order.extend(["litert", "openvino"]),
+        _ => order.extend(["openvino", "litert"]),
+    }
+    order.extend(["onnxruntime", "tract"]);
+    order
+}
+
+/// True when an NVIDIA driver is present (device node or the driver's proc entry).
+pub fn nvidia_gpu_present() -> bool {
+    Path::new("/dev/nvidia0").exists() || Path::new("/proc/driver/nvidia/version").exists()
+}
+
+/// One backend as `facestream backends` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub name: &'static str,
+    pub feature: &'static str,
+    pub compiled: bool,
+    pub usable: bool,
+    /// The library/device description when usable, else why not.
+    pub detail: String,
+}
+
+/// Open every known backend and report which are compiled in and usable here.
+pub fn survey(config: &InferenceConfig) -> Vec<BackendStatus> {
+    BACKENDS
+        .iter()
+        .map(|&(name, feature)| match open(name, config) {
+            Ok(backend) => BackendStatus {
+                name,
+                feature,
+                compiled: true,
+                usable: true,
+                detail: backend.describe(),
+            },
+            Err(e) => BackendStatus {
+                name,
+                feature,
+                compiled: !matches!(e, InferenceError::NotCompiled { .. }),
+                usable: false,
+                detail: e.to_string(),
+            },
+        })
+        .collect()
+}
+
 /// Resolve `inference.backend` into a ready backend.
 pub fn select(config: &InferenceConfig) -> Result<Box<dyn Backend>, InferenceError> {
-    match config.backend.as_str() {
-        "openvino" => open_openvino(config),
-        "auto" => {
-            // x86 CPU servers: OpenVINO. Later backends (ONNX Runtime+TensorRT on NVIDIA,
-            // LiteRT on ARM) slot in ahead of or after it here, in order of preference.
-            let mut reasons = Vec::new();
-            match open_openvino(config) {
-                Ok(backend) => return Ok(backend),
-                Err(e) => reasons.push(e.to_string()),
-            }
-            Err(InferenceError::NoneUsable(reasons.join("; ")))
+    if config.backend != "auto" {
+        return open(&config.backend, config);
+    }
+    let mut reasons = Vec::new();
+    for name in auto_order() {
+        match open(name, config) {
+            Ok(backend) => return Ok(backend),
+            Err(e) => reasons.push(e.to_string()),
         }
+    }
+    Err(InferenceError::NoneUsable(reasons.join("; ")))
+}
+
+/// Open one backend by name.
+pub fn open(name: &str, config: &InferenceConfig) -> Result<Box<dyn Backend>, InferenceError> {
+    match name {
+        "openvino" => open_openvino(config),
+        "onnxruntime" | "onnxruntime-cuda" | "onnxruntime-tensorrt" => {
+            open_onnxruntime(name, config)
+        }
+        "litert" => Err(not_compiled(name, "litert")),
+        "tract" => Err(not_compiled(name, "tract")),
         other => Err(InferenceError::Unavailable {
             name: other.to_string(),
             reason: format!("unknown backend; known: {BACKEND_NAMES:?}"),
         }),
+    }
+}
+
+fn not_compiled(name: &str, feature: &'static str) -> InferenceError {
+    InferenceError::NotCompiled {
+        name: name.to_string(),
+        feature,
     }
 }
 
@@ -202,8 +316,56 @@ fn open_openvino(config: &InferenceConfig) -> Result<Box<dyn Backend>, Inference
 
 #[cfg(not(feature = "openvino"))]
 fn open_openvino(_config: &InferenceConfig) -> Result<Box<dyn Backend>, InferenceError> {
-    Err(InferenceError::NotCompiled {
-        name: "openvino".into(),
-        feature: "openvino",
+    Err(not_compiled("openvino", "openvino"))
+}
+
+#[cfg(feature = "onnxruntime")]
+fn open_onnxruntime(
+    name: &str,
+    config: &InferenceConfig,
+) -> Result<Box<dyn Backend>, InferenceError> {
+    use onnxruntime::{OrtBackend, Provider};
+    let provider = match name {
+        "onnxruntime-cuda" => Provider::Cuda,
+        "onnxruntime-tensorrt" => Provider::TensorRt,
+        _ => Provider::Cpu,
+    };
+    Ok(Box::new(OrtBackend::open(&config.onnxruntime, provider)?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn open_onnxruntime(
+    name: &str,
+    _config: &InferenceConfig,
+) -> Result<Box<dyn Backend>, InferenceError> {
+    Err(not_compiled(name, "onnxruntime"))
+}
+
+/// Find `<prefix>*` in `site-packages/<subdir>` of the set-up's `.cache/venv`, looked for
+/// under the working directory and the executable's ancestors (so both `cargo test` and
+/// `target/release/facestream` find it). The highest-sorting match wins.
+pub(crate) fn find_in_venv(subdir: &str, prefix: &str) -> Option<PathBuf> {
+    let mut roots: Vec<PathBuf> = vec![PathBuf::from(".")];
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    roots.iter().find_map(|root| {
+        let lib = root.join(".cache/venv/lib");
+        std::fs::read_dir(lib).ok()?.flatten().find_map(|python| {
+            let dir = python.path().join("site-packages").join(subdir);
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .collect();
+            found.sort();
+            let path = found.pop()?;
+            Some(std::fs::canonicalize(&path).unwrap_or(path))
+        })
     })
 }

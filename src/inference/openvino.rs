@@ -4,7 +4,7 @@
 //! dimensions and compiled per concrete input shape (static shapes run faster on CPU);
 //! a small LRU of compiled shapes per session makes repeated sizes free.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use openvino::{Core, DeviceType, ElementType, PartialShape, RwPropertyKey, Shape};
 
@@ -73,41 +73,13 @@ impl OpenVinoBackend {
     }
 }
 
-/// Explicit path (config or env) first, then the set-up's venv wheel near the working
-/// directory or the executable; `None` leaves the search to openvino-finder.
+/// Explicit path (config or env) first, then the set-up's venv wheel; `None` leaves the
+/// search to openvino-finder.
 fn find_library(config: &OpenVinoConfig) -> Option<PathBuf> {
     if !config.library.is_empty() {
         return Some(PathBuf::from(&config.library));
     }
-    let mut roots: Vec<PathBuf> = vec![PathBuf::from(".")];
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
-    }
-    roots
-        .iter()
-        .find_map(|root| wheel_library(&root.join(".cache/venv/lib")))
-}
-
-fn wheel_library(venv_lib: &Path) -> Option<PathBuf> {
-    for python in std::fs::read_dir(venv_lib).ok()?.flatten() {
-        let libs = python.path().join("site-packages/openvino/libs");
-        if let Ok(entries) = std::fs::read_dir(&libs) {
-            let mut found: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("libopenvino_c.so"))
-                })
-                .collect();
-            found.sort();
-            if let Some(path) = found.pop() {
-                return Some(path);
-            }
-        }
-    }
-    None
+    super::find_in_venv("openvino/libs", "libopenvino_c.so")
 }
 
 impl Backend for OpenVinoBackend {
