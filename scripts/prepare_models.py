@@ -11,7 +11,8 @@ This script, run by `make models`, turns them into plain fp32 graphs every backe
    against the digests pinned below (the same digests the wheel's models/README.md lists);
 2. fold every constant DequantizeLinear (blocked or per-axis) into an fp32 initializer and
    fold the constant Reshapes that follow it;
-3. drop initializers from the graph inputs, set IR version 10 (opset 21 needs it);
+3. drop initializers from the graph inputs, remove inference-time no-ops (Dropout, whose
+   opset-12 form tract rejects), set IR version 10 (opset 21 needs it);
 4. make the batch dimension symbolic (`N`) and, for YuNet, height and width (`H`, `W`),
    rewriting head Reshapes that pinned the anchor count;
 5. check with the ONNX checker and, when onnxruntime or OpenVINO is importable, that the
@@ -56,7 +57,8 @@ MODELS = {
         "embedding_dim": 128,
     },
 }
-MANIFEST_VERSION = 1
+# Bump when the preparation changes, so existing caches are prepared again.
+MANIFEST_VERSION = 2
 
 
 def sha256_file(path):
@@ -136,11 +138,42 @@ def fold_constants(model):
                 value = value.astype(np.float32)
             g.initializer.append(numpy_helper.from_array(value, name))
     inits = {t.name for t in g.initializer}
-    real_inputs = [i for i in g.input if i.name not in inits]
+    consumed = {i for n in keep for i in n.input}
+    # Stale inputs: SFace lists its pre-quantization weight names as graph inputs that no
+    # node reads any more; runtimes that take the input list literally (tract) demand them.
+    real_inputs = [i for i in g.input if i.name not in inits and i.name in consumed]
     del g.input[:]
     g.input.extend(real_inputs)
     del g.value_info[:]
     return folded
+
+
+def drop_dropout(model):
+    """Remove Dropout nodes (an identity at inference). SFace's opset-12 Dropout carries a
+    `ratio` input that tract rejects; rewiring its consumers to its input is exact."""
+    g = model.graph
+    alias = {}
+    keep = []
+    for n in g.node:
+        if n.op_type == "Dropout":
+            alias[n.output[0]] = n.input[0]
+        else:
+            keep.append(n)
+    for n in keep:
+        for i, name in enumerate(n.input):
+            while name in alias:
+                name = alias[name]
+            n.input[i] = name
+    for o in g.output:
+        if o.name in alias:
+            raise SystemExit(f"graph output {o.name} comes straight from a Dropout")
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    live = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    return len(alias)
 
 
 def set_dims(value_info, dims):
@@ -258,6 +291,7 @@ def main():
                 f.write(data)
             model = onnx.load_from_string(data)
             folded = fold_constants(model)
+            folded += drop_dropout(model)
             make_dynamic(model, name)
             model.ir_version = 10
             onnx.checker.check_model(model)

@@ -15,6 +15,8 @@
 pub mod onnxruntime;
 #[cfg(feature = "openvino")]
 pub mod openvino;
+#[cfg(feature = "tract")]
+pub mod tract;
 
 use std::path::{Path, PathBuf};
 
@@ -294,7 +296,7 @@ pub fn open(name: &str, config: &InferenceConfig) -> Result<Box<dyn Backend>, In
             open_onnxruntime(name, config)
         }
         "litert" => Err(not_compiled(name, "litert")),
-        "tract" => Err(not_compiled(name, "tract")),
+        "tract" => open_tract(),
         other => Err(InferenceError::Unavailable {
             name: other.to_string(),
             reason: format!("unknown backend; known: {BACKEND_NAMES:?}"),
@@ -341,6 +343,83 @@ fn open_onnxruntime(
     Err(not_compiled(name, "onnxruntime"))
 }
 
+/// Reject anything but a non-empty `N×C×H×W` batch whose data length matches its shape.
+pub(crate) fn check_batch(
+    backend: &'static str,
+    model: &str,
+    shape: &[usize],
+    data: &[f32],
+) -> Result<(), InferenceError> {
+    if shape.len() != 4 || shape[0] == 0 || shape.iter().product::<usize>() != data.len() {
+        return Err(InferenceError::Shape {
+            backend,
+            model: model.to_string(),
+            got: shape.to_vec(),
+            expected: format!("N×C×H×W with N ≥ 1 holding the {} values given", data.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Per-session cache of things built for one concrete input shape (compiled models,
+/// optimised plans), least recently used dropped past `capacity`. Backends that run
+/// fastest on static shapes use it so repeated image sizes and batch sizes are free.
+pub(crate) struct ShapeCache<T> {
+    entries: Vec<(Vec<usize>, T, u64)>,
+    capacity: usize,
+    tick: u64,
+}
+
+impl<T> ShapeCache<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ShapeCache {
+            entries: Vec::new(),
+            capacity: capacity.max(1),
+            tick: 0,
+        }
+    }
+
+    /// The entry for `shape`, built by `make` on a miss.
+    pub(crate) fn get_or_try_insert<E>(
+        &mut self,
+        shape: &[usize],
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<&mut T, E> {
+        self.tick += 1;
+        let index = match self.entries.iter().position(|(s, _, _)| s == shape) {
+            Some(i) => i,
+            None => {
+                let value = make()?;
+                if self.entries.len() >= self.capacity {
+                    let oldest = (0..self.entries.len())
+                        .min_by_key(|&i| self.entries[i].2)
+                        .unwrap_or(0);
+                    self.entries.swap_remove(oldest);
+                }
+                self.entries.push((shape.to_vec(), value, 0));
+                self.entries.len() - 1
+            }
+        };
+        self.entries[index].2 = self.tick;
+        Ok(&mut self.entries[index].1)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(feature = "tract")]
+fn open_tract() -> Result<Box<dyn Backend>, InferenceError> {
+    Ok(Box::new(tract::TractBackend))
+}
+
+#[cfg(not(feature = "tract"))]
+fn open_tract() -> Result<Box<dyn Backend>, InferenceError> {
+    Err(not_compiled("tract", "tract"))
+}
+
 /// Find `<prefix>*` in `site-packages/<subdir>` of the set-up's `.cache/venv`, looked for
 /// under the working directory and the executable's ancestors (so both `cargo test` and
 /// `target/release/facestream` find it). The highest-sorting match wins.
@@ -368,4 +447,44 @@ pub(crate) fn find_in_venv(subdir: &str, prefix: &str) -> Option<PathBuf> {
             Some(std::fs::canonicalize(&path).unwrap_or(path))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_cache_builds_once_and_evicts_the_least_recently_used() {
+        let mut cache = ShapeCache::new(2);
+        let builds = std::cell::Cell::new(0);
+        let get = |cache: &mut ShapeCache<usize>, shape: &[usize]| {
+            *cache
+                .get_or_try_insert::<()>(shape, || {
+                    builds.set(builds.get() + 1);
+                    Ok(shape[0])
+                })
+                .unwrap()
+        };
+        assert_eq!(get(&mut cache, &[1]), 1);
+        assert_eq!(get(&mut cache, &[2]), 2);
+        assert_eq!(get(&mut cache, &[1]), 1); // hit; [2] is now the oldest
+        assert_eq!(get(&mut cache, &[3]), 3); // evicts [2]
+        assert_eq!(cache.len(), 2);
+        assert_eq!(get(&mut cache, &[1]), 1); // still cached
+        assert_eq!(get(&mut cache, &[2]), 2); // rebuilt
+        assert_eq!(builds.get(), 4);
+        let failed = cache.get_or_try_insert(&[9], || Err("no"));
+        assert_eq!(failed.err(), Some("no"));
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn auto_order_ends_with_the_portable_backends() {
+        let order = auto_order();
+        assert_eq!(&order[order.len() - 2..], &["onnxruntime", "tract"]);
+        assert!(order.iter().all(|n| BACKEND_NAMES.contains(n)));
+        if std::env::consts::ARCH == "x86_64" && !nvidia_gpu_present() {
+            assert_eq!(order[0], "openvino");
+        }
+    }
 }

@@ -17,7 +17,8 @@ use ort::session::Session as OrtSession;
 use ort::value::TensorRef;
 
 use super::{
-    Backend, InferenceError, OnnxRuntimeConfig, Precision, Session, SessionOptions, Tensor,
+    check_batch, Backend, InferenceError, OnnxRuntimeConfig, Precision, Session, SessionOptions,
+    Tensor,
 };
 use crate::models::VerifiedModel;
 
@@ -233,14 +234,7 @@ impl Session for OrtRun {
     }
 
     fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, InferenceError> {
-        if shape.len() != 4 || shape.iter().product::<usize>() != data.len() || shape[0] == 0 {
-            return Err(InferenceError::Shape {
-                backend: self.backend,
-                model: self.model_id.clone(),
-                got: shape.to_vec(),
-                expected: format!("N×C×H×W with N ≥ 1 and {} values", data.len()),
-            });
-        }
+        check_batch(self.backend, &self.model_id, shape, data)?;
         let run_err = |e: ort::Error| InferenceError::Run {
             backend: self.backend,
             model: self.model_id.clone(),

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use openvino::{Core, DeviceType, ElementType, PartialShape, RwPropertyKey, Shape};
 
-use super::{Backend, InferenceError, Precision, Session, SessionOptions, Tensor};
+use super::{
+    check_batch, Backend, InferenceError, Precision, Session, SessionOptions, ShapeCache, Tensor,
+};
 use crate::inference::OpenVinoConfig;
 use crate::models::VerifiedModel;
 
@@ -163,19 +165,15 @@ impl Backend for OpenVinoBackend {
             model_id: model.id.clone(),
             input_name,
             output_names,
-            compiled: Vec::new(),
-            max_cached: options.max_cached_shapes.max(1),
-            tick: 0,
+            compiled: ShapeCache::new(options.max_cached_shapes),
         }))
     }
 }
 
 struct Compiled {
-    shape: Vec<usize>,
     // Field order matters: the request must be dropped before its compiled model.
     request: openvino::InferRequest,
     _model: openvino::CompiledModel,
-    last_used: u64,
 }
 
 struct OpenVinoSession {
@@ -185,9 +183,7 @@ struct OpenVinoSession {
     model_id: String,
     input_name: String,
     output_names: Vec<String>,
-    compiled: Vec<Compiled>,
-    max_cached: usize,
-    tick: u64,
+    compiled: ShapeCache<Compiled>,
 }
 
 impl OpenVinoSession {
@@ -198,44 +194,44 @@ impl OpenVinoSession {
             message: message.to_string(),
         }
     }
+}
 
-    /// Index of the compiled entry for `shape`, compiling it if needed.
-    fn compiled_for(&mut self, shape: &[usize]) -> Result<usize, InferenceError> {
-        self.tick += 1;
-        if let Some(i) = self.compiled.iter().position(|c| c.shape == shape) {
-            self.compiled[i].last_used = self.tick;
-            return Ok(i);
-        }
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let partial =
-            PartialShape::new_static(dims.len() as i64, &dims).map_err(|e| self.run_err(e))?;
-        self.graph
-            .reshape_input_by_name(&self.input_name, &partial)
-            .map_err(|e| InferenceError::Shape {
-                backend: NAME,
-                model: self.model_id.clone(),
-                got: shape.to_vec(),
-                expected: format!("a shape the model accepts ({e})"),
-            })?;
-        let mut model = self
-            .core
-            .compile_model(&self.graph, self.device.to_owned())
-            .map_err(|e| self.run_err(format!("compiling for shape {shape:?}: {e}")))?;
-        let request = model.create_infer_request().map_err(|e| self.run_err(e))?;
-        if self.compiled.len() >= self.max_cached {
-            let oldest = (0..self.compiled.len())
-                .min_by_key(|&i| self.compiled[i].last_used)
-                .unwrap_or(0);
-            self.compiled.swap_remove(oldest);
-        }
-        self.compiled.push(Compiled {
-            shape: shape.to_vec(),
-            request,
-            _model: model,
-            last_used: self.tick,
-        });
-        Ok(self.compiled.len() - 1)
-    }
+/// Reshape the graph to `shape` and compile it.
+fn compile(
+    core: &mut Core,
+    device: &DeviceType<'static>,
+    graph: &mut openvino::Model,
+    input_name: &str,
+    model_id: &str,
+    shape: &[usize],
+) -> Result<Compiled, InferenceError> {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let shape_err = |message: String| InferenceError::Shape {
+        backend: NAME,
+        model: model_id.to_string(),
+        got: shape.to_vec(),
+        expected: format!("a shape the model accepts ({message})"),
+    };
+    let partial =
+        PartialShape::new_static(dims.len() as i64, &dims).map_err(|e| shape_err(e.to_string()))?;
+    graph
+        .reshape_input_by_name(input_name, &partial)
+        .map_err(|e| shape_err(e.to_string()))?;
+    let run_err = |message: String| InferenceError::Run {
+        backend: NAME,
+        model: model_id.to_string(),
+        message,
+    };
+    let mut model = core
+        .compile_model(graph, device.to_owned())
+        .map_err(|e| run_err(format!("compiling for shape {shape:?}: {e}")))?;
+    let request = model
+        .create_infer_request()
+        .map_err(|e| run_err(e.to_string()))?;
+    Ok(Compiled {
+        request,
+        _model: model,
+    })
 }
 
 impl Session for OpenVinoSession {
@@ -244,15 +240,7 @@ impl Session for OpenVinoSession {
     }
 
     fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, InferenceError> {
-        if shape.len() != 4 || shape.iter().product::<usize>() != data.len() || shape[0] == 0 {
-            return Err(InferenceError::Shape {
-                backend: NAME,
-                model: self.model_id.clone(),
-                got: shape.to_vec(),
-                expected: format!("N×C×H×W with N ≥ 1 and {} values", data.len()),
-            });
-        }
-        let index = self.compiled_for(shape)?;
+        check_batch(NAME, &self.model_id, shape, data)?;
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let ov_shape = Shape::new(&dims).map_err(|e| self.run_err(e))?;
         let mut input =
@@ -261,28 +249,36 @@ impl Session for OpenVinoSession {
             .get_data_mut::<f32>()
             .map_err(|e| self.run_err(e))?
             .copy_from_slice(data);
-        let input_name = self.input_name.clone();
-        let outputs = self.output_names.len();
-        let result = {
-            let request = &mut self.compiled[index].request;
-            request
-                .set_tensor(&input_name, &input)
-                .and_then(|()| request.infer())
-                .and_then(|()| {
-                    (0..outputs)
-                        .map(|i| {
-                            let t = request.get_output_tensor_by_index(i)?;
-                            let shape = t
-                                .get_shape()?
-                                .get_dimensions()
-                                .iter()
-                                .map(|&d| d as usize)
-                                .collect();
-                            Ok(Tensor::new(shape, t.get_data::<f32>()?.to_vec()))
-                        })
-                        .collect::<Result<Vec<_>, openvino::InferenceError>>()
-                })
-        };
+        let OpenVinoSession {
+            core,
+            device,
+            graph,
+            model_id,
+            input_name,
+            output_names,
+            compiled,
+        } = self;
+        let entry = compiled.get_or_try_insert(shape, || {
+            compile(core, device, graph, input_name, model_id, shape)
+        })?;
+        let request = &mut entry.request;
+        let result = request
+            .set_tensor(input_name, &input)
+            .and_then(|()| request.infer())
+            .and_then(|()| {
+                (0..output_names.len())
+                    .map(|i| {
+                        let t = request.get_output_tensor_by_index(i)?;
+                        let shape = t
+                            .get_shape()?
+                            .get_dimensions()
+                            .iter()
+                            .map(|&d| d as usize)
+                            .collect();
+                        Ok(Tensor::new(shape, t.get_data::<f32>()?.to_vec()))
+                    })
+                    .collect::<Result<Vec<_>, openvino::InferenceError>>()
+            });
         result.map_err(|e| self.run_err(e))
     }
 }
