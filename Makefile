@@ -16,7 +16,8 @@ export FACESTREAM_MODELS_DIR := $(CURDIR)/$(CACHE)/models
 export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
-.PHONY: setup apt venv models fixtures build run test bench-lfw clean-cache
+.PHONY: setup apt venv models fixtures build run test bench-lfw bench-backends \
+	models-tflite build-litert build-tract clean-cache
 
 setup: apt venv models fixtures build
 
@@ -51,6 +52,33 @@ test: setup
 # facestream and OpenCV's reference pipeline on the same LFW copy, one after the other.
 bench-lfw: setup
 	scripts/bench_lfw.sh $(LFW)
+
+# Inference speed per backend (every usable one in a build with tract too).
+bench-backends: setup build-tract
+	target/release/facestream bench --threads 1,2 --json $(CACHE)/bench/backends.json
+
+build-tract:
+	cargo build $(CARGO_FLAGS) --features tract
+
+# LiteRT (the ARM edge-box path): the TFLite embedding model (onnx2tf in its own venv,
+# ~2.6 GB with TensorFlow) and a binary linked against ai-edge-litert's libLiteRt.so.
+LITERT_DIR = $(firstword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/ai_edge_litert))
+
+$(CACHE)/venv-tflite/.installed:
+	$(PYTHON) -m venv $(CACHE)/venv-tflite
+	$(CACHE)/venv-tflite/bin/pip install --quiet --disable-pip-version-check onnx2tf==1.29.24
+	@touch $@
+
+models-tflite: models $(CACHE)/venv-tflite/.installed
+	$(CACHE)/venv-tflite/bin/python scripts/convert_tflite.py --models $(CACHE)/models
+
+$(VENV)/.litert: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps ai-edge-litert==2.1.4
+	@touch $@
+
+build-litert: setup models-tflite $(VENV)/.litert
+	LITERT_LIB_DIR=$(LITERT_DIR) RUSTFLAGS="-C link-arg=-Wl,-rpath,$(LITERT_DIR)" \
+		cargo build $(CARGO_FLAGS) --features litert --target-dir target/litert
 
 clean-cache:
 	rm -rf $(CACHE)

@@ -71,27 +71,31 @@ pub struct FaceEngine {
 impl FaceEngine {
     /// Select the backend, verify and load both models.
     pub fn new(config: &Config) -> Result<FaceEngine, EngineError> {
-        let backend = inference::select(&config.inference)?;
         let store = ModelStore::open(&config.models.dir)?;
+        let (yunet, sface) = (store.model("yunet")?, store.model("sface")?);
         let options = SessionOptions::from(&config.inference);
-        let detect = Detect::new(
-            backend.as_ref(),
-            &store.model("yunet")?,
-            &options,
-            config.detect.clone(),
-        )?;
-        let embed = Embed::new(
-            backend.as_ref(),
-            &store.model("sface")?,
-            &options,
-            &config.embed,
-        )?;
+        let selected = |model| -> Result<Box<dyn inference::Backend>, EngineError> {
+            let preferred = inference::select(&config.inference)?;
+            Ok(inference::for_model(preferred, model, &config.inference)?)
+        };
+        let (detector, embedder) = (selected(&yunet)?, selected(&sface)?);
+        let detect = Detect::new(detector.as_ref(), &yunet, &options, config.detect.clone())?;
+        let embed = Embed::new(embedder.as_ref(), &sface, &options, &config.embed)?;
+        let backend_description = if detector.name() == embedder.name() {
+            embedder.describe()
+        } else {
+            format!(
+                "detect: {}; embed: {}",
+                detector.describe(),
+                embedder.describe()
+            )
+        };
         Ok(FaceEngine {
             detect,
             embed,
             quality: config.quality.clone(),
             limits: config.limits.clone(),
-            backend_description: backend.describe(),
+            backend_description,
         })
     }
 

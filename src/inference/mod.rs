@@ -11,6 +11,8 @@
 //! Sessions are not shared between threads: each stage worker loads its own, which is what
 //! lets thread count and batch size be set per stage.
 
+#[cfg(feature = "litert")]
+pub mod litert;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 #[cfg(feature = "openvino")]
@@ -201,6 +203,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Library, version and device in one line, for logs and reports.
     fn describe(&self) -> String;
+    /// Whether this backend can run `model` (a backend may need a converted variant,
+    /// e.g. LiteRT runs only models with a `tflite` variant).
+    fn supports(&self, _model: &VerifiedModel) -> bool {
+        true
+    }
     /// Load `model` into a session ready to run batches.
     fn load(
         &self,
@@ -273,6 +280,32 @@ pub fn survey(config: &InferenceConfig) -> Vec<BackendStatus> {
         .collect()
 }
 
+/// The backend to run `model` on: `preferred` when it supports the model, else the first
+/// usable backend in [`auto_order`] that does (LiteRT builds carry only the embedding
+/// model as TFLite; detection then runs on the next backend in line).
+pub fn for_model(
+    preferred: Box<dyn Backend>,
+    model: &VerifiedModel,
+    config: &InferenceConfig,
+) -> Result<Box<dyn Backend>, InferenceError> {
+    if preferred.supports(model) {
+        return Ok(preferred);
+    }
+    for name in auto_order().into_iter().filter(|n| *n != preferred.name()) {
+        if let Ok(backend) = open(name, config) {
+            if backend.supports(model) {
+                tracing::info!(model = %model.id, backend = name, preferred = preferred.name(),
+                    "preferred backend cannot run this model; using the next in line");
+                return Ok(backend);
+            }
+        }
+    }
+    Err(InferenceError::Unavailable {
+        name: preferred.name().to_string(),
+        reason: format!("cannot run {} and no other usable backend can", model.id),
+    })
+}
+
 /// Resolve `inference.backend` into a ready backend.
 pub fn select(config: &InferenceConfig) -> Result<Box<dyn Backend>, InferenceError> {
     if config.backend != "auto" {
@@ -295,7 +328,7 @@ pub fn open(name: &str, config: &InferenceConfig) -> Result<Box<dyn Backend>, In
         "onnxruntime" | "onnxruntime-cuda" | "onnxruntime-tensorrt" => {
             open_onnxruntime(name, config)
         }
-        "litert" => Err(not_compiled(name, "litert")),
+        "litert" => open_litert(),
         "tract" => open_tract(),
         other => Err(InferenceError::Unavailable {
             name: other.to_string(),
@@ -304,6 +337,12 @@ pub fn open(name: &str, config: &InferenceConfig) -> Result<Box<dyn Backend>, In
     }
 }
 
+#[cfg(not(all(
+    feature = "openvino",
+    feature = "onnxruntime",
+    feature = "litert",
+    feature = "tract"
+)))]
 fn not_compiled(name: &str, feature: &'static str) -> InferenceError {
     InferenceError::NotCompiled {
         name: name.to_string(),
@@ -408,6 +447,16 @@ impl<T> ShapeCache<T> {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+#[cfg(feature = "litert")]
+fn open_litert() -> Result<Box<dyn Backend>, InferenceError> {
+    Ok(Box::new(litert::LiteRtBackend::open()?))
+}
+
+#[cfg(not(feature = "litert"))]
+fn open_litert() -> Result<Box<dyn Backend>, InferenceError> {
+    Err(not_compiled("litert", "litert"))
 }
 
 #[cfg(feature = "tract")]

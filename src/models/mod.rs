@@ -47,6 +47,19 @@ pub struct ManifestEntry {
     pub input_size: [u32; 2],
     #[serde(default)]
     pub embedding_dim: Option<usize>,
+    /// The same model in other formats, by kind (`tflite`), each with its own sha256.
+    #[serde(default)]
+    pub variants: BTreeMap<String, VariantEntry>,
+}
+
+/// Another file of the same model (e.g. the TFLite conversion for LiteRT).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantEntry {
+    pub file: String,
+    pub sha256: String,
+    /// Tensor layout of the variant's input (`NHWC` for TFLite conversions).
+    #[serde(default)]
+    pub layout: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +78,42 @@ pub struct VerifiedModel {
     pub id: String,
     pub path: PathBuf,
     pub entry: ManifestEntry,
+    dir: PathBuf,
+}
+
+impl VerifiedModel {
+    /// Whether the manifest lists a variant of this kind.
+    pub fn has_variant(&self, kind: &str) -> bool {
+        self.entry.variants.contains_key(kind)
+    }
+
+    /// The verified path of a variant (hashed now; refused on mismatch).
+    pub fn variant(&self, kind: &str) -> Result<(PathBuf, &VariantEntry), ModelError> {
+        let variant = self
+            .entry
+            .variants
+            .get(kind)
+            .ok_or_else(|| ModelError::Unknown {
+                name: format!("{}.variants.{kind}", self.name),
+                manifest: self.dir.join("manifest.json"),
+            })?;
+        let path = self.dir.join(&variant.file);
+        verify(&path, &variant.sha256)?;
+        Ok((path, variant))
+    }
+}
+
+fn verify(path: &Path, expected: &str) -> Result<(), ModelError> {
+    let actual = sha256_file(path)?;
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ModelError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
 }
 
 /// The folder of prepared models.
@@ -111,19 +160,13 @@ impl ModelStore {
                 manifest: self.manifest_path.clone(),
             })?;
         let path = self.dir.join(&entry.file);
-        let actual = sha256_file(&path)?;
-        if !actual.eq_ignore_ascii_case(&entry.sha256) {
-            return Err(ModelError::ChecksumMismatch {
-                path,
-                expected: entry.sha256.clone(),
-                actual,
-            });
-        }
+        verify(&path, &entry.sha256)?;
         Ok(VerifiedModel {
             name: name.to_string(),
             id: format!("{name}@{}", entry.version),
             path,
             entry: entry.clone(),
+            dir: self.dir.clone(),
         })
     }
 }
