@@ -15,7 +15,12 @@ struct Args {
     #[arg(long, global = true, env = "FACESTREAM_CONFIG")]
     config: Option<PathBuf>,
     /// Log filter, e.g. `info` or `facestream=debug`.
-    #[arg(long, global = true, default_value = "warn", env = "FACESTREAM_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,tract_onnx=error,tract_hir=error",
+        env = "FACESTREAM_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
