@@ -7,11 +7,15 @@
 //! - [`inference`]: the backend trait and its feature-gated implementations.
 //! - [`stages`]: detect → align → quality → embed, plain synchronous code.
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
+//! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
+//! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod eval;
+pub mod gallery;
 pub mod imageio;
 pub mod inference;
 pub mod models;

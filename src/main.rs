@@ -35,6 +35,10 @@ enum Command {
     /// Evaluate on a benchmark.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// Run the service: the REST API over the gallery (`/v1`, see /v1/openapi.json).
+    Serve,
+    /// Bulk enrolment from a folder with one sub-folder of photos per person.
+    Enroll(cli::enroll::EnrollArgs),
     /// List inference backends: compiled in, usable here (or why not), what `auto` picks.
     Backends(cli::backends::BackendsArgs),
     /// Measure inference speed per backend and thread count on real faces.
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Embed(a) => cli::embed::run(&config, a),
         Command::Verify(a) => cli::verify::run(&config, a),
         Command::Eval(c) => cli::eval::run(&config, c),
+        Command::Serve => cli::serve::run(&config),
+        Command::Enroll(a) => cli::enroll::run(&config, a),
         Command::Backends(a) => cli::backends::run(&config, a),
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::Config => {

@@ -6,7 +6,9 @@
 pub mod backends;
 pub mod bench;
 pub mod embed;
+pub mod enroll;
 pub mod eval;
+pub mod serve;
 pub mod verify;
 
 use std::path::Path;

@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::ApiConfig;
+use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
 use crate::stages::detect::DetectConfig;
 use crate::stages::embed::EmbedConfig;
+use crate::stages::matching::MatchConfig;
 use crate::stages::quality::QualityConfig;
 
 /// The embedded default configuration (`config/default.toml`).
@@ -69,6 +72,10 @@ pub struct Config {
     pub quality: QualityConfig,
     pub embed: EmbedConfig,
     pub verify: VerifyConfig,
+    pub gallery: GalleryConfig,
+    #[serde(rename = "match")]
+    pub matching: MatchConfig,
+    pub api: ApiConfig,
 }
 
 impl Config {
@@ -116,6 +123,9 @@ impl Config {
         self.detect.validate(&mut problems);
         self.quality.validate(&mut problems);
         self.embed.validate(&mut problems);
+        self.gallery.validate(&mut problems);
+        self.matching.validate(&mut problems);
+        self.api.validate(&mut problems);
         if !(-1.0..=1.0).contains(&self.verify.threshold) {
             problems.push(format!(
                 "verify.threshold = {} is outside the cosine range [-1, 1]",

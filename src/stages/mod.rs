@@ -1,4 +1,5 @@
-//! The per-face stages, in pipeline order: [`detect`] → [`align`] → [`quality`] → [`embed`].
+//! The per-face stages, in pipeline order: [`detect`] → [`align`] → [`quality`] → [`embed`]
+//! → [`matching`] (the open-set decision over a gallery search).
 //!
 //! Each stage is plain synchronous code with its own config and error type; the pure math
 //! (box decoding, NMS, the similarity transform, quality measures) is free functions with
@@ -7,6 +8,7 @@
 pub mod align;
 pub mod detect;
 pub mod embed;
+pub mod matching;
 pub mod quality;
 
 use serde::Serialize;

@@ -1,0 +1,281 @@
+//! The REST API (actix-web), versioned under `/v1`: identities, enrolment, search, verify,
+//! health and readiness, and the OpenAPI document at `/v1/openapi.json`.
+//!
+//! Security: every endpoint but health, readiness and the OpenAPI document needs
+//! `Authorization: Bearer <key>`; keys have a `read` or `admin` scope. With no key
+//! configured, an admin key is generated at first start and written (mode 0600) to
+//! `api.generated_key_file`; the server refuses to listen on a non-loopback address unless
+//! a key is configured explicitly. Request bodies are capped at `api.max_body_bytes` and
+//! images at `limits.max_image_pixels`. Error bodies carry a code and a message, never a
+//! stack trace or a server path: internal failures are logged and answered with a generic
+//! 500.
+
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use crate::gallery::service::ServiceError;
+use crate::gallery::GalleryError;
+use crate::imageio::ImageError;
+
+pub use routes::AppState;
+
+/// API settings (section `[api]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on. Anything but loopback requires an explicit key in `api.keys`.
+    pub listen: String,
+    /// Largest request body, in bytes (an upload is one body).
+    pub max_body_bytes: usize,
+    /// API keys. Each: `{ name = "ops", key = "…", scope = "admin" | "read" }`.
+    pub keys: Vec<ApiKey>,
+    /// Where the generated admin key is written when `api.keys` is empty.
+    pub generated_key_file: String,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Who holds it (logged with each erasure).
+    pub name: String,
+    /// The bearer token (at least 16 characters).
+    pub key: String,
+    pub scope: Scope,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Search, verify, list and read.
+    Read,
+    /// Everything, including enrolment and erasure.
+    Admin,
+}
+
+impl ApiConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        match self.listen.parse::<SocketAddr>() {
+            Ok(addr) if !addr.ip().is_loopback() && self.keys.is_empty() => problems.push(format!(
+                "api.listen = {} is not a loopback address and api.keys is empty: configure a key",
+                self.listen
+            )),
+            Ok(_) => {}
+            Err(_) => problems.push(format!(
+                "api.listen = {:?} is not an address:port",
+                self.listen
+            )),
+        }
+        if self.max_body_bytes < 1024 {
+            problems.push("api.max_body_bytes must be at least 1024".into());
+        }
+        for k in &self.keys {
+            if k.key.len() < 16 {
+                problems.push(format!(
+                    "api.keys: key `{}` is shorter than 16 characters",
+                    k.name
+                ));
+            }
+        }
+    }
+}
+
+/// Errors at the HTTP boundary, each with its status (mapped in one place: [`ApiError::status_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this key's scope does not allow this operation (admin required)")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is {got} bytes, over the limit of {limit} (api.max_body_bytes)")]
+    TooLarge { got: usize, limit: usize },
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        faces: Option<usize>,
+    },
+    #[error("service not ready: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Gallery(
+                GalleryError::IdentityNotFound(_) | GalleryError::FaceNotFound(_),
+            ) => ApiError::NotFound(e.to_string()),
+            ServiceError::Gallery(GalleryError::Invalid { .. }) => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: None,
+            },
+            ServiceError::FaceCount { found } => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: Some(found),
+            },
+            ServiceError::NoFace(_) => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: Some(0),
+            },
+            ServiceError::Image(
+                ImageError::TooManyPixels { .. } | ImageError::FileTooLarge { .. },
+            ) => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: None,
+            },
+            ServiceError::Image(i) => ApiError::BadRequest(i.to_string()),
+            other => {
+                tracing::error!(error = %other, "request failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<GalleryError> for ApiError {
+    fn from(e: GalleryError) -> Self {
+        ServiceError::Gallery(e).into()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let ApiError::Unprocessable { faces: Some(n), .. } = self {
+            body["error"]["faces_found"] = serde_json::json!(n);
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(body)
+    }
+}
+
+/// Keys in force: the configured ones, or a generated admin key persisted to a file.
+pub fn effective_keys(config: &ApiConfig) -> std::io::Result<Vec<ApiKey>> {
+    if !config.keys.is_empty() {
+        return Ok(config.keys.clone());
+    }
+    let path = Path::new(&config.generated_key_file);
+    let key = match std::fs::read_to_string(path) {
+        Ok(k) if k.trim().len() >= 16 => k.trim().to_string(),
+        _ => {
+            use rand::Rng;
+            let key: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(40)
+                .map(char::from)
+                .collect();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(path, &key)?;
+            tracing::warn!(file = %path.display(), "no api.keys configured: generated an admin key");
+            key
+        }
+    };
+    Ok(vec![ApiKey {
+        name: "generated-admin".into(),
+        key,
+        scope: Scope::Admin,
+    }])
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(content.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, content)
+    }
+}
+
+/// Run the API until SIGINT/SIGTERM.
+pub async fn serve(state: Arc<AppState>, config: &ApiConfig) -> std::io::Result<()> {
+    let listen = config.listen.clone();
+    let max_body = config.max_body_bytes;
+    let data = web::Data::from(state);
+    let server =
+        HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(|e, _| {
+                            ApiError::BadRequest(format!("invalid JSON body: {e}")).into()
+                        }),
+                )
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::BadRequest(format!("invalid query: {e}")).into()
+                }))
+                .app_data(web::PathConfig::default().error_handler(|e, _| {
+                    ApiError::NotFound(format!("invalid id in path: {e}")).into()
+                }))
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
+                }))
+        })
+        .workers(2)
+        .bind(&listen)?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "API listening");
+        eprintln!("facestream: API listening on http://{addr}/v1");
+    }
+    server.run().await
+}

@@ -1,0 +1,352 @@
+//! `/v1` handlers. Each handler checks the caller's scope, runs the gallery service on the
+//! blocking pool (inference and SQLite are synchronous) and maps errors through
+//! [`ApiError`].
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, ApiKey, Scope};
+use crate::gallery::service::GalleryService;
+use crate::gallery::{IdentityUpdate, NewIdentity};
+
+/// Shared state of the API.
+pub struct AppState {
+    pub service: Arc<GalleryService>,
+    pub keys: Vec<ApiKey>,
+    pub max_body_bytes: usize,
+    pub top_k: usize,
+}
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .route("/health", web::get().to(health))
+            .route("/ready", web::get().to(ready))
+            .route("/openapi.json", web::get().to(openapi))
+            .route("/identities", web::post().to(create_identity))
+            .route("/identities", web::get().to(list_identities))
+            .route("/identities/{id}", web::get().to(get_identity))
+            .route("/identities/{id}", web::patch().to(update_identity))
+            .route("/identities/{id}", web::delete().to(delete_identity))
+            .route("/identities/{id}/faces", web::post().to(add_face))
+            .route("/identities/{id}/faces", web::get().to(list_faces))
+            .route(
+                "/identities/{id}/faces/{face}",
+                web::delete().to(delete_face),
+            )
+            .route("/search", web::post().to(search))
+            .route("/verify", web::post().to(verify))
+            .route("/gallery/stale", web::get().to(stale)),
+    );
+}
+
+/// The key presented, checked against `needed`.
+fn authorize<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+    needed: Scope,
+) -> Result<&'a ApiKey, ApiError> {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    // Compare every key in full so timing does not reveal a prefix match.
+    let key = state
+        .keys
+        .iter()
+        .fold(None, |found, k| {
+            if constant_time_eq(k.key.as_bytes(), token.trim().as_bytes()) {
+                Some(k)
+            } else {
+                found
+            }
+        })
+        .ok_or(ApiError::Unauthorized)?;
+    if needed == Scope::Admin && key.scope != Scope::Admin {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(key)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Run blocking work on actix's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f).await.map_err(|_| ApiError::Internal)?
+}
+
+/// Read the body up to the limit, answering 413 with the limit when it is over.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge {
+                got: body.len() + chunk.len(),
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "request body is empty: send the image bytes".into(),
+        ));
+    }
+    Ok(body)
+}
+
+fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let service = state.service.clone();
+    let templates = blocking(move || {
+        service
+            .store()
+            .list_identities(0, 1)
+            .map_err(|e| ApiError::Unavailable(format!("gallery store: {e}")))?;
+        Ok(service.templates())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready", "model": state.service.model(), "templates": templates
+    })))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+async fn create_identity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<NewIdentity>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let service = state.service.clone();
+    let identity =
+        blocking(move || Ok(service.store().create_identity(body.into_inner())?)).await?;
+    Ok(HttpResponse::Created().json(identity))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn list_identities(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    if page.limit == 0 || page.limit > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "limit = {} must be within [1, 1000]",
+            page.limit
+        )));
+    }
+    let service = state.service.clone();
+    let (offset, limit) = (page.offset, page.limit);
+    let (items, total) =
+        blocking(move || Ok(service.store().list_identities(offset, limit)?)).await?;
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({"items": items, "total": total, "offset": offset, "limit": limit}),
+    ))
+}
+
+async fn get_identity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let id = parse_id(&path, "identity")?;
+    let service = state.service.clone();
+    let identity = blocking(move || Ok(service.store().get_identity(id)?)).await?;
+    Ok(HttpResponse::Ok().json(identity))
+}
+
+async fn update_identity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<IdentityUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let id = parse_id(&path, "identity")?;
+    let service = state.service.clone();
+    let identity =
+        blocking(move || Ok(service.store().update_identity(id, body.into_inner())?)).await?;
+    Ok(HttpResponse::Ok().json(identity))
+}
+
+async fn delete_identity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authorize(&req, &state, Scope::Admin)?.name.clone();
+    let id = parse_id(&path, "identity")?;
+    let service = state.service.clone();
+    let removed = blocking(move || Ok(service.delete_identity(id)?)).await?;
+    tracing::info!(identity = %id, removed_faces = removed, by = %key, "erasure request completed");
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"id": id, "deleted": true, "removed_faces": removed})))
+}
+
+#[derive(Deserialize)]
+struct FaceQuery {
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn add_face(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<FaceQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let id = parse_id(&path, "identity")?;
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let service = state.service.clone();
+    let source = query
+        .into_inner()
+        .source
+        .unwrap_or_else(|| "api upload".into());
+    let template = blocking(move || {
+        let image = service.decode(&body, "uploaded image")?;
+        Ok(service.enroll(id, &image, &source)?)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(template))
+}
+
+async fn list_faces(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let id = parse_id(&path, "identity")?;
+    let service = state.service.clone();
+    let faces = blocking(move || Ok(service.store().list_templates(id)?)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"items": faces})))
+}
+
+async fn delete_face(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let (id, face) = path.into_inner();
+    let (id, face) = (parse_id(&id, "identity")?, parse_id(&face, "face")?);
+    let service = state.service.clone();
+    blocking(move || Ok(service.delete_face(id, face)?)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    top_k: Option<usize>,
+}
+
+async fn search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<SearchQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let top_k = query.top_k.unwrap_or(state.top_k);
+    if !(1..=100).contains(&top_k) {
+        return Err(ApiError::BadRequest(format!(
+            "top_k = {top_k} must be within [1, 100]"
+        )));
+    }
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let service = state.service.clone();
+    let faces = blocking(move || {
+        let image = service.decode(&body, "uploaded image")?;
+        Ok(service.search(&image, top_k)?)
+    })
+    .await?;
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({"model": state.service.model(), "faces": faces})),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    /// Base64 image bytes.
+    a: String,
+    b: String,
+}
+
+async fn verify(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<VerifyBody>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let decode = |field: &str, s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| ApiError::BadRequest(format!("`{field}` is not base64: {e}")))
+    };
+    let (a, b) = (decode("a", &body.a)?, decode("b", &body.b)?);
+    let service = state.service.clone();
+    let result = blocking(move || {
+        let ia = service.decode(&a, "image a")?;
+        let ib = service.decode(&b, "image b")?;
+        Ok(service.verify(&ia, &ib)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(result))
+}
+
+async fn stale(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let service = state.service.clone();
+    let items = blocking(move || Ok(service.store().stale_identities(service.model())?)).await?;
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({"model": state.service.model(), "items": items})),
+    )
+}

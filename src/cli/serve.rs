@@ -1,0 +1,48 @@
+//! `facestream serve`: the service. Today: the REST API over the gallery (cameras join
+//! with the streaming pipeline).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use facestream::api::{self, AppState};
+use facestream::config::Config;
+use facestream::engine::FaceEngine;
+use facestream::gallery::service::GalleryService;
+use facestream::gallery::sqlite::SqliteStore;
+
+/// Open the store and build the gallery service (shared with `enroll`).
+pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
+    let engine = FaceEngine::new(config)?;
+    let store = SqliteStore::open(Path::new(&config.gallery.database))
+        .with_context(|| format!("opening gallery {}", config.gallery.database))?;
+    Ok(GalleryService::new(
+        Arc::new(store),
+        engine,
+        config.matching.clone(),
+        config.gallery.clone(),
+        config.verify.threshold,
+    )?)
+}
+
+pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let service = Arc::new(gallery_service(config)?);
+    let keys = api::effective_keys(&config.api).context("preparing API keys")?;
+    if config.api.keys.is_empty() {
+        eprintln!(
+            "facestream: no api.keys configured; admin key in {} (send it as `Authorization: Bearer <key>`)",
+            config.api.generated_key_file
+        );
+    }
+    let state = Arc::new(AppState {
+        service,
+        keys,
+        max_body_bytes: config.api.max_body_bytes,
+        top_k: config.matching.top_k,
+    });
+    actix_web::rt::System::new()
+        .block_on(api::serve(state, &config.api))
+        .with_context(|| format!("serving the API on {}", config.api.listen))?;
+    Ok(ExitCode::SUCCESS)
+}

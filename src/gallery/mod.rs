@@ -1,0 +1,192 @@
+//! The gallery: enrolled identities and their face templates, and 1:N search over them.
+//!
+//! Sits after embedding: the match stage asks the [`index::SearchIndex`] for the nearest
+//! identities of a probe embedding. Identities and templates live in a [`GalleryStore`]
+//! (SQLite by default, [`sqlite::SqliteStore`]); the index is an in-memory copy of the
+//! templates of **one** model, rebuilt from the store at start-up and updated on every
+//! change, so templates of different models are never compared.
+//!
+//! Writes go to the store first and to the index only once the store has committed, so a
+//! crash never leaves the index ahead of durable state.
+
+pub mod index;
+pub mod service;
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Gallery settings (section `[gallery]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GalleryConfig {
+    /// SQLite database file (WAL mode). Relative paths are from the working directory.
+    pub database: String,
+    /// Keep the aligned 112×112 crop of each enrolled face so a model change can re-embed
+    /// without the original photos. Off by default: a crop is biometric data.
+    pub keep_crops: bool,
+    /// Candidates the int8 pre-selection passes to exact f32 re-ranking.
+    pub rerank_candidates: usize,
+}
+
+impl GalleryConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        if self.database.is_empty() {
+            problems.push("gallery.database must not be empty".into());
+        }
+        if !(1..=100_000).contains(&self.rerank_candidates) {
+            problems.push(format!(
+                "gallery.rerank_candidates = {} must be within [1, 100000]",
+                self.rerank_candidates
+            ));
+        }
+    }
+}
+
+/// Errors at the gallery boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    #[error("identity {0} not found")]
+    IdentityNotFound(Uuid),
+    #[error("face {0} not found")]
+    FaceNotFound(Uuid),
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("embedding has {got} dimensions, the gallery's model {model} has {expected}")]
+    Dimension {
+        model: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("gallery storage failed: {0}")]
+    Storage(String),
+}
+
+/// A person who can be recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: Uuid,
+    pub name: String,
+    /// Free-form JSON object (employee number, watch-list reason, …).
+    pub metadata: serde_json::Value,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    /// Number of templates, filled by reads that join them.
+    pub faces: usize,
+}
+
+/// One enrolled face.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: Uuid,
+    pub identity_id: Uuid,
+    /// `model@version` the embedding was made with.
+    pub model: String,
+    #[serde(skip)]
+    pub embedding: Vec<f32>,
+    pub quality: f32,
+    /// Where the photo came from (file name, upload, camera).
+    pub source: String,
+    pub created: DateTime<Utc>,
+    /// The aligned crop (RGB 112×112), only when `gallery.keep_crops` is on.
+    #[serde(skip)]
+    pub crop: Option<Vec<u8>>,
+}
+
+/// New identity fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIdentity {
+    pub name: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Changes to an identity; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityUpdate {
+    pub name: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Identities whose templates were made with another model than the current one.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleIdentity {
+    pub id: Uuid,
+    pub name: String,
+    /// Models their templates were made with.
+    pub models: Vec<String>,
+    /// Whether every stale template kept its crop (so it can be re-embedded).
+    pub crops_kept: bool,
+}
+
+/// Persistent identities and templates. Implementations must be safe to share between
+/// threads; every method is one transaction.
+pub trait GalleryStore: Send + Sync {
+    fn create_identity(&self, new: NewIdentity) -> Result<Identity, GalleryError>;
+    fn list_identities(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Identity>, usize), GalleryError>;
+    fn get_identity(&self, id: Uuid) -> Result<Identity, GalleryError>;
+    fn update_identity(&self, id: Uuid, update: IdentityUpdate) -> Result<Identity, GalleryError>;
+    /// Delete the identity and every template of it; returns the number of templates removed.
+    fn delete_identity(&self, id: Uuid) -> Result<usize, GalleryError>;
+    fn add_template(&self, template: &Template) -> Result<(), GalleryError>;
+    fn list_templates(&self, identity: Uuid) -> Result<Vec<Template>, GalleryError>;
+    fn delete_template(&self, identity: Uuid, face: Uuid) -> Result<(), GalleryError>;
+    /// Every template of `model` with its embedding (to build the search index).
+    fn templates_for_model(&self, model: &str) -> Result<Vec<Template>, GalleryError>;
+    /// Identities with templates of other models than `model`.
+    fn stale_identities(&self, model: &str) -> Result<Vec<StaleIdentity>, GalleryError>;
+    /// Identity names by id, for search results.
+    fn names(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, GalleryError>;
+}
+
+/// Check a display name: non-empty after trimming, at most 200 characters.
+pub fn validate_name(name: &str) -> Result<String, GalleryError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(GalleryError::Invalid {
+            field: "name",
+            message: "must not be empty".into(),
+        });
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(GalleryError::Invalid {
+            field: "name",
+            message: format!(
+                "is {} characters, the limit is 200",
+                trimmed.chars().count()
+            ),
+        });
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Check metadata: a JSON object of at most 16 KiB.
+pub fn validate_metadata(
+    metadata: Option<serde_json::Value>,
+) -> Result<serde_json::Value, GalleryError> {
+    let value = metadata.unwrap_or_else(|| serde_json::json!({}));
+    if !value.is_object() {
+        return Err(GalleryError::Invalid {
+            field: "metadata",
+            message: "must be a JSON object".into(),
+        });
+    }
+    let size = value.to_string().len();
+    if size > 16 * 1024 {
+        return Err(GalleryError::Invalid {
+            field: "metadata",
+            message: format!("is {size} bytes, the limit is 16384"),
+        });
+    }
+    Ok(value)
+}

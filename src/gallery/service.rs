@@ -1,0 +1,264 @@
+//! Enrolment and search: the gallery store, its search index and the face engine together.
+//!
+//! Shared by the REST API and `facestream enroll`. The engine is not thread-safe, so it
+//! sits behind a mutex (inference is the bottleneck either way); the index behind a
+//! read-write lock (searches in parallel, writes exclusive).
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::Utc;
+use image::RgbImage;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::index::{IdentityHit, Scan, SearchIndex};
+use super::{GalleryConfig, GalleryError, GalleryStore, Template};
+use crate::engine::{primary_face, EngineError, Face, FaceEngine};
+use crate::imageio::ImageError;
+use crate::stages::embed::cosine;
+use crate::stages::matching::{decide, Decision, MatchConfig};
+use crate::stages::BBox;
+
+/// Errors from enrolment and search.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Gallery(#[from] GalleryError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("enrolment photo must show exactly one face; found {found}")]
+    FaceCount { found: usize },
+    #[error("no face found in image `{0}`")]
+    NoFace(&'static str),
+    #[error("face engine failed: {0}")]
+    Engine(String),
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Image(i) => ServiceError::Image(i),
+            other => ServiceError::Engine(other.to_string()),
+        }
+    }
+}
+
+/// A face found in a search image, with its candidates and the decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchFace {
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+    pub detector_score: f32,
+    pub quality: f32,
+    pub decision: Decision,
+    pub candidates: Vec<Candidate>,
+}
+
+/// One identity in a result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub identity: Uuid,
+    pub name: String,
+    pub face: Uuid,
+    pub score: f32,
+}
+
+/// 1:1 comparison result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub similarity: f32,
+    pub threshold: f32,
+    pub same: bool,
+    pub faces_a: usize,
+    pub faces_b: usize,
+}
+
+/// The gallery service.
+pub struct GalleryService {
+    store: Arc<dyn GalleryStore>,
+    index: RwLock<SearchIndex>,
+    engine: Mutex<FaceEngine>,
+    matching: MatchConfig,
+    gallery: GalleryConfig,
+    verify_threshold: f32,
+    model: String,
+}
+
+impl GalleryService {
+    /// Build the index from the store for the engine's model.
+    pub fn new(
+        store: Arc<dyn GalleryStore>,
+        engine: FaceEngine,
+        matching: MatchConfig,
+        gallery: GalleryConfig,
+        verify_threshold: f32,
+    ) -> Result<GalleryService, ServiceError> {
+        let model = engine.model_id().to_string();
+        let templates = store.templates_for_model(&model)?;
+        let index = SearchIndex::build(&model, 128, &templates)?;
+        let stale = store.stale_identities(&model)?;
+        if !stale.is_empty() {
+            tracing::warn!(
+                count = stale.len(),
+                model = %model,
+                "identities enrolled with another model need re-enrolment (GET /v1/gallery/stale)"
+            );
+        }
+        tracing::info!(templates = index.len(), model = %model, "gallery index built");
+        Ok(GalleryService {
+            store,
+            index: RwLock::new(index),
+            engine: Mutex::new(engine),
+            matching,
+            gallery,
+            verify_threshold,
+            model,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn GalleryStore> {
+        &self.store
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn templates(&self) -> usize {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn analyze(&self, image: &RgbImage) -> Result<Vec<Face>, ServiceError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(engine.analyze(image)?.0)
+    }
+
+    /// Decode an uploaded image with the engine's limits.
+    pub fn decode(&self, bytes: &[u8], label: &str) -> Result<RgbImage, ServiceError> {
+        let limits = self
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .limits()
+            .clone();
+        Ok(crate::imageio::decode_image(bytes, label, &limits)?)
+    }
+
+    /// Enrol the single face of `image` to `identity`: store first, then index.
+    pub fn enroll(
+        &self,
+        identity: Uuid,
+        image: &RgbImage,
+        source: &str,
+    ) -> Result<Template, ServiceError> {
+        self.store.get_identity(identity)?;
+        let faces = self.analyze(image)?;
+        if faces.len() != 1 {
+            return Err(ServiceError::FaceCount { found: faces.len() });
+        }
+        let face = &faces[0];
+        let template = Template {
+            id: Uuid::now_v7(),
+            identity_id: identity,
+            model: self.model.clone(),
+            embedding: face.embedding.clone(),
+            quality: face.quality.score,
+            source: source.chars().take(200).collect(),
+            created: Utc::now(),
+            crop: self.gallery.keep_crops.then(|| face.aligned.rgb.clone()),
+        };
+        self.store.add_template(&template)?;
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(identity, template.id, &template.model, &template.embedding)?;
+        Ok(template)
+    }
+
+    /// Erase an identity and all its templates (right to erasure); logged.
+    pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
+        let removed = self.store.delete_identity(identity)?;
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_identity(identity);
+        tracing::info!(identity = %identity, templates = removed, "identity erased with all its templates");
+        Ok(removed)
+    }
+
+    pub fn delete_face(&self, identity: Uuid, face: Uuid) -> Result<(), ServiceError> {
+        self.store.delete_template(identity, face)?;
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_template(face);
+        Ok(())
+    }
+
+    /// Search every face of `image` against the gallery.
+    pub fn search(&self, image: &RgbImage, top_k: usize) -> Result<Vec<SearchFace>, ServiceError> {
+        let faces = self.analyze(image)?;
+        faces
+            .iter()
+            .map(|f| self.search_embedding(f, top_k))
+            .collect()
+    }
+
+    /// Search one embedded face.
+    pub fn search_embedding(&self, face: &Face, top_k: usize) -> Result<SearchFace, ServiceError> {
+        let hits: Vec<IdentityHit> = {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            let scan = if self.matching.compact {
+                Scan::Compact {
+                    candidates: self.gallery.rerank_candidates,
+                }
+            } else {
+                Scan::Exact
+            };
+            // At least two identities, so the margin test always sees the runner-up.
+            index.search(&face.embedding, top_k.max(2), scan)?
+        };
+        let decision = decide(&hits, &self.matching);
+        let names = self.store.names(
+            &hits
+                .iter()
+                .take(top_k)
+                .map(|h| h.identity)
+                .collect::<Vec<_>>(),
+        )?;
+        let candidates = hits
+            .iter()
+            .take(top_k)
+            .zip(names)
+            .map(|(h, (_, name))| Candidate {
+                identity: h.identity,
+                name,
+                face: h.template,
+                score: h.score,
+            })
+            .collect();
+        Ok(SearchFace {
+            bbox: face.detection.bbox,
+            detector_score: face.detection.score,
+            quality: face.quality.score,
+            decision,
+            candidates,
+        })
+    }
+
+    /// 1:1: the largest face of each image.
+    pub fn verify(&self, a: &RgbImage, b: &RgbImage) -> Result<Verification, ServiceError> {
+        let fa = self.analyze(a)?;
+        let fb = self.analyze(b)?;
+        let pa = primary_face(&fa).ok_or(ServiceError::NoFace("a"))?;
+        let pb = primary_face(&fb).ok_or(ServiceError::NoFace("b"))?;
+        let similarity = cosine(&pa.embedding, &pb.embedding);
+        Ok(Verification {
+            similarity,
+            threshold: self.verify_threshold,
+            same: similarity >= self.verify_threshold,
+            faces_a: fa.len(),
+            faces_b: fb.len(),
+        })
+    }
+}
