@@ -17,7 +17,7 @@ export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
 .PHONY: setup apt venv models fixtures build run test bench-lfw bench-backends \
-	models-tflite build-litert build-tract clean-cache
+	models-tflite build-litert build-tract bench-search clean-cache
 
 setup: apt venv models fixtures build
 
@@ -56,6 +56,11 @@ bench-lfw: setup
 # Inference speed per backend (every usable one in a build with tract too).
 bench-backends: setup build-tract
 	target/release/facestream bench --threads 1,2 --json $(CACHE)/bench/backends.json
+
+# 1:N search next to FAISS IndexFlatIP on the same vectors, pinned to one core.
+bench-search: setup
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check faiss-cpu==1.13.0
+	taskset -c 0 $(VENV)/bin/python scripts/bench_search.py
 
 build-tract:
 	cargo build $(CARGO_FLAGS) --features tract

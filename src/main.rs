@@ -43,6 +43,8 @@ enum Command {
     Backends(cli::backends::BackendsArgs),
     /// Measure inference speed per backend and thread count on real faces.
     Bench(cli::bench::BenchArgs),
+    /// Measure 1:N search latency and memory on vector files (see scripts/bench_search.py).
+    BenchSearch(cli::bench_search::BenchSearchArgs),
     /// Print the effective configuration (default + file + environment) as TOML.
     Config,
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cli::enroll::run(&config, a),
         Command::Backends(a) => cli::backends::run(&config, a),
         Command::Bench(a) => cli::bench::run(&config, a),
+        Command::BenchSearch(a) => cli::bench_search::run(a),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)

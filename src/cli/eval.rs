@@ -13,6 +13,28 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub enum EvalCommand {
     /// LFW 1:1 verification: 10-fold accuracy, TAR@FAR, misses, time per image.
     Lfw(LfwArgs),
+    /// Open-set 1:N identification on an LFW-style folder: first photo of each person with
+    /// several photos enrolled, the rest probe; single-photo people are the strangers.
+    LfwIdentify(IdentifyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct IdentifyArgs {
+    /// The image folder (`<Name>/<Name>_NNNN.jpg`).
+    #[arg(long)]
+    images: PathBuf,
+    /// Use only the first N people (alphabetical), for quick runs.
+    #[arg(long)]
+    max_people: Option<usize>,
+    /// Downscale a deterministic share of the images by this factor (see `eval lfw`).
+    #[arg(long, value_parser = parse_scale)]
+    degrade_scale: Option<f32>,
+    /// Share of images to degrade when --degrade-scale is given.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    degrade_fraction: f64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "eval-lfw-identify.json")]
+    report: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -59,7 +81,10 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
-    let EvalCommand::Lfw(args) = command;
+    let args = match command {
+        EvalCommand::Lfw(args) => args,
+        EvalCommand::LfwIdentify(args) => return identify(config, args),
+    };
     let mut config = config.clone();
     if let Some(t) = args.threads {
         config.inference.threads = t;
@@ -119,6 +144,10 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
         report.threshold_mean
     );
     println!(
+        "threshold at FAR=1e-3: {:.3}  at FAR=1e-2: {:.3}",
+        report.threshold_at_far_1e3, report.threshold_at_far_1e2
+    );
+    println!(
         "seconds_per_image={:.4} (detect {:.4} + align/quality {:.4} + embed {:.4}; threads={}; {})",
         report.seconds_per_image,
         report.seconds_per_image_detect,
@@ -141,5 +170,55 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
         args.report.display(),
         args.roc.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
+    let mut engine = FaceEngine::new(config)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
+            .expect("static template"),
+    );
+    let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
+        fraction: args.degrade_fraction,
+        scale,
+    });
+    let report = facestream::eval::identify::evaluate(
+        &mut engine,
+        &args.images,
+        &config.matching,
+        degrade,
+        args.max_people,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    println!(
+        "gallery={} identities  threshold={} margin={}  detector_misses={}",
+        report.gallery_identities, report.threshold, report.margin, report.detector_misses
+    );
+    let line = |name: &str, r: &facestream::eval::identify::Rates| {
+        println!(
+            "{name:<6} mated={:>5} TPIR={:.2}% wrong-identity={:.2}%   non-mated={:>5} FPIR={:.2}%",
+            r.mated_probes,
+            r.tpir * 100.0,
+            r.wrong_identity_rate * 100.0,
+            r.non_mated_probes,
+            r.fpir * 100.0
+        )
+    };
+    line("all", &report.all);
+    for (k, r) in &report.by_probe_quality {
+        line(k, r);
+    }
+    println!("threshold sweep (margin {}):", report.margin);
+    for (t, r) in &report.threshold_sweep {
+        line(&format!("{t:.2}"), r);
+    }
+    println!("report: {}", args.report.display());
     Ok(ExitCode::SUCCESS)
 }

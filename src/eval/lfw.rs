@@ -110,7 +110,7 @@ pub fn image_path(images: &Path, key: &ImageKey) -> PathBuf {
 
 /// The reference's fallback for 250×250 LFW images with no detection, scaled to the
 /// image actually analysed (LFW is 250×250; a degraded copy is smaller).
-fn canonical_lfw_face(width: u32) -> Detection {
+pub(crate) fn canonical_lfw_face(width: u32) -> Detection {
     let s = width as f32 / 250.0;
     let lm: [[f32; 2]; 5] = [
         [106.0, 110.0],
@@ -173,6 +173,9 @@ pub struct LfwReport {
     pub threshold_mean: f32,
     pub tar_at_far_1e3: f64,
     pub tar_at_far_1e2: f64,
+    /// Impostor score at FAR 1e-3 / 1e-2: the operating thresholds for those rates.
+    pub threshold_at_far_1e3: f32,
+    pub threshold_at_far_1e2: f32,
     pub seconds_per_image: f64,
     pub seconds_per_image_detect: f64,
     pub seconds_per_image_align_quality: f64,
@@ -303,6 +306,8 @@ pub fn evaluate(
         detector_misses: misses,
         tar_at_far_1e3: protocol::tar_at_far(&samples, 1e-3),
         tar_at_far_1e2: protocol::tar_at_far(&samples, 1e-2),
+        threshold_at_far_1e3: protocol::threshold_at_far(&samples, 1e-3),
+        threshold_at_far_1e2: protocol::threshold_at_far(&samples, 1e-2),
         roc: protocol::roc(&samples),
         accuracy,
         threshold_mean,

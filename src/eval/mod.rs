@@ -5,6 +5,7 @@
 //! same way as `shared/bench/opencv_reference.py`, so both tools' numbers compare
 //! directly; [`lfw`] runs the engine over the images; [`roc`] draws the curve as SVG.
 
+pub mod identify;
 pub mod lfw;
 pub mod protocol;
 pub mod roc;

@@ -95,6 +95,18 @@ pub fn kfold_accuracy(samples: &[(f32, bool)], folds: usize) -> KFold {
     }
 }
 
+/// The score threshold that gives `far` on the impostor pairs (the same order statistic
+/// [`tar_at_far`] uses: genuine pairs must score strictly above it).
+pub fn threshold_at_far(samples: &[(f32, bool)], far: f64) -> f32 {
+    let mut negatives: Vec<f32> = samples.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    if negatives.is_empty() {
+        return f32::NAN;
+    }
+    negatives.sort_by(|a, b| b.total_cmp(a));
+    let k = ((far * negatives.len() as f64) as usize).max(1) - 1;
+    negatives[k.min(negatives.len() - 1)]
+}
+
 /// True accept rate at a false accept rate: the threshold is the `max(⌊far·n⌋, 1)`-th
 /// highest impostor score and genuine pairs must score strictly above it.
 pub fn tar_at_far(samples: &[(f32, bool)], far: f64) -> f64 {

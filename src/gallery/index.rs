@@ -197,20 +197,36 @@ impl SearchIndex {
         }
         let n = self.len();
         let dim = self.dim;
-        // Best template per identity slot.
-        let mut best: HashMap<u32, (f32, usize)> = HashMap::new();
-        let mut consider = |i: usize, score: f32| {
-            let e = best.entry(self.owner[i]).or_insert((f32::NEG_INFINITY, i));
-            if score > e.0 {
-                *e = (score, i);
-            }
-        };
-        match scan {
+        let dot = kernels::dot_f32_fn();
+        let exact = |i: usize| dot(probe, &self.vectors[i * dim..(i + 1) * dim]);
+        let mut hits: Vec<IdentityHit> = match scan {
             Scan::Exact => {
-                let dot = kernels::dot_f32_fn();
+                // Dense per-identity maxima: no hashing in the hot loop.
+                let mut best = vec![(f32::NEG_INFINITY, 0u32); self.identities.len()];
                 for i in 0..n {
-                    consider(i, dot(probe, &self.vectors[i * dim..(i + 1) * dim]));
+                    let score = exact(i);
+                    let slot = &mut best[self.owner[i] as usize];
+                    if score > slot.0 {
+                        *slot = (score, i as u32);
+                    }
                 }
+                let mut top = std::collections::BinaryHeap::with_capacity(k + 1);
+                for (slot, &(score, i)) in best.iter().enumerate() {
+                    if score == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    top.push(std::cmp::Reverse((order_key(score), slot, i)));
+                    if top.len() > k {
+                        top.pop();
+                    }
+                }
+                top.into_iter()
+                    .map(|std::cmp::Reverse((_, slot, i))| IdentityHit {
+                        identity: self.identities[slot],
+                        template: self.template_ids[i as usize],
+                        score: best[slot].0,
+                    })
+                    .collect()
             }
             Scan::Compact { candidates } => {
                 let q: Vec<i8> = quantize(probe).collect();
@@ -229,20 +245,24 @@ impl SearchIndex {
                         }
                     }
                 }
-                let dot = kernels::dot_f32_fn();
+                // Exact re-ranking, then the best template per identity.
+                let mut best: HashMap<u32, (f32, usize)> = HashMap::with_capacity(keep);
                 for std::cmp::Reverse((_, i)) in heap {
-                    consider(i, dot(probe, &self.vectors[i * dim..(i + 1) * dim]));
+                    let score = exact(i);
+                    let e = best.entry(self.owner[i]).or_insert((f32::NEG_INFINITY, i));
+                    if score > e.0 {
+                        *e = (score, i);
+                    }
                 }
+                best.into_iter()
+                    .map(|(slot, (score, i))| IdentityHit {
+                        identity: self.identities[slot as usize],
+                        template: self.template_ids[i],
+                        score,
+                    })
+                    .collect()
             }
-        }
-        let mut hits: Vec<IdentityHit> = best
-            .into_iter()
-            .map(|(slot, (score, i))| IdentityHit {
-                identity: self.identities[slot as usize],
-                template: self.template_ids[i],
-                score,
-            })
-            .collect();
+        };
         hits.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
@@ -251,6 +271,12 @@ impl SearchIndex {
         hits.truncate(k);
         Ok(hits)
     }
+}
+
+/// An integer with the same order as the (non-NaN) float, for heaps.
+fn order_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ ((((b >> 31) as u32) >> 1) as i32)
 }
 
 /// `round(127·v)`, clamped; embeddings are unit vectors so |v| ≤ 1.
@@ -436,6 +462,14 @@ mod tests {
             for w in exact.windows(2) {
                 assert!(w[0].score >= w[1].score && w[0].identity != w[1].identity);
             }
+        }
+    }
+
+    #[test]
+    fn order_key_preserves_float_order() {
+        let xs = [-1.0f32, -0.5, -0.0, 0.0, 1e-9, 0.3, 0.9, 1.0];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) <= order_key(w[1]), "{w:?}");
         }
     }
 

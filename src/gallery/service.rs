@@ -175,6 +175,38 @@ impl GalleryService {
         Ok(template)
     }
 
+    /// Add a template made elsewhere (a migration, another node): it must be of this
+    /// gallery's model and dimension.
+    pub fn import_template(&self, template: &Template) -> Result<(), ServiceError> {
+        if template.model != self.model {
+            return Err(GalleryError::Invalid {
+                field: "model",
+                message: format!(
+                    "template is from {}, this gallery matches {}",
+                    template.model, self.model
+                ),
+            }
+            .into());
+        }
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if template.embedding.len() != index.dim() {
+            return Err(GalleryError::Dimension {
+                model: self.model.clone(),
+                expected: index.dim(),
+                got: template.embedding.len(),
+            }
+            .into());
+        }
+        self.store.add_template(template)?;
+        index.insert(
+            template.identity_id,
+            template.id,
+            &template.model,
+            &template.embedding,
+        )?;
+        Ok(())
+    }
+
     /// Erase an identity and all its templates (right to erasure); logged.
     pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
         let removed = self.store.delete_identity(identity)?;

@@ -1,0 +1,709 @@
+//! The REST API over real HTTP on 127.0.0.1: every endpoint, every error status, auth,
+//! and a restart after SIGKILL. The server is the real `facestream serve` binary.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-key-0123456789abcdef";
+const READER: &str = "read-key-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, port: u16, max_body: usize) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[gallery]
+database = "{db}"
+[api]
+listen = "127.0.0.1:{port}"
+max_body_bytes = {max_body}
+generated_key_file = "{dir}/unused.key"
+keys = [
+  {{ name = "ops", key = "{ADMIN}", scope = "admin" }},
+  {{ name = "viewer", key = "{READER}", scope = "read" }},
+]
+"#,
+            db = dir.join("gallery.db").display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(config: &Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_facestream"))
+        .env("FACESTREAM_MODELS_DIR", common::config().models.dir)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = Client::new().get(format!("{base}/ready")).send() {
+            if r.status().is_success() {
+                return Server { child, base };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server on {port} did not become ready");
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(common::fixture(name)).unwrap()
+}
+
+struct Api<'a> {
+    http: Client,
+    base: &'a str,
+}
+
+impl Api<'_> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Body>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req = match body {
+            Some(Body::Json(v)) => req.json(&v),
+            Some(Body::Raw(b)) => req
+                .header("content-type", "application/octet-stream")
+                .body(b),
+            Some(Body::Text(t)) => req.header("content-type", "application/json").body(t),
+            None => req,
+        };
+        let resp = req.send().unwrap();
+        let status = resp.status();
+        let text = resp.text().unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if let Some(message) = value["error"]["message"].as_str() {
+            for leak in ["/tmp", ".cache", "src/", "panicked", "RUST_BACKTRACE"] {
+                assert!(
+                    !message.contains(leak),
+                    "error body leaks `{leak}`: {message}"
+                );
+            }
+        }
+        (status, value)
+    }
+}
+
+enum Body {
+    Json(Value),
+    Raw(Vec<u8>),
+    Text(&'static str),
+}
+
+fn bomb_png() -> Vec<u8> {
+    let mut png = Vec::new();
+    image::ImageBuffer::from_pixel(1, 1, image::Luma([0u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in &png[12..29] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    png[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    png
+}
+
+fn blank_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 80])
+    });
+    let mut out = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn every_endpoint_and_error_status_over_http() {
+    let dir = common::temp_dir("api");
+    let port = free_port();
+    let config = write_config(&dir, port, 2 * 1024 * 1024);
+    let server = start(&config, port);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base,
+    };
+    let b64 = |name: &str| base64::engine::general_purpose::STANDARD.encode(photo(name));
+
+    // Health, readiness and the OpenAPI document need no key.
+    assert_eq!(api.call("GET", "/health", None, None).0, StatusCode::OK);
+    let (s, ready) = api.call("GET", "/ready", None, None);
+    assert_eq!(
+        (s, ready["model"].as_str()),
+        (StatusCode::OK, Some("sface@2021dec"))
+    );
+    let (s, doc) = api.call("GET", "/openapi.json", None, None);
+    assert_eq!(s, StatusCode::OK);
+    for path in [
+        "/v1/identities",
+        "/v1/identities/{id}",
+        "/v1/identities/{id}/faces",
+        "/v1/identities/{id}/faces/{face}",
+        "/v1/search",
+        "/v1/verify",
+        "/v1/health",
+        "/v1/ready",
+        "/v1/gallery/stale",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+
+    // Auth: missing, wrong, and read-only keys.
+    let new = || {
+        Some(Body::Json(
+            json!({"name": "Barack Obama", "metadata": {"role": "test"}}),
+        ))
+    };
+    assert_eq!(
+        api.call("POST", "/identities", None, new()).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.call("POST", "/identities", Some("wrong-key-0123456789"), new())
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, e) = api.call("POST", "/identities", Some(READER), new());
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    assert_eq!(
+        api.call("GET", "/identities", None, None).0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Create, with validation errors.
+    let (s, obama) = api.call("POST", "/identities", Some(ADMIN), new());
+    assert_eq!(s, StatusCode::CREATED, "{obama}");
+    let id = obama["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.call(
+            "POST",
+            "/identities",
+            Some(ADMIN),
+            Some(Body::Json(json!({"name": "  "})))
+        )
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/identities",
+            Some(ADMIN),
+            Some(Body::Json(json!({"name": "x", "metadata": [1]})))
+        )
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/identities",
+            Some(ADMIN),
+            Some(Body::Json(json!({"name": "x", "nickname": "y"})))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/identities",
+            Some(ADMIN),
+            Some(Body::Text("{not json"))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (_, biden) = api.call(
+        "POST",
+        "/identities",
+        Some(ADMIN),
+        Some(Body::Json(json!({"name": "Joe Biden"}))),
+    );
+    let biden_id = biden["id"].as_str().unwrap().to_string();
+
+    // Read: list, get, pagination limits, unknown ids.
+    let (s, list) = api.call("GET", "/identities?limit=10", Some(READER), None);
+    assert_eq!((s, list["total"].as_u64()), (StatusCode::OK, Some(2)));
+    assert_eq!(
+        api.call("GET", "/identities?limit=0", Some(READER), None).0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call("GET", &format!("/identities/{id}"), Some(READER), None)
+            .1["name"],
+        "Barack Obama"
+    );
+    let ghost = "01a21f06-0000-7000-8000-000000000000";
+    assert_eq!(
+        api.call("GET", &format!("/identities/{ghost}"), Some(READER), None)
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call("GET", "/identities/not-a-uuid", Some(READER), None)
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call("GET", "/no/such/endpoint", Some(READER), None).0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Update.
+    let (s, updated) = api.call(
+        "PATCH",
+        &format!("/identities/{id}"),
+        Some(ADMIN),
+        Some(Body::Json(json!({"metadata": {"role": "president"}}))),
+    );
+    assert_eq!(
+        (
+            s,
+            updated["metadata"]["role"].as_str(),
+            updated["name"].as_str()
+        ),
+        (StatusCode::OK, Some("president"), Some("Barack Obama"))
+    );
+    assert_eq!(
+        api.call(
+            "PATCH",
+            &format!("/identities/{ghost}"),
+            Some(ADMIN),
+            Some(Body::Json(json!({"name": "x"})))
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(
+            "PATCH",
+            &format!("/identities/{id}"),
+            Some(READER),
+            Some(Body::Json(json!({"name": "x"})))
+        )
+        .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Enrolment: one face required; bad images; limits.
+    let faces = format!("/identities/{id}/faces");
+    let (s, face) = api.call(
+        "POST",
+        &format!("{faces}?source=obama.jpg"),
+        Some(ADMIN),
+        Some(Body::Raw(photo("obama.jpg"))),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{face}");
+    assert_eq!(face["model"], "sface@2021dec");
+    assert_eq!(face["source"], "obama.jpg");
+    let (s, e) = api.call(
+        "POST",
+        &faces,
+        Some(ADMIN),
+        Some(Body::Raw(photo("t1.jpg"))),
+    );
+    assert_eq!(
+        (s, e["error"]["faces_found"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(6)),
+        "{e}"
+    );
+    assert!(e["error"]["message"].as_str().unwrap().contains("found 6"));
+    let (s, e) = api.call("POST", &faces, Some(ADMIN), Some(Body::Raw(blank_jpeg())));
+    assert_eq!(
+        (s, e["error"]["faces_found"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(0))
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            &faces,
+            Some(ADMIN),
+            Some(Body::Raw(b"not an image".to_vec()))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call("POST", &faces, Some(ADMIN), Some(Body::Raw(Vec::new())))
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (s, e) = api.call(
+        "POST",
+        &faces,
+        Some(ADMIN),
+        Some(Body::Raw(vec![0u8; 3 * 1024 * 1024])),
+    );
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_body_bytes"));
+    let (s, e) = api.call("POST", &faces, Some(ADMIN), Some(Body::Raw(bomb_png())));
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_image_pixels"));
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("/identities/{ghost}/faces"),
+            Some(ADMIN),
+            Some(Body::Raw(photo("obama2.jpg")))
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            &faces,
+            Some(READER),
+            Some(Body::Raw(photo("obama2.jpg")))
+        )
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("/identities/{biden_id}/faces"),
+            Some(ADMIN),
+            Some(Body::Raw(photo("biden.jpg")))
+        )
+        .0,
+        StatusCode::CREATED
+    );
+    let (s, listed) = api.call("GET", &faces, Some(READER), None);
+    assert_eq!(
+        (s, listed["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+
+    // Search: known, unknown, multi-face, parameter errors.
+    let (s, found) = api.call(
+        "POST",
+        "/search",
+        Some(READER),
+        Some(Body::Raw(photo("obama2.jpg"))),
+    );
+    assert_eq!(s, StatusCode::OK);
+    let d = &found["faces"][0]["decision"];
+    assert_eq!(
+        (d["outcome"].as_str(), d["identity"].as_str()),
+        (Some("match"), Some(id.as_str())),
+        "{found}"
+    );
+    assert_eq!(found["faces"][0]["candidates"][0]["name"], "Barack Obama");
+    let (_, stranger) = api.call(
+        "POST",
+        "/search",
+        Some(READER),
+        Some(Body::Raw(photo("Tom_Hanks_54745.png"))),
+    );
+    assert_eq!(
+        stranger["faces"][0]["decision"]["outcome"], "unknown",
+        "{stranger}"
+    );
+    assert_eq!(
+        stranger["faces"][0]["decision"]["reason"],
+        "below_threshold"
+    );
+    let (_, group) = api.call(
+        "POST",
+        "/search?top_k=2",
+        Some(READER),
+        Some(Body::Raw(photo("t1.jpg"))),
+    );
+    let group_faces = group["faces"].as_array().unwrap();
+    assert_eq!(group_faces.len(), 6);
+    assert!(group_faces
+        .iter()
+        .all(|f| f["decision"]["outcome"] == "unknown"
+            && f["candidates"].as_array().unwrap().len() == 2));
+    assert_eq!(
+        api.call(
+            "POST",
+            "/search?top_k=0",
+            Some(READER),
+            Some(Body::Raw(photo("obama2.jpg")))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/search",
+            None,
+            Some(Body::Raw(photo("obama2.jpg")))
+        )
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Verify (1:1).
+    let (s, v) = api.call(
+        "POST",
+        "/verify",
+        Some(READER),
+        Some(Body::Json(
+            json!({"a": b64("obama.jpg"), "b": b64("obama3.jpg")}),
+        )),
+    );
+    assert_eq!(
+        (s, v["same"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let (_, v) = api.call(
+        "POST",
+        "/verify",
+        Some(READER),
+        Some(Body::Json(
+            json!({"a": b64("obama.jpg"), "b": b64("biden.jpg")}),
+        )),
+    );
+    assert_eq!(v["same"], false);
+    assert_eq!(
+        api.call(
+            "POST",
+            "/verify",
+            Some(READER),
+            Some(Body::Json(json!({"a": "%%%", "b": b64("biden.jpg")})))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    let blank = base64::engine::general_purpose::STANDARD.encode(blank_jpeg());
+    assert_eq!(
+        api.call(
+            "POST",
+            "/verify",
+            Some(READER),
+            Some(Body::Json(json!({"a": blank, "b": b64("biden.jpg")})))
+        )
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Model housekeeping.
+    let (s, stale) = api.call("GET", "/gallery/stale", Some(ADMIN), None);
+    assert_eq!(
+        (s, stale["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    assert_eq!(
+        api.call("GET", "/gallery/stale", Some(READER), None).0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Remove a face, then erase an identity.
+    let face_id = face["id"].as_str().unwrap();
+    assert_eq!(
+        api.call("DELETE", &format!("{faces}/{face_id}"), Some(ADMIN), None)
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("{faces}/{face_id}"), Some(ADMIN), None)
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, after) = api.call(
+        "POST",
+        "/search",
+        Some(READER),
+        Some(Body::Raw(photo("obama2.jpg"))),
+    );
+    assert_eq!(after["faces"][0]["decision"]["outcome"], "unknown");
+    let (s, erased) = api.call(
+        "DELETE",
+        &format!("/identities/{biden_id}"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(
+        (s, erased["removed_faces"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            &format!("/identities/{biden_id}"),
+            Some(READER),
+            None
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/identities/{biden_id}"),
+            Some(ADMIN),
+            None
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("/identities/{id}"), Some(READER), None)
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, empty) = api.call(
+        "POST",
+        "/search",
+        Some(READER),
+        Some(Body::Raw(photo("biden.jpg"))),
+    );
+    assert_eq!(
+        empty["faces"][0]["decision"]["reason"], "empty_gallery",
+        "{empty}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_gallery_survives_sigkill_and_restart() {
+    let dir = common::temp_dir("api-restart");
+    let port = free_port();
+    let config = write_config(&dir, port, 16 * 1024 * 1024);
+    let mut server = start(&config, port);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base.clone(),
+    };
+    let mut ids = Vec::new();
+    for (name, file) in [("Barack Obama", "obama.jpg"), ("Joe Biden", "biden.jpg")] {
+        let (_, identity) = api.call(
+            "POST",
+            "/identities",
+            Some(ADMIN),
+            Some(Body::Json(json!({"name": name}))),
+        );
+        let id = identity["id"].as_str().unwrap().to_string();
+        let (s, _) = api.call(
+            "POST",
+            &format!("/identities/{id}/faces"),
+            Some(ADMIN),
+            Some(Body::Raw(photo(file))),
+        );
+        assert_eq!(s, StatusCode::CREATED);
+        ids.push(id);
+    }
+    // SIGKILL: no shutdown hook runs.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start(&config, port);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base,
+    };
+    let (_, list) = api.call("GET", "/identities", Some(READER), None);
+    assert_eq!(list["total"], 2);
+    for (id, probe) in ids.iter().zip(["obama3.jpg", "biden.jpg"]) {
+        let (_, found) = api.call(
+            "POST",
+            "/search",
+            Some(READER),
+            Some(Body::Raw(photo(probe))),
+        );
+        assert_eq!(
+            found["faces"][0]["decision"]["identity"].as_str(),
+            Some(id.as_str()),
+            "{probe}: {found}"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn refuses_a_public_address_without_a_configured_key() {
+    let dir = common::temp_dir("api-public");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[api]\nlisten = \"0.0.0.0:18089\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facestream"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api.listen") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
