@@ -39,6 +39,8 @@ enum Command {
     Serve,
     /// Bulk enrolment from a folder with one sub-folder of photos per person.
     Enroll(cli::enroll::EnrollArgs),
+    /// After a model change: re-embed kept crops, list who needs re-enrolment.
+    Reembed,
     /// List inference backends: compiled in, usable here (or why not), what `auto` picks.
     Backends(cli::backends::BackendsArgs),
     /// Measure inference speed per backend and thread count on real faces.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Eval(c) => cli::eval::run(&config, c),
         Command::Serve => cli::serve::run(&config),
         Command::Enroll(a) => cli::enroll::run(&config, a),
+        Command::Reembed => cli::reembed::run(&config),
         Command::Backends(a) => cli::backends::run(&config, a),
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::BenchSearch(a) => cli::bench_search::run(a),

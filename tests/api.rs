@@ -71,12 +71,16 @@ fn start(config: &Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}/v1");
+    // Owned by the guard from here on: a failed start still kills and reaps the child.
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}/v1"),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(r) = Client::new().get(format!("{base}/ready")).send() {
+        if let Ok(r) = Client::new().get(format!("{}/ready", server.base)).send() {
             if r.status().is_success() {
-                return Server { child, base };
+                return server;
             }
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -9,6 +9,7 @@ pub mod bench_search;
 pub mod embed;
 pub mod enroll;
 pub mod eval;
+pub mod reembed;
 pub mod serve;
 pub mod verify;
 

@@ -155,6 +155,11 @@ impl FaceEngine {
             .collect())
     }
 
+    /// Embed already-aligned crops (re-embedding stored crops after a model change).
+    pub fn embed_crops(&mut self, crops: &[&AlignedFace]) -> Result<Vec<Embedding>, EngineError> {
+        Ok(self.embed.embed(crops)?)
+    }
+
     /// Every face in the image, highest detector score first.
     pub fn analyze(&mut self, image: &RgbImage) -> Result<(Vec<Face>, Timings), EngineError> {
         let mut timings = Timings::default();

@@ -207,6 +207,53 @@ impl GalleryService {
         Ok(())
     }
 
+    /// After a model change: embed the kept crops of every template made with another
+    /// model and add them as templates of the current model (the old ones stay, unused,
+    /// until their identity is re-enrolled or erased). Returns (re-embedded, without crop).
+    pub fn reembed_stale(&self) -> Result<(usize, usize), ServiceError> {
+        let (mut done, mut missing) = (0, 0);
+        for stale in self.store.stale_identities(&self.model)? {
+            let templates = self.store.list_templates(stale.id)?;
+            let current: Vec<&Template> =
+                templates.iter().filter(|t| t.model == self.model).collect();
+            for old in templates.iter().filter(|t| t.model != self.model) {
+                let Some(rgb) = old.crop.clone().filter(|c| c.len() == 112 * 112 * 3) else {
+                    missing += 1;
+                    continue;
+                };
+                if current.iter().any(|t| t.source == old.source) {
+                    continue; // already re-embedded
+                }
+                let crop = crate::stages::align::AlignedFace {
+                    rgb,
+                    transform: crate::stages::align::Similarity {
+                        a: 1.0,
+                        b: 0.0,
+                        tx: 0.0,
+                        ty: 0.0,
+                    },
+                };
+                let embedding = {
+                    let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+                    engine.embed_crops(&[&crop])?.remove(0)
+                };
+                let template = Template {
+                    id: Uuid::now_v7(),
+                    identity_id: stale.id,
+                    model: self.model.clone(),
+                    embedding,
+                    quality: old.quality,
+                    source: old.source.clone(),
+                    created: Utc::now(),
+                    crop: Some(crop.rgb),
+                };
+                self.import_template(&template)?;
+                done += 1;
+            }
+        }
+        Ok((done, missing))
+    }
+
     /// Erase an identity and all its templates (right to erasure); logged.
     pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
         let removed = self.store.delete_identity(identity)?;

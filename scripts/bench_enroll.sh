@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Enrolment throughput through the REST API: create N identities and upload one LFW photo
+# each, over HTTP on 127.0.0.1, with C concurrent clients (curl), against `facestream serve`
+# on a fresh gallery.   scripts/bench_enroll.sh [LFW_IMAGES] [N=300] [C=2]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+images=${1:-../shared/datasets/lfw-gray/images}
+n=${2:-300}
+c=${3:-2}
+work=$(mktemp -d)
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+key=bench-admin-key-0123456789
+cat > "$work/c.toml" <<TOML
+[gallery]
+database = "$work/g.db"
+[api]
+listen = "127.0.0.1:$port"
+keys = [{ name = "bench", key = "$key", scope = "admin" }]
+TOML
+target/release/facestream --config "$work/c.toml" serve 2>"$work/log" &
+server=$!
+until curl -sf "http://127.0.0.1:$port/v1/ready" >/dev/null; do sleep 0.2; done
+ls "$images" | head -n "$n" | while read -r person; do
+  echo "$images/$person/$(ls "$images/$person" | head -1)"
+done > "$work/photos"
+enrol() {
+  id=$(curl -sf -H "Authorization: Bearer $2" -H 'content-type: application/json' \
+    -d "{\"name\":\"$(basename "$(dirname "$1")")\"}" "http://127.0.0.1:$3/v1/identities" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $2" --data-binary @"$1" \
+    "http://127.0.0.1:$3/v1/identities/$id/faces"
+}
+export -f enrol
+start=$(date +%s.%N)
+xargs -P "$c" -I{} bash -c 'enrol "$@"' _ {} "$key" "$port" < "$work/photos" > "$work/codes"
+end=$(date +%s.%N)
+ok=$(grep -c '^201$' "$work/codes" || true)
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+echo "enrolled $ok of $(wc -l < "$work/photos") photos (others: $(grep -v '^201$' "$work/codes" | sort | uniq -c | tr '\n' ' '))"
+python3 -c "print(f'throughput: {$ok/($end-$start):.1f} images/s with $c clients ({$end-$start:.1f} s)')"
