@@ -43,6 +43,8 @@ pub struct SearchIndex {
     owner: Vec<u32>,
     identities: Vec<Uuid>,
     identity_slot: HashMap<Uuid, u32>,
+    /// Templates per identity slot.
+    counts: Vec<u32>,
 }
 
 impl SearchIndex {
@@ -56,6 +58,7 @@ impl SearchIndex {
             owner: Vec::new(),
             identities: Vec::new(),
             identity_slot: HashMap::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl SearchIndex {
             None => {
                 let s = self.identities.len() as u32;
                 self.identities.push(identity);
+                self.counts.push(0);
                 self.identity_slot.insert(identity, s);
                 s
             }
@@ -141,6 +145,7 @@ impl SearchIndex {
         self.codes.extend(quantize(embedding));
         self.template_ids.push(template);
         self.owner.push(slot);
+        self.counts[slot as usize] += 1;
         Ok(())
     }
 
@@ -151,6 +156,7 @@ impl SearchIndex {
         while i < self.template_ids.len() {
             let identity = self.identities[self.owner[i] as usize];
             if drop(identity, self.template_ids[i]) {
+                self.counts[self.owner[i] as usize] -= 1;
                 let last = self.template_ids.len() - 1;
                 self.template_ids.swap(i, last);
                 self.owner.swap(i, last);
@@ -168,6 +174,11 @@ impl SearchIndex {
             }
         }
         removed
+    }
+
+    /// The most templates any one identity has.
+    pub fn max_templates_per_identity(&self) -> usize {
+        self.counts.iter().copied().max().unwrap_or(0) as usize
     }
 
     pub fn remove_template(&mut self, template: Uuid) -> usize {
@@ -201,30 +212,45 @@ impl SearchIndex {
         let exact = |i: usize| dot(probe, &self.vectors[i * dim..(i + 1) * dim]);
         let mut hits: Vec<IdentityHit> = match scan {
             Scan::Exact => {
-                // Dense per-identity maxima: no hashing in the hot loop.
-                let mut best = vec![(f32::NEG_INFINITY, 0u32); self.identities.len()];
-                for i in 0..n {
-                    let score = exact(i);
-                    let slot = &mut best[self.owner[i] as usize];
-                    if score > slot.0 {
-                        *slot = (score, i as u32);
+                // Scores in cache-sized blocks (rows blocked inside the kernel, no per-row
+                // dispatch) feeding a bounded min-heap of templates. Walking templates by
+                // descending score, k distinct identities appear within the first
+                // k·(most templates of one identity) templates, so that heap size is exact.
+                const BLOCK: usize = 1024;
+                let cap = k
+                    .saturating_mul(self.max_templates_per_identity().max(1))
+                    .min(n);
+                let mut scores = [0.0f32; BLOCK];
+                let mut heap = std::collections::BinaryHeap::with_capacity(cap + 1);
+                for start in (0..n).step_by(BLOCK) {
+                    let len = BLOCK.min(n - start);
+                    let rows = &self.vectors[start * dim..(start + len) * dim];
+                    kernels::scores_f32(probe, rows, dim, &mut scores[..len]);
+                    for (j, &score) in scores[..len].iter().enumerate() {
+                        let key = order_key(score);
+                        if heap.len() == cap {
+                            match heap.peek() {
+                                Some(&std::cmp::Reverse((worst, _))) if key <= worst => continue,
+                                _ => {
+                                    heap.pop();
+                                }
+                            }
+                        }
+                        heap.push(std::cmp::Reverse((key, start + j)));
                     }
                 }
-                let mut top = std::collections::BinaryHeap::with_capacity(k + 1);
-                for (slot, &(score, i)) in best.iter().enumerate() {
-                    if score == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    top.push(std::cmp::Reverse((order_key(score), slot, i)));
-                    if top.len() > k {
-                        top.pop();
-                    }
-                }
-                top.into_iter()
-                    .map(|std::cmp::Reverse((_, slot, i))| IdentityHit {
-                        identity: self.identities[slot],
-                        template: self.template_ids[i as usize],
-                        score: best[slot].0,
+                let mut ranked: Vec<(i32, usize)> =
+                    heap.into_iter().map(|std::cmp::Reverse(e)| e).collect();
+                ranked.sort_by(|a, b| b.0.cmp(&a.0));
+                let mut seen = std::collections::HashSet::with_capacity(k);
+                ranked
+                    .into_iter()
+                    .filter(|&(_, i)| seen.insert(self.owner[i]))
+                    .take(k)
+                    .map(|(_, i)| IdentityHit {
+                        identity: self.identities[self.owner[i] as usize],
+                        template: self.template_ids[i],
+                        score: exact(i),
                     })
                     .collect()
             }
@@ -321,6 +347,27 @@ pub mod kernels {
         dot_f32_scalar
     }
 
+    /// `out[i] = probe · rows[i]` for every `dim`-long row, with the fastest kernel here.
+    pub fn scores_f32(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if dim % 16 == 0 && is_x86_feature_detected!("avx512f") {
+                // SAFETY: feature checked above; lengths checked inside.
+                unsafe { x86::scores_f32_avx512(probe, rows, dim, out) };
+                return;
+            }
+            if dim % 8 == 0 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: features checked above; lengths checked inside.
+                unsafe { x86::scores_f32_avx2(probe, rows, dim, out) };
+                return;
+            }
+        }
+        let dot = dot_f32_fn();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(probe, &rows[i * dim..(i + 1) * dim]);
+        }
+    }
+
     /// The fastest int8 dot this CPU supports.
     pub fn dot_i8_fn() -> fn(&[i8], &[i8]) -> i32 {
         #[cfg(target_arch = "x86_64")]
@@ -367,6 +414,97 @@ pub mod kernels {
                 i += 1;
             }
             sum
+        }
+
+        /// Four rows per step: the probe chunk is loaded once for four FMAs, and the four
+        /// horizontal sums share one `hadd` tree.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA; `dim % 8 == 0`, `probe.len() >= dim`,
+        /// `rows.len() >= out.len() * dim`.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn scores_f32_avx2(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
+            assert!(dim % 8 == 0 && probe.len() >= dim && rows.len() >= out.len() * dim);
+            let n = out.len();
+            let (pp, pr) = (probe.as_ptr(), rows.as_ptr());
+            let mut r = 0;
+            while r + 4 <= n {
+                let base = pr.add(r * dim);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                );
+                let mut j = 0;
+                while j < dim {
+                    let p = _mm256_loadu_ps(pp.add(j));
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(base.add(j)), p, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(base.add(dim + j)), p, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(base.add(2 * dim + j)), p, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(base.add(3 * dim + j)), p, a3);
+                    j += 8;
+                }
+                let s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+                let sum = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+                _mm_storeu_ps(out.as_mut_ptr().add(r), sum);
+                r += 4;
+            }
+            while r < n {
+                out[r] = dot_f32_avx2(probe, &rows[r * dim..(r + 1) * dim]);
+                r += 1;
+            }
+        }
+
+        /// AVX-512 version of [`scores_f32_avx2`]: 16 lanes, four rows per step.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F; `dim % 16 == 0`, `probe.len() >= dim`,
+        /// `rows.len() >= out.len() * dim`.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn scores_f32_avx512(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
+            assert!(dim % 16 == 0 && probe.len() >= dim && rows.len() >= out.len() * dim);
+            let n = out.len();
+            let (pp, pr) = (probe.as_ptr(), rows.as_ptr());
+            let mut r = 0;
+            while r + 4 <= n {
+                let base = pr.add(r * dim);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                );
+                let mut j = 0;
+                while j < dim {
+                    let p = _mm512_loadu_ps(pp.add(j));
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(j)), p, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(dim + j)), p, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(2 * dim + j)), p, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(3 * dim + j)), p, a3);
+                    j += 16;
+                }
+                out[r] = _mm512_reduce_add_ps(a0);
+                out[r + 1] = _mm512_reduce_add_ps(a1);
+                out[r + 2] = _mm512_reduce_add_ps(a2);
+                out[r + 3] = _mm512_reduce_add_ps(a3);
+                r += 4;
+            }
+            while r < n {
+                let base = pr.add(r * dim);
+                let mut a = _mm512_setzero_ps();
+                let mut j = 0;
+                while j < dim {
+                    a = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(base.add(j)),
+                        _mm512_loadu_ps(pp.add(j)),
+                        a,
+                    );
+                    j += 16;
+                }
+                out[r] = _mm512_reduce_add_ps(a);
+                r += 1;
+            }
         }
 
         /// # Safety
@@ -431,6 +569,16 @@ mod tests {
             let b: Vec<i8> = quantize(&v[1]).collect();
             assert_eq!(kernels::dot_i8_fn()(&a, &b), kernels::dot_i8_scalar(&a, &b));
         }
+        for n in [0usize, 1, 3, 4, 5, 9] {
+            let rows = unit_vectors(n, 128, 99);
+            let flat: Vec<f32> = rows.concat();
+            let probe = &unit_vectors(1, 128, 5)[0];
+            let mut out = vec![0.0; n];
+            kernels::scores_f32(probe, &flat, 128, &mut out);
+            for (r, o) in rows.iter().zip(&out) {
+                assert!((kernels::dot_f32_scalar(probe, r) - o).abs() < 1e-5);
+            }
+        }
         let extreme = vec![-127i8; 128];
         assert_eq!(kernels::dot_i8_fn()(&extreme, &extreme), 127 * 127 * 128);
     }
@@ -457,7 +605,12 @@ mod tests {
             assert_eq!(exact[0].identity, ids[probe_k / 3]);
             assert!((exact[0].score - 1.0).abs() < 1e-5);
             assert_eq!(exact.len(), 5);
-            assert_eq!(exact[0], compact[0]);
+            assert_eq!(
+                (exact[0].identity, exact[0].template),
+                (compact[0].identity, compact[0].template)
+            );
+            // Both report exact cosines (summation order may differ in the last bit).
+            assert!((exact[0].score - compact[0].score).abs() < 1e-5);
             // Scores are exact cosines in both modes, sorted, one entry per identity.
             for w in exact.windows(2) {
                 assert!(w[0].score >= w[1].score && w[0].identity != w[1].identity);
