@@ -45,7 +45,13 @@ pub struct SearchIndex {
     identity_slot: HashMap<Uuid, u32>,
     /// Templates per identity slot.
     counts: Vec<u32>,
+    /// Below this many templates `Scan::Compact` runs as `Scan::Exact`.
+    compact_from: usize,
 }
+
+/// Below this many templates the f32 scan is cheaper than int8 + re-ranking (measured:
+/// 0.07 vs 0.12 ms at 10k, 1.6 vs 0.5 ms at 100k; BENCHMARKS.md §4).
+pub const COMPACT_FROM: usize = 32_768;
 
 impl SearchIndex {
     pub fn new(model: &str, dim: usize) -> SearchIndex {
@@ -59,6 +65,7 @@ impl SearchIndex {
             identities: Vec::new(),
             identity_slot: HashMap::new(),
             counts: Vec::new(),
+            compact_from: COMPACT_FROM,
         }
     }
 
@@ -176,6 +183,11 @@ impl SearchIndex {
         removed
     }
 
+    /// Use the compact scan from this many templates on (tests set 0 to force it).
+    pub fn set_compact_from(&mut self, templates: usize) {
+        self.compact_from = templates;
+    }
+
     /// The most templates any one identity has.
     pub fn max_templates_per_identity(&self) -> usize {
         self.counts.iter().copied().max().unwrap_or(0) as usize
@@ -210,6 +222,10 @@ impl SearchIndex {
         let dim = self.dim;
         let dot = kernels::dot_f32_fn();
         let exact = |i: usize| dot(probe, &self.vectors[i * dim..(i + 1) * dim]);
+        let scan = match scan {
+            Scan::Compact { .. } if n < self.compact_from => Scan::Exact,
+            other => other,
+        };
         let mut hits: Vec<IdentityHit> = match scan {
             Scan::Exact => {
                 // Scores in cache-sized blocks (rows blocked inside the kernel, no per-row
@@ -241,7 +257,7 @@ impl SearchIndex {
                 }
                 let mut ranked: Vec<(i32, usize)> =
                     heap.into_iter().map(|std::cmp::Reverse(e)| e).collect();
-                ranked.sort_by(|a, b| b.0.cmp(&a.0));
+                ranked.sort_by_key(|&(key, _)| std::cmp::Reverse(key));
                 let mut seen = std::collections::HashSet::with_capacity(k);
                 ranked
                     .into_iter()
@@ -351,12 +367,15 @@ pub mod kernels {
     pub fn scores_f32(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            if dim % 16 == 0 && is_x86_feature_detected!("avx512f") {
+            if dim.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
                 // SAFETY: feature checked above; lengths checked inside.
                 unsafe { x86::scores_f32_avx512(probe, rows, dim, out) };
                 return;
             }
-            if dim % 8 == 0 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if dim.is_multiple_of(8)
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
                 // SAFETY: features checked above; lengths checked inside.
                 unsafe { x86::scores_f32_avx2(probe, rows, dim, out) };
                 return;
@@ -420,11 +439,11 @@ pub mod kernels {
         /// horizontal sums share one `hadd` tree.
         ///
         /// # Safety
-        /// The CPU must support AVX2 and FMA; `dim % 8 == 0`, `probe.len() >= dim`,
+        /// The CPU must support AVX2 and FMA; `dim.is_multiple_of(8)`, `probe.len() >= dim`,
         /// `rows.len() >= out.len() * dim`.
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn scores_f32_avx2(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
-            assert!(dim % 8 == 0 && probe.len() >= dim && rows.len() >= out.len() * dim);
+            assert!(dim.is_multiple_of(8) && probe.len() >= dim && rows.len() >= out.len() * dim);
             let n = out.len();
             let (pp, pr) = (probe.as_ptr(), rows.as_ptr());
             let mut r = 0;
@@ -459,11 +478,11 @@ pub mod kernels {
         /// AVX-512 version of [`scores_f32_avx2`]: 16 lanes, four rows per step.
         ///
         /// # Safety
-        /// The CPU must support AVX-512F; `dim % 16 == 0`, `probe.len() >= dim`,
+        /// The CPU must support AVX-512F; `dim.is_multiple_of(16)`, `probe.len() >= dim`,
         /// `rows.len() >= out.len() * dim`.
         #[target_feature(enable = "avx512f")]
         pub unsafe fn scores_f32_avx512(probe: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
-            assert!(dim % 16 == 0 && probe.len() >= dim && rows.len() >= out.len() * dim);
+            assert!(dim.is_multiple_of(16) && probe.len() >= dim && rows.len() >= out.len() * dim);
             let n = out.len();
             let (pp, pr) = (probe.as_ptr(), rows.as_ptr());
             let mut r = 0;
@@ -595,7 +614,8 @@ mod tests {
 
     #[test]
     fn exact_and_compact_agree_and_fuse_by_max() {
-        let (index, vecs, ids) = index_with(300, 3);
+        let (mut index, vecs, ids) = index_with(300, 3);
+        index.set_compact_from(0);
         for probe_k in [0usize, 451, 899] {
             let probe = &vecs[probe_k];
             let exact = index.search(probe, 5, Scan::Exact).unwrap();
