@@ -21,8 +21,8 @@ TOML
 target/release/facestream --config "$work/c.toml" serve 2>"$work/log" &
 server=$!
 until curl -sf "http://127.0.0.1:$port/v1/ready" >/dev/null; do sleep 0.2; done
-ls "$images" | head -n "$n" | while read -r person; do
-  echo "$images/$person/$(ls "$images/$person" | head -1)"
+ls "$images" | sed -n "1,${n}p" | while read -r person; do
+  echo "$images/$person/$(ls "$images/$person" | sed -n 1p)"
 done > "$work/photos"
 enrol() {
   id=$(curl -sf -H "Authorization: Bearer $2" -H 'content-type: application/json' \
