@@ -16,7 +16,7 @@ export FACESTREAM_MODELS_DIR := $(CURDIR)/$(CACHE)/models
 export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
-.PHONY: setup apt venv models fixtures build run test bench-lfw bench-backends \
+.PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-backends \
 	models-tflite build-litert build-tract bench-search clean-cache
 
 setup: apt venv models fixtures build
@@ -41,8 +41,13 @@ build:
 	@command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
 	cargo build $(CARGO_FLAGS)
 
-# The main job: the face engine on the LFW verification protocol (embedded default config).
+# The main job: the service on its embedded default config (REST API on 127.0.0.1:8080;
+# the admin key is written to data/api-admin.key at first start). Ctrl-C stops it.
 run: setup
+	target/release/facestream serve
+
+# The face engine on the LFW verification protocol.
+eval: setup
 	target/release/facestream eval lfw --images $(LFW)/images --pairs $(LFW)/pairs.txt \
 		--report $(CACHE)/eval-lfw.json --roc $(CACHE)/eval-lfw-roc.svg
 
