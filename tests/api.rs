@@ -144,28 +144,6 @@ enum Body {
     Text(&'static str),
 }
 
-fn bomb_png() -> Vec<u8> {
-    let mut png = Vec::new();
-    image::ImageBuffer::from_pixel(1, 1, image::Luma([0u8]))
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
-    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in &png[12..29] {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    png[29..33].copy_from_slice(&(!crc).to_be_bytes());
-    png
-}
-
 fn blank_jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(320, 240, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 80])
@@ -409,7 +387,12 @@ fn every_endpoint_and_error_status_over_http() {
         .as_str()
         .unwrap()
         .contains("max_body_bytes"));
-    let (s, e) = api.call("POST", &faces, Some(ADMIN), Some(Body::Raw(bomb_png())));
+    let (s, e) = api.call(
+        "POST",
+        &faces,
+        Some(ADMIN),
+        Some(Body::Raw(common::bomb_png(50_000))),
+    );
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e["error"]["message"]
         .as_str()

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image::{DynamicImage, ImageBuffer, Luma, Rgba};
+use image::{DynamicImage, ImageBuffer, Luma};
 
 fn facestream() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_facestream"));
@@ -18,21 +18,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -58,18 +43,7 @@ fn embed_reports_each_bad_input_and_keeps_going() {
     DynamicImage::ImageRgba8(face.to_rgba8())
         .save(&rgba)
         .unwrap();
-    // A valid PNG header claiming 60000x60000 pixels.
-    let mut bomb = Vec::new();
-    ImageBuffer::from_pixel(1, 1, Rgba([0u8; 4]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut bomb),
-            image::ImageFormat::Png,
-        )
-        .unwrap();
-    bomb[16..20].copy_from_slice(&60_000u32.to_be_bytes());
-    bomb[20..24].copy_from_slice(&60_000u32.to_be_bytes());
-    let crc = crc32(&bomb[12..29]);
-    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let bomb = common::bomb_png(60_000);
     let bomb = write(&dir, "bomb.png", &bomb);
     let list = write(
         &dir,

@@ -94,10 +94,7 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
         pairs = lfw::limit_pairs(pairs, n);
     }
     let mut engine = FaceEngine::new(&config)?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
-            .expect("static template"),
-    );
+    let bar = images_bar();
     let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
         fraction: args.degrade_fraction,
         scale,
@@ -175,10 +172,7 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
 
 fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
     let mut engine = FaceEngine::new(config)?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
-            .expect("static template"),
-    );
+    let bar = images_bar();
     let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
         fraction: args.degrade_fraction,
         scale,
@@ -221,4 +215,11 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
     }
     println!("report: {}", args.report.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn images_bar() -> ProgressBar {
+    ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
+            .expect("static template"),
+    )
 }

@@ -13,11 +13,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::lfw::{Degrade, ImageKey, LfwError};
-use crate::engine::{EngineError, FaceEngine, Timings};
+use crate::engine::{FaceEngine, Timings};
 use crate::gallery::index::{Scan, SearchIndex};
 use crate::stages::matching::{decide, Decision, MatchConfig};
 use crate::stages::quality::QualityClass;
-use crate::stages::Detection;
 
 /// Rates for one slice of probes.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -113,43 +112,13 @@ pub fn evaluate(
     let total: usize = people.iter().map(|(_, p)| p.len()).sum();
     let mut done = 0;
     let mut misses = 0;
+    let mut timings = Timings::default();
     let mut embed = |engine: &mut FaceEngine,
                      key: &ImageKey,
                      path: &Path|
      -> Result<(Vec<f32>, QualityClass), LfwError> {
-        let image_err = |source: EngineError| LfwError::Image {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut image = engine.load(path).map_err(|e| image_err(e.into()))?;
-        if let Some(d) = degrade.filter(|d| d.applies_to(key)) {
-            let w = ((image.width() as f32 * d.scale).round() as u32).max(1);
-            let h = ((image.height() as f32 * d.scale).round() as u32).max(1);
-            image = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
-        }
-        let faces = engine.detect(&image).map_err(image_err)?;
-        let centre = [image.width() as f32 / 2.0, image.height() as f32 / 2.0];
-        let dist = |f: &Detection| {
-            let c = f.bbox.centre();
-            (c[0] - centre[0]).hypot(c[1] - centre[1])
-        };
-        let detection = faces.into_iter().min_by(|a, b| dist(a).total_cmp(&dist(b)));
-        let detection = detection.unwrap_or_else(|| {
-            misses += 1;
-            super::lfw::canonical_lfw_face(image.width())
-        });
-        let mut timings = Timings::default();
-        let face = engine
-            .describe(&image, vec![detection], &mut timings)
-            .map_err(image_err)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                image_err(EngineError::Image(crate::imageio::ImageError::Corrupt {
-                    input: path.display().to_string(),
-                    message: "landmarks are degenerate; cannot align".into(),
-                }))
-            })?;
+        let (face, _) =
+            super::lfw::centre_face(engine, path, key, degrade, &mut timings, &mut misses)?;
         done += 1;
         progress(done, total);
         Ok((face.embedding, face.quality.class))

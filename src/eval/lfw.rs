@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::protocol::{self, KFold};
-use crate::engine::{EngineError, FaceEngine, Timings};
+use crate::engine::{EngineError, Face, FaceEngine, Timings};
 use crate::stages::quality::QualityClass;
 use crate::stages::{BBox, Detection};
 
@@ -154,6 +154,59 @@ impl Degrade {
     }
 }
 
+/// One face the LFW way: load, degrade when the key is in the degraded share, detect, keep
+/// the face nearest the image centre (LFW faces are centred; with no detection, the
+/// reference's canonical box, counted in `misses`), then align, score and embed. Decoding
+/// is not timed; the stages are, into `timings`. Returns the face and whether it was
+/// degraded.
+pub(crate) fn centre_face(
+    engine: &mut FaceEngine,
+    path: &Path,
+    key: &ImageKey,
+    degrade: Option<Degrade>,
+    timings: &mut Timings,
+    misses: &mut usize,
+) -> Result<(Face, bool), LfwError> {
+    let image_err = |source: EngineError| LfwError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut image = engine.load(path).map_err(|e| image_err(e.into()))?;
+    let degraded = degrade.filter(|d| d.applies_to(key));
+    if let Some(d) = degraded {
+        let w = ((image.width() as f32 * d.scale).round() as u32).max(1);
+        let h = ((image.height() as f32 * d.scale).round() as u32).max(1);
+        image = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
+    }
+    let t = Instant::now();
+    let faces = engine.detect(&image).map_err(image_err)?;
+    timings.detect += t.elapsed();
+    let centre = [image.width() as f32 / 2.0, image.height() as f32 / 2.0];
+    let distance = |f: &Detection| {
+        let c = f.bbox.centre();
+        (c[0] - centre[0]).hypot(c[1] - centre[1])
+    };
+    let chosen = faces
+        .into_iter()
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)));
+    let detection = chosen.unwrap_or_else(|| {
+        *misses += 1;
+        canonical_lfw_face(image.width())
+    });
+    let face = engine
+        .describe(&image, vec![detection], timings)
+        .map_err(image_err)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            image_err(EngineError::Image(crate::imageio::ImageError::Corrupt {
+                input: path.display().to_string(),
+                message: "landmarks are degenerate; cannot align".into(),
+            }))
+        })?;
+    Ok((face, degraded.is_some()))
+}
+
 /// Accuracy of the pairs in one quality bucket, at the mean 10-fold threshold.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bucket {
@@ -215,44 +268,9 @@ pub fn evaluate(
     let mut degraded = 0usize;
     for (done, key) in keys.iter().enumerate() {
         let path = image_path(images, key);
-        let image_err = |source: EngineError| LfwError::Image {
-            path: path.clone(),
-            source,
-        };
-        let mut image = engine.load(&path).map_err(|e| image_err(e.into()))?;
-        if let Some(d) = degrade.filter(|d| d.applies_to(key)) {
-            let w = ((image.width() as f32 * d.scale).round() as u32).max(1);
-            let h = ((image.height() as f32 * d.scale).round() as u32).max(1);
-            image = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
-            degraded += 1;
-        }
-        let t = Instant::now();
-        let faces = engine.detect(&image).map_err(image_err)?;
-        timings.detect += t.elapsed();
-        let centre = [image.width() as f32 / 2.0, image.height() as f32 / 2.0];
-        let chosen = faces.into_iter().min_by(|a, b| {
-            let d = |f: &Detection| {
-                let c = f.bbox.centre();
-                (c[0] - centre[0]).hypot(c[1] - centre[1])
-            };
-            d(a).total_cmp(&d(b))
-        });
-        let detection = chosen.unwrap_or_else(|| {
-            misses += 1;
-            canonical_lfw_face(image.width())
-        });
-        let face = engine
-            .describe(&image, vec![detection], &mut timings)
-            .map_err(image_err)?
-            .into_iter()
-            .next();
-        let face = face.ok_or_else(|| LfwError::Image {
-            path: path.clone(),
-            source: EngineError::Image(crate::imageio::ImageError::Corrupt {
-                input: path.display().to_string(),
-                message: "landmarks are degenerate; cannot align".into(),
-            }),
-        })?;
+        let (face, was_degraded) =
+            centre_face(engine, &path, key, degrade, &mut timings, &mut misses)?;
+        degraded += usize::from(was_degraded);
         cache.insert(
             key,
             Embedded {
