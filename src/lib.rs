@@ -8,6 +8,7 @@
 //! - [`stages`]: detect → align → quality → embed, plain synchronous code.
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
+//! - [`events`]: identity events: schema, durable outbox, signed webhook delivery.
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
 
@@ -15,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod eval;
+pub mod events;
 pub mod gallery;
 pub mod imageio;
 pub mod inference;

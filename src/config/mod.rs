@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
+use crate::events::EventsConfig;
 use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
@@ -76,6 +77,7 @@ pub struct Config {
     #[serde(rename = "match")]
     pub matching: MatchConfig,
     pub api: ApiConfig,
+    pub events: EventsConfig,
 }
 
 impl Config {
@@ -126,6 +128,7 @@ impl Config {
         self.gallery.validate(&mut problems);
         self.matching.validate(&mut problems);
         self.api.validate(&mut problems);
+        self.events.validate(&mut problems);
         if !(-1.0..=1.0).contains(&self.verify.threshold) {
             problems.push(format!(
                 "verify.threshold = {} is outside the cosine range [-1, 1]",

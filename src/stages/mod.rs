@@ -11,10 +11,10 @@ pub mod embed;
 pub mod matching;
 pub mod quality;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An axis-aligned box in image pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BBox {
     pub x: f32,
     pub y: f32,

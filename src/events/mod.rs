@@ -1,0 +1,196 @@
+//! Identity events: the schema, a durable outbox and the webhook sink.
+//!
+//! Last stage of the pipeline. An event is written to the [`outbox::Outbox`] (SQLite, the
+//! data directory) — one row per subscribed endpoint — **before** any delivery is tried,
+//! so an accepted event survives a crash or `kill -9`. [`webhook::WebhookSink`] delivers
+//! each endpoint's rows independently (its own concurrency limit and backoff), signs them
+//! the Standard Webhooks way and retries with exponential backoff and jitter until the
+//! receiver answers 2xx or the row is older than `events.dead_letter_after_s`, when it
+//! moves to the dead letters. Delivery is at least once; the event id (UUID v7) is the
+//! idempotency key consumers deduplicate on.
+//!
+//! The JSON Schema of the payload is `src/events/event-v1.schema.json` ([`SCHEMA_V1`]).
+
+pub mod outbox;
+pub mod signature;
+pub mod webhook;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::stages::BBox;
+
+/// The JSON Schema (draft 2020-12) of [`Event`], version 1.
+pub const SCHEMA_V1: &str = include_str!("event-v1.schema.json");
+
+/// Event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "identity.recognized")]
+    IdentityRecognized,
+    #[serde(rename = "identity.unknown")]
+    IdentityUnknown,
+    #[serde(rename = "track.ended")]
+    TrackEnded,
+    #[serde(rename = "camera.down")]
+    CameraDown,
+    #[serde(rename = "camera.up")]
+    CameraUp,
+    /// Sent on request (`POST /v1/events/test`) so operators can check an endpoint.
+    #[serde(rename = "test")]
+    Test,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::IdentityRecognized => "identity.recognized",
+            EventType::IdentityUnknown => "identity.unknown",
+            EventType::TrackEnded => "track.ended",
+            EventType::CameraDown => "camera.down",
+            EventType::CameraUp => "camera.up",
+            EventType::Test => "test",
+        }
+    }
+
+    pub const ALL: [EventType; 6] = [
+        EventType::IdentityRecognized,
+        EventType::IdentityUnknown,
+        EventType::TrackEnded,
+        EventType::CameraDown,
+        EventType::CameraUp,
+        EventType::Test,
+    ];
+}
+
+/// Who was recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventIdentity {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// One event, as delivered (schema version 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// UUID v7: unique, time-ordered; the idempotency key.
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub camera_id: Option<String>,
+    pub track_id: Option<String>,
+    /// The recognised identity; null for unknown faces and camera events.
+    pub identity: Option<EventIdentity>,
+    pub similarity: Option<f32>,
+    pub margin: Option<f32>,
+    pub quality: Option<f32>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    #[serde(rename = "box")]
+    pub bbox: Option<BBox>,
+    /// `model@version` of the embedding the decision used.
+    pub model: Option<String>,
+    /// Base64 JPEG of the face, only when `events.thumbnails` is on.
+    pub thumbnail_jpeg: Option<String>,
+}
+
+impl Event {
+    /// A new event of `kind` now, every optional field empty.
+    pub fn new(kind: EventType) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            kind,
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            camera_id: None,
+            track_id: None,
+            identity: None,
+            similarity: None,
+            margin: None,
+            quality: None,
+            first_seen: None,
+            last_seen: None,
+            bbox: None,
+            model: None,
+            thumbnail_jpeg: None,
+        }
+    }
+}
+
+/// Event delivery settings (section `[events]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// SQLite outbox file (created if missing).
+    pub outbox: String,
+    /// Undelivered rows older than this move to the dead letters.
+    pub dead_letter_after_s: u64,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`, ×[0.5, 1.5) jitter.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Attach a face thumbnail (JPEG, base64) to identity events. Off: privacy first.
+    pub thumbnails: bool,
+    /// Webhook endpoints.
+    pub webhooks: Vec<webhook::WebhookConfig>,
+}
+
+impl EventsConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        if self.outbox.is_empty() {
+            problems.push("events.outbox must not be empty".into());
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            problems.push("events.retry_initial_ms must be > 0 and ≤ events.retry_max_ms".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            w.validate(problems);
+            if !names.insert(&w.name) {
+                problems.push(format!("events.webhooks: name `{}` is used twice", w.name));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_serialises_with_the_schema_names() {
+        let mut e = Event::new(EventType::IdentityRecognized);
+        e.identity = Some(EventIdentity {
+            id: Uuid::now_v7(),
+            name: "Ada".into(),
+        });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "identity.recognized");
+        assert_eq!(v["schema_version"], 1);
+        assert!(v.get("box").is_some() && v["thumbnail_jpeg"].is_null());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        // The schema file is valid JSON and names every field and type.
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA_V1).unwrap();
+        for field in serde_json::to_value(&e)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(
+                schema["properties"][field].is_object(),
+                "schema lacks {field}"
+            );
+        }
+        let types: Vec<&str> = schema["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(types, EventType::ALL.map(EventType::as_str));
+    }
+}

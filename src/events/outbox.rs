@@ -1,0 +1,284 @@
+//! The durable outbox: every (event, endpoint) pair as a row, written before delivery.
+//!
+//! States: `pending` (due at `next_attempt_ms`), `delivered`, `dead`. Rows only change
+//! state inside SQLite transactions (WAL, `synchronous = FULL`), so a crash at any point
+//! leaves each row either still pending — delivered again after restart, which is what
+//! at-least-once means — or recorded as delivered.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::Event;
+
+/// Errors from the outbox.
+#[derive(Debug, thiserror::Error)]
+#[error("event outbox: {0}")]
+pub struct OutboxError(String);
+
+fn err(e: impl std::fmt::Display) -> OutboxError {
+    OutboxError(e.to_string())
+}
+
+/// One row due for delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    pub seq: i64,
+    pub event_id: String,
+    pub endpoint: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub created_ms: i64,
+}
+
+/// A dead-lettered row.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub event_id: String,
+    pub endpoint: String,
+    pub event_type: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+/// The outbox.
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Outbox {
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL,
+                endpoint TEXT NOT NULL,
+                event_type TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_ms INTEGER NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending',
+                last_error TEXT,
+                delivered_ms INTEGER,
+                UNIQUE (event_id, endpoint)
+            );
+            CREATE INDEX IF NOT EXISTS outbox_due ON outbox (endpoint, state, next_attempt_ms);",
+        )
+        .map_err(err)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Store `event` once per endpoint, in one transaction; returns rows written. An event
+    /// already enqueued for an endpoint is not duplicated.
+    pub fn enqueue(&self, event: &Event, endpoints: &[&str]) -> Result<usize, OutboxError> {
+        let payload = serde_json::to_string(event).map_err(err)?;
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(err)?;
+        let mut written = 0;
+        for endpoint in endpoints {
+            written += tx
+                .execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![event.id.to_string(), endpoint, event.kind.as_str(), payload, now],
+                )
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(written)
+    }
+
+    /// Pending rows of `endpoint` due by `now`, oldest first.
+    pub fn due(&self, endpoint: &str, now: i64, limit: usize) -> Result<Vec<Pending>, OutboxError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, event_id, endpoint, payload, attempts, created_ms FROM outbox
+                 WHERE endpoint = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![endpoint, now, limit as i64], |r| {
+                Ok(Pending {
+                    seq: r.get(0)?,
+                    event_id: r.get(1)?,
+                    endpoint: r.get(2)?,
+                    payload: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u32,
+                    created_ms: r.get(5)?,
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        Ok(rows)
+    }
+
+    /// Earliest `next_attempt_ms` of `endpoint`'s pending rows.
+    pub fn next_due(&self, endpoint: &str) -> Result<Option<i64>, OutboxError> {
+        self.conn()
+            .query_row(
+                "SELECT MIN(next_attempt_ms) FROM outbox WHERE endpoint = ?1 AND state = 'pending'",
+                params![endpoint],
+                |r| r.get(0),
+            )
+            .map_err(err)
+    }
+
+    pub fn mark_delivered(&self, seq: i64) -> Result<(), OutboxError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET state = 'delivered', delivered_ms = ?2, attempts = attempts + 1 WHERE seq = ?1",
+                params![seq, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Record a failed attempt; the row is retried at `next_attempt_ms`.
+    pub fn mark_failed(
+        &self,
+        seq: i64,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> Result<(), OutboxError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE seq = ?1",
+                params![seq, error.chars().take(500).collect::<String>(), next_attempt_ms],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Move pending rows created before `older_than_ms` to the dead letters.
+    pub fn dead_letter_expired(&self, older_than_ms: i64) -> Result<usize, OutboxError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET state = 'dead' WHERE state = 'pending' AND created_ms < ?1",
+                params![older_than_ms],
+            )
+            .map_err(err)
+    }
+
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, event_id, endpoint, event_type, attempts, last_error, created_ms FROM outbox
+                 WHERE state = 'dead' ORDER BY seq LIMIT ?1",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(DeadLetter {
+                    seq: r.get(0)?,
+                    event_id: r.get(1)?,
+                    endpoint: r.get(2)?,
+                    event_type: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u32,
+                    last_error: r.get(5)?,
+                    created_ms: r.get(6)?,
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        Ok(rows)
+    }
+
+    /// Put dead letters back in the queue (all, or one `seq`), due now, with a fresh age.
+    pub fn redeliver(&self, seq: Option<i64>) -> Result<usize, OutboxError> {
+        let now = now_ms();
+        self.conn()
+            .execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_ms = ?1, created_ms = ?1, attempts = 0
+                 WHERE state = 'dead' AND (?2 IS NULL OR seq = ?2)",
+                params![now, seq],
+            )
+            .map_err(err)
+    }
+
+    /// Pending rows per endpoint (the outbox depth).
+    pub fn depth(&self, endpoint: &str) -> Result<usize, OutboxError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE endpoint = ?1 AND state = 'pending'",
+                params![endpoint],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    fn outbox() -> (std::path::PathBuf, Outbox) {
+        let dir = std::env::temp_dir().join(format!("fs-outbox-{}", uuid::Uuid::now_v7()));
+        let o = Outbox::open(&dir.join("o.db")).unwrap();
+        (dir, o)
+    }
+
+    #[test]
+    fn fan_out_retry_delivery_and_dead_letters() {
+        let (dir, o) = outbox();
+        let e = Event::new(EventType::CameraDown);
+        assert_eq!(o.enqueue(&e, &["a", "b"]).unwrap(), 2);
+        assert_eq!(
+            o.enqueue(&e, &["a", "b"]).unwrap(),
+            0,
+            "idempotent by (event, endpoint)"
+        );
+        let now = now_ms();
+        let due = o.due("a", now, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        o.mark_failed(due[0].seq, "HTTP 500", now + 60_000).unwrap();
+        assert!(o.due("a", now, 10).unwrap().is_empty(), "backing off");
+        assert_eq!(o.due("a", now + 60_000, 10).unwrap()[0].attempts, 1);
+        o.mark_delivered(due[0].seq).unwrap();
+        assert_eq!(o.depth("a").unwrap(), 0);
+        assert_eq!(o.depth("b").unwrap(), 1);
+        assert_eq!(o.dead_letter_expired(now_ms() + 1).unwrap(), 1);
+        let dead = o.dead_letters(10).unwrap();
+        assert_eq!((dead.len(), dead[0].endpoint.as_str()), (1, "b"));
+        assert_eq!(o.redeliver(None).unwrap(), 1);
+        assert_eq!(o.due("b", now_ms(), 10).unwrap().len(), 1);
+        drop(o);
+        // Reopened (as after a crash): pending rows are still there.
+        let o = Outbox::open(&dir.join("o.db")).unwrap();
+        assert_eq!(o.depth("b").unwrap(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,354 @@
+//! Webhook delivery against real HTTP receivers on 127.0.0.1 that verify the Standard
+//! Webhooks signature: outage then recovery, crash with pending events then restart,
+//! duplicates keep their id, a failing endpoint is retried without delaying another,
+//! dead letters and re-delivery.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use facestream::events::outbox::Outbox;
+use facestream::events::signature;
+use facestream::events::webhook::{self, WebhookConfig};
+use facestream::events::{Event, EventType, EventsConfig};
+use tokio::sync::watch;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Accept,
+    Fail500,
+    /// 500 on the first attempt of each event, then accept.
+    FailFirst,
+}
+
+#[derive(Default)]
+struct Received {
+    /// (webhook-id, body) of every verified request, in arrival order.
+    verified: Vec<(String, String)>,
+    rejected_signatures: usize,
+    attempts: HashMap<String, usize>,
+}
+
+struct Receiver {
+    port: u16,
+    state: Arc<Mutex<Received>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    /// Start on `port` (0: any free port).
+    fn start(port: u16, mode: Mode) -> Receiver {
+        let state = Arc::new(Mutex::new(Received::default()));
+        let shared = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let data = web::Data::new(shared);
+                let server = HttpServer::new(move || {
+                    App::new().app_data(data.clone()).route(
+                        "/hook",
+                        web::post().to(
+                            move |req: HttpRequest,
+                                  body: web::Bytes,
+                                  st: web::Data<Arc<Mutex<Received>>>| async move {
+                                let h = |n: &str| {
+                                    req.headers()
+                                        .get(n)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_string()
+                                };
+                                let (id, ts, sig) = (
+                                    h("webhook-id"),
+                                    h("webhook-timestamp"),
+                                    h("webhook-signature"),
+                                );
+                                let now = chrono::Utc::now().timestamp();
+                                let ok = ts
+                                    .parse()
+                                    .map(|ts| {
+                                        signature::verify(SECRET, &id, ts, &body, &sig, now, 300)
+                                            .is_ok()
+                                    })
+                                    .unwrap_or(false);
+                                let mut s = st.lock().unwrap();
+                                if !ok {
+                                    s.rejected_signatures += 1;
+                                    return HttpResponse::Unauthorized().finish();
+                                }
+                                let n = {
+                                    let a = s.attempts.entry(id.clone()).or_default();
+                                    *a += 1;
+                                    *a
+                                };
+                                let accept = match mode {
+                                    Mode::Accept => true,
+                                    Mode::Fail500 => false,
+                                    Mode::FailFirst => n > 1,
+                                };
+                                s.verified
+                                    .push((id, String::from_utf8_lossy(&body).into_owned()));
+                                if accept {
+                                    HttpResponse::NoContent().finish()
+                                } else {
+                                    HttpResponse::InternalServerError().finish()
+                                }
+                            },
+                        ),
+                    )
+                })
+                .workers(1)
+                .bind(("127.0.0.1", port))
+                .unwrap();
+                let port = server.addrs()[0].port();
+                let server = server.run();
+                tx.send((port, server.handle())).unwrap();
+                server.await.unwrap();
+            })
+        });
+        let (port, server) = rx.recv().unwrap();
+        Receiver {
+            port,
+            state,
+            server,
+        }
+    }
+
+    fn accepted_ids(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.verified.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> EventsConfig {
+    EventsConfig {
+        outbox: dir.join("outbox.db").display().to_string(),
+        dead_letter_after_s: dead_after_s,
+        retry_initial_ms: 50,
+        retry_max_ms: 400,
+        thumbnails: false,
+        webhooks: hooks
+            .iter()
+            .map(|(name, port)| WebhookConfig {
+                name: name.to_string(),
+                url: format!("http://127.0.0.1:{port}/hook"),
+                secret: SECRET.into(),
+                types: vec![],
+                max_concurrency: 4,
+                timeout_ms: 2000,
+            })
+            .collect(),
+    }
+}
+
+fn event(k: usize) -> Event {
+    let mut e = Event::new(if k.is_multiple_of(2) {
+        EventType::IdentityRecognized
+    } else {
+        EventType::IdentityUnknown
+    });
+    e.camera_id = Some(format!("cam-{k}"));
+    e
+}
+
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+fn unique(ids: &[String]) -> std::collections::BTreeSet<String> {
+    ids.iter().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_then_recovery_loses_nothing_and_a_crash_keeps_pending_events() {
+    let dir = common::temp_dir("events-outage");
+    let port = free_port();
+    let cfg = config(&dir, &[("primary", port)], 3600);
+    // Receiver down: publish 30 events.
+    let (stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let mut sent = Vec::new();
+    for k in 0..30 {
+        let e = event(k);
+        assert_eq!(bus.publish(&e).unwrap(), 1);
+        sent.push(e.id.to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        outbox.depth("primary").unwrap(),
+        30,
+        "nothing delivered while the receiver is down"
+    );
+    // Crash: the delivery tasks vanish without any shutdown work.
+    for h in handles {
+        h.abort();
+    }
+    drop((bus, outbox, stop));
+    // Restart with the receiver back on the same address.
+    let receiver = Receiver::start(port, Mode::Accept);
+    let (_stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let all = wait_until(Duration::from_secs(20), || {
+        unique(&receiver.accepted_ids()).len() == 30
+    })
+    .await;
+    assert!(
+        all,
+        "delivered {} of 30",
+        unique(&receiver.accepted_ids()).len()
+    );
+    assert_eq!(
+        unique(&receiver.accepted_ids()),
+        sent.iter().cloned().collect()
+    );
+    assert_eq!(receiver.state.lock().unwrap().rejected_signatures, 0);
+    assert!(
+        wait_until(Duration::from_secs(5), || outbox.depth("primary").unwrap()
+            == 0)
+        .await
+    );
+    // Bodies are the events, ids match.
+    let verified = receiver.state.lock().unwrap().verified.clone();
+    for (id, body) in &verified {
+        let e: Event = serde_json::from_str(body).unwrap();
+        assert_eq!(&e.id.to_string(), id);
+    }
+    receiver.server.stop(false).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_retried_without_delaying_a_healthy_one() {
+    let dir = common::temp_dir("events-isolation");
+    let broken = Receiver::start(0, Mode::Fail500);
+    let flaky = Receiver::start(0, Mode::FailFirst);
+    let healthy = Receiver::start(0, Mode::Accept);
+    let cfg = config(
+        &dir,
+        &[
+            ("broken", broken.port),
+            ("flaky", flaky.port),
+            ("healthy", healthy.port),
+        ],
+        3600,
+    );
+    let (_stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let start = Instant::now();
+    for k in 0..10 {
+        assert_eq!(bus.publish(&event(k)).unwrap(), 3);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || healthy.accepted_ids().len()
+            == 10)
+        .await
+    );
+    let healthy_took = start.elapsed();
+    assert!(
+        healthy_took < Duration::from_secs(3),
+        "healthy endpoint took {healthy_took:?}"
+    );
+    // Flaky: every event arrives twice with the same id (at least once, deduplicable).
+    assert!(
+        wait_until(Duration::from_secs(10), || outbox.depth("flaky").unwrap()
+            == 0)
+        .await
+    );
+    let flaky_ids = flaky.accepted_ids();
+    assert_eq!(flaky_ids.len(), 20);
+    for id in unique(&flaky_ids) {
+        let bodies: Vec<String> = {
+            let s = flaky.state.lock().unwrap();
+            s.verified
+                .iter()
+                .filter(|(i, _)| *i == id)
+                .map(|(_, b)| b.clone())
+                .collect()
+        };
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0], bodies[1], "a retry carries the same body");
+    }
+    // Broken: retried with growing delays, still pending, nothing lost.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts: Vec<usize> = broken
+        .state
+        .lock()
+        .unwrap()
+        .attempts
+        .values()
+        .copied()
+        .collect();
+    assert_eq!(attempts.len(), 10);
+    assert!(
+        attempts.iter().all(|&a| (2..=12).contains(&a)),
+        "attempts per event: {attempts:?}"
+    );
+    assert_eq!(outbox.depth("broken").unwrap(), 10);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
+    let dir = common::temp_dir("events-dead");
+    let port = free_port();
+    let cfg = config(&dir, &[("gone", port)], 1);
+    let (stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    for k in 0..5 {
+        bus.publish(&event(k)).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || outbox
+            .dead_letters(100)
+            .unwrap()
+            .len()
+            == 5)
+        .await
+    );
+    let dead = outbox.dead_letters(100).unwrap();
+    assert!(dead
+        .iter()
+        .all(|d| d.attempts >= 1 && d.last_error.is_some()));
+    // Shut down cleanly, bring the receiver up, re-deliver the dead letters.
+    stop.send(true).unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let receiver = Receiver::start(port, Mode::Accept);
+    let cfg = config(&dir, &[("gone", port)], 3600);
+    assert_eq!(outbox.redeliver(None).unwrap(), 5);
+    let (_stop, shutdown) = watch::channel(false);
+    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    assert!(
+        wait_until(Duration::from_secs(10), || receiver.accepted_ids().len()
+            == 5)
+        .await
+    );
+    assert!(outbox.dead_letters(100).unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
