@@ -37,6 +37,10 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, max_body: usize) -> PathBuf {
+    write_config_with(dir, port, max_body, "")
+}
+
+fn write_config_with(dir: &Path, port: u16, max_body: usize, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
@@ -52,6 +56,9 @@ keys = [
   {{ name = "ops", key = "{ADMIN}", scope = "admin" }},
   {{ name = "viewer", key = "{READER}", scope = "read" }},
 ]
+[events]
+outbox = "{dir}/outbox.db"
+{extra}
 "#,
             db = dir.join("gallery.db").display(),
             dir = dir.display()
@@ -692,5 +699,84 @@ fn refuses_a_public_address_without_a_configured_key() {
         err.contains("api.listen") && err.contains("not a loopback address"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pending_events_survive_sigkill_of_the_service() {
+    use common::receiver::{Mode, Receiver, SECRET};
+    let dir = common::temp_dir("api-events");
+    let (port, hook_port) = (free_port(), free_port());
+    let extra = format!(
+        "retry_initial_ms = 50\nretry_max_ms = 300\n[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret = \"{SECRET}\"\n"
+    );
+    let config = write_config_with(&dir, port, 1 << 20, &extra);
+    let mut server = start(&config, port);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base.clone(),
+    };
+    // The receiver is down: events queue up in the outbox.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let (s, v) = api.call("POST", "/events/test", Some(ADMIN), None);
+        assert_eq!(
+            (s, v["endpoints"].as_u64()),
+            (StatusCode::ACCEPTED, Some(1)),
+            "{v}"
+        );
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        api.call("POST", "/events/test", Some(READER), None).0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, schema) = api.call("GET", "/events/schema", None, None);
+    assert_eq!(
+        (
+            s,
+            schema["properties"]["type"]["enum"]
+                .as_array()
+                .map(Vec::len)
+        ),
+        (StatusCode::OK, Some(6))
+    );
+    let (s, dead) = api.call("GET", "/events/dead-letters", Some(ADMIN), None);
+    assert_eq!(
+        (s, dead["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    assert_eq!(
+        api.call("GET", "/events/dead-letters?limit=0", Some(ADMIN), None)
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/events/dead-letters/redeliver?seq=999999",
+            Some(ADMIN),
+            None
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, none) = api.call("POST", "/events/dead-letters/redeliver", Some(ADMIN), None);
+    assert_eq!((s, none["redelivered"].as_u64()), (StatusCode::OK, Some(0)));
+    // kill -9 with everything pending, then the receiver comes up and the service restarts.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let receiver = Receiver::start(hook_port, Mode::Accept);
+    let _server = start(&config, port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && receiver.accepted_ids().len() < ids.len() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got: std::collections::BTreeSet<String> = receiver.accepted_ids().into_iter().collect();
+    assert_eq!(
+        got, ids,
+        "every accepted event is delivered after the crash"
+    );
+    assert_eq!(receiver.state.lock().unwrap().rejected_signatures, 0);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -5,126 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use facestream::events::outbox::Outbox;
-use facestream::events::signature;
 use facestream::events::webhook::{self, WebhookConfig};
 use facestream::events::{Event, EventType, EventsConfig};
 use tokio::sync::watch;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Accept,
-    Fail500,
-    /// 500 on the first attempt of each event, then accept.
-    FailFirst,
-}
-
-#[derive(Default)]
-struct Received {
-    /// (webhook-id, body) of every verified request, in arrival order.
-    verified: Vec<(String, String)>,
-    rejected_signatures: usize,
-    attempts: HashMap<String, usize>,
-}
-
-struct Receiver {
-    port: u16,
-    state: Arc<Mutex<Received>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Receiver {
-    /// Start on `port` (0: any free port).
-    fn start(port: u16, mode: Mode) -> Receiver {
-        let state = Arc::new(Mutex::new(Received::default()));
-        let shared = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let data = web::Data::new(shared);
-                let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).route(
-                        "/hook",
-                        web::post().to(
-                            move |req: HttpRequest,
-                                  body: web::Bytes,
-                                  st: web::Data<Arc<Mutex<Received>>>| async move {
-                                let h = |n: &str| {
-                                    req.headers()
-                                        .get(n)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or("")
-                                        .to_string()
-                                };
-                                let (id, ts, sig) = (
-                                    h("webhook-id"),
-                                    h("webhook-timestamp"),
-                                    h("webhook-signature"),
-                                );
-                                let now = chrono::Utc::now().timestamp();
-                                let ok = ts
-                                    .parse()
-                                    .map(|ts| {
-                                        signature::verify(SECRET, &id, ts, &body, &sig, now, 300)
-                                            .is_ok()
-                                    })
-                                    .unwrap_or(false);
-                                let mut s = st.lock().unwrap();
-                                if !ok {
-                                    s.rejected_signatures += 1;
-                                    return HttpResponse::Unauthorized().finish();
-                                }
-                                let n = {
-                                    let a = s.attempts.entry(id.clone()).or_default();
-                                    *a += 1;
-                                    *a
-                                };
-                                let accept = match mode {
-                                    Mode::Accept => true,
-                                    Mode::Fail500 => false,
-                                    Mode::FailFirst => n > 1,
-                                };
-                                s.verified
-                                    .push((id, String::from_utf8_lossy(&body).into_owned()));
-                                if accept {
-                                    HttpResponse::NoContent().finish()
-                                } else {
-                                    HttpResponse::InternalServerError().finish()
-                                }
-                            },
-                        ),
-                    )
-                })
-                .workers(1)
-                .bind(("127.0.0.1", port))
-                .unwrap();
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).unwrap();
-                server.await.unwrap();
-            })
-        });
-        let (port, server) = rx.recv().unwrap();
-        Receiver {
-            port,
-            state,
-            server,
-        }
-    }
-
-    fn accepted_ids(&self) -> Vec<String> {
-        let s = self.state.lock().unwrap();
-        s.verified.iter().map(|(id, _)| id.clone()).collect()
-    }
-}
+use common::receiver::{Mode, Receiver, SECRET};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

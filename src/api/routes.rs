@@ -11,6 +11,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{ApiError, ApiKey, Scope};
+use crate::events::webhook::EventBus;
+use crate::events::{Event, EventType};
 use crate::gallery::service::GalleryService;
 use crate::gallery::{IdentityUpdate, NewIdentity};
 
@@ -20,6 +22,7 @@ pub struct AppState {
     pub keys: Vec<ApiKey>,
     pub max_body_bytes: usize,
     pub top_k: usize,
+    pub events: EventBus,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -43,7 +46,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/search", web::post().to(search))
             .route("/verify", web::post().to(verify))
-            .route("/gallery/stale", web::get().to(stale)),
+            .route("/gallery/stale", web::get().to(stale))
+            .route("/events/schema", web::get().to(event_schema))
+            .route("/events/test", web::post().to(test_event))
+            .route("/events/dead-letters", web::get().to(dead_letters))
+            .route("/events/dead-letters/redeliver", web::post().to(redeliver)),
     );
 }
 
@@ -349,4 +356,88 @@ async fn stale(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
         HttpResponse::Ok()
             .json(serde_json::json!({"model": state.service.model(), "items": items})),
     )
+}
+
+async fn event_schema() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/schema+json")
+        .body(crate::events::SCHEMA_V1)
+}
+
+/// Publish a `test` event to every endpoint subscribed to it.
+async fn test_event(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let events = state.events.clone();
+    let event = Event::new(EventType::Test);
+    let id = event.id;
+    let endpoints = blocking(move || {
+        events.publish(&event).map_err(|e| {
+            tracing::error!(error = %e, "publishing a test event failed");
+            ApiError::Internal
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": id, "endpoints": endpoints})))
+}
+
+#[derive(Deserialize)]
+struct DeadQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+async fn dead_letters(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<DeadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    if query.limit == 0 || query.limit > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "limit = {} must be within [1, 1000]",
+            query.limit
+        )));
+    }
+    let events = state.events.clone();
+    let limit = query.limit;
+    let items = blocking(move || {
+        events.outbox().dead_letters(limit).map_err(|e| {
+            tracing::error!(error = %e, "listing dead letters failed");
+            ApiError::Internal
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
+}
+
+#[derive(Deserialize)]
+struct RedeliverQuery {
+    seq: Option<i64>,
+}
+
+async fn redeliver(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<RedeliverQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Admin)?;
+    let events = state.events.clone();
+    let seq = query.seq;
+    let n = blocking(move || {
+        events.outbox().redeliver(seq).map_err(|e| {
+            tracing::error!(error = %e, "re-delivering dead letters failed");
+            ApiError::Internal
+        })
+    })
+    .await?;
+    if n == 0 && seq.is_some() {
+        return Err(ApiError::NotFound(format!(
+            "dead letter {} not found",
+            seq.unwrap_or_default()
+        )));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"redelivered": n})))
 }

@@ -9,6 +9,8 @@ use anyhow::Context;
 use facestream::api::{self, AppState};
 use facestream::config::Config;
 use facestream::engine::FaceEngine;
+use facestream::events::outbox::Outbox;
+use facestream::events::webhook;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
 
@@ -35,14 +37,34 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             config.api.generated_key_file
         );
     }
-    let state = Arc::new(AppState {
-        service,
-        keys,
-        max_body_bytes: config.api.max_body_bytes,
-        top_k: config.matching.top_k,
-    });
-    actix_web::rt::System::new()
-        .block_on(api::serve(state, &config.api))
-        .with_context(|| format!("serving the API on {}", config.api.listen))?;
+    let outbox = Arc::new(
+        Outbox::open(Path::new(&config.events.outbox))
+            .with_context(|| format!("opening event outbox {}", config.events.outbox))?,
+    );
+    actix_web::rt::System::new().block_on(async {
+        // Delivery runs beside the API; on shutdown it stops taking rows and finishes
+        // the deliveries in flight (pending rows stay in the outbox for the next start).
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (events, deliverers) = webhook::start(outbox, &config.events, shutdown);
+        let state = Arc::new(AppState {
+            service,
+            keys,
+            max_body_bytes: config.api.max_body_bytes,
+            top_k: config.matching.top_k,
+            events,
+        });
+        let served = api::serve(state, &config.api).await;
+        let _ = stop.send(true);
+        let drain = futures_util::future::join_all(deliverers);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "event deliveries still in flight after 10 s; they resume at next start"
+            );
+        }
+        served.with_context(|| format!("serving the API on {}", config.api.listen))
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::path::PathBuf;
 
 use facestream::config::Config;

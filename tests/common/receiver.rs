@@ -1,0 +1,117 @@
+//! A webhook receiver on 127.0.0.1 that verifies Standard Webhooks signatures, for the
+//! event tests (in-process deliverers and the `facestream serve` binary alike).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use facestream::events::signature;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Mode {
+    Accept,
+    Fail500,
+    /// 500 on the first attempt of each event, then accept.
+    FailFirst,
+}
+
+#[derive(Default)]
+pub struct Received {
+    /// (webhook-id, body) of every verified request, in arrival order.
+    pub verified: Vec<(String, String)>,
+    pub rejected_signatures: usize,
+    pub attempts: HashMap<String, usize>,
+}
+
+pub struct Receiver {
+    pub port: u16,
+    pub state: Arc<Mutex<Received>>,
+    pub server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    /// Start on `port` (0: any free port).
+    pub fn start(port: u16, mode: Mode) -> Receiver {
+        let state = Arc::new(Mutex::new(Received::default()));
+        let shared = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let data = web::Data::new(shared);
+                let server = HttpServer::new(move || {
+                    App::new().app_data(data.clone()).route(
+                        "/hook",
+                        web::post().to(
+                            move |req: HttpRequest,
+                                  body: web::Bytes,
+                                  st: web::Data<Arc<Mutex<Received>>>| async move {
+                                let h = |n: &str| {
+                                    req.headers()
+                                        .get(n)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_string()
+                                };
+                                let (id, ts, sig) = (
+                                    h("webhook-id"),
+                                    h("webhook-timestamp"),
+                                    h("webhook-signature"),
+                                );
+                                let now = chrono::Utc::now().timestamp();
+                                let ok = ts
+                                    .parse()
+                                    .map(|ts| {
+                                        signature::verify(SECRET, &id, ts, &body, &sig, now, 300)
+                                            .is_ok()
+                                    })
+                                    .unwrap_or(false);
+                                let mut s = st.lock().unwrap();
+                                if !ok {
+                                    s.rejected_signatures += 1;
+                                    return HttpResponse::Unauthorized().finish();
+                                }
+                                let n = {
+                                    let a = s.attempts.entry(id.clone()).or_default();
+                                    *a += 1;
+                                    *a
+                                };
+                                let accept = match mode {
+                                    Mode::Accept => true,
+                                    Mode::Fail500 => false,
+                                    Mode::FailFirst => n > 1,
+                                };
+                                s.verified
+                                    .push((id, String::from_utf8_lossy(&body).into_owned()));
+                                if accept {
+                                    HttpResponse::NoContent().finish()
+                                } else {
+                                    HttpResponse::InternalServerError().finish()
+                                }
+                            },
+                        ),
+                    )
+                })
+                .workers(1)
+                .bind(("127.0.0.1", port))
+                .unwrap();
+                let port = server.addrs()[0].port();
+                let server = server.run();
+                tx.send((port, server.handle())).unwrap();
+                server.await.unwrap();
+            })
+        });
+        let (port, server) = rx.recv().unwrap();
+        Receiver {
+            port,
+            state,
+            server,
+        }
+    }
+
+    pub fn accepted_ids(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.verified.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
