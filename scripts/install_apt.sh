@@ -7,6 +7,8 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav libgstrtspserver-1.0-dev gstreamer1.0-tools
+  # MQTT broker for the event-sink tests (started by the tests themselves)
+  mosquitto
   # build and set-up tools
   pkg-config build-essential python3 python3-venv python3-pip curl ca-certificates
 )

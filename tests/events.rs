@@ -42,6 +42,7 @@ fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> Ev
                 timeout_ms: 2000,
             })
             .collect(),
+        mqtt: vec![],
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! The JSON Schema of the payload is `src/events/event-v1.schema.json` ([`SCHEMA_V1`]).
 
+pub mod mqtt;
 pub mod outbox;
 pub mod signature;
 pub mod webhook;
@@ -135,6 +136,9 @@ pub struct EventsConfig {
     pub thumbnails: bool,
     /// Webhook endpoints.
     pub webhooks: Vec<webhook::WebhookConfig>,
+    /// MQTT brokers (same outbox, QoS 1).
+    #[serde(default)]
+    pub mqtt: Vec<mqtt::MqttConfig>,
 }
 
 impl EventsConfig {
@@ -149,7 +153,13 @@ impl EventsConfig {
         for w in &self.webhooks {
             w.validate(problems);
             if !names.insert(&w.name) {
-                problems.push(format!("events.webhooks: name `{}` is used twice", w.name));
+                problems.push(format!("events: endpoint name `{}` is used twice", w.name));
+            }
+        }
+        for m in &self.mqtt {
+            m.validate(problems);
+            if !names.insert(&m.name) {
+                problems.push(format!("events: endpoint name `{}` is used twice", m.name));
             }
         }
     }

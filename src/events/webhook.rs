@@ -79,25 +79,28 @@ impl WebhookConfig {
     }
 }
 
+/// One delivery endpoint (webhook or MQTT broker) as the bus sees it.
+struct Endpoint {
+    name: String,
+    wants: Box<dyn Fn(&Event) -> bool + Send + Sync>,
+    notify: Arc<Notify>,
+}
+
 /// Publishes events into the outbox and wakes the endpoints' delivery tasks.
 #[derive(Clone)]
 pub struct EventBus {
     outbox: Arc<Outbox>,
-    endpoints: Arc<Vec<(WebhookConfig, Arc<Notify>)>>,
+    endpoints: Arc<Vec<Endpoint>>,
 }
 
 impl EventBus {
     /// Durably enqueue `event` for every endpoint that wants it; returns rows written.
     pub fn publish(&self, event: &Event) -> Result<usize, OutboxError> {
-        let targets: Vec<&(WebhookConfig, Arc<Notify>)> = self
-            .endpoints
-            .iter()
-            .filter(|(c, _)| c.wants(event))
-            .collect();
-        let names: Vec<&str> = targets.iter().map(|(c, _)| c.name.as_str()).collect();
+        let targets: Vec<&Endpoint> = self.endpoints.iter().filter(|e| (e.wants)(event)).collect();
+        let names: Vec<&str> = targets.iter().map(|e| e.name.as_str()).collect();
         let written = self.outbox.enqueue(event, &names)?;
-        for (_, notify) in targets {
-            notify.notify_one();
+        for e in targets {
+            e.notify.notify_one();
         }
         Ok(written)
     }
@@ -107,30 +110,48 @@ impl EventBus {
     }
 }
 
-/// Start one delivery task per endpoint on the current tokio runtime. Tasks stop taking
-/// new rows when `shutdown` turns true and finish the deliveries in flight.
+/// Start one delivery task per endpoint (webhooks and MQTT brokers) on the current tokio
+/// runtime. Tasks stop taking new rows when `shutdown` turns true and finish the
+/// deliveries in flight.
 pub fn start(
     outbox: Arc<Outbox>,
     config: &EventsConfig,
     shutdown: watch::Receiver<bool>,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
-    let endpoints: Vec<(WebhookConfig, Arc<Notify>)> = config
-        .webhooks
-        .iter()
-        .map(|c| (c.clone(), Arc::new(Notify::new())))
-        .collect();
-    let handles = endpoints
-        .iter()
-        .map(|(endpoint, notify)| {
-            tokio::spawn(deliver_loop(
-                outbox.clone(),
-                endpoint.clone(),
-                config.clone(),
-                notify.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
+    let mut endpoints = Vec::new();
+    let mut handles = Vec::new();
+    for hook in &config.webhooks {
+        let notify = Arc::new(Notify::new());
+        handles.push(tokio::spawn(deliver_loop(
+            outbox.clone(),
+            hook.clone(),
+            config.clone(),
+            notify.clone(),
+            shutdown.clone(),
+        )));
+        let filter = hook.clone();
+        endpoints.push(Endpoint {
+            name: hook.name.clone(),
+            wants: Box::new(move |e| filter.wants(e)),
+            notify,
+        });
+    }
+    for broker in &config.mqtt {
+        let notify = Arc::new(Notify::new());
+        handles.push(tokio::spawn(super::mqtt::deliver_loop(
+            outbox.clone(),
+            broker.clone(),
+            config.clone(),
+            notify.clone(),
+            shutdown.clone(),
+        )));
+        let filter = broker.clone();
+        endpoints.push(Endpoint {
+            name: broker.name.clone(),
+            wants: Box::new(move |e| filter.wants(e)),
+            notify,
+        });
+    }
     (
         EventBus {
             outbox,
