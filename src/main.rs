@@ -47,6 +47,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Measure 1:N search latency and memory on vector files (see scripts/bench_search.py).
     BenchSearch(cli::bench_search::BenchSearchArgs),
+    /// Measure webhook delivery rate, latency and outbox growth (local receiver).
+    BenchEvents(cli::bench_events::BenchEventsArgs),
     /// Print the effective configuration (default + file + environment) as TOML.
     Config,
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Backends(a) => cli::backends::run(&config, a),
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::BenchSearch(a) => cli::bench_search::run(a),
+        Command::BenchEvents(a) => cli::bench_events::run(a),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)

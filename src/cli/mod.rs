@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod bench;
+pub mod bench_events;
 pub mod bench_search;
 pub mod embed;
 pub mod enroll;

@@ -115,9 +115,14 @@ pub(crate) async fn deliver_loop(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
+    let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
     while !*shutdown.borrow() {
-        if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
-            tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
+        // Age-out at most once a second: it is a range update over the whole outbox.
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = std::time::Instant::now();
+            if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
+                tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
+            }
         }
         let due = outbox.due(&endpoint.name, now_ms(), 32).unwrap_or_default();
         if due.is_empty() {

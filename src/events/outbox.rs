@@ -82,7 +82,8 @@ impl Outbox {
                 delivered_ms INTEGER,
                 UNIQUE (event_id, endpoint)
             );
-            CREATE INDEX IF NOT EXISTS outbox_due ON outbox (endpoint, state, next_attempt_ms);",
+            CREATE INDEX IF NOT EXISTS outbox_due ON outbox (endpoint, state, next_attempt_ms);
+            CREATE INDEX IF NOT EXISTS outbox_age ON outbox (state, created_ms);",
         )
         .map_err(err)?;
         Ok(Outbox {

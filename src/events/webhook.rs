@@ -179,9 +179,14 @@ async fn deliver_loop(
         }
     };
     let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
+    let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
     while !*shutdown.borrow() {
-        if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
-            tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
+        // Age-out at most once a second: it is a range update over the whole outbox.
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = std::time::Instant::now();
+            if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
+                tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
+            }
         }
         let due = match outbox.due(&endpoint.name, now_ms(), endpoint.max_concurrency * 8) {
             Ok(d) => d,
