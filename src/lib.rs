@@ -9,6 +9,7 @@
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
 //! - [`events`]: identity events: schema, durable outbox, signed webhook delivery.
+//! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
 
@@ -22,3 +23,4 @@ pub mod imageio;
 pub mod inference;
 pub mod models;
 pub mod stages;
+pub mod telemetry;

@@ -28,6 +28,9 @@ pub struct AppState {
 const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Prometheus scrapes without a key, by convention; keep the API on a trusted network
+    // (or loopback) when that matters.
+    cfg.route("/metrics", web::get().to(metrics));
     cfg.service(
         web::scope("/v1")
             .route("/health", web::get().to(health))
@@ -440,4 +443,12 @@ async fn redeliver(
         )));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"redelivered": n})))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = crate::telemetry::metrics();
+    m.gallery_templates.set(state.service.templates() as i64);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(m.encode())
 }

@@ -10,6 +10,9 @@ use facestream::events::outbox::Outbox;
 use facestream::events::webhook::{self, WebhookConfig};
 use facestream::events::{Event, EventType, EventsConfig};
 
+/// Arrival time of each webhook-id at the receiver.
+type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
+
 #[derive(clap::Args)]
 pub struct BenchEventsArgs {
     /// Events to deliver as one burst (throughput).
@@ -40,7 +43,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("facestream-bench-events-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // Receiver: records the arrival time of each webhook-id, answers 204.
-    let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let arrivals: Arrivals = Arc::default();
     let sink = arrivals.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -49,11 +52,18 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
             let server = HttpServer::new(move || {
                 App::new().app_data(data.clone()).route(
                     "/hook",
-                    web::post().to(|req: HttpRequest, _body: web::Bytes, st: web::Data<Arc<Mutex<Vec<(String, Instant)>>>>| async move {
-                        let id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                        st.lock().unwrap().push((id, Instant::now()));
-                        HttpResponse::NoContent().finish()
-                    }),
+                    web::post().to(
+                        |req: HttpRequest, _body: web::Bytes, st: web::Data<Arrivals>| async move {
+                            let id = req
+                                .headers()
+                                .get("webhook-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            st.lock().unwrap().push((id, Instant::now()));
+                            HttpResponse::NoContent().finish()
+                        },
+                    ),
                 )
             })
             .workers(1)

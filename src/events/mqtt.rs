@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use super::outbox::{now_ms, Outbox};
-use super::webhook::backoff_ms;
 use super::{Event, EventType, EventsConfig};
 
 /// One MQTT broker (`[[events.mqtt]]`).
@@ -115,14 +114,18 @@ pub(crate) async fn deliver_loop(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
+    if let Ok(depth) = outbox.depth(&endpoint.name) {
+        crate::telemetry::metrics()
+            .outbox_depth
+            .get_or_create(&crate::telemetry::Metrics::endpoint(&endpoint.name))
+            .set(depth as i64);
+    }
     let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
     while !*shutdown.borrow() {
-        // Age-out at most once a second: it is a range update over the whole outbox.
+        // Age-out at most once a second: it is a range update over the outbox.
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = std::time::Instant::now();
-            if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
-                tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
-            }
+            super::webhook::expire(&outbox, &endpoint.name, dead_after_ms);
         }
         let due = outbox.due(&endpoint.name, now_ms(), 32).unwrap_or_default();
         if due.is_empty() {
@@ -151,20 +154,7 @@ pub(crate) async fn deliver_loop(
                 }
                 Err(e) => Err(format!("stored event is not valid JSON: {e}")),
             };
-            let recorded = match result {
-                Ok(()) => outbox.mark_delivered(row.seq),
-                Err(reason) => {
-                    tracing::warn!(endpoint = %endpoint.name, event = %row.event_id, %reason, "MQTT publish failed; will retry");
-                    outbox.mark_failed(
-                        row.seq,
-                        &reason,
-                        now_ms() + backoff_ms(row.attempts, &config),
-                    )
-                }
-            };
-            if let Err(e) = recorded {
-                tracing::error!(endpoint = %endpoint.name, error = %e, "recording a delivery failed");
-            }
+            super::webhook::record(&outbox, &endpoint.name, &row, result, &config);
         }
     }
 }

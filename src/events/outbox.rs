@@ -180,12 +180,16 @@ impl Outbox {
             .map_err(err)
     }
 
-    /// Move pending rows created before `older_than_ms` to the dead letters.
-    pub fn dead_letter_expired(&self, older_than_ms: i64) -> Result<usize, OutboxError> {
+    /// Move `endpoint`'s pending rows created before `older_than_ms` to the dead letters.
+    pub fn dead_letter_expired(
+        &self,
+        endpoint: &str,
+        older_than_ms: i64,
+    ) -> Result<usize, OutboxError> {
         self.conn()
             .execute(
-                "UPDATE outbox SET state = 'dead' WHERE state = 'pending' AND created_ms < ?1",
-                params![older_than_ms],
+                "UPDATE outbox SET state = 'dead' WHERE endpoint = ?1 AND state = 'pending' AND created_ms < ?2",
+                params![endpoint, older_than_ms],
             )
             .map_err(err)
     }
@@ -271,7 +275,8 @@ mod tests {
         o.mark_delivered(due[0].seq).unwrap();
         assert_eq!(o.depth("a").unwrap(), 0);
         assert_eq!(o.depth("b").unwrap(), 1);
-        assert_eq!(o.dead_letter_expired(now_ms() + 1).unwrap(), 1);
+        assert_eq!(o.dead_letter_expired("a", now_ms() + 1).unwrap(), 0);
+        assert_eq!(o.dead_letter_expired("b", now_ms() + 1).unwrap(), 1);
         let dead = o.dead_letters(10).unwrap();
         assert_eq!((dead.len(), dead[0].endpoint.as_str()), (1, "b"));
         assert_eq!(o.redeliver(None).unwrap(), 1);

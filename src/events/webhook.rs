@@ -99,7 +99,16 @@ impl EventBus {
         let targets: Vec<&Endpoint> = self.endpoints.iter().filter(|e| (e.wants)(event)).collect();
         let names: Vec<&str> = targets.iter().map(|e| e.name.as_str()).collect();
         let written = self.outbox.enqueue(event, &names)?;
+        let m = crate::telemetry::metrics();
+        m.events_published
+            .get_or_create(&crate::telemetry::TypeLabel {
+                r#type: event.kind.as_str().to_string(),
+            })
+            .inc();
         for e in targets {
+            m.outbox_depth
+                .get_or_create(&crate::telemetry::Metrics::endpoint(&e.name))
+                .inc();
             e.notify.notify_one();
         }
         Ok(written)
@@ -179,14 +188,18 @@ async fn deliver_loop(
         }
     };
     let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
+    if let Ok(depth) = outbox.depth(&endpoint.name) {
+        crate::telemetry::metrics()
+            .outbox_depth
+            .get_or_create(&crate::telemetry::Metrics::endpoint(&endpoint.name))
+            .set(depth as i64);
+    }
     let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
     while !*shutdown.borrow() {
-        // Age-out at most once a second: it is a range update over the whole outbox.
+        // Age-out at most once a second: it is a range update over the outbox.
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = std::time::Instant::now();
-            if let Err(e) = outbox.dead_letter_expired(now_ms() - dead_after_ms) {
-                tracing::error!(endpoint = %endpoint.name, error = %e, "dead-lettering failed");
-            }
+            expire(&outbox, &endpoint.name, dead_after_ms);
         }
         let due = match outbox.due(&endpoint.name, now_ms(), endpoint.max_concurrency * 8) {
             Ok(d) => d,
@@ -213,21 +226,65 @@ async fn deliver_loop(
                 let (client, outbox, endpoint, config) = (&client, &outbox, &endpoint, &config);
                 async move {
                     let result = deliver(client, endpoint, &row).await;
-                    let recorded = match result {
-                        Ok(()) => outbox.mark_delivered(row.seq),
-                        Err(reason) => {
-                            let next = now_ms() + backoff_ms(row.attempts, config);
-                            tracing::warn!(endpoint = %endpoint.name, event = %row.event_id,
-                                attempt = row.attempts + 1, %reason, "delivery failed; will retry");
-                            outbox.mark_failed(row.seq, &reason, next)
-                        }
-                    };
-                    if let Err(e) = recorded {
-                        tracing::error!(endpoint = %endpoint.name, error = %e, "recording a delivery failed");
-                    }
+                    record(outbox, &endpoint.name, &row, result, config);
                 }
             })
             .await;
+    }
+}
+
+/// Move `endpoint`'s rows older than the dead-letter age out of the queue (counted).
+pub(crate) fn expire(outbox: &Outbox, endpoint: &str, dead_after_ms: i64) {
+    match outbox.dead_letter_expired(endpoint, now_ms() - dead_after_ms) {
+        Ok(0) => {}
+        Ok(n) => {
+            let m = crate::telemetry::metrics();
+            let label = crate::telemetry::Metrics::endpoint(endpoint);
+            m.events_dead_lettered
+                .get_or_create(&label)
+                .inc_by(n as u64);
+            m.outbox_depth.get_or_create(&label).dec_by(n as i64);
+            tracing::warn!(endpoint, count = n, "events moved to the dead letters");
+        }
+        Err(e) => tracing::error!(endpoint, error = %e, "dead-lettering failed"),
+    }
+}
+
+/// Record one attempt's outcome in the outbox and the metrics; a failure is retried
+/// after [`backoff_ms`].
+pub(crate) fn record(
+    outbox: &Outbox,
+    endpoint: &str,
+    row: &Pending,
+    result: Result<(), String>,
+    config: &EventsConfig,
+) {
+    let m = crate::telemetry::metrics();
+    let label = crate::telemetry::Metrics::endpoint(endpoint);
+    let delivered = result.is_ok();
+    m.event_deliveries
+        .get_or_create(&crate::telemetry::Metrics::delivery(endpoint, delivered))
+        .inc();
+    let recorded = match result {
+        Ok(()) => {
+            m.outbox_depth.get_or_create(&label).dec();
+            m.event_delivery_latency
+                .get_or_create(&label)
+                .observe((now_ms() - row.created_ms).max(0) as f64 / 1000.0);
+            outbox.mark_delivered(row.seq)
+        }
+        Err(reason) => {
+            tracing::warn!(endpoint, event = %row.event_id, attempt = row.attempts + 1, %reason,
+                "delivery failed; will retry");
+            outbox.mark_failed(
+                row.seq,
+                &reason,
+                now_ms() + backoff_ms(row.attempts, config),
+            )
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(endpoint, error = %e, "recording a delivery failed");
     }
 }
 
