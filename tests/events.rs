@@ -136,22 +136,25 @@ async fn a_failing_endpoint_is_retried_without_delaying_a_healthy_one() {
     let dir = common::temp_dir("events-isolation");
     let broken = Receiver::start(0, Mode::Fail500);
     let flaky = Receiver::start(0, Mode::FailFirst);
+    let slow = Receiver::start(0, Mode::Slow);
     let healthy = Receiver::start(0, Mode::Accept);
-    let cfg = config(
+    let mut cfg = config(
         &dir,
         &[
             ("broken", broken.port),
             ("flaky", flaky.port),
+            ("slow", slow.port),
             ("healthy", healthy.port),
         ],
         3600,
     );
+    cfg.webhooks[2].timeout_ms = 300;
     let (_stop, shutdown) = watch::channel(false);
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
     let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
     let start = Instant::now();
     for k in 0..10 {
-        assert_eq!(bus.publish(&event(k)).unwrap(), 3);
+        assert_eq!(bus.publish(&event(k)).unwrap(), 4);
     }
     assert!(
         wait_until(Duration::from_secs(10), || healthy.accepted_ids().len()
@@ -199,6 +202,13 @@ async fn a_failing_endpoint_is_retried_without_delaying_a_healthy_one() {
         "attempts per event: {attempts:?}"
     );
     assert_eq!(outbox.depth("broken").unwrap(), 10);
+    // Slow: every attempt times out (300 ms < 2 s) and is retried; still pending.
+    assert_eq!(outbox.depth("slow").unwrap(), 10);
+    let dead_or_failed = outbox.due("slow", i64::MAX, 100).unwrap();
+    assert!(
+        dead_or_failed.iter().all(|r| r.attempts >= 1),
+        "every slow row was attempted and timed out"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

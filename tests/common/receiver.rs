@@ -15,6 +15,8 @@ pub enum Mode {
     Fail500,
     /// 500 on the first attempt of each event, then accept.
     FailFirst,
+    /// Answer only after 2 s (longer than the sender's timeout in the tests).
+    Slow,
 }
 
 #[derive(Default)]
@@ -78,12 +80,17 @@ impl Receiver {
                                     *a
                                 };
                                 let accept = match mode {
-                                    Mode::Accept => true,
+                                    Mode::Accept | Mode::Slow => true,
                                     Mode::Fail500 => false,
                                     Mode::FailFirst => n > 1,
                                 };
                                 s.verified
                                     .push((id, String::from_utf8_lossy(&body).into_owned()));
+                                drop(s);
+                                if mode == Mode::Slow {
+                                    actix_web::rt::time::sleep(std::time::Duration::from_secs(2))
+                                        .await;
+                                }
                                 if accept {
                                     HttpResponse::NoContent().finish()
                                 } else {
