@@ -69,24 +69,25 @@ impl Receiver {
                                             .is_ok()
                                     })
                                     .unwrap_or(false);
-                                let mut s = st.lock().unwrap();
-                                if !ok {
-                                    s.rejected_signatures += 1;
-                                    return HttpResponse::Unauthorized().finish();
-                                }
-                                let n = {
-                                    let a = s.attempts.entry(id.clone()).or_default();
-                                    *a += 1;
-                                    *a
+                                let accept = {
+                                    let mut s = st.lock().unwrap();
+                                    if !ok {
+                                        s.rejected_signatures += 1;
+                                        return HttpResponse::Unauthorized().finish();
+                                    }
+                                    let n = {
+                                        let a = s.attempts.entry(id.clone()).or_default();
+                                        *a += 1;
+                                        *a
+                                    };
+                                    s.verified
+                                        .push((id, String::from_utf8_lossy(&body).into_owned()));
+                                    match mode {
+                                        Mode::Accept | Mode::Slow => true,
+                                        Mode::Fail500 => false,
+                                        Mode::FailFirst => n > 1,
+                                    }
                                 };
-                                let accept = match mode {
-                                    Mode::Accept | Mode::Slow => true,
-                                    Mode::Fail500 => false,
-                                    Mode::FailFirst => n > 1,
-                                };
-                                s.verified
-                                    .push((id, String::from_utf8_lossy(&body).into_owned()));
-                                drop(s);
                                 if mode == Mode::Slow {
                                     actix_web::rt::time::sleep(std::time::Duration::from_secs(2))
                                         .await;
