@@ -6,6 +6,7 @@
 //! - [`models`]: prepared model files and their checksum gate.
 //! - [`inference`]: the backend trait and its feature-gated implementations.
 //! - [`stages`]: detect → align → quality → embed, plain synchronous code.
+//! - [`track`]: per-camera face tracks, motion model and best shots (streaming pipeline).
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
 //! - [`events`]: identity events: schema, durable outbox, signed webhook delivery.
@@ -24,3 +25,4 @@ pub mod inference;
 pub mod models;
 pub mod stages;
 pub mod telemetry;
+pub mod track;

@@ -1,0 +1,412 @@
+//! Per-camera face tracks: association across frames, a constant-velocity motion model,
+//! and the best shots of each track for the identity decision.
+//!
+//! Between quality/embedding and matching in the streaming pipeline. One [`Tracker`] per
+//! camera takes each analysed frame's faces ([`Observation`]s) and assigns them to tracks
+//! by greedy IoU matching against each track's *predicted* box (last box moved by its
+//! velocity), with a centre-distance gate as a fallback for small, fast faces. A track
+//! keeps its `best_shots` highest-quality faces; [`Track::template`] pools their
+//! embeddings weighted by quality, so the identity decision is made once per track on
+//! its best evidence — one person walking past gives one decision, not one per frame.
+//! Faces below `min_match_quality` are tracked (the track stays continuous) but never
+//! pooled. A track unseen for `lost_after_ms` ends and is returned by [`Tracker::update`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::stages::embed::l2_normalised;
+use crate::stages::BBox;
+
+/// Tracking settings (section `[track]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackConfig {
+    /// Minimum IoU between a predicted track box and a face to associate them.
+    pub iou_threshold: f32,
+    /// Fallback gate: centre distance, in units of the track's box width, under which a
+    /// face may still continue a track whose IoU is too small (fast or tiny faces).
+    pub max_centre_distance: f32,
+    /// A track not seen for this long ends.
+    pub lost_after_ms: i64,
+    /// Faces a track needs before it is confirmed (filters one-frame false detections).
+    pub min_hits: u32,
+    /// Highest-quality faces kept per track for the decision.
+    pub best_shots: usize,
+    /// Faces below this quality are tracked but not used for recognition.
+    pub min_match_quality: f32,
+}
+
+impl Default for TrackConfig {
+    fn default() -> Self {
+        TrackConfig {
+            iou_threshold: 0.3,
+            max_centre_distance: 1.0,
+            lost_after_ms: 1500,
+            min_hits: 2,
+            best_shots: 3,
+            min_match_quality: 0.3,
+        }
+    }
+}
+
+/// One analysed face in a frame.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub bbox: BBox,
+    pub quality: f32,
+    /// L2-normalised embedding (absent when the face was not embedded).
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// A face kept as one of a track's best shots.
+#[derive(Debug, Clone)]
+pub struct Shot {
+    pub quality: f32,
+    pub embedding: Vec<f32>,
+    pub bbox: BBox,
+    pub timestamp_ms: i64,
+}
+
+/// One tracked face.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub id: u64,
+    pub bbox: BBox,
+    /// Box centre velocity, pixels per millisecond.
+    pub velocity: [f32; 2],
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub hits: u32,
+    /// Best shots, highest quality first.
+    pub shots: Vec<Shot>,
+}
+
+impl Track {
+    pub fn confirmed(&self, config: &TrackConfig) -> bool {
+        self.hits >= config.min_hits
+    }
+
+    /// The box expected at `timestamp_ms` (constant velocity).
+    pub fn predicted(&self, timestamp_ms: i64) -> BBox {
+        let dt = (timestamp_ms - self.last_seen_ms) as f32;
+        BBox {
+            x: self.bbox.x + self.velocity[0] * dt,
+            y: self.bbox.y + self.velocity[1] * dt,
+            ..self.bbox
+        }
+    }
+
+    /// Quality-weighted mean of the best shots' embeddings, L2-normalised; `None` when no
+    /// face of the track was good enough to embed.
+    pub fn template(&self) -> Option<Vec<f32>> {
+        let first = self.shots.first()?;
+        let mut sum = vec![0.0f32; first.embedding.len()];
+        for shot in &self.shots {
+            for (s, v) in sum.iter_mut().zip(&shot.embedding) {
+                *s += shot.quality * v;
+            }
+        }
+        Some(l2_normalised(&sum))
+    }
+
+    pub fn best_quality(&self) -> f32 {
+        self.shots.first().map_or(0.0, |s| s.quality)
+    }
+
+    fn keep_shot(&mut self, shot: Shot, max: usize) {
+        let at = self.shots.partition_point(|s| s.quality >= shot.quality);
+        if at < max {
+            self.shots.insert(at, shot);
+            self.shots.truncate(max);
+        }
+    }
+}
+
+/// What one frame did to the tracks.
+#[derive(Debug, Default)]
+pub struct TrackUpdate {
+    /// `(track id, observation index)` for every face of the frame.
+    pub assigned: Vec<(u64, usize)>,
+    /// Tracks that ended (not seen for `lost_after_ms`), confirmed ones only.
+    pub ended: Vec<Track>,
+}
+
+/// The tracks of one camera.
+pub struct Tracker {
+    config: TrackConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(config: TrackConfig) -> Tracker {
+        Tracker {
+            config,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    pub fn track(&self, id: u64) -> Option<&Track> {
+        self.tracks.iter().find(|t| t.id == id)
+    }
+
+    /// Feed one frame's faces (timestamps must not go backwards).
+    pub fn update(&mut self, timestamp_ms: i64, observations: &[Observation]) -> TrackUpdate {
+        let mut update = TrackUpdate::default();
+        // Candidate pairs, best first: IoU with the predicted box, else the centre gate.
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, track) in self.tracks.iter().enumerate() {
+            let predicted = track.predicted(timestamp_ms);
+            for (oi, obs) in observations.iter().enumerate() {
+                let iou = predicted.iou(&obs.bbox);
+                let [pc, oc] = [predicted.centre(), obs.bbox.centre()];
+                let distance = (pc[0] - oc[0]).hypot(pc[1] - oc[1]) / predicted.w.max(1.0);
+                let score = if iou >= self.config.iou_threshold {
+                    1.0 + iou
+                } else if distance <= self.config.max_centre_distance {
+                    1.0 - distance / (self.config.max_centre_distance + 1.0)
+                } else {
+                    continue;
+                };
+                pairs.push((score, ti, oi));
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut track_used = vec![false; self.tracks.len()];
+        let mut obs_used = vec![false; observations.len()];
+        for (_, ti, oi) in pairs {
+            if track_used[ti] || obs_used[oi] {
+                continue;
+            }
+            track_used[ti] = true;
+            obs_used[oi] = true;
+            let track = &mut self.tracks[ti];
+            let dt = (timestamp_ms - track.last_seen_ms).max(1) as f32;
+            let [old, new] = [track.bbox.centre(), observations[oi].bbox.centre()];
+            let measured = [(new[0] - old[0]) / dt, (new[1] - old[1]) / dt];
+            // Smooth the velocity: a detector's box jitters frame to frame.
+            track.velocity = if track.hits == 1 {
+                measured
+            } else {
+                [
+                    0.5 * track.velocity[0] + 0.5 * measured[0],
+                    0.5 * track.velocity[1] + 0.5 * measured[1],
+                ]
+            };
+            track.bbox = observations[oi].bbox;
+            track.last_seen_ms = timestamp_ms;
+            track.hits += 1;
+            Self::add_shot(track, &observations[oi], timestamp_ms, &self.config);
+            update.assigned.push((track.id, oi));
+        }
+        for (oi, obs) in observations
+            .iter()
+            .enumerate()
+            .filter(|(oi, _)| !obs_used[*oi])
+        {
+            let mut track = Track {
+                id: self.next_id,
+                bbox: obs.bbox,
+                velocity: [0.0, 0.0],
+                first_seen_ms: timestamp_ms,
+                last_seen_ms: timestamp_ms,
+                hits: 1,
+                shots: Vec::new(),
+            };
+            self.next_id += 1;
+            Self::add_shot(&mut track, obs, timestamp_ms, &self.config);
+            update.assigned.push((track.id, oi));
+            self.tracks.push(track);
+        }
+        let lost_after = self.config.lost_after_ms;
+        let (ended, live): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .partition(|t| timestamp_ms - t.last_seen_ms > lost_after);
+        self.tracks = live;
+        update.ended = ended
+            .into_iter()
+            .filter(|t| t.confirmed(&self.config))
+            .collect();
+        update
+    }
+
+    /// End every track (camera stopped); confirmed ones are returned.
+    pub fn finish(&mut self) -> Vec<Track> {
+        let config = self.config.clone();
+        std::mem::take(&mut self.tracks)
+            .into_iter()
+            .filter(|t| t.confirmed(&config))
+            .collect()
+    }
+
+    fn add_shot(track: &mut Track, obs: &Observation, timestamp_ms: i64, config: &TrackConfig) {
+        if obs.quality < config.min_match_quality {
+            return;
+        }
+        if let Some(embedding) = &obs.embedding {
+            track.keep_shot(
+                Shot {
+                    quality: obs.quality,
+                    embedding: embedding.clone(),
+                    bbox: obs.bbox,
+                    timestamp_ms,
+                },
+                config.best_shots,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(x: f32, y: f32, quality: f32, e: [f32; 2]) -> Observation {
+        Observation {
+            bbox: BBox {
+                x,
+                y,
+                w: 40.0,
+                h: 50.0,
+            },
+            quality,
+            embedding: Some(l2_normalised(&e)),
+        }
+    }
+
+    #[test]
+    fn two_people_walking_keep_their_tracks_and_end_once() {
+        let mut t = Tracker::new(TrackConfig::default());
+        let mut ids = (0, 0);
+        // 25 fps frames every 40 ms; A walks right, B walks left, their paths cross.
+        for k in 0..30 {
+            let ts = k * 40;
+            let a = face(10.0 + 12.0 * k as f32, 100.0, 0.8, [1.0, 0.0]);
+            let b = face(400.0 - 12.0 * k as f32, 110.0, 0.8, [0.0, 1.0]);
+            let u = t.update(ts, &[a, b]);
+            assert!(u.ended.is_empty());
+            let find = |oi| u.assigned.iter().find(|(_, o)| *o == oi).unwrap().0;
+            if k == 0 {
+                ids = (find(0), find(1));
+            } else {
+                assert_eq!(
+                    (find(0), find(1)),
+                    ids,
+                    "frame {k}: identities swapped or lost"
+                );
+            }
+        }
+        assert_eq!(t.tracks().len(), 2);
+        // Nobody for longer than lost_after_ms: both tracks end, once.
+        assert!(t.update(30 * 40 + 1000, &[]).ended.is_empty());
+        let ended = t.update(30 * 40 + 1600, &[]).ended;
+        assert_eq!(ended.len(), 2);
+        assert!(t.update(30 * 40 + 3000, &[]).ended.is_empty());
+        for track in ended {
+            assert_eq!(track.hits, 30);
+            let tpl = track.template().unwrap();
+            let expected = if track.id == ids.0 {
+                [1.0, 0.0]
+            } else {
+                [0.0, 1.0]
+            };
+            assert!((tpl[0] - expected[0]).abs() < 1e-5 && (tpl[1] - expected[1]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn a_frame_gap_is_bridged_by_the_motion_model() {
+        let mut t = Tracker::new(TrackConfig::default());
+        for k in 0..5 {
+            t.update(k * 40, &[face(20.0 * k as f32, 0.0, 0.8, [1.0, 0.0])]);
+        }
+        // Missed three frames (detector at 5 fps or an occlusion): the face moved 80 px,
+        // more than its width, but the predicted box still overlaps.
+        let u = t.update(8 * 40, &[face(160.0, 0.0, 0.8, [1.0, 0.0])]);
+        assert_eq!(u.assigned[0].0, 1);
+        assert_eq!(t.tracks().len(), 1);
+    }
+
+    #[test]
+    fn best_shots_keep_the_highest_quality_and_skip_poor_faces() {
+        let config = TrackConfig {
+            best_shots: 2,
+            ..TrackConfig::default()
+        };
+        let mut t = Tracker::new(config);
+        let qualities = [0.5, 0.9, 0.2, 0.7, 0.95];
+        for (k, q) in qualities.iter().enumerate() {
+            t.update(k as i64 * 40, &[face(0.0, 0.0, *q, [1.0, k as f32 * 0.1])]);
+        }
+        let track = &t.tracks()[0];
+        let kept: Vec<f32> = track.shots.iter().map(|s| s.quality).collect();
+        assert_eq!(kept, vec![0.95, 0.9]);
+        assert_eq!(track.best_quality(), 0.95);
+        // A track whose faces are all below min_match_quality has no template.
+        let mut t = Tracker::new(TrackConfig::default());
+        t.update(0, &[face(0.0, 0.0, 0.1, [1.0, 0.0])]);
+        t.update(40, &[face(0.0, 0.0, 0.2, [1.0, 0.0])]);
+        assert!(t.tracks()[0].template().is_none());
+        assert_eq!(t.tracks()[0].hits, 2);
+    }
+
+    #[test]
+    fn single_frame_detections_never_end_as_tracks() {
+        let mut t = Tracker::new(TrackConfig::default());
+        t.update(0, &[face(0.0, 0.0, 0.9, [1.0, 0.0])]);
+        assert!(
+            t.update(5000, &[]).ended.is_empty(),
+            "one hit: not confirmed"
+        );
+        t.update(6000, &[face(500.0, 0.0, 0.9, [1.0, 0.0])]);
+        t.update(6040, &[face(502.0, 0.0, 0.9, [1.0, 0.0])]);
+        assert_eq!(t.finish().len(), 1);
+    }
+
+    #[test]
+    fn pooled_template_is_quality_weighted() {
+        let track = Track {
+            id: 1,
+            bbox: BBox {
+                x: 0.0,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+            },
+            velocity: [0.0, 0.0],
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            hits: 2,
+            shots: vec![
+                Shot {
+                    quality: 0.9,
+                    embedding: vec![1.0, 0.0],
+                    bbox: BBox {
+                        x: 0.0,
+                        y: 0.0,
+                        w: 1.0,
+                        h: 1.0,
+                    },
+                    timestamp_ms: 0,
+                },
+                Shot {
+                    quality: 0.3,
+                    embedding: vec![0.0, 1.0],
+                    bbox: BBox {
+                        x: 0.0,
+                        y: 0.0,
+                        w: 1.0,
+                        h: 1.0,
+                    },
+                    timestamp_ms: 0,
+                },
+            ],
+        };
+        let t = track.template().unwrap();
+        assert!((t[0] / t[1] - 3.0).abs() < 1e-5);
+    }
+}
