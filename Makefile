@@ -56,7 +56,7 @@ test: setup
 
 # facestream and OpenCV's reference pipeline on the same LFW copy, one after the other.
 bench-lfw: setup
-	scripts/bench_lfw.sh $(LFW)
+	scripts/bench_verification.sh $(LFW)
 
 # Inference speed per backend (every usable one in a build with tract too).
 bench-backends: setup build-tract

@@ -160,6 +160,13 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<crate::events::outbox::OutboxError> for ApiError {
+    fn from(e: crate::events::outbox::OutboxError) -> Self {
+        tracing::error!(error = %e, "event outbox operation failed");
+        ApiError::Internal
+    }
+}
+
 impl From<GalleryError> for ApiError {
     fn from(e: GalleryError) -> Self {
         ServiceError::Gallery(e).into()

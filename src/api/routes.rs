@@ -376,13 +376,7 @@ async fn test_event(
     let events = state.events.clone();
     let event = Event::new(EventType::Test);
     let id = event.id;
-    let endpoints = blocking(move || {
-        events.publish(&event).map_err(|e| {
-            tracing::error!(error = %e, "publishing a test event failed");
-            ApiError::Internal
-        })
-    })
-    .await?;
+    let endpoints = blocking(move || Ok(events.publish(&event)?)).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({"id": id, "endpoints": endpoints})))
 }
 
@@ -406,13 +400,7 @@ async fn dead_letters(
     }
     let events = state.events.clone();
     let limit = query.limit;
-    let items = blocking(move || {
-        events.outbox().dead_letters(limit).map_err(|e| {
-            tracing::error!(error = %e, "listing dead letters failed");
-            ApiError::Internal
-        })
-    })
-    .await?;
+    let items = blocking(move || Ok(events.outbox().dead_letters(limit)?)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
 }
 
@@ -429,13 +417,7 @@ async fn redeliver(
     authorize(&req, &state, Scope::Admin)?;
     let events = state.events.clone();
     let seq = query.seq;
-    let n = blocking(move || {
-        events.outbox().redeliver(seq).map_err(|e| {
-            tracing::error!(error = %e, "re-delivering dead letters failed");
-            ApiError::Internal
-        })
-    })
-    .await?;
+    let n = blocking(move || Ok(events.outbox().redeliver(seq)?)).await?;
     if n == 0 && seq.is_some() {
         return Err(ApiError::NotFound(format!(
             "dead letter {} not found",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use facestream::config::Config;
 use facestream::engine::FaceEngine;
-use facestream::eval::{lfw, roc};
+use facestream::eval::{pairs as lfw, roc};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Subcommand)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::lfw::{Degrade, ImageKey, LfwError};
+use super::pairs::{Degrade, ImageKey, LfwError};
 use crate::engine::{FaceEngine, Timings};
 use crate::gallery::index::{Scan, SearchIndex};
 use crate::stages::matching::{decide, Decision, MatchConfig};
@@ -118,7 +118,7 @@ pub fn evaluate(
                      path: &Path|
      -> Result<(Vec<f32>, QualityClass), LfwError> {
         let (face, _) =
-            super::lfw::centre_face(engine, path, key, degrade, &mut timings, &mut misses)?;
+            super::pairs::centre_face(engine, path, key, degrade, &mut timings, &mut misses)?;
         done += 1;
         progress(done, total);
         Ok((face.embedding, face.quality.class))

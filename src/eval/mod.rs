@@ -3,9 +3,9 @@
 //! Off the streaming path. [`protocol`] holds the pure statistics (10-fold accuracy with
 //! the threshold chosen on the other nine folds, TAR at a FAR, ROC points) computed the
 //! same way as `shared/bench/opencv_reference.py`, so both tools' numbers compare
-//! directly; [`lfw`] runs the engine over the images; [`roc`] draws the curve as SVG.
+//! directly; [`pairs`] runs the engine over the images; [`roc`] draws the curve as SVG.
 
 pub mod identify;
-pub mod lfw;
+pub mod pairs;
 pub mod protocol;
 pub mod roc;

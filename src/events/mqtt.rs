@@ -15,7 +15,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Outgoing,
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use super::outbox::{now_ms, Outbox};
+use super::outbox::Outbox;
 use super::{Event, EventType, EventsConfig};
 
 /// One MQTT broker (`[[events.mqtt]]`).
@@ -101,7 +101,7 @@ pub(crate) async fn deliver_loop(
     endpoint: MqttConfig,
     config: EventsConfig,
     notify: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut options = MqttOptions::new(
         endpoint.client_id.clone(),
@@ -113,34 +113,14 @@ pub(crate) async fn deliver_loop(
         options.set_credentials(u.clone(), p.clone());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
-    if let Ok(depth) = outbox.depth(&endpoint.name) {
-        crate::telemetry::metrics()
-            .outbox_depth
-            .get_or_create(&crate::telemetry::Metrics::endpoint(&endpoint.name))
-            .set(depth as i64);
-    }
-    let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
-    while !*shutdown.borrow() {
-        // Age-out at most once a second: it is a range update over the outbox.
-        if last_expiry.elapsed() >= Duration::from_secs(1) {
-            last_expiry = std::time::Instant::now();
-            super::webhook::expire(&outbox, &endpoint.name, dead_after_ms);
-        }
-        let due = outbox.due(&endpoint.name, now_ms(), 32).unwrap_or_default();
-        if due.is_empty() {
-            let wait = outbox
-                .next_due(&endpoint.name)
-                .ok()
-                .flatten()
-                .map_or(1000, |t| (t - now_ms()).clamp(5, 1000)) as u64;
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
+    let mut queue = super::webhook::EndpointQueue::new(
+        outbox.clone(),
+        &endpoint.name,
+        &config,
+        notify,
+        shutdown,
+    );
+    while let Some(due) = queue.next_batch(32).await {
         for row in due {
             let result = match serde_json::from_str::<Event>(&row.payload) {
                 Ok(event) => {

@@ -175,7 +175,7 @@ async fn deliver_loop(
     endpoint: WebhookConfig,
     config: EventsConfig,
     notify: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(endpoint.timeout_ms))
@@ -187,40 +187,8 @@ async fn deliver_loop(
             return;
         }
     };
-    let dead_after_ms = (config.dead_letter_after_s * 1000) as i64;
-    if let Ok(depth) = outbox.depth(&endpoint.name) {
-        crate::telemetry::metrics()
-            .outbox_depth
-            .get_or_create(&crate::telemetry::Metrics::endpoint(&endpoint.name))
-            .set(depth as i64);
-    }
-    let mut last_expiry = std::time::Instant::now() - Duration::from_secs(1);
-    while !*shutdown.borrow() {
-        // Age-out at most once a second: it is a range update over the outbox.
-        if last_expiry.elapsed() >= Duration::from_secs(1) {
-            last_expiry = std::time::Instant::now();
-            expire(&outbox, &endpoint.name, dead_after_ms);
-        }
-        let due = match outbox.due(&endpoint.name, now_ms(), endpoint.max_concurrency * 8) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(endpoint = %endpoint.name, error = %e, "reading the outbox failed");
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            let wait = outbox
-                .next_due(&endpoint.name)
-                .ok()
-                .flatten()
-                .map_or(1000, |t| (t - now_ms()).clamp(5, 1000)) as u64;
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
+    let mut queue = EndpointQueue::new(outbox.clone(), &endpoint.name, &config, notify, shutdown);
+    while let Some(due) = queue.next_batch(endpoint.max_concurrency * 8).await {
         futures_util::stream::iter(due)
             .for_each_concurrent(endpoint.max_concurrency, |row| {
                 let (client, outbox, endpoint, config) = (&client, &outbox, &endpoint, &config);
@@ -230,6 +198,74 @@ async fn deliver_loop(
                 }
             })
             .await;
+    }
+}
+
+/// One endpoint's view of the outbox: the due rows, waiting (woken by new events, the
+/// next retry time or shutdown) when there are none, and ageing rows out to the dead
+/// letters at most once a second (a range update over the outbox).
+pub(crate) struct EndpointQueue {
+    outbox: Arc<Outbox>,
+    name: String,
+    dead_after_ms: i64,
+    last_expiry: std::time::Instant,
+    notify: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl EndpointQueue {
+    pub(crate) fn new(
+        outbox: Arc<Outbox>,
+        name: &str,
+        config: &EventsConfig,
+        notify: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> EndpointQueue {
+        if let Ok(depth) = outbox.depth(name) {
+            crate::telemetry::metrics()
+                .outbox_depth
+                .get_or_create(&crate::telemetry::Metrics::endpoint(name))
+                .set(depth as i64);
+        }
+        EndpointQueue {
+            outbox,
+            name: name.to_string(),
+            dead_after_ms: (config.dead_letter_after_s * 1000) as i64,
+            last_expiry: std::time::Instant::now() - Duration::from_secs(1),
+            notify,
+            shutdown,
+        }
+    }
+
+    /// The next due rows (at most `limit`), or `None` once shutdown is requested.
+    pub(crate) async fn next_batch(&mut self, limit: usize) -> Option<Vec<Pending>> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.last_expiry.elapsed() >= Duration::from_secs(1) {
+                self.last_expiry = std::time::Instant::now();
+                expire(&self.outbox, &self.name, self.dead_after_ms);
+            }
+            match self.outbox.due(&self.name, now_ms(), limit) {
+                Ok(due) if !due.is_empty() => return Some(due),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(endpoint = %self.name, error = %e, "reading the outbox failed")
+                }
+            }
+            let wait = self
+                .outbox
+                .next_due(&self.name)
+                .ok()
+                .flatten()
+                .map_or(1000, |t| (t - now_ms()).clamp(5, 1000)) as u64;
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # facestream vs OpenCV's own YuNet+SFace pipeline (../shared/bench/opencv_reference.py)
 # on the same LFW copy, one after the other in one run, single-threaded both.
-#   scripts/bench_lfw.sh [LFW_DIR] [extra args for both, e.g. --limit-pairs 30]
+#   scripts/bench_verification.sh [LFW_DIR] [extra args for both, e.g. --limit-pairs 30]
 # The reference gets the original int8bq models from the pinned wheel (the models its
 # published 98.92% was measured with); facestream gets the prepared fp32 files.
 set -euo pipefail
