@@ -51,6 +51,8 @@ enum Command {
     BenchEvents(cli::bench_events::BenchEventsArgs),
     /// Print the effective configuration (default + file + environment) as TOML.
     Config,
+    /// Check a configuration file: every problem is reported at once; exit 1 if any.
+    Validate,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,9 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Validate = args.command {
+        return cli::validate(args.config.as_deref());
+    }
     let result = cli::load_config(args.config.as_deref()).and_then(|config| match args.command {
         Command::Embed(a) => cli::embed::run(&config, a),
         Command::Verify(a) => cli::verify::run(&config, a),
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::BenchSearch(a) => cli::bench_search::run(a),
         Command::BenchEvents(a) => cli::bench_events::run(a),
+        Command::Validate => unreachable!("handled before loading"),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)

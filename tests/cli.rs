@@ -227,3 +227,44 @@ fn backends_lists_every_backend_and_refuses_an_unloadable_library() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libopenvino_c.so"));
 }
+
+#[test]
+fn validate_reports_every_problem_and_accepts_a_good_file() {
+    let dir = common::temp_dir("cli-validate");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        b"[api]\nlisten = \"0.0.0.0:80\"\n[match]\nmargin = -1.0\n[[events.webhooks]]\nname = \"x\"\nurl = \"ftp://x\"\nsecret = \"nope\"\n",
+    );
+    let out = facestream()
+        .arg("--config")
+        .arg(&bad)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "4 problem(s)",
+        "api.listen",
+        "match.margin",
+        "url",
+        "secret",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    let good = write(&dir, "good.toml", b"[detect]\nscore_threshold = 0.7\n");
+    let out = facestream()
+        .arg("--config")
+        .arg(&good)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    let _ = std::fs::remove_dir_all(dir);
+}

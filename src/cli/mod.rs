@@ -24,3 +24,20 @@ pub const EXIT_SOME_INPUTS_FAILED: u8 = 2;
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(file)?)
 }
+
+/// `facestream validate`: load the layers and report the outcome; never starts anything.
+pub fn validate(file: Option<&Path>) -> std::process::ExitCode {
+    let source = file.map_or("the embedded default".to_string(), |f| {
+        f.display().to_string()
+    });
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{source}: valid");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{source}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
