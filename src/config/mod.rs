@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let dir = std::env::temp_dir().join(format!("fs-cfg-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("fs-cfg-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.toml");
         std::fs::write(&file, "[detect]\nscore_treshold = 0.5\n").unwrap();

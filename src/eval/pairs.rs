@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn parses_same_and_different_pairs_and_rejects_garbage() {
-        let dir = std::env::temp_dir().join(format!("fs-lfw-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("fs-lfw-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("pairs.txt");
         std::fs::write(&f, "10\t300\nAbel_Pacheco\t1\t4\nA\t1\tB\t2\n").unwrap();

@@ -195,11 +195,8 @@ mod tests {
     use super::*;
 
     fn store_with(content: &[u8], recorded: &str) -> (PathBuf, ModelStore) {
-        let dir = std::env::temp_dir().join(format!(
-            "fs-models-{}-{}",
-            std::process::id(),
-            recorded.len() + content.len()
-        ));
+        // A fresh folder per call: tests run in parallel and write different contents.
+        let dir = std::env::temp_dir().join(format!("fs-models-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("m.onnx"), content).unwrap();
         let manifest = serde_json::json!({
