@@ -171,6 +171,16 @@ struct Page {
     limit: usize,
 }
 
+/// Listing page sizes: 1 to 1000.
+fn check_limit(limit: usize) -> Result<(), ApiError> {
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "limit = {limit} must be within [1, 1000]"
+        )));
+    }
+    Ok(())
+}
+
 fn default_limit() -> usize {
     100
 }
@@ -181,12 +191,7 @@ async fn list_identities(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
-    if page.limit == 0 || page.limit > 1000 {
-        return Err(ApiError::BadRequest(format!(
-            "limit = {} must be within [1, 1000]",
-            page.limit
-        )));
-    }
+    check_limit(page.limit)?;
     let service = state.service.clone();
     let (offset, limit) = (page.offset, page.limit);
     let (items, total) =
@@ -392,12 +397,7 @@ async fn dead_letters(
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Admin)?;
-    if query.limit == 0 || query.limit > 1000 {
-        return Err(ApiError::BadRequest(format!(
-            "limit = {} must be within [1, 1000]",
-            query.limit
-        )));
-    }
+    check_limit(query.limit)?;
     let events = state.events.clone();
     let limit = query.limit;
     let items = blocking(move || Ok(events.outbox().dead_letters(limit)?)).await?;

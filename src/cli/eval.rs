@@ -111,8 +111,7 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
         },
     )?;
     bar.finish_and_clear();
-    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.report.display()))?;
+    write_report(&args.report, &report)?;
     let label = format!(
         "facestream {} ({:.2}%)",
         report.model,
@@ -189,8 +188,7 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     bar.finish_and_clear();
-    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.report.display()))?;
+    write_report(&args.report, &report)?;
     println!(
         "gallery={} identities  threshold={} margin={}  detector_misses={}",
         report.gallery_identities, report.threshold, report.margin, report.detector_misses
@@ -222,4 +220,9 @@ fn images_bar() -> ProgressBar {
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, eta {eta}")
             .expect("static template"),
     )
+}
+
+fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

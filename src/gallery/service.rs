@@ -82,6 +82,7 @@ pub struct GalleryService {
     gallery: GalleryConfig,
     verify_threshold: f32,
     model: String,
+    limits: crate::imageio::LimitsConfig,
 }
 
 impl GalleryService {
@@ -94,6 +95,7 @@ impl GalleryService {
         verify_threshold: f32,
     ) -> Result<GalleryService, ServiceError> {
         let model = engine.model_id().to_string();
+        let limits = engine.limits().clone();
         let templates = store.templates_for_model(&model)?;
         let index = SearchIndex::build(&model, 128, &templates)?;
         let stale = store.stale_identities(&model)?;
@@ -113,6 +115,7 @@ impl GalleryService {
             gallery,
             verify_threshold,
             model,
+            limits,
         })
     }
 
@@ -135,13 +138,8 @@ impl GalleryService {
 
     /// Decode an uploaded image with the engine's limits.
     pub fn decode(&self, bytes: &[u8], label: &str) -> Result<RgbImage, ServiceError> {
-        let limits = self
-            .engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .limits()
-            .clone();
-        Ok(crate::imageio::decode_image(bytes, label, &limits)?)
+        // Limits are copied at construction: decoding never waits for the engine lock.
+        Ok(crate::imageio::decode_image(bytes, label, &self.limits)?)
     }
 
     /// Enrol the single face of `image` to `identity`: store first, then index.
@@ -226,12 +224,7 @@ impl GalleryService {
                 }
                 let crop = crate::stages::align::AlignedFace {
                     rgb,
-                    transform: crate::stages::align::Similarity {
-                        a: 1.0,
-                        b: 0.0,
-                        tx: 0.0,
-                        ty: 0.0,
-                    },
+                    transform: crate::stages::align::Similarity::IDENTITY,
                 };
                 let embedding = {
                     let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());

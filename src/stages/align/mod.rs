@@ -32,6 +32,14 @@ pub struct Similarity {
 }
 
 impl Similarity {
+    /// The identity transform (a crop that is already aligned).
+    pub const IDENTITY: Similarity = Similarity {
+        a: 1.0,
+        b: 0.0,
+        tx: 0.0,
+        ty: 0.0,
+    };
+
     pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
         [
             self.a * p[0] - self.b * p[1] + self.tx,

@@ -149,12 +149,7 @@ mod tests {
     fn packs_planar_rgb_per_face() {
         let face = |v: u8| AlignedFace {
             rgb: [v, v + 1, v + 2].repeat(CROP * CROP),
-            transform: Similarity {
-                a: 1.0,
-                b: 0.0,
-                tx: 0.0,
-                ty: 0.0,
-            },
+            transform: Similarity::IDENTITY,
         };
         let (a, b) = (face(10), face(100));
         let mut out = Vec::new();

@@ -276,12 +276,7 @@ mod tests {
         }
         AlignedFace {
             rgb,
-            transform: crate::stages::align::Similarity {
-                a: 1.0,
-                b: 0.0,
-                tx: 0.0,
-                ty: 0.0,
-            },
+            transform: crate::stages::align::Similarity::IDENTITY,
         }
     }
 
