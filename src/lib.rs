@@ -6,6 +6,8 @@
 //! - [`models`]: prepared model files and their checksum gate.
 //! - [`inference`]: the backend trait and its feature-gated implementations.
 //! - [`stages`]: detect → align → quality → embed, plain synchronous code.
+//! - [`ingest`]: camera pipelines (GStreamer), supervision, frame watchdog, drop-oldest rings.
+//! - [`pipeline`]: the streaming actors (detect → align → quality → embed → decide → publish).
 //! - [`track`]: per-camera face tracks, motion model and best shots (streaming pipeline).
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
@@ -22,7 +24,10 @@ pub mod events;
 pub mod gallery;
 pub mod imageio;
 pub mod inference;
+pub mod ingest;
 pub mod models;
+pub mod pipeline;
+pub mod simulate;
 pub mod stages;
 pub mod telemetry;
 pub mod track;

@@ -35,7 +35,8 @@ enum Command {
     /// Evaluate on a benchmark.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
-    /// Run the service: the REST API over the gallery (`/v1`, see /v1/openapi.json).
+    /// Run the service: the configured cameras through the streaming pipeline, identity
+    /// events to the configured endpoints, and the REST API (`/v1`, see /v1/openapi.json).
     Serve,
     /// Bulk enrolment from a folder with one sub-folder of photos per person.
     Enroll(cli::enroll::EnrollArgs),
@@ -49,6 +50,8 @@ enum Command {
     BenchSearch(cli::bench_search::BenchSearchArgs),
     /// Measure webhook delivery rate, latency and outbox growth (local receiver).
     BenchEvents(cli::bench_events::BenchEventsArgs),
+    /// Serve face photos as looping H.264 RTSP cameras (no hardware needed).
+    SimulateCamera(cli::simulate_camera::SimulateCameraArgs),
     /// Print the effective configuration (default + file + environment) as TOML.
     Config,
     /// Check a configuration file: every problem is reported at once; exit 1 if any.
@@ -61,10 +64,17 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Validate = args.command {
-        return cli::validate(args.config.as_deref());
-    }
-    let result = cli::load_config(args.config.as_deref()).and_then(|config| match args.command {
+    let command = match args.command {
+        Command::Validate => return cli::validate(args.config.as_deref()),
+        Command::SimulateCamera(a) => {
+            return cli::simulate_camera::run(a).unwrap_or_else(|e| {
+                eprintln!("facestream: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
+        other => other,
+    };
+    let result = cli::load_config(args.config.as_deref()).and_then(|config| match command {
         Command::Embed(a) => cli::embed::run(&config, a),
         Command::Verify(a) => cli::verify::run(&config, a),
         Command::Eval(c) => cli::eval::run(&config, c),
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::BenchSearch(a) => cli::bench_search::run(a),
         Command::BenchEvents(a) => cli::bench_events::run(a),
-        Command::Validate => unreachable!("handled before loading"),
+        Command::Validate | Command::SimulateCamera(_) => unreachable!("handled before loading"),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)

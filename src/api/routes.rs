@@ -15,10 +15,13 @@ use crate::events::webhook::EventBus;
 use crate::events::{Event, EventType};
 use crate::gallery::service::GalleryService;
 use crate::gallery::{IdentityUpdate, NewIdentity};
+use crate::ingest::CameraRegistry;
 
 /// Shared state of the API.
 pub struct AppState {
     pub service: Arc<GalleryService>,
+    /// Camera status (empty without cameras).
+    pub cameras: Arc<CameraRegistry>,
     pub keys: Vec<ApiKey>,
     pub max_body_bytes: usize,
     pub top_k: usize,
@@ -50,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/search", web::post().to(search))
             .route("/verify", web::post().to(verify))
             .route("/gallery/stale", web::get().to(stale))
+            .route("/cameras", web::get().to(cameras))
             .route("/events/schema", web::get().to(event_schema))
             .route("/events/test", web::post().to(test_event))
             .route("/events/dead-letters", web::get().to(dead_letters))
@@ -124,6 +128,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, A
 
 fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
+}
+
+async fn cameras(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "cameras": state.cameras.snapshot() })))
 }
 
 async fn health() -> HttpResponse {

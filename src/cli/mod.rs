@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod eval;
 pub mod reembed;
 pub mod serve;
+pub mod simulate_camera;
 pub mod verify;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
-//! `facestream serve`: the service. Today: the REST API over the gallery (cameras join
-//! with the streaming pipeline).
+//! `facestream serve`: the service — cameras through the streaming pipeline, identity
+//! events to their endpoints, the REST API. SIGINT/SIGTERM stop it gracefully: the API
+//! stops accepting, cameras stop, frames in flight drain, open tracks are decided and
+//! their events written, deliveries in flight finish (pending rows stay in the outbox).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use facestream::events::outbox::Outbox;
 use facestream::events::webhook;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
+use facestream::pipeline::Pipeline;
 
 /// Open the store and build the gallery service (shared with `enroll`).
 pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
@@ -46,7 +49,17 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         // the deliveries in flight (pending rows stay in the outbox for the next start).
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let (events, deliverers) = webhook::start(outbox, &config.events, shutdown);
+        let pipeline = if config.cameras.iter().any(|c| c.enabled) {
+            Some(
+                Pipeline::start(config, service.clone(), events.clone())
+                    .context("starting the streaming pipeline")?,
+            )
+        } else {
+            tracing::info!("no cameras configured; serving the API only");
+            None
+        };
         let state = Arc::new(AppState {
+            cameras: pipeline.as_ref().map(|p| p.registry()).unwrap_or_default(),
             service,
             keys,
             max_body_bytes: config.api.max_body_bytes,
@@ -54,6 +67,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             events,
         });
         let served = api::serve(state, &config.api).await;
+        if let Some(pipeline) = pipeline {
+            pipeline.shutdown(std::time::Duration::from_secs(10)).await;
+        }
         let _ = stop.send(true);
         let drain = futures_util::future::join_all(deliverers);
         if tokio::time::timeout(std::time::Duration::from_secs(10), drain)

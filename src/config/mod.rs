@@ -18,10 +18,12 @@ use crate::events::EventsConfig;
 use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
+use crate::ingest::{CameraConfig, PipelineConfig};
 use crate::stages::detect::DetectConfig;
 use crate::stages::embed::EmbedConfig;
 use crate::stages::matching::MatchConfig;
 use crate::stages::quality::QualityConfig;
+use crate::track::TrackConfig;
 
 /// The embedded default configuration (`config/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -78,6 +80,11 @@ pub struct Config {
     pub matching: MatchConfig,
     pub api: ApiConfig,
     pub events: EventsConfig,
+    pub pipeline: PipelineConfig,
+    pub track: TrackConfig,
+    /// Cameras (`[[cameras]]`); none in the embedded default.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
 }
 
 impl Config {
@@ -129,6 +136,16 @@ impl Config {
         self.matching.validate(&mut problems);
         self.api.validate(&mut problems);
         self.events.validate(&mut problems);
+        self.pipeline.validate(&mut problems);
+        self.track.validate(&mut problems);
+        for camera in &self.cameras {
+            camera.validate(&mut problems);
+        }
+        let mut ids: Vec<&str> = self.cameras.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        for pair in ids.windows(2).filter(|p| p[0] == p[1]) {
+            problems.push(format!("cameras.id = {:?} is used twice", pair[0]));
+        }
         if !(-1.0..=1.0).contains(&self.verify.threshold) {
             problems.push(format!(
                 "verify.threshold = {} is outside the cosine range [-1, 1]",

@@ -71,24 +71,12 @@ pub struct FaceEngine {
 impl FaceEngine {
     /// Select the backend, verify and load both models.
     pub fn new(config: &Config) -> Result<FaceEngine, EngineError> {
-        let store = ModelStore::open(&config.models.dir)?;
-        let (yunet, sface) = (store.model("yunet")?, store.model("sface")?);
-        let options = SessionOptions::from(&config.inference);
-        let selected = |model| -> Result<Box<dyn inference::Backend>, EngineError> {
-            let preferred = inference::select(&config.inference)?;
-            Ok(inference::for_model(preferred, model, &config.inference)?)
-        };
-        let (detector, embedder) = (selected(&yunet)?, selected(&sface)?);
-        let detect = Detect::new(detector.as_ref(), &yunet, &options, config.detect.clone())?;
-        let embed = Embed::new(embedder.as_ref(), &sface, &options, &config.embed)?;
-        let backend_description = if detector.name() == embedder.name() {
-            embedder.describe()
+        let (detect, detector) = build_detect(config)?;
+        let (embed, embedder) = build_embed(config)?;
+        let backend_description = if detector == embedder {
+            embedder
         } else {
-            format!(
-                "detect: {}; embed: {}",
-                detector.describe(),
-                embedder.describe()
-            )
+            format!("detect: {detector}; embed: {embedder}")
         };
         Ok(FaceEngine {
             detect,
@@ -169,6 +157,35 @@ impl FaceEngine {
         let faces = self.describe(image, detections, &mut timings)?;
         Ok((faces, timings))
     }
+}
+
+/// The detector session on the selected backend, and that backend's description.
+/// The streaming pipeline builds one per detector worker.
+pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
+    let store = ModelStore::open(&config.models.dir)?;
+    let model = store.model("yunet")?;
+    let backend = selected_backend(config, &model)?;
+    let options = SessionOptions::from(&config.inference);
+    let detect = Detect::new(backend.as_ref(), &model, &options, config.detect.clone())?;
+    Ok((detect, backend.describe()))
+}
+
+/// The embedding session on the selected backend, and that backend's description.
+pub fn build_embed(config: &Config) -> Result<(Embed, String), EngineError> {
+    let store = ModelStore::open(&config.models.dir)?;
+    let model = store.model("sface")?;
+    let backend = selected_backend(config, &model)?;
+    let options = SessionOptions::from(&config.inference);
+    let embed = Embed::new(backend.as_ref(), &model, &options, &config.embed)?;
+    Ok((embed, backend.describe()))
+}
+
+fn selected_backend(
+    config: &Config,
+    model: &crate::models::VerifiedModel,
+) -> Result<Box<dyn inference::Backend>, EngineError> {
+    let preferred = inference::select(&config.inference)?;
+    Ok(inference::for_model(preferred, model, &config.inference)?)
 }
 
 /// The face to use when an image should show one person: the largest box.

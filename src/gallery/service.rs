@@ -278,6 +278,23 @@ impl GalleryService {
 
     /// Search one embedded face.
     pub fn search_embedding(&self, face: &Face, top_k: usize) -> Result<SearchFace, ServiceError> {
+        let (decision, candidates) = self.identify(&face.embedding, top_k)?;
+        Ok(SearchFace {
+            bbox: face.detection.bbox,
+            detector_score: face.detection.score,
+            quality: face.quality.score,
+            decision,
+            candidates,
+        })
+    }
+
+    /// The open-set decision for one embedding (a face, or a track's pooled template),
+    /// with the best `top_k` identities.
+    pub fn identify(
+        &self,
+        embedding: &[f32],
+        top_k: usize,
+    ) -> Result<(Decision, Vec<Candidate>), ServiceError> {
         let hits: Vec<IdentityHit> = {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
             let scan = if self.matching.compact {
@@ -288,7 +305,7 @@ impl GalleryService {
                 Scan::Exact
             };
             // At least two identities, so the margin test always sees the runner-up.
-            index.search(&face.embedding, top_k.max(2), scan)?
+            index.search(embedding, top_k.max(2), scan)?
         };
         let decision = decide(&hits, &self.matching);
         let names = self.store.names(
@@ -309,13 +326,7 @@ impl GalleryService {
                 score: h.score,
             })
             .collect();
-        Ok(SearchFace {
-            bbox: face.detection.bbox,
-            detector_score: face.detection.score,
-            quality: face.quality.score,
-            decision,
-            candidates,
-        })
+        Ok((decision, candidates))
     }
 
     /// 1:1: the largest face of each image.

@@ -10,7 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// `type` label.
@@ -32,6 +32,40 @@ pub struct DeliveryLabel {
     pub outcome: String,
 }
 
+/// `camera` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CameraLabel {
+    pub camera: String,
+}
+
+/// `camera` and `state` labels (one series per state, 1 for the current one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CameraStateLabel {
+    pub camera: String,
+    pub state: String,
+}
+
+/// `stage` label: detect, align, quality, embed, track, publish.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: String,
+}
+
+/// `camera` and `outcome` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub camera: String,
+    pub outcome: String,
+}
+
+/// `stage`, `backend` and `model` labels of the info metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub stage: String,
+    pub backend: String,
+    pub model: String,
+}
+
 /// The metrics.
 pub struct Metrics {
     registry: Registry,
@@ -47,11 +81,56 @@ pub struct Metrics {
     pub event_delivery_latency: Family<EndpointLabel, Histogram>,
     /// Templates in the search index.
     pub gallery_templates: Gauge,
+    /// 1 while the camera delivers frames.
+    pub camera_up: Family<CameraLabel, Gauge>,
+    /// 1 for the camera's current state (connecting, live, backing-off, failed, stopped).
+    pub camera_state: Family<CameraStateLabel, Gauge>,
+    /// Reconnect attempts.
+    pub camera_reconnects: Family<CameraLabel, Counter>,
+    /// Encoded frames into the decoder.
+    pub camera_frames_received: Family<CameraLabel, Counter>,
+    /// Frames out of the decoder.
+    pub camera_frames_decoded: Family<CameraLabel, Counter>,
+    /// Frames taken for analysis at the camera's detection rate.
+    pub camera_frames_sampled: Family<CameraLabel, Counter>,
+    /// Sampled frames dropped (oldest first) because analysis fell behind.
+    pub camera_frames_dropped: Family<CameraLabel, Counter>,
+    /// Items into each stage.
+    pub stage_received: Family<StageLabel, Counter>,
+    /// Items each stage finished.
+    pub stage_processed: Family<StageLabel, Counter>,
+    /// Items a stage failed on (the frame continues without that result).
+    pub stage_errors: Family<StageLabel, Counter>,
+    /// Items waiting for each stage.
+    pub stage_queue_depth: Family<StageLabel, Gauge>,
+    /// Time each stage spends on one item (one frame; one batch for embed).
+    pub stage_latency: Family<StageLabel, Histogram>,
+    /// Faces per embedding batch.
+    pub embed_batch_size: Histogram,
+    /// Faces found by the detector.
+    pub faces_detected: Family<CameraLabel, Counter>,
+    /// Tracks confirmed.
+    pub tracks_started: Family<CameraLabel, Counter>,
+    /// Open tracks.
+    pub tracks_active: Family<CameraLabel, Gauge>,
+    /// Identity decisions on tracks, by outcome (recognized, unknown, low_quality).
+    pub matches: Family<OutcomeLabel, Counter>,
+    /// Best similarity of each decision to the gallery.
+    pub match_similarity: Histogram,
+    /// Frame leaving the decoder → its identity event in the outbox.
+    pub end_to_end_latency: Histogram,
+    /// 1 per stage with the inference backend and model it runs.
+    pub inference_info: Family<BackendLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
     // 1 ms … ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn stage_histogram() -> Histogram {
+    // 100 µs … ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
 impl Metrics {
@@ -96,8 +175,150 @@ impl Metrics {
             "Templates in the search index",
             gallery_templates.clone(),
         );
+        let camera_up = Family::<CameraLabel, Gauge>::default();
+        let camera_state = Family::<CameraStateLabel, Gauge>::default();
+        let camera_reconnects = Family::<CameraLabel, Counter>::default();
+        let camera_frames_received = Family::<CameraLabel, Counter>::default();
+        let camera_frames_decoded = Family::<CameraLabel, Counter>::default();
+        let camera_frames_sampled = Family::<CameraLabel, Counter>::default();
+        let camera_frames_dropped = Family::<CameraLabel, Counter>::default();
+        let stage_received = Family::<StageLabel, Counter>::default();
+        let stage_processed = Family::<StageLabel, Counter>::default();
+        let stage_errors = Family::<StageLabel, Counter>::default();
+        let stage_queue_depth = Family::<StageLabel, Gauge>::default();
+        let stage_latency = Family::<StageLabel, Histogram>::new_with_constructor(
+            stage_histogram as fn() -> Histogram,
+        );
+        let embed_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let faces_detected = Family::<CameraLabel, Counter>::default();
+        let tracks_started = Family::<CameraLabel, Counter>::default();
+        let tracks_active = Family::<CameraLabel, Gauge>::default();
+        let matches = Family::<OutcomeLabel, Counter>::default();
+        let match_similarity = Histogram::new(linear_buckets(0.0, 0.1, 10));
+        let end_to_end_latency = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        let inference_info = Family::<BackendLabel, Gauge>::default();
+        use prometheus_client::registry::Unit;
+        let counters: [(&str, &str, &Family<CameraLabel, Counter>); 7] = [
+            (
+                "camera_reconnects",
+                "Camera reconnect attempts",
+                &camera_reconnects,
+            ),
+            (
+                "camera_frames_received",
+                "Encoded frames into the decoder",
+                &camera_frames_received,
+            ),
+            (
+                "camera_frames_decoded",
+                "Frames out of the decoder",
+                &camera_frames_decoded,
+            ),
+            (
+                "camera_frames_sampled",
+                "Frames taken for analysis at the detection rate",
+                &camera_frames_sampled,
+            ),
+            (
+                "camera_frames_dropped",
+                "Sampled frames dropped because analysis fell behind",
+                &camera_frames_dropped,
+            ),
+            (
+                "faces_detected",
+                "Faces found by the detector",
+                &faces_detected,
+            ),
+            ("tracks_started", "Face tracks confirmed", &tracks_started),
+        ];
+        for (name, help, family) in counters {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "camera_up",
+            "1 while the camera delivers frames",
+            camera_up.clone(),
+        );
+        registry.register(
+            "camera_state",
+            "1 for the camera's current state",
+            camera_state.clone(),
+        );
+        registry.register(
+            "stage_received",
+            "Items into each pipeline stage",
+            stage_received.clone(),
+        );
+        registry.register(
+            "stage_processed",
+            "Items each pipeline stage finished",
+            stage_processed.clone(),
+        );
+        registry.register(
+            "stage_errors",
+            "Items a pipeline stage failed on",
+            stage_errors.clone(),
+        );
+        registry.register(
+            "stage_queue_depth",
+            "Items waiting for each pipeline stage",
+            stage_queue_depth.clone(),
+        );
+        registry.register_with_unit(
+            "stage_latency",
+            "Processing time of one item (a frame; a batch for embed) per stage",
+            Unit::Seconds,
+            stage_latency.clone(),
+        );
+        registry.register(
+            "embed_batch_size",
+            "Faces per embedding batch",
+            embed_batch_size.clone(),
+        );
+        registry.register("tracks_active", "Open face tracks", tracks_active.clone());
+        registry.register(
+            "matches",
+            "Identity decisions on tracks by outcome",
+            matches.clone(),
+        );
+        registry.register(
+            "match_similarity",
+            "Best gallery similarity of each identity decision",
+            match_similarity.clone(),
+        );
+        registry.register_with_unit(
+            "end_to_end_latency",
+            "Frame out of the decoder to its identity event in the outbox",
+            Unit::Seconds,
+            end_to_end_latency.clone(),
+        );
+        registry.register(
+            "inference_info",
+            "Inference backend and model per stage (value 1)",
+            inference_info.clone(),
+        );
         Metrics {
             registry,
+            camera_up,
+            camera_state,
+            camera_reconnects,
+            camera_frames_received,
+            camera_frames_decoded,
+            camera_frames_sampled,
+            camera_frames_dropped,
+            stage_received,
+            stage_processed,
+            stage_errors,
+            stage_queue_depth,
+            stage_latency,
+            embed_batch_size,
+            faces_detected,
+            tracks_started,
+            tracks_active,
+            matches,
+            match_similarity,
+            end_to_end_latency,
+            inference_info,
             events_published,
             event_deliveries,
             events_dead_lettered,
@@ -112,6 +333,25 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn camera(id: &str) -> CameraLabel {
+        CameraLabel {
+            camera: id.to_string(),
+        }
+    }
+
+    pub fn stage(name: &str) -> StageLabel {
+        StageLabel {
+            stage: name.to_string(),
+        }
+    }
+
+    pub fn outcome(camera: &str, outcome: &str) -> OutcomeLabel {
+        OutcomeLabel {
+            camera: camera.to_string(),
+            outcome: outcome.to_string(),
+        }
     }
 
     pub fn endpoint(name: &str) -> EndpointLabel {

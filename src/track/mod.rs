@@ -33,6 +33,53 @@ pub struct TrackConfig {
     pub best_shots: usize,
     /// Faces below this quality are tracked but not used for recognition.
     pub min_match_quality: f32,
+    /// A confirmed track that matches no one for this long is reported unknown (a match
+    /// is reported as soon as it happens).
+    pub unknown_after_ms: i64,
+}
+
+impl TrackConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        if !(0.0..=1.0).contains(&self.iou_threshold) {
+            problems.push(format!(
+                "track.iou_threshold = {} must be within [0, 1]",
+                self.iou_threshold
+            ));
+        }
+        if self.max_centre_distance.is_nan() || self.max_centre_distance < 0.0 {
+            problems.push("track.max_centre_distance must be >= 0".into());
+        }
+        if !(100..=600_000).contains(&self.lost_after_ms) {
+            problems.push(format!(
+                "track.lost_after_ms = {} must be within [100, 600000]",
+                self.lost_after_ms
+            ));
+        }
+        if !(1..=100).contains(&self.min_hits) {
+            problems.push(format!(
+                "track.min_hits = {} must be within [1, 100]",
+                self.min_hits
+            ));
+        }
+        if !(1..=64).contains(&self.best_shots) {
+            problems.push(format!(
+                "track.best_shots = {} must be within [1, 64]",
+                self.best_shots
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_match_quality) {
+            problems.push(format!(
+                "track.min_match_quality = {} must be within [0, 1]",
+                self.min_match_quality
+            ));
+        }
+        if !(0..=600_000).contains(&self.unknown_after_ms) {
+            problems.push(format!(
+                "track.unknown_after_ms = {} must be within [0, 600000]",
+                self.unknown_after_ms
+            ));
+        }
+    }
 }
 
 impl Default for TrackConfig {
@@ -44,6 +91,7 @@ impl Default for TrackConfig {
             min_hits: 2,
             best_shots: 3,
             min_match_quality: 0.3,
+            unknown_after_ms: 1000,
         }
     }
 }

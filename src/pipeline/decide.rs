@@ -1,0 +1,394 @@
+//! Tracking and the identity decision: per-camera tracks, one decision per track.
+//!
+//! Frames arrive here with their embedded faces, possibly out of order (several detect
+//! workers); each camera's frames are put back in sequence first. The [`Tracker`] assigns
+//! faces to tracks and keeps each track's best shots. A confirmed track is searched with
+//! its quality-pooled template as its shots improve:
+//!
+//! - a match → `identity.recognized`, once per track;
+//! - no match after `track.unknown_after_ms` (or when the track ends) →
+//!   `identity.unknown`, once per track;
+//! - a track whose faces were all below `track.min_match_quality` is counted as
+//!   `low_quality` and produces no identity event.
+//!
+//! Every confirmed track ends with `track.ended` carrying its final identity (if any).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::publish::{Publish, PublishActor};
+use super::{Credits, Meter, Work};
+use crate::events::{Event, EventIdentity, EventType};
+use crate::gallery::service::GalleryService;
+use crate::stages::align::AlignedFace;
+use crate::stages::matching::Decision;
+use crate::telemetry::{metrics, Metrics};
+use crate::track::{Observation, Track, TrackConfig, Tracker};
+
+/// Frames held for reordering before a missing one is given up on.
+const MAX_HELD: usize = 32;
+
+/// Decide every open track now and write its events (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackFlush;
+
+#[derive(Default)]
+struct TrackState {
+    id: Option<Uuid>,
+    counted: bool,
+    decided: Option<Decided>,
+    best_crop: Option<(f32, AlignedFace)>,
+}
+
+#[derive(Clone)]
+struct Decided {
+    identity: Option<EventIdentity>,
+    similarity: Option<f32>,
+    margin: Option<f32>,
+}
+
+struct CameraTracks {
+    tracker: Tracker,
+    next_seq: u64,
+    held: BTreeMap<u64, Work>,
+    states: HashMap<u64, TrackState>,
+    last_frame: Instant,
+}
+
+pub(super) struct DecideActor {
+    config: TrackConfig,
+    thumbnails: bool,
+    top_k: usize,
+    gallery: Arc<GalleryService>,
+    credits: HashMap<Arc<str>, Arc<Credits>>,
+    publish: Addr<PublishActor>,
+    cameras: HashMap<Arc<str>, CameraTracks>,
+    meter: Meter,
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+fn epoch_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl DecideActor {
+    pub(super) fn new(
+        config: TrackConfig,
+        thumbnails: bool,
+        top_k: usize,
+        gallery: Arc<GalleryService>,
+        credits: HashMap<Arc<str>, Arc<Credits>>,
+        publish: Addr<PublishActor>,
+    ) -> DecideActor {
+        DecideActor {
+            config,
+            thumbnails,
+            top_k,
+            gallery,
+            credits,
+            publish,
+            cameras: HashMap::new(),
+            meter: Meter::new("decide"),
+        }
+    }
+
+    fn camera(&mut self, id: &Arc<str>) -> &mut CameraTracks {
+        let config = self.config.clone();
+        self.cameras
+            .entry(id.clone())
+            .or_insert_with(|| CameraTracks {
+                tracker: Tracker::new(config),
+                next_seq: 0,
+                held: BTreeMap::new(),
+                states: HashMap::new(),
+                last_frame: Instant::now(),
+            })
+    }
+
+    /// Process `camera`'s held frames that are next in sequence (all of them when
+    /// `force`, gaps or not).
+    fn drain(&mut self, camera: &Arc<str>, force: bool) {
+        loop {
+            let tracks = self.camera(camera);
+            let next = match tracks.held.first_key_value() {
+                Some((&seq, _))
+                    if seq == tracks.next_seq || force || tracks.held.len() > MAX_HELD =>
+                {
+                    seq
+                }
+                _ => break,
+            };
+            let work = tracks.held.remove(&next).expect("key just seen");
+            tracks.next_seq = next + 1;
+            self.track_frame(camera, work);
+        }
+    }
+
+    fn track_frame(&mut self, camera: &Arc<str>, work: Work) {
+        let started = Instant::now();
+        let ts = epoch_ms(work.meta.captured_at);
+        let observations: Vec<Observation> = work
+            .faces
+            .iter()
+            .map(|f| Observation {
+                bbox: f.detection.bbox,
+                quality: f.quality.unwrap_or(0.0),
+                embedding: f.embedding.clone(),
+            })
+            .collect();
+        let thumbnails = self.thumbnails;
+        let min_hits = self.config.min_hits;
+        let tracks = self.camera(camera);
+        tracks.last_frame = Instant::now();
+        let update = tracks.tracker.update(ts, &observations);
+        let mut to_consider = Vec::new();
+        for &(track_id, oi) in &update.assigned {
+            let state = tracks.states.entry(track_id).or_default();
+            let face = &work.faces[oi];
+            if thumbnails && face.embedding.is_some() {
+                let q = face.quality.unwrap_or(0.0);
+                if state.best_crop.as_ref().is_none_or(|(bq, _)| q > *bq) {
+                    state.best_crop = face.aligned.clone().map(|a| (q, a));
+                }
+            }
+            if let Some(track) = tracks.tracker.track(track_id) {
+                if track.hits >= min_hits {
+                    if !state.counted {
+                        state.counted = true;
+                        state.id = Some(Uuid::now_v7());
+                        metrics()
+                            .tracks_started
+                            .get_or_create(&Metrics::camera(camera))
+                            .inc();
+                    }
+                    if state.decided.is_none() {
+                        to_consider.push(track.clone());
+                    }
+                }
+            }
+        }
+        let active = tracks.tracker.tracks().len() as i64;
+        for track in to_consider {
+            self.consider(camera, &track, ts, Some(work.meta.captured_instant), false);
+        }
+        for track in update.ended {
+            self.end(camera, track);
+        }
+        metrics()
+            .tracks_active
+            .get_or_create(&Metrics::camera(camera))
+            .set(active);
+        self.meter.done(started);
+    }
+
+    /// Search a track's template; publish its identity event when the decision is due.
+    fn consider(
+        &mut self,
+        camera: &Arc<str>,
+        track: &Track,
+        now_ms: i64,
+        captured: Option<Instant>,
+        last_chance: bool,
+    ) {
+        let outcome = |o: &str| Metrics::outcome(camera, o);
+        let Some(template) = track.template() else {
+            if last_chance {
+                metrics()
+                    .matches
+                    .get_or_create(&outcome("low_quality"))
+                    .inc();
+            }
+            return;
+        };
+        let (decision, candidates) = match self.gallery.identify(&template, self.top_k) {
+            Ok(found) => found,
+            Err(e) => {
+                self.meter.error();
+                tracing::error!(camera = %camera, error = %e, "gallery search failed");
+                return;
+            }
+        };
+        let decided = match decision {
+            Decision::Match {
+                identity,
+                score,
+                margin,
+            } => Decided {
+                identity: Some(EventIdentity {
+                    id: identity,
+                    name: candidates
+                        .iter()
+                        .find(|c| c.identity == identity)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                }),
+                similarity: Some(score),
+                margin: Some(margin),
+            },
+            Decision::Unknown { score, .. }
+                if last_chance || now_ms - track.first_seen_ms >= self.config.unknown_after_ms =>
+            {
+                Decided {
+                    identity: None,
+                    similarity: score,
+                    margin: None,
+                }
+            }
+            Decision::Unknown { .. } => return,
+        };
+        let m = metrics();
+        let recognized = decided.identity.is_some();
+        m.matches
+            .get_or_create(&outcome(if recognized { "recognized" } else { "unknown" }))
+            .inc();
+        if let Some(s) = decided.similarity {
+            m.match_similarity.observe(s as f64);
+        }
+        let kind = if recognized {
+            EventType::IdentityRecognized
+        } else {
+            EventType::IdentityUnknown
+        };
+        let mut event = self.track_event(kind, camera, track, &decided);
+        let state = self.camera(camera).states.entry(track.id).or_default();
+        state.decided = Some(decided);
+        if let Some((_, crop)) = &state.best_crop {
+            event.thumbnail_jpeg = jpeg_base64(crop);
+        }
+        self.publish.do_send(Publish { event, captured });
+    }
+
+    fn track_event(
+        &mut self,
+        kind: EventType,
+        camera: &Arc<str>,
+        track: &Track,
+        decided: &Decided,
+    ) -> Event {
+        let model = self.gallery.model().to_string();
+        let state = self.camera(camera).states.entry(track.id).or_default();
+        let id = *state.id.get_or_insert_with(Uuid::now_v7);
+        let mut event = Event::new(kind);
+        event.camera_id = Some(camera.to_string());
+        event.track_id = Some(id.to_string());
+        event.identity = decided.identity.clone();
+        event.similarity = decided.similarity;
+        event.margin = decided.margin;
+        event.quality = Some(track.best_quality());
+        event.first_seen = time(track.first_seen_ms);
+        event.last_seen = time(track.last_seen_ms);
+        event.bbox = Some(track.bbox);
+        event.model = Some(model);
+        event
+    }
+
+    /// A track ended: decide it if still open, then `track.ended`.
+    fn end(&mut self, camera: &Arc<str>, track: Track) {
+        let undecided = self
+            .camera(camera)
+            .states
+            .get(&track.id)
+            .is_none_or(|s| s.decided.is_none());
+        if undecided {
+            self.consider(camera, &track, track.last_seen_ms, None, true);
+        }
+        let state = self
+            .camera(camera)
+            .states
+            .remove(&track.id)
+            .unwrap_or_default();
+        let decided = state.decided.unwrap_or(Decided {
+            identity: None,
+            similarity: None,
+            margin: None,
+        });
+        let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
+        self.camera(camera).states.remove(&track.id);
+        self.publish.do_send(Publish {
+            event,
+            captured: None,
+        });
+    }
+
+    /// End the tracks of cameras that stopped sending frames.
+    fn expire(&mut self) {
+        let quiet_for = Duration::from_millis(self.config.lost_after_ms.max(0) as u64 + 500);
+        let quiet: Vec<Arc<str>> = self
+            .cameras
+            .iter()
+            .filter(|(_, t)| t.last_frame.elapsed() > quiet_for && !t.tracker.tracks().is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let now = epoch_ms(std::time::SystemTime::now());
+        for camera in quiet {
+            let ended = self.camera(&camera).tracker.update(now, &[]).ended;
+            for track in ended {
+                self.end(&camera, track);
+            }
+            let active = self.camera(&camera).tracker.tracks().len() as i64;
+            metrics()
+                .tracks_active
+                .get_or_create(&Metrics::camera(&camera))
+                .set(active);
+        }
+    }
+}
+
+fn jpeg_base64(crop: &AlignedFace) -> Option<String> {
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85);
+    crop.to_image().write_with_encoder(encoder).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+impl Actor for DecideActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(500), |actor, _| actor.expire());
+    }
+}
+
+impl Handler<Work> for DecideActor {
+    type Result = ();
+
+    fn handle(&mut self, work: Work, _: &mut Context<Self>) {
+        self.meter.take();
+        let camera = work.meta.camera.clone();
+        if let Some(c) = self.credits.get(&camera) {
+            c.release();
+        }
+        self.camera(&camera).held.insert(work.meta.seq, work);
+        self.drain(&camera, false);
+    }
+}
+
+impl Handler<TrackFlush> for DecideActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TrackFlush, _: &mut Context<Self>) {
+        let cameras: Vec<Arc<str>> = self.cameras.keys().cloned().collect();
+        for camera in cameras {
+            self.drain(&camera, true);
+            let ended = self.camera(&camera).tracker.finish();
+            for track in ended {
+                self.end(&camera, track);
+            }
+            metrics()
+                .tracks_active
+                .get_or_create(&Metrics::camera(&camera))
+                .set(0);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The streaming pipeline: every camera's frames through separate actix actors.
+//!
+//! ```text
+//! camera (GStreamer, CameraActor) ─ring─▶ pump ─▶ detect ─▶ align ─▶ quality ─▶ embed ─▶ decide ─▶ publish
+//!   drop-oldest ring per camera          (SyncArbiter, N)  (sync)    (sync)   (batches   (tracks,   (outbox)
+//!                                                                              across     gallery
+//!                                                                              cameras)   search)
+//! ```
+//!
+//! One message type, [`Work`] (a frame and its faces), flows through the stages; each
+//! stage fills in its part. Flow control is credit-based: a camera's pump takes a credit
+//! before it sends a frame into the stages and the decide stage returns it, so at most
+//! `pipeline.max_in_flight` frames per camera are inside the stages and every stage's
+//! mailbox is bounded by cameras × that. When the stages fall behind, the pump stops
+//! taking frames, the camera's ring fills and drops its oldest frame — GStreamer's
+//! streaming thread never waits. Detect workers may finish frames out of order; the
+//! decide stage restores each camera's order (sequence numbers) before tracking.
+//!
+//! Shutdown: cameras stop, pumps stop, in-flight frames drain, open tracks are decided
+//! and their events written to the outbox.
+
+mod analyse;
+mod batch;
+mod decide;
+mod publish;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::config::Config;
+use crate::engine::{self, EngineError};
+use crate::events::webhook::EventBus;
+use crate::gallery::service::GalleryService;
+use crate::ingest::camera::{self, CameraActor};
+use crate::ingest::{CameraRegistry, CameraState, CameraStatus, FrameRing, I420Frame};
+use crate::stages::align::AlignedFace;
+use crate::stages::Detection;
+use crate::telemetry::{metrics, BackendLabel, Metrics};
+
+pub use decide::TrackFlush;
+
+/// Errors starting the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("GStreamer cannot start: {0}")]
+    Gstreamer(String),
+}
+
+/// Where a frame came from and when.
+#[derive(Debug, Clone)]
+pub struct FrameMeta {
+    pub camera: Arc<str>,
+    /// Per-camera sequence number of frames sent into the stages (no gaps).
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub captured_instant: Instant,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One face as it moves through the stages.
+#[derive(Debug, Clone)]
+pub struct FaceItem {
+    /// In full-frame pixels.
+    pub detection: Detection,
+    pub aligned: Option<AlignedFace>,
+    pub quality: Option<f32>,
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// A frame and its faces: the message every stage receives and passes on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Work {
+    pub meta: FrameMeta,
+    /// The full-resolution frame; released after alignment.
+    pub frame: Option<Arc<I420Frame>>,
+    pub faces: Vec<FaceItem>,
+}
+
+/// A stage's metrics.
+pub(crate) struct Meter {
+    pub(crate) received: Counter,
+    pub(crate) processed: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) depth: Gauge,
+    pub(crate) latency: Histogram,
+}
+
+impl Meter {
+    pub(crate) fn new(stage: &str) -> Meter {
+        let m = metrics();
+        let label = Metrics::stage(stage);
+        Meter {
+            received: m.stage_received.get_or_create(&label).clone(),
+            processed: m.stage_processed.get_or_create(&label).clone(),
+            errors: m.stage_errors.get_or_create(&label).clone(),
+            depth: m.stage_queue_depth.get_or_create(&label).clone(),
+            latency: m.stage_latency.get_or_create(&label).clone(),
+        }
+    }
+
+    /// An item left the queue.
+    pub(crate) fn take(&self) {
+        self.depth.dec();
+        self.received.inc();
+    }
+
+    pub(crate) fn done(&self, started: Instant) {
+        self.latency.observe(started.elapsed().as_secs_f64());
+        self.processed.inc();
+    }
+
+    pub(crate) fn error(&self) {
+        self.errors.inc();
+    }
+}
+
+/// The next stage: its mailbox and its queue-depth gauge.
+#[derive(Clone)]
+pub(crate) struct Next {
+    recipient: Recipient<Work>,
+    depth: Gauge,
+}
+
+impl Next {
+    pub(crate) fn new(recipient: Recipient<Work>, stage: &str) -> Next {
+        Next {
+            recipient,
+            depth: metrics()
+                .stage_queue_depth
+                .get_or_create(&Metrics::stage(stage))
+                .clone(),
+        }
+    }
+
+    pub(crate) fn send(&self, work: Work) {
+        self.depth.inc();
+        // Unbounded in itself; bounded by the per-camera credits.
+        self.recipient.do_send(work);
+    }
+}
+
+/// Frames a camera may have inside the stages.
+pub(crate) struct Credits {
+    available: Mutex<usize>,
+    returned: Condvar,
+    capacity: usize,
+}
+
+impl Credits {
+    fn new(capacity: usize) -> Credits {
+        Credits {
+            available: Mutex::new(capacity),
+            returned: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Take a credit, waiting up to `wait`.
+    fn acquire(&self, wait: Duration) -> bool {
+        let guard = self.available.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut guard, _) = self
+            .returned
+            .wait_timeout_while(guard, wait, |n| *n == 0)
+            .unwrap_or_else(|p| p.into_inner());
+        if *guard == 0 {
+            return false;
+        }
+        *guard -= 1;
+        true
+    }
+
+    pub(crate) fn release(&self) {
+        let mut guard = self.available.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = (*guard + 1).min(self.capacity);
+        self.returned.notify_all();
+    }
+
+    fn all_returned(&self) -> bool {
+        *self.available.lock().unwrap_or_else(|p| p.into_inner()) == self.capacity
+    }
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    cameras: Vec<Addr<CameraActor>>,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    credits: Vec<Arc<Credits>>,
+    decide: Addr<decide::DecideActor>,
+    publish: Addr<publish::PublishActor>,
+    arbiters: Vec<Arbiter>,
+    registry: Arc<CameraRegistry>,
+}
+
+impl Pipeline {
+    /// Build the stages and start every enabled camera. Call inside an actix `System`.
+    pub fn start(
+        config: &Config,
+        gallery: Arc<GalleryService>,
+        events: EventBus,
+    ) -> Result<Pipeline, PipelineError> {
+        gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
+        let pc = &config.pipeline;
+        let m = metrics();
+        let publish_arbiter = Arbiter::new();
+        let publish = publish::PublishActor::start_in_arbiter(&publish_arbiter.handle(), {
+            let events = events.clone();
+            move |_| publish::PublishActor::new(events)
+        });
+        let decide_arbiter = Arbiter::new();
+        let cameras: Vec<_> = config.cameras.iter().filter(|c| c.enabled).collect();
+        let credits: HashMap<Arc<str>, Arc<Credits>> = cameras
+            .iter()
+            .map(|c| {
+                (
+                    Arc::from(c.id.as_str()),
+                    Arc::new(Credits::new(pc.max_in_flight)),
+                )
+            })
+            .collect();
+        let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
+            let (track, events_cfg) = (config.track.clone(), config.events.clone());
+            let (credits, publish) = (credits.clone(), publish.clone());
+            let top_k = config.matching.top_k;
+            move |_| {
+                decide::DecideActor::new(
+                    track,
+                    events_cfg.thumbnails,
+                    top_k,
+                    gallery,
+                    credits,
+                    publish,
+                )
+            }
+        });
+        let (embed, embed_backend) = engine::build_embed(config)?;
+        let model = embed.model_id().to_string();
+        m.inference_info
+            .get_or_create(&BackendLabel {
+                stage: "embed".into(),
+                backend: embed_backend,
+                model: model.clone(),
+            })
+            .set(1);
+        let embed_arbiter = Arbiter::new();
+        let embed_addr = batch::EmbedBatcher::start_in_arbiter(&embed_arbiter.handle(), {
+            let next = Next::new(decide.clone().recipient(), "decide");
+            let (max_batch, wait) = (
+                pc.embed_max_batch,
+                Duration::from_millis(pc.embed_max_wait_ms),
+            );
+            let min_quality = config.track.min_match_quality;
+            move |_| batch::EmbedBatcher::new(embed, max_batch, wait, min_quality, next)
+        });
+        let quality = SyncArbiter::start(1, {
+            let next = Next::new(embed_addr.recipient(), "embed");
+            let qc = config.quality.clone();
+            move || analyse::QualityActor::new(qc.clone(), next.clone())
+        });
+        let align = SyncArbiter::start(1, {
+            let next = Next::new(quality.recipient(), "quality");
+            move || analyse::AlignActor::new(next.clone())
+        });
+        let mut detectors = Vec::new();
+        for _ in 0..pc.detect_workers {
+            let (detect, backend) = engine::build_detect(config)?;
+            m.inference_info
+                .get_or_create(&BackendLabel {
+                    stage: "detect".into(),
+                    backend,
+                    model: "yunet".into(),
+                })
+                .set(1);
+            detectors.push(detect);
+        }
+        let detectors = Arc::new(Mutex::new(detectors));
+        let detect = SyncArbiter::start(pc.detect_workers, {
+            let next = Next::new(align.recipient(), "align");
+            let max_side = config.detect.max_side;
+            move || {
+                let detect = detectors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop()
+                    .expect("one detector session per worker");
+                analyse::DetectActor::new(detect, max_side, next.clone())
+            }
+        });
+        let detect_next = Next::new(detect.recipient(), "detect");
+
+        let registry = Arc::new(CameraRegistry::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut addrs, mut pumps, mut credit_list) = (Vec::new(), Vec::new(), Vec::new());
+        for camera in cameras {
+            let ring = FrameRing::new(pc.frame_queue);
+            let status = registry.add(CameraStatus {
+                id: camera.id.clone(),
+                url: camera.redacted_url(),
+                source: camera.source.clone(),
+                state: CameraState::Connecting,
+                since: chrono::Utc::now(),
+                last_error: None,
+                reconnects: 0,
+                frames_decoded: 0,
+                frames_analysed: 0,
+                frames_dropped: 0,
+                width: None,
+                height: None,
+            });
+            let id: Arc<str> = Arc::from(camera.id.as_str());
+            let credit = credits[&id].clone();
+            credit_list.push(credit.clone());
+            pumps.push(spawn_pump(
+                id,
+                ring.clone(),
+                credit,
+                detect_next.clone(),
+                stop.clone(),
+            ));
+            let actor = CameraActor::new(
+                camera.clone(),
+                pc.clone(),
+                status,
+                ring,
+                Some(events.clone()),
+            );
+            addrs.push(actor.start());
+        }
+        tracing::info!(
+            cameras = addrs.len(),
+            detect_workers = pc.detect_workers,
+            model = %model,
+            "streaming pipeline started"
+        );
+        Ok(Pipeline {
+            cameras: addrs,
+            pumps,
+            stop,
+            credits: credit_list,
+            decide,
+            publish,
+            arbiters: vec![publish_arbiter, decide_arbiter, embed_arbiter],
+            registry,
+        })
+    }
+
+    /// Every camera's status (for the API).
+    pub fn registry(&self) -> Arc<CameraRegistry> {
+        self.registry.clone()
+    }
+
+    /// Stop ingest, drain the stages, decide open tracks and write their events.
+    pub async fn shutdown(self, drain: Duration) {
+        for camera in &self.cameras {
+            let _ = camera.send(camera::Stop).await;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let pumps = self.pumps;
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in pumps {
+                let _ = p.join();
+            }
+        })
+        .await;
+        let deadline = Instant::now() + drain;
+        while !self.credits.iter().all(|c| c.all_returned()) {
+            if Instant::now() > deadline {
+                tracing::warn!("frames still in the stages at shutdown; their faces are lost");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.decide.send(TrackFlush).await;
+        let _ = self.publish.send(publish::Barrier).await;
+        for a in self.arbiters {
+            a.stop();
+        }
+        tracing::info!("streaming pipeline stopped");
+    }
+}
+
+/// Moves a camera's frames from its ring into the stages, one credit per frame.
+fn spawn_pump(
+    camera: Arc<str>,
+    ring: FrameRing,
+    credits: Arc<Credits>,
+    detect: Next,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("pump-{camera}"))
+        .spawn(move || {
+            let mut seq = 0u64;
+            let tick = Duration::from_millis(100);
+            while !stop.load(Ordering::Relaxed) {
+                if !credits.acquire(tick) {
+                    continue;
+                }
+                match ring.receiver().recv_timeout(tick) {
+                    Ok(captured) => {
+                        let meta = FrameMeta {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: captured.captured_at,
+                            captured_instant: captured.captured_instant,
+                            width: captured.frame.width,
+                            height: captured.frame.height,
+                        };
+                        seq += 1;
+                        detect.send(Work {
+                            meta,
+                            frame: Some(captured.frame),
+                            faces: Vec::new(),
+                        });
+                    }
+                    Err(_) => credits.release(),
+                }
+            }
+        })
+        .expect("spawning a pump thread")
+}

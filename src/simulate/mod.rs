@@ -1,0 +1,357 @@
+//! A camera simulator: real face photos moving across a scene, encoded to H.264 once and
+//! served over RTSP (gstreamer-rtsp-server) in a loop, in real time.
+//!
+//! Used by the integration tests (in-process), by `facestream simulate-camera` (a
+//! separate process the tests stop, restart and freeze) and by the benchmark. The clip
+//! is encoded once (x264, Main profile, an IDR every second so a client that joins
+//! late decodes within a second); serving it costs no encoding, so the simulated
+//! cameras do not steal CPU from the service under test.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+use image::RgbImage;
+
+/// Errors building or serving a simulated camera.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("GStreamer: {0}")]
+    Gstreamer(String),
+    #[error("the scene has no frames")]
+    Empty,
+    #[error("RTSP server cannot listen on {address}:{port}: {reason}")]
+    Listen {
+        address: String,
+        port: u16,
+        reason: String,
+    },
+}
+
+fn gst_err(e: impl std::fmt::Display) -> SimulateError {
+    SimulateError::Gstreamer(e.to_string())
+}
+
+/// One photo crossing the scene.
+#[derive(Clone)]
+pub struct Appearance {
+    pub photo: Arc<RgbImage>,
+    pub start_s: f32,
+    pub duration_s: f32,
+    /// Top-left corner at the start and at the end, in pixels.
+    pub from: [f32; 2],
+    pub to: [f32; 2],
+}
+
+/// What the simulated camera sees.
+#[derive(Clone)]
+pub struct Scene {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub duration_s: f32,
+    pub appearances: Vec<Appearance>,
+}
+
+impl Scene {
+    /// Photos walk across the scene one after another in `lanes` horizontal lanes, each
+    /// for `show_s` seconds, with `gap_s` of empty lane between two. Photos are scaled to
+    /// `photo_height` pixels.
+    pub fn parade(
+        (width, height, fps): (u32, u32, u32),
+        photos: &[RgbImage],
+        photo_height: u32,
+        (show_s, gap_s): (f32, f32),
+        lanes: usize,
+    ) -> Scene {
+        let lanes = lanes.max(1);
+        let lane_h = height as f32 / lanes as f32;
+        let mut appearances = Vec::new();
+        let mut lane_end = vec![0.0f32; lanes];
+        for (i, photo) in photos.iter().enumerate() {
+            let lane = i % lanes;
+            let scale = photo_height as f32 / photo.height() as f32;
+            let (w, h) = (
+                ((photo.width() as f32 * scale) as u32).min(width),
+                photo_height.min(height),
+            );
+            let scaled =
+                image::imageops::resize(photo, w, h, image::imageops::FilterType::Triangle);
+            let travel = (width as f32 - w as f32).max(0.0);
+            let y = (lane as f32 * lane_h + (lane_h - h as f32) / 2.0).max(0.0);
+            let start = lane_end[lane] + if lane_end[lane] > 0.0 { gap_s } else { 0.3 };
+            // alternate directions so tracks cross in the benchmark scene
+            let (from, to) = if i % 2 == 0 {
+                (0.15, 0.85)
+            } else {
+                (0.85, 0.15)
+            };
+            appearances.push(Appearance {
+                photo: Arc::new(scaled),
+                start_s: start,
+                duration_s: show_s,
+                from: [travel * from, y],
+                to: [travel * to, y],
+            });
+            lane_end[lane] = start + show_s;
+        }
+        let duration_s = lane_end.iter().cloned().fold(0.0, f32::max) + gap_s;
+        Scene {
+            width,
+            height,
+            fps,
+            duration_s,
+            appearances,
+        }
+    }
+
+    pub fn frames(&self) -> usize {
+        (self.duration_s * self.fps as f32).ceil() as usize
+    }
+
+    /// The frame at `t` seconds.
+    pub fn render(&self, t: f32) -> RgbImage {
+        let mut canvas = RgbImage::from_pixel(self.width, self.height, image::Rgb([96, 100, 104]));
+        for a in &self.appearances {
+            if t < a.start_s || t >= a.start_s + a.duration_s {
+                continue;
+            }
+            let k = (t - a.start_s) / a.duration_s;
+            let x = a.from[0] + (a.to[0] - a.from[0]) * k;
+            let y = a.from[1] + (a.to[1] - a.from[1]) * k;
+            image::imageops::overlay(&mut canvas, a.photo.as_ref(), x as i64, y as i64);
+        }
+        canvas
+    }
+}
+
+/// An encoded clip: H.264 access units (byte-stream), the first one an IDR.
+pub struct Clip {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub units: Vec<gst::Buffer>,
+}
+
+impl Clip {
+    pub fn duration_s(&self) -> f32 {
+        self.units.len() as f32 / self.fps as f32
+    }
+}
+
+/// Encode `scene` with x264 (Main profile, IDR every second).
+pub fn encode_h264(scene: &Scene) -> Result<Clip, SimulateError> {
+    gst::init().map_err(gst_err)?;
+    let frames = scene.frames();
+    if frames == 0 {
+        return Err(SimulateError::Empty);
+    }
+    let description = format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 \
+         ! videoconvert ! video/x-raw,format=I420 \
+         ! x264enc speed-preset=veryfast tune=zerolatency key-int-max={fps} bframes=0 \
+         ! video/x-h264,profile=main,stream-format=byte-stream,alignment=au \
+         ! appsink name=sink sync=false",
+        w = scene.width,
+        h = scene.height,
+        fps = scene.fps
+    );
+    let pipeline = gst::parse::launch(&description)
+        .map_err(gst_err)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| gst_err("not a pipeline"))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| gst_err("no appsrc"))?;
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| gst_err("no appsink"))?;
+    src.set_block(true);
+    src.set_max_bytes(scene.width as u64 * scene.height as u64 * 3 * 4);
+    pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
+    let frame_ns = 1_000_000_000u64 / scene.fps as u64;
+    let feeder = {
+        let (scene, src) = (scene.clone(), src.clone());
+        std::thread::spawn(move || {
+            for i in 0..frames {
+                let image = scene.render(i as f32 / scene.fps as f32);
+                let mut buffer = gst::Buffer::from_mut_slice(image.into_raw());
+                {
+                    let b = buffer.get_mut().expect("fresh buffer");
+                    b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
+                    b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+                }
+                if src.push_buffer(buffer).is_err() {
+                    return;
+                }
+            }
+            let _ = src.end_of_stream();
+        })
+    };
+    let mut units = Vec::with_capacity(frames);
+    while let Ok(sample) = sink.pull_sample() {
+        if let Some(buffer) = sample.buffer_owned() {
+            units.push(buffer);
+        }
+    }
+    let _ = feeder.join();
+    let _ = pipeline.set_state(gst::State::Null);
+    if units.is_empty() {
+        return Err(SimulateError::Empty);
+    }
+    Ok(Clip {
+        width: scene.width,
+        height: scene.height,
+        fps: scene.fps,
+        units,
+    })
+}
+
+/// An RTSP server on its own thread serving clips at `rtsp://address:port/<mount>`.
+/// Each client gets the clip from its start, looped, in real time.
+pub struct RtspServer {
+    pub address: String,
+    pub port: u16,
+    main_loop: glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    /// Listen on `address:port` (port 0: any free port) and serve `mounts`.
+    pub fn start(
+        address: &str,
+        port: u16,
+        mounts: Vec<(String, Arc<Clip>)>,
+    ) -> Result<RtspServer, SimulateError> {
+        gst::init().map_err(gst_err)?;
+        let context = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&context), false);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let (address, main_loop) = (address.to_string(), main_loop.clone());
+            std::thread::Builder::new()
+                .name("rtsp-server".into())
+                .spawn(move || {
+                    let outcome = context.with_thread_default(|| {
+                        let server = rtsp::RTSPServer::new();
+                        server.set_address(&address);
+                        server.set_service(&port.to_string());
+                        let points = server.mount_points().expect("server has mount points");
+                        for (mount, clip) in mounts {
+                            points.add_factory(&format!("/{mount}"), clip_factory(clip));
+                        }
+                        match server.attach(Some(&context)) {
+                            Ok(source) => {
+                                let _ = ready_tx.send(Ok(server.bound_port() as u16));
+                                main_loop.run();
+                                source.remove();
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.to_string()));
+                            }
+                        }
+                    });
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "RTSP server context unavailable");
+                    }
+                })
+                .map_err(gst_err)?
+        };
+        let listen_err = |reason: String| SimulateError::Listen {
+            address: address.to_string(),
+            port,
+            reason,
+        };
+        let bound = ready_rx
+            .recv()
+            .map_err(|_| listen_err("server thread ended".into()))?
+            .map_err(listen_err)?;
+        Ok(RtspServer {
+            address: address.to_string(),
+            port: bound,
+            main_loop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self, mount: &str) -> String {
+        format!("rtsp://{}:{}/{mount}", self.address, self.port)
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn clip_factory(clip: Arc<Clip>) -> rtsp::RTSPMediaFactory {
+    let factory = rtsp::RTSPMediaFactory::new();
+    factory.set_launch(
+        "( appsrc name=src format=time ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+    );
+    factory.set_shared(false);
+    factory.connect_media_configure(move |_, media| {
+        let element = media.element();
+        let Some(src) = element
+            .downcast_ref::<gst::Bin>()
+            .and_then(|b| b.by_name_recurse_up("src"))
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        else {
+            tracing::error!("simulated camera: no appsrc in the media");
+            return;
+        };
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .field("width", clip.width as i32)
+            .field("height", clip.height as i32)
+            .field("framerate", gst::Fraction::new(clip.fps as i32, 1))
+            .build();
+        src.set_caps(Some(&caps));
+        let clip = clip.clone();
+        let mut index = 0u64;
+        let frame_ns = 1_000_000_000u64 / clip.fps as u64;
+        src.set_callbacks(
+            gst_app::AppSrcCallbacks::builder()
+                .need_data(move |src, _| {
+                    let unit = &clip.units[(index % clip.units.len() as u64) as usize];
+                    let mut buffer = unit.copy();
+                    {
+                        let b = buffer.get_mut().expect("copied buffer is writable");
+                        b.set_pts(gst::ClockTime::from_nseconds(index * frame_ns));
+                        b.set_dts(gst::ClockTime::from_nseconds(index * frame_ns));
+                        b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+                    }
+                    index += 1;
+                    let _ = src.push_buffer(buffer);
+                })
+                .build(),
+        );
+    });
+    factory
+}
+
+/// Load photos for a scene, skipping (and reporting) unreadable ones.
+pub fn load_photos(paths: &[std::path::PathBuf]) -> Vec<RgbImage> {
+    paths
+        .iter()
+        .filter_map(|p| match image::open(p) {
+            Ok(i) => Some(i.to_rgb8()),
+            Err(e) => {
+                tracing::warn!(photo = %p.display(), error = %e, "photo skipped");
+                None
+            }
+        })
+        .collect()
+}
