@@ -436,10 +436,23 @@ async fn redeliver(
     Ok(HttpResponse::Ok().json(serde_json::json!({"redelivered": n})))
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text
+/// format 0.0.4 (curl, promtool, older scrapers).
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let m = crate::telemetry::metrics();
     m.gallery_templates.set(state.service.templates() as i64);
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(m.encode())
+    let openmetrics = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(m.encode())
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(crate::telemetry::to_text_format(&m.encode()))
+    }
 }

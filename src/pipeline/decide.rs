@@ -303,16 +303,16 @@ impl DecideActor {
         if undecided {
             self.consider(camera, &track, track.last_seen_ms, None, true);
         }
-        let state = self
+        let decided = self
             .camera(camera)
             .states
-            .remove(&track.id)
-            .unwrap_or_default();
-        let decided = state.decided.unwrap_or(Decided {
-            identity: None,
-            similarity: None,
-            margin: None,
-        });
+            .get(&track.id)
+            .and_then(|s| s.decided.clone())
+            .unwrap_or(Decided {
+                identity: None,
+                similarity: None,
+                margin: None,
+            });
         let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
         self.camera(camera).states.remove(&track.id);
         self.publish.do_send(Publish {

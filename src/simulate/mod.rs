@@ -251,7 +251,10 @@ impl RtspServer {
                             Ok(source) => {
                                 let _ = ready_tx.send(Ok(server.bound_port() as u16));
                                 main_loop.run();
-                                source.remove();
+                                // stop listening (the source may already be gone)
+                                if let Some(s) = context.find_source_by_id(&source) {
+                                    s.destroy();
+                                }
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e.to_string()));

@@ -195,7 +195,12 @@ impl Metrics {
         let tracks_active = Family::<CameraLabel, Gauge>::default();
         let matches = Family::<OutcomeLabel, Counter>::default();
         let match_similarity = Histogram::new(linear_buckets(0.0, 0.1, 10));
-        let end_to_end_latency = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        let end_to_end_latency = Histogram::new(
+            [
+                0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ]
+            .into_iter(),
+        );
         let inference_info = Family::<BackendLabel, Gauge>::default();
         use prometheus_client::registry::Unit;
         let counters: [(&str, &str, &Family<CameraLabel, Counter>); 7] = [
@@ -368,6 +373,37 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text → Prometheus text format 0.0.4: counter families are named with
+/// their `_total` suffix in `# HELP`/`# TYPE`, `# UNIT` and `# EOF` are dropped.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match header {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -394,6 +430,10 @@ mod tests {
             .inc();
         m.outbox_depth.get_or_create(&Metrics::endpoint("a")).set(3);
         let text = m.encode();
+        let classic = to_text_format(&text);
+        assert!(classic.contains("# TYPE facestream_events_published_total counter"));
+        assert!(classic.contains("# HELP facestream_events_published_total "));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
         for name in [
             "facestream_events_published_total{type=\"test\"}",
             "facestream_event_deliveries_total{endpoint=\"a\",outcome=\"delivered\"}",

@@ -1,0 +1,492 @@
+//! The streaming pipeline end to end: `facestream serve` watching RTSP cameras served by
+//! gstreamer-rtsp-server on 127.0.0.1 (real H.264 made from the real face fixtures),
+//! events checked at a signature-verifying webhook receiver.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::receiver::{Mode, Receiver, SECRET};
+use facestream::simulate::{self, RtspServer, Scene};
+use serde_json::Value;
+
+/// The pipeline tests share two cores; one at a time keeps them real-time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} failed");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facestream"));
+    c.env("FACESTREAM_MODELS_DIR", common::config().models.dir);
+    c
+}
+
+/// Enrol Obama (two photos) and Biden (one) through `facestream enroll`.
+fn enroll(config: &Path, dir: &Path) {
+    for (name, photos) in [
+        ("Obama", &["obama.jpg", "obama3.jpg"][..]),
+        ("Biden", &["biden.jpg"][..]),
+    ] {
+        let folder = dir.join("people").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for p in photos {
+            std::fs::copy(common::fixture(p), folder.join(p)).unwrap();
+        }
+    }
+    let out = bin()
+        .arg("--config")
+        .arg(config)
+        .args(["enroll", "--dir"])
+        .arg(dir.join("people"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write_config(
+    dir: &Path,
+    api_port: u16,
+    hook_port: u16,
+    camera_url: &str,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[gallery]
+database = "{dir}/gallery.db"
+[api]
+listen = "127.0.0.1:{api_port}"
+generated_key_file = "{dir}/admin.key"
+[events]
+outbox = "{dir}/outbox.db"
+retry_initial_ms = 50
+retry_max_ms = 500
+[[events.webhooks]]
+name = "hook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "{SECRET}"
+[[cameras]]
+id = "cam"
+url = "{camera_url}"
+{extra}
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn serve(config: &Path, dir: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    Proc(
+        bin()
+            .args(["--log", "info", "--config"])
+            .arg(config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn events(receiver: &Receiver) -> Vec<Value> {
+    let state = receiver.state.lock().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    state
+        .verified
+        .iter()
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn scrape(api_port: u16) -> String {
+    reqwest::blocking::get(format!("http://127.0.0.1:{api_port}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `series` (exact name and labels) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .trim()
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+fn identity_events(all: &[Value]) -> Vec<&Value> {
+    all.iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("identity."))
+        .collect()
+}
+
+#[test]
+fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-e2e-{}", uuid::Uuid::now_v7()));
+    let shown = ["obama2.jpg", "biden.jpg", "Tom_Hanks_54745.png", "t1.jpg"];
+    let photos = simulate::load_photos(&shown.map(common::fixture));
+    assert_eq!(photos.len(), 4);
+    let scene = Scene::parade((960, 540, 10), &photos, 300, (3.0, 2.0), 1);
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    let api_port = free_port();
+    let config = write_config(&dir, api_port, receiver.port, &camera.url("cam"), "");
+    enroll(&config, &dir);
+    let service = serve(&config, &dir);
+
+    wait_for("camera.up", Duration::from_secs(60), || {
+        events(&receiver).iter().any(|e| e["type"] == "camera.up")
+    });
+    // the whole scene once, plus the last track's end (lost_after 1.5 s) and delivery
+    std::thread::sleep(Duration::from_secs_f32(scene.duration_s + 3.0));
+    let metrics = scrape(api_port);
+    let all = events(&receiver);
+    let up = all.iter().find(|e| e["type"] == "camera.up").unwrap();
+    let up_at = time(&up["occurred_at"]);
+    // Assign each identity event of the first pass to the appearance it belongs to.
+    let mut per_appearance: Vec<Vec<&Value>> = vec![Vec::new(); scene.appearances.len()];
+    for e in identity_events(&all) {
+        let offset = (time(&e["first_seen"]) - up_at).num_milliseconds() as f32 / 1000.0;
+        if offset >= scene.duration_s - 0.5 {
+            continue; // the clip's second loop
+        }
+        let index = scene
+            .appearances
+            .iter()
+            .position(|a| offset >= a.start_s - 0.8 && offset <= a.start_s + a.duration_s)
+            .unwrap_or_else(|| {
+                panic!("identity event at +{offset:.2} s outside any appearance: {e}")
+            });
+        per_appearance[index].push(e);
+    }
+    let summary = |events: &[&Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{} {}", e["type"], e["identity"]["name"]))
+            .collect()
+    };
+    for (index, expected) in [(0usize, "Obama"), (1, "Biden")] {
+        let got = &per_appearance[index];
+        assert_eq!(got.len(), 1, "{}: {:?}", shown[index], summary(got));
+        let e = got[0];
+        assert_eq!(e["type"], "identity.recognized", "{e}");
+        assert_eq!(e["identity"]["name"], expected, "{e}");
+        assert!(e["similarity"].as_f64().unwrap() >= 0.5, "{e}");
+        assert_eq!(e["camera_id"], "cam");
+        assert_eq!(e["model"], "sface@2021dec");
+        assert!(time(&e["first_seen"]) <= time(&e["last_seen"]));
+    }
+    let hanks = &per_appearance[2];
+    assert_eq!(hanks.len(), 1, "Tom Hanks: {:?}", summary(hanks));
+    assert_eq!(hanks[0]["type"], "identity.unknown", "{}", hanks[0]);
+    assert!(hanks[0]["identity"].is_null());
+    // the group photo: six strangers, one event each
+    let group = &per_appearance[3];
+    assert_eq!(group.len(), 6, "group photo: {:?}", summary(group));
+    assert!(
+        group.iter().all(|e| e["type"] == "identity.unknown"),
+        "{:?}",
+        summary(group)
+    );
+    let tracks: std::collections::HashSet<&str> = group
+        .iter()
+        .map(|e| e["track_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tracks.len(), 6);
+    // every decided track also ended
+    let ended: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|e| e["type"] == "track.ended")
+        .map(|e| e["track_id"].as_str().unwrap())
+        .collect();
+    for e in per_appearance.iter().flatten() {
+        assert!(
+            ended.contains(e["track_id"].as_str().unwrap()),
+            "no track.ended for {e}"
+        );
+    }
+    assert_eq!(receiver.state.lock().unwrap().rejected_signatures, 0);
+
+    // the metrics the run must have produced, and promtool's opinion of them
+    for series in [
+        "facestream_camera_up{camera=\"cam\"}",
+        "facestream_camera_state{camera=\"cam\",state=\"live\"}",
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(1.0),
+            "{series} in\n{metrics}"
+        );
+    }
+    for series in [
+        "facestream_camera_frames_received_total{camera=\"cam\"}",
+        "facestream_camera_frames_decoded_total{camera=\"cam\"}",
+        "facestream_camera_frames_sampled_total{camera=\"cam\"}",
+        "facestream_faces_detected_total{camera=\"cam\"}",
+        "facestream_tracks_started_total{camera=\"cam\"}",
+        "facestream_stage_processed_total{stage=\"detect\"}",
+        "facestream_stage_processed_total{stage=\"align\"}",
+        "facestream_stage_processed_total{stage=\"quality\"}",
+        "facestream_stage_processed_total{stage=\"embed\"}",
+        "facestream_stage_processed_total{stage=\"decide\"}",
+        "facestream_stage_processed_total{stage=\"publish\"}",
+        "facestream_embed_batch_size_count",
+        "facestream_end_to_end_latency_seconds_count",
+    ] {
+        assert!(
+            sample(&metrics, series).unwrap_or(0.0) > 0.0,
+            "{series} in\n{metrics}"
+        );
+    }
+    assert!(
+        sample(
+            &metrics,
+            "facestream_matches_total{camera=\"cam\",outcome=\"recognized\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    let decoded = sample(
+        &metrics,
+        "facestream_camera_frames_decoded_total{camera=\"cam\"}",
+    )
+    .unwrap();
+    let sampled = sample(
+        &metrics,
+        "facestream_camera_frames_sampled_total{camera=\"cam\"}",
+    )
+    .unwrap();
+    // 10 fps camera, 5 detections/s
+    assert!(
+        (sampled / decoded - 0.5).abs() < 0.1,
+        "sampled {sampled} of {decoded}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "facestream_camera_frames_dropped_total{camera=\"cam\"}"
+        ),
+        Some(0.0)
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by `make test`)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // graceful shutdown: SIGTERM ends the process cleanly after draining
+    let mut service = service;
+    signal(&service.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = service.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("streaming pipeline stopped"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `facestream simulate-camera` in its own process, so the test can kill, restart and
+/// freeze it.
+fn simulator(port: u16) -> Proc {
+    let mut child = bin()
+        .arg("simulate-camera")
+        .arg(common::fixture("obama2.jpg"))
+        .args(["--port", &port.to_string()])
+        .args(["--width", "640", "--height", "360", "--fps", "10"])
+        .args([
+            "--photo-height",
+            "240",
+            "--show-seconds",
+            "2",
+            "--gap-seconds",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l == "ready");
+    assert!(ready, "simulate-camera did not start");
+    proc
+}
+
+fn camera_status(api_port: u16, key: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{api_port}/v1/cameras"))
+        .bearer_auth(key)
+        .send()
+        .and_then(|r| r.json::<Value>())
+        .map(|v| v["cameras"][0].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-restart-{}", uuid::Uuid::now_v7()));
+    let (camera_port, api_port) = (free_port(), free_port());
+    let receiver = Receiver::start(0, Mode::Accept);
+    let url = format!("rtsp://127.0.0.1:{camera_port}/cam1");
+    let extra = "[pipeline]\nstall_timeout_ms = 2000\nconnect_timeout_ms = 4000\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n";
+    let config = write_config(&dir, api_port, receiver.port, &url, extra);
+    enroll(&config, &dir);
+    let mut camera = simulator(camera_port);
+    let _service = serve(&config, &dir);
+    let key_file = dir.join("admin.key");
+    wait_for("the admin key", Duration::from_secs(60), || {
+        key_file.exists()
+    });
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let obama_events = |r: &Receiver| {
+        events(r)
+            .into_iter()
+            .filter(|e| e["type"] == "identity.recognized" && e["identity"]["name"] == "Obama")
+            .count()
+    };
+    wait_for("Obama recognized", Duration::from_secs(60), || {
+        obama_events(&receiver) >= 1
+    });
+    assert_eq!(camera_status(api_port, &key)["state"], "live");
+
+    // the camera goes away: down in metrics, the API and as an event
+    drop(camera);
+    wait_for("camera down", Duration::from_secs(15), || {
+        let s = camera_status(api_port, &key);
+        s["state"] == "backing-off" || s["state"] == "connecting"
+    });
+    wait_for("camera_up 0", Duration::from_secs(5), || {
+        sample(&scrape(api_port), "facestream_camera_up{camera=\"cam\"}") == Some(0.0)
+    });
+    wait_for("camera.down event", Duration::from_secs(10), || {
+        events(&receiver).iter().any(|e| e["type"] == "camera.down")
+    });
+    // … and comes back on the same address: reconnected, events resume, no restart
+    let before = obama_events(&receiver);
+    camera = simulator(camera_port);
+    wait_for(
+        "Obama again after the restart",
+        Duration::from_secs(60),
+        || obama_events(&receiver) > before,
+    );
+    let status = camera_status(api_port, &key);
+    assert_eq!(status["state"], "live", "{status}");
+    assert!(status["reconnects"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        sample(
+            &scrape(api_port),
+            "facestream_camera_reconnects_total{camera=\"cam\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    // a frozen server sends nothing and closes nothing: only the watchdog can tell
+    signal(&camera.0, "STOP");
+    wait_for("the watchdog", Duration::from_secs(15), || {
+        camera_status(api_port, &key)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("watchdog"))
+    });
+    let status = camera_status(api_port, &key);
+    assert_ne!(status["state"], "live", "{status}");
+    signal(&camera.0, "CONT");
+    wait_for("live after the freeze", Duration::from_secs(30), || {
+        camera_status(api_port, &key)["state"] == "live"
+    });
+    drop(camera);
+    let _ = std::fs::remove_dir_all(dir);
+}
