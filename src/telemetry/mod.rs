@@ -195,12 +195,9 @@ impl Metrics {
         let tracks_active = Family::<CameraLabel, Gauge>::default();
         let matches = Family::<OutcomeLabel, Counter>::default();
         let match_similarity = Histogram::new(linear_buckets(0.0, 0.1, 10));
-        let end_to_end_latency = Histogram::new(
-            [
-                0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
-            ]
-            .into_iter(),
-        );
+        let end_to_end_latency = Histogram::new([
+            0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+        ]);
         let inference_info = Family::<BackendLabel, Gauge>::default();
         use prometheus_client::registry::Unit;
         let counters: [(&str, &str, &Family<CameraLabel, Counter>); 7] = [
