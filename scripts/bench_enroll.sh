@@ -17,6 +17,8 @@ database = "$work/g.db"
 [api]
 listen = "127.0.0.1:$port"
 keys = [{ name = "bench", key = "$key", scope = "admin" }]
+[demo]
+mode = "off"
 TOML
 target/release/facestream --config "$work/c.toml" serve 2>"$work/log" &
 server=$!

@@ -14,16 +14,28 @@ struct Args {
     /// Config file layered over the embedded default (see config/default.toml).
     #[arg(long, global = true, env = "FACESTREAM_CONFIG")]
     config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `facestream=debug`.
+    /// Log filter, e.g. `info` or `facestream=debug` (default: `info` for `serve`,
+    /// `warn` for the other commands).
+    #[arg(long, global = true, env = "FACESTREAM_LOG")]
+    log: Option<String>,
+    /// Log lines as human-readable text or as JSON objects (one per line, for log
+    /// shippers).
     #[arg(
         long,
         global = true,
-        default_value = "warn,tract_onnx=error,tract_hir=error",
-        env = "FACESTREAM_LOG"
+        value_enum,
+        default_value = "text",
+        env = "FACESTREAM_LOG_FORMAT"
     )]
-    log: String,
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -60,10 +72,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    let level = if matches!(args.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = args
+        .log
+        .clone()
+        .unwrap_or_else(|| format!("{level},actix_server=warn,tract_onnx=error,tract_hir=error"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let command = match args.command {
         Command::Validate => return cli::validate(args.config.as_deref()),
         Command::SimulateCamera(a) => {

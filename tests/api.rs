@@ -58,6 +58,8 @@ keys = [
 ]
 [events]
 outbox = "{dir}/outbox.db"
+[demo]
+mode = "off"
 {extra}
 "#,
             db = dir.join("gallery.db").display(),
@@ -195,9 +197,20 @@ fn every_endpoint_and_error_status_over_http() {
         "/v1/health",
         "/v1/ready",
         "/v1/gallery/stale",
+        "/v1/cameras",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // without cameras configured the list is empty, and it needs a key
+    let (s, cams) = api.call("GET", "/cameras", Some(READER), None);
+    assert_eq!(
+        (s, cams["cameras"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    assert_eq!(
+        api.call("GET", "/cameras", None, None).0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Auth: missing, wrong, and read-only keys.
     let new = || {
@@ -686,7 +699,11 @@ fn the_gallery_survives_sigkill_and_restart() {
 fn refuses_a_public_address_without_a_configured_key() {
     let dir = common::temp_dir("api-public");
     let config = dir.join("c.toml");
-    std::fs::write(&config, "[api]\nlisten = \"0.0.0.0:18089\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[api]\nlisten = \"0.0.0.0:18089\"\n[demo]\nmode = \"off\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_facestream"))
         .arg("--config")
         .arg(&config)

@@ -54,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/verify", web::post().to(verify))
             .route("/gallery/stale", web::get().to(stale))
             .route("/cameras", web::get().to(cameras))
+            .route("/events/recent", web::get().to(recent_events))
             .route("/events/schema", web::get().to(event_schema))
             .route("/events/test", web::post().to(test_event))
             .route("/events/dead-letters", web::get().to(dead_letters))
@@ -133,6 +134,32 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 async fn cameras(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "cameras": state.cameras.snapshot() })))
+}
+
+#[derive(Deserialize)]
+struct RecentQuery {
+    #[serde(default = "default_recent")]
+    limit: usize,
+}
+
+fn default_recent() -> usize {
+    50
+}
+
+async fn recent_events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<RecentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let max = crate::events::webhook::RECENT_EVENTS;
+    if !(1..=max).contains(&query.limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit = {} must be within [1, {max}]",
+            query.limit
+        )));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.events.recent(query.limit) })))
 }
 
 async fn health() -> HttpResponse {

@@ -16,6 +16,7 @@ use facestream::events::webhook;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
 use facestream::pipeline::Pipeline;
+use facestream::simulate::demo;
 
 /// Open the store and build the gallery service (shared with `enroll`).
 pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
@@ -33,6 +34,19 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let service = Arc::new(gallery_service(config)?);
+    let mut config = config.clone();
+    let _demo = if config.demo.wanted(&config.cameras) {
+        let demo = demo::start(&config.demo, &service).context("starting the demo camera")?;
+        eprintln!(
+            "facestream: demo camera {} (set demo.mode = \"off\" or configure [[cameras]] to disable)",
+            demo.camera.url
+        );
+        config.cameras.push(demo.camera.clone());
+        Some(demo)
+    } else {
+        None
+    };
+    let config = &config;
     let keys = api::effective_keys(&config.api).context("preparing API keys")?;
     if config.api.keys.is_empty() {
         eprintln!(

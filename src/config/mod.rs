@@ -19,6 +19,7 @@ use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
 use crate::ingest::{CameraConfig, PipelineConfig};
+use crate::simulate::demo::DemoConfig;
 use crate::stages::detect::DetectConfig;
 use crate::stages::embed::EmbedConfig;
 use crate::stages::matching::MatchConfig;
@@ -82,6 +83,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub pipeline: PipelineConfig,
     pub track: TrackConfig,
+    pub demo: DemoConfig,
     /// Cameras (`[[cameras]]`); none in the embedded default.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -138,6 +140,7 @@ impl Config {
         self.events.validate(&mut problems);
         self.pipeline.validate(&mut problems);
         self.track.validate(&mut problems);
+        self.demo.validate(&mut problems);
         for camera in &self.cameras {
             camera.validate(&mut problems);
         }

@@ -91,7 +91,12 @@ struct Endpoint {
 pub struct EventBus {
     outbox: Arc<Outbox>,
     endpoints: Arc<Vec<Endpoint>>,
+    /// The latest events, newest last, for `GET /v1/events/recent` (memory only).
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<Event>>>,
 }
+
+/// Events kept for `GET /v1/events/recent`.
+pub const RECENT_EVENTS: usize = 200;
 
 impl EventBus {
     /// Durably enqueue `event` for every endpoint that wants it; returns rows written.
@@ -99,6 +104,13 @@ impl EventBus {
         let targets: Vec<&Endpoint> = self.endpoints.iter().filter(|e| (e.wants)(event)).collect();
         let names: Vec<&str> = targets.iter().map(|e| e.name.as_str()).collect();
         let written = self.outbox.enqueue(event, &names)?;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
         let m = crate::telemetry::metrics();
         m.events_published
             .get_or_create(&crate::telemetry::TypeLabel {
@@ -116,6 +128,13 @@ impl EventBus {
 
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// Up to `limit` of the latest events, newest first (whether or not any endpoint
+    /// subscribed to them).
+    pub fn recent(&self, limit: usize) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().take(limit).cloned().collect()
     }
 }
 
@@ -145,6 +164,25 @@ pub fn start(
             notify,
         });
     }
+    // Every endpoint's series exist from the start (at zero), so dashboards and
+    // `increase()` see them before the first failure.
+    let m = crate::telemetry::metrics();
+    for name in config
+        .webhooks
+        .iter()
+        .map(|w| &w.name)
+        .chain(config.mqtt.iter().map(|b| &b.name))
+    {
+        let label = crate::telemetry::Metrics::endpoint(name);
+        let _ = m.events_dead_lettered.get_or_create(&label);
+        let _ = m.outbox_depth.get_or_create(&label);
+        let _ = m.event_delivery_latency.get_or_create(&label);
+        for delivered in [true, false] {
+            let _ = m
+                .event_deliveries
+                .get_or_create(&crate::telemetry::Metrics::delivery(name, delivered));
+        }
+    }
     for broker in &config.mqtt {
         let notify = Arc::new(Notify::new());
         handles.push(tokio::spawn(super::mqtt::deliver_loop(
@@ -165,6 +203,7 @@ pub fn start(
         EventBus {
             outbox,
             endpoints: Arc::new(endpoints),
+            recent: Default::default(),
         },
         handles,
     )

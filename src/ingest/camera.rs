@@ -82,6 +82,22 @@ impl CameraActor {
         ring: FrameRing,
         events: Option<EventBus>,
     ) -> CameraActor {
+        // The camera's series exist from the start, at zero.
+        let m = metrics();
+        let label = Metrics::camera(&config.id);
+        let _ = m.camera_reconnects.get_or_create(&label);
+        let _ = m.camera_frames_received.get_or_create(&label);
+        let _ = m.camera_frames_decoded.get_or_create(&label);
+        let _ = m.camera_frames_sampled.get_or_create(&label);
+        let _ = m.camera_frames_dropped.get_or_create(&label);
+        let _ = m.faces_detected.get_or_create(&label);
+        let _ = m.tracks_started.get_or_create(&label);
+        let _ = m.tracks_active.get_or_create(&label);
+        for outcome in ["recognized", "unknown", "low_quality"] {
+            let _ = m
+                .matches
+                .get_or_create(&Metrics::outcome(&config.id, outcome));
+        }
         CameraActor {
             config,
             pipeline_config,

@@ -7,6 +7,8 @@
 //! late decodes within a second); serving it costs no encoding, so the simulated
 //! cameras do not steal CPU from the service under test.
 
+pub mod demo;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 

@@ -1,0 +1,317 @@
+//! Operations: the demo camera of the embedded default, the Grafana dashboards and the
+//! Prometheus configuration checked against the service, and the config reference.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::receiver::{Mode, Receiver, SECRET};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("config/prometheus"))
+        .output()
+        .expect("promtool (Debian package prometheus, installed by `make test`)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_config_and_alert_rules_pass_promtool() {
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "alerts.yml"]);
+    // the rules' own unit tests: each alert fires on the series it is meant for
+    promtool(&["test", "rules", "alerts.test.yml"]);
+}
+
+/// `facestream_…` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("facestream_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.push(expr[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+/// Every sample name a scrape exposes, with histogram series names for declared
+/// histograms (a family without samples yet is still declared by `# TYPE`).
+fn exported(scrape: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in scrape.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            names.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, serde_json::from_str(&text).unwrap()));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The README's run command in miniature: `facestream serve` on the embedded default
+/// (only data paths and ports moved into a temp folder) starts the demo camera, enrols
+/// the demo identities and produces identity events within a minute; its /metrics
+/// exports every metric the dashboards and alert rules query.
+#[test]
+fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real_metric() {
+    let dir = common::temp_dir(&format!("operations-{}", uuid::Uuid::now_v7()));
+    let (api_port, demo_port) = (free_port(), free_port());
+    let receiver = Receiver::start(0, Mode::Accept);
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
+             [[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n\
+             [demo]\nlisten = \"127.0.0.1:{demo_port}\"\nphotos = \"{}\"\n",
+            receiver.port,
+            common::fixtures().display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let _service = Proc(
+        Command::new(env!("CARGO_BIN_EXE_facestream"))
+            .env("FACESTREAM_MODELS_DIR", common::config().models.dir)
+            .args(["--log-format", "json", "--config"])
+            .arg(&config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let key_file = dir.join("admin.key");
+    let recent = |key: &str| -> Vec<Value> {
+        reqwest::blocking::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{api_port}/v1/events/recent?limit=200"
+            ))
+            .bearer_auth(key)
+            .send()
+            .and_then(|r| r.json::<Value>())
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut events = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(key) = std::fs::read_to_string(&key_file) {
+            events = recent(key.trim());
+            let seen = |kind: &str| events.iter().any(|e| e["type"] == kind);
+            if seen("identity.recognized") && seen("identity.unknown") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    let names: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "identity.recognized")
+        .filter_map(|e| e["identity"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains("Obama") || names.contains("Biden"),
+        "no demo identity recognised within {:?}: {events:?}\n{log}",
+        started.elapsed()
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "identity.unknown"),
+        "{events:?}"
+    );
+    assert!(
+        names.iter().all(|n| ["Obama", "Biden"].contains(n)),
+        "{names:?}"
+    );
+    // JSON logs: every line an object
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with('{') {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(
+                v["level"].is_string() && v["timestamp"].is_string(),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        log.lines().any(|l| l.contains("\"message\":\"event\"")),
+        "{log}"
+    );
+    // webhook deliveries happened (delivery metrics have samples)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && receiver.accepted_ids().is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scrape = reqwest::blocking::get(format!("http://127.0.0.1:{api_port}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let exported = exported(&scrape);
+
+    let mut queried = BTreeSet::new();
+    for (file, d) in dashboards() {
+        assert!(
+            d["uid"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("facestream-")),
+            "{file}"
+        );
+        let vars = d["templating"]["list"].as_array().unwrap();
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource"),
+            "{file}: no datasource variable"
+        );
+        let panels = d["panels"].as_array().unwrap();
+        assert!(panels.len() >= 4, "{file}");
+        for p in panels {
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "{file}: {}",
+                p["title"]
+            );
+            let targets = p["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{file}: {} has no query", p["title"]);
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap();
+                let names = metric_names(expr);
+                assert!(!names.is_empty(), "{file}: {expr}");
+                for name in names {
+                    assert!(
+                        exported.contains(&name),
+                        "{file}: panel {} queries {name}, which /metrics does not export",
+                        p["title"]
+                    );
+                    queried.insert(name);
+                }
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(root().join("config/prometheus/alerts.yml")).unwrap();
+    for name in metric_names(&rules) {
+        assert!(
+            exported.contains(&name),
+            "alerts.yml queries {name}, not exported"
+        );
+    }
+    // the four dashboards cover cameras, stages, recognition and delivery
+    for must in [
+        "facestream_camera_up",
+        "facestream_stage_latency_seconds_bucket",
+        "facestream_stage_queue_depth",
+        "facestream_embed_batch_size_bucket",
+        "facestream_matches_total",
+        "facestream_match_similarity_bucket",
+        "facestream_outbox_depth",
+        "facestream_events_dead_lettered_total",
+    ] {
+        assert!(queried.contains(must), "no dashboard shows {must}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every key of the effective configuration is documented in README.md.
+#[test]
+fn every_config_key_is_documented() {
+    let config = facestream::config::Config::load(None).unwrap();
+    let value = toml::Value::try_from(&config).unwrap();
+    let mut keys = Vec::new();
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    walk("", &value, &mut keys);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for key in &keys {
+        let (section, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let top = key.split('.').next().unwrap();
+        let documented = readme.contains(&format!("`{key}`"))
+            || readme.contains(&format!("`{top}.*`"))
+            || readme.lines().any(|l| {
+                l.starts_with('|')
+                    && l.contains(&format!("`{section}."))
+                    && l.contains(&format!("`{leaf}`"))
+            });
+        if !documented {
+            missing.push(key.clone());
+        }
+    }
+    assert!(keys.len() > 60, "{keys:?}");
+    assert!(missing.is_empty(), "undocumented config keys: {missing:?}");
+}
