@@ -17,7 +17,7 @@ export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
 .PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-backends \
-	models-tflite build-litert build-tract bench-search clean-cache
+	models-tflite build-litert build-tract bench-search bench-cameras clean-cache
 
 setup: apt venv models fixtures build
 
@@ -41,8 +41,10 @@ build:
 	@command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
 	cargo build $(CARGO_FLAGS)
 
-# The main job: the service on its embedded default config (REST API on 127.0.0.1:8080;
-# the admin key is written to data/api-admin.key at first start). Ctrl-C stops it.
+# The main job: the service on its embedded default config — REST API on 127.0.0.1:8080
+# (admin key written to data/api-admin.key at first start) and, with no cameras
+# configured, the demo camera (the face fixtures over RTSP on 127.0.0.1:8554, Obama and
+# Biden enrolled). Ctrl-C stops it gracefully.
 run: setup
 	target/release/facestream serve
 
@@ -66,6 +68,10 @@ bench-backends: setup build-tract
 bench-search: setup
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check faiss-cpu==1.13.0
 	taskset -c 0 $(VENV)/bin/python scripts/bench_search.py
+
+# Simultaneous 1080p25 H.264 RTSP cameras in real time on this machine (LFW people).
+bench-cameras: setup
+	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8,10}
 
 build-tract:
 	cargo build $(CARGO_FLAGS) --features tract

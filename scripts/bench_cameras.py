@@ -12,7 +12,10 @@ window from two /metrics scrapes and /proc CPU counters:
   interpolated inside the histogram buckets like PromQL's histogram_quantile);
 - CPU: the service process in cores, split into the pipeline stages (time inside each
   stage's handler) and the rest (GStreamer: RTSP, depay, decode, frame copies);
-  the simulator's CPU is reported separately.
+  the simulator's CPU is reported separately;
+- baseline, same run: `gst-launch-1.0` receiving and decoding the same N streams and
+  throwing the frames away (rtspsrc ! rtph264depay ! h264parse ! avdec_h264 ! fakesink),
+  its CPU over the same window length — the floor any RTSP face service pays.
 
 Usage: scripts/bench_cameras.py --lfw ../shared/datasets/lfw-gray/images --cameras 2,4,6
 """
@@ -175,6 +178,20 @@ def main():
             finally:
                 serve.send_signal(signal.SIGTERM)
                 serve.wait(timeout=60)
+            # baseline: decode only, same streams, same window length
+            launch = ["gst-launch-1.0", "-q"]
+            for i in range(1, n + 1):
+                launch += ["rtspsrc", f"location=rtsp://127.0.0.1:{cam_port}/cam{i}", "protocols=tcp", "latency=200",
+                           "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "fakesink", "sync=false"]
+            base = subprocess.Popen(launch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(args.warmup / 2)
+                ba = cpu_seconds(base.pid)
+                time.sleep(args.seconds / 2)
+                base_cores = (cpu_seconds(base.pid) - ba) / (args.seconds / 2)
+            finally:
+                base.terminate()
+                base.wait()
             dt = tb - ta
             per_cam = []
             for i in range(1, n + 1):
@@ -190,8 +207,6 @@ def main():
             service_cores = (cpu_b - cpu_a) / dt
             threads = {k: (thr_b.get(k, 0) - thr_a.get(k, 0)) / dt for k in thr_b}
             threads = dict(sorted(((k, v) for k, v in threads.items() if v > 0.005), key=lambda kv: -kv[1]))
-            matches = {o: delta(a, b, f'facestream_matches_total{{camera="cam{i}",outcome="{o}"}}')
-                       for o in ["recognized", "unknown", "low_quality"] for i in range(1, n + 1)}
             outcome = {o: sum(delta(a, b, f'facestream_matches_total{{camera="cam{i}",outcome="{o}"}}')
                               for i in range(1, n + 1)) for o in ["recognized", "unknown", "low_quality"]}
             r = {
@@ -207,9 +222,9 @@ def main():
                 "stage_cores": {k: round(v, 3) for k, v in stages.items()},
                 "threads_cores": {k: round(v, 3) for k, v in threads.items()},
                 "simulator_cores": round((sim_b - sim_a) / dt, 3),
+                "baseline_decode_only_cores": round(base_cores, 3),
                 "loadavg": os.getloadavg(),
             }
-            del matches
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
@@ -218,14 +233,14 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
                    "cores": os.cpu_count(), "results": results}, f, indent=2)
-    print("\n| cameras | decoded fps/cam | analysed fps/cam | worst drop % | p50 latency | p95 latency | service cores | stages (cores) | simulator cores |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| cameras | decoded fps/cam | analysed fps/cam | worst drop % | p50 latency | p95 latency | service cores | decode-only baseline cores | stages (cores) | simulator cores |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda v: "–" if v is None else f"{v * 1000:.0f} ms"
         st = ", ".join(f"{k} {v:.3f}" for k, v in r["stage_cores"].items())
         print(f"| {r['cameras']} | {r['decoded_fps_per_camera']} | {r['analysed_fps_per_camera']} | "
               f"{r['dropped_pct_worst_camera']} | {fmt(r['latency_p50_s'])} | {fmt(r['latency_p95_s'])} | "
-              f"{r['service_cores']} | {st} | {r['simulator_cores']} |")
+              f"{r['service_cores']} | {r['baseline_decode_only_cores']} | {st} | {r['simulator_cores']} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

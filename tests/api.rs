@@ -56,10 +56,10 @@ keys = [
   {{ name = "ops", key = "{ADMIN}", scope = "admin" }},
   {{ name = "viewer", key = "{READER}", scope = "read" }},
 ]
-[events]
-outbox = "{dir}/outbox.db"
 [demo]
 mode = "off"
+[events]
+outbox = "{dir}/outbox.db"
 {extra}
 "#,
             db = dir.join("gallery.db").display(),

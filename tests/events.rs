@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> Ev
         retry_initial_ms: 50,
         retry_max_ms: 400,
         thumbnails: false,
+        retention_s: 604_800,
         webhooks: hooks
             .iter()
             .map(|(name, port)| WebhookConfig {

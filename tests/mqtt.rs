@@ -109,6 +109,7 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
         retry_initial_ms: 50,
         retry_max_ms: 300,
         thumbnails: false,
+        retention_s: 604_800,
         webhooks: vec![],
         mqtt: vec![MqttConfig {
             name: "broker".into(),

@@ -87,6 +87,7 @@ fn write_config(
     hook_port: u16,
     camera_url: &str,
     extra: &str,
+    thumbnails: bool,
 ) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
@@ -102,6 +103,7 @@ generated_key_file = "{dir}/admin.key"
 outbox = "{dir}/outbox.db"
 retry_initial_ms = 50
 retry_max_ms = 500
+thumbnails = {thumbnails}
 [[events.webhooks]]
 name = "hook"
 url = "http://127.0.0.1:{hook_port}/hook"
@@ -194,7 +196,7 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
     let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
     let receiver = Receiver::start(0, Mode::Accept);
     let api_port = free_port();
-    let config = write_config(&dir, api_port, receiver.port, &camera.url("cam"), "");
+    let config = write_config(&dir, api_port, receiver.port, &camera.url("cam"), "", true);
     enroll(&config, &dir);
     let service = serve(&config, &dir);
 
@@ -239,6 +241,13 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
         assert_eq!(e["camera_id"], "cam");
         assert_eq!(e["model"], "sface@2021dec");
         assert!(time(&e["first_seen"]) <= time(&e["last_seen"]));
+        // events.thumbnails = true: the best aligned face as a JPEG
+        use base64::Engine as _;
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(e["thumbnail_jpeg"].as_str().expect("thumbnail"))
+            .unwrap();
+        let face = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((face.width(), face.height()), (112, 112));
     }
     let hanks = &per_appearance[2];
     assert_eq!(hanks.len(), 1, "Tom Hanks: {:?}", summary(hanks));
@@ -401,13 +410,21 @@ fn simulator(port: u16) -> Proc {
     proc
 }
 
-fn camera_status(api_port: u16, key: &str) -> Value {
+fn cameras(api_port: u16, key: &str) -> Vec<Value> {
     reqwest::blocking::Client::new()
         .get(format!("http://127.0.0.1:{api_port}/v1/cameras"))
         .bearer_auth(key)
         .send()
         .and_then(|r| r.json::<Value>())
-        .map(|v| v["cameras"][0].clone())
+        .ok()
+        .and_then(|v| v["cameras"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn camera_status(api_port: u16, key: &str) -> Value {
+    cameras(api_port, key)
+        .into_iter()
+        .find(|c| c["id"] == "cam")
         .unwrap_or(Value::Null)
 }
 
@@ -418,8 +435,16 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     let (camera_port, api_port) = (free_port(), free_port());
     let receiver = Receiver::start(0, Mode::Accept);
     let url = format!("rtsp://127.0.0.1:{camera_port}/cam1");
-    let extra = "[pipeline]\nstall_timeout_ms = 2000\nconnect_timeout_ms = 4000\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n";
-    let config = write_config(&dir, api_port, receiver.port, &url, extra);
+    // Beside the good camera: a URL where nothing listens, the right server with the
+    // wrong codec, and a pipeline naming an element that does not exist.
+    let extra = format!(
+        "[pipeline]\nstall_timeout_ms = 2000\nconnect_timeout_ms = 4000\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n\
+         [[cameras]]\nid = \"nobody\"\nurl = \"rtsp://127.0.0.1:{}/cam1\"\n\
+         [[cameras]]\nid = \"wrongcodec\"\nurl = \"{url}\"\nsource = \"rtsp-h265\"\n\
+         [[cameras]]\nid = \"broken\"\nurl = \"{url}\"\npipeline = \"rtspsrc location={{url}} ! nosuchdecoder ! appsink name=frames\"\n",
+        free_port()
+    );
+    let config = write_config(&dir, api_port, receiver.port, &url, &extra, false);
     enroll(&config, &dir);
     let mut camera = simulator(camera_port);
     let _service = serve(&config, &dir);
@@ -441,6 +466,30 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
         obama_events(&receiver) >= 1
     });
     assert_eq!(camera_status(api_port, &key)["state"], "live");
+    // the bad cameras are reported, each with its reason, and the good one is unaffected
+    let by_id = |id: &str| {
+        cameras(api_port, &key)
+            .into_iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+    };
+    let broken = by_id("broken");
+    assert_eq!(broken["state"], "failed", "{broken}");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("nosuchdecoder"),
+        "{broken}"
+    );
+    let error = |id: &str| by_id(id)["last_error"].as_str().unwrap_or("").to_string();
+    wait_for("the bad cameras' errors", Duration::from_secs(20), || {
+        !error("nobody").is_empty() && error("wrongcodec").contains("cameras.source")
+    });
+    for id in ["nobody", "wrongcodec"] {
+        let c = by_id(id);
+        assert_ne!(c["state"], "live", "{c}");
+    }
 
     // the camera goes away: down in metrics, the API and as an event
     drop(camera);

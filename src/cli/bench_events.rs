@@ -90,6 +90,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
         retry_initial_ms: 1000,
         retry_max_ms: 300_000,
         thumbnails: false,
+        retention_s: 604_800,
         webhooks: hooks,
         mqtt: vec![],
     };

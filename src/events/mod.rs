@@ -134,6 +134,9 @@ pub struct EventsConfig {
     pub retry_max_ms: u64,
     /// Attach a face thumbnail (JPEG, base64) to identity events. Off: privacy first.
     pub thumbnails: bool,
+    /// Delivered and dead-lettered rows older than this are deleted from the outbox
+    /// (checked every 10 minutes): the outbox is a delivery queue, not an archive.
+    pub retention_s: u64,
     /// Webhook endpoints.
     pub webhooks: Vec<webhook::WebhookConfig>,
     /// MQTT brokers (same outbox, QoS 1).
@@ -145,6 +148,12 @@ impl EventsConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if self.outbox.is_empty() {
             problems.push("events.outbox must not be empty".into());
+        }
+        if self.retention_s < 3600 {
+            problems.push(format!(
+                "events.retention_s = {} must be at least 3600",
+                self.retention_s
+            ));
         }
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
             problems.push("events.retry_initial_ms must be > 0 and ≤ events.retry_max_ms".into());

@@ -194,6 +194,16 @@ impl Outbox {
             .map_err(err)
     }
 
+    /// Delete delivered and dead-lettered rows created before `older_than_ms`.
+    pub fn purge(&self, older_than_ms: i64) -> Result<usize, OutboxError> {
+        self.conn()
+            .execute(
+                "DELETE FROM outbox WHERE state IN ('delivered', 'dead') AND created_ms < ?1",
+                params![older_than_ms],
+            )
+            .map_err(err)
+    }
+
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
         let conn = self.conn();
         let mut stmt = conn
@@ -284,6 +294,10 @@ mod tests {
         drop(o);
         // Reopened (as after a crash): pending rows are still there.
         let o = Outbox::open(&dir.join("o.db")).unwrap();
+        assert_eq!(o.depth("b").unwrap(), 1);
+        // retention: the delivered row of `a` goes, the pending row of `b` stays
+        assert_eq!(o.purge(now_ms() - 60_000).unwrap(), 0);
+        assert_eq!(o.purge(now_ms() + 1).unwrap(), 1);
         assert_eq!(o.depth("b").unwrap(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -183,6 +183,11 @@ pub fn start(
                 .get_or_create(&crate::telemetry::Metrics::delivery(name, delivered));
         }
     }
+    handles.push(tokio::spawn(purge_loop(
+        outbox.clone(),
+        config.retention_s,
+        shutdown.clone(),
+    )));
     for broker in &config.mqtt {
         let notify = Arc::new(Notify::new());
         handles.push(tokio::spawn(super::mqtt::deliver_loop(
@@ -207,6 +212,26 @@ pub fn start(
         },
         handles,
     )
+}
+
+/// Delete delivered and dead rows past `events.retention_s`, at start and every 10 min.
+async fn purge_loop(outbox: Arc<Outbox>, retention_s: u64, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let cutoff = super::outbox::now_ms() - (retention_s as i64).saturating_mul(1000);
+        match outbox.purge(cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rows = n,
+                retention_s,
+                "outbox: old delivered/dead rows deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn deliver_loop(
@@ -409,7 +434,7 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
         let config: EventsConfig = toml::from_str(
-            "outbox = 'x'\ndead_letter_after_s = 60\nretry_initial_ms = 100\nretry_max_ms = 1000\nthumbnails = false\nwebhooks = []",
+            "outbox = 'x'\ndead_letter_after_s = 60\nretry_initial_ms = 100\nretry_max_ms = 1000\nthumbnails = false\nretention_s = 604800\nwebhooks = []",
         )
         .unwrap();
         for attempts in 0..3 {

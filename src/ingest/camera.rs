@@ -189,7 +189,9 @@ impl CameraActor {
                         let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
                         let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
                         let mut reason = format!("{from}: {}", e.error());
-                        if debug.contains("not-negotiated") {
+                        // not-linked: the depayloader refused the stream's RTP caps;
+                        // not-negotiated: the decoder refused the stream
+                        if debug.contains("not-negotiated") || debug.contains("not-linked") {
                             reason.push_str(&format!(
                                 " — the stream's format does not match source `{source}` (check cameras.source)"
                             ));
