@@ -110,6 +110,8 @@ pipeline = dashboard("facestream-pipeline", "facestream / Pipeline", "Per-stage 
         ("rate(facestream_embed_batch_size_sum[5m]) / clamp_min(rate(facestream_embed_batch_size_count[5m]), 1e-9)", "mean"),
         ("histogram_quantile(0.95, sum by (le) (rate(facestream_embed_batch_size_bucket[5m])))", "p95"),
     ]),
+    panel("Faces at the embed stage", [("sum by (outcome) (rate(facestream_embed_faces_total[5m]))", "{{outcome}}")], unit="ops",
+          description="embedded; low_quality: below track.min_match_quality; decided_track: the track's identity event is already out"),
     panel("Inference backend", [("facestream_inference_info", "{{stage}}: {{backend}} ({{model}})")], kind="table", w=24, h=5),
 ], camera_var=False)
 

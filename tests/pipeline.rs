@@ -304,6 +304,9 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
         "facestream_stage_processed_total{stage=\"decide\"}",
         "facestream_stage_processed_total{stage=\"publish\"}",
         "facestream_embed_batch_size_count",
+        // faces of tracks already decided are not embedded again
+        "facestream_embed_faces_total{camera=\"cam\",outcome=\"decided_track\"}",
+        "facestream_embed_faces_total{camera=\"cam\",outcome=\"embedded\"}",
         "facestream_end_to_end_latency_seconds_count",
     ] {
         assert!(
@@ -538,4 +541,35 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     });
     drop(camera);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every shipped template names only elements this GStreamer has, parses into a pipeline
+/// with the `frames` appsink and the `decoder` the received-frames counter hooks.
+#[test]
+fn every_pipeline_template_builds_with_the_installed_plugins() {
+    use facestream::ingest::{CameraConfig, TEMPLATES};
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    for (name, _) in TEMPLATES {
+        let url = match name {
+            n if n.starts_with("rtsp") => "rtsp://127.0.0.1:1/x",
+            "http-mjpeg" => "http://127.0.0.1:1/video.mjpg",
+            "file" => "file:///nonexistent.mp4",
+            _ => "test://",
+        };
+        let camera: CameraConfig =
+            toml::from_str(&format!("id = \"t\"\nurl = \"{url}\"\nsource = \"{name}\"")).unwrap();
+        let mut problems = Vec::new();
+        camera.validate(&mut problems);
+        assert!(problems.is_empty(), "{name}: {problems:?}");
+        let description = camera.description().unwrap();
+        let pipeline = gstreamer::parse::launch(&description)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{description}"))
+            .downcast::<gstreamer::Pipeline>()
+            .unwrap();
+        assert!(pipeline.by_name("frames").is_some(), "{name}");
+        if name != "file" && name != "test" {
+            assert!(pipeline.by_name("decoder").is_some(), "{name}");
+        }
+    }
 }

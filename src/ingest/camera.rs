@@ -98,6 +98,11 @@ impl CameraActor {
                 .matches
                 .get_or_create(&Metrics::outcome(&config.id, outcome));
         }
+        for outcome in ["embedded", "low_quality", "decided_track"] {
+            let _ = m
+                .embed_faces
+                .get_or_create(&Metrics::outcome(&config.id, outcome));
+        }
         CameraActor {
             config,
             pipeline_config,

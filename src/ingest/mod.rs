@@ -145,7 +145,8 @@ impl CameraConfig {
         redact_url(&self.url)
     }
 
-    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+    /// Append every problem with this camera to `problems`.
+    pub fn validate(&self, problems: &mut Vec<String>) {
         let id_ok = !self.id.is_empty()
             && self.id.len() <= 64
             && self

@@ -73,6 +73,7 @@ impl Handler<Work> for DetectActor {
                                 aligned: None,
                                 quality: None,
                                 embedding: None,
+                                wanted: false,
                             }
                         })
                         .collect();

@@ -1,6 +1,7 @@
 //! Dynamic embedding batches across cameras.
 //!
-//! Faces good enough to recognise (quality ≥ `track.min_match_quality`) wait until
+//! Faces good enough to recognise (quality ≥ `track.min_match_quality`) and not on a
+//! track whose identity is already decided (see [`super::DecidedTracks`]) wait until
 //! `pipeline.embed_max_batch` faces are pending or the oldest has waited
 //! `pipeline.embed_max_wait_ms`, then go through the embedder in one batch. Frames without
 //! such faces pass straight on. The actor has its own thread (arbiter), so inference
@@ -10,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{Meter, Next, Work};
+use std::sync::Arc;
+
+use super::{epoch_ms, DecidedTracks, Meter, Next, Work};
 use crate::stages::align::AlignedFace;
 use crate::stages::embed::Embed;
 use crate::telemetry::metrics;
@@ -20,6 +23,7 @@ pub(super) struct EmbedBatcher {
     max_batch: usize,
     max_wait: Duration,
     min_quality: f32,
+    decided: Arc<DecidedTracks>,
     pending: Vec<Work>,
     pending_faces: usize,
     timer: Option<SpawnHandle>,
@@ -33,6 +37,7 @@ impl EmbedBatcher {
         max_batch: usize,
         max_wait: Duration,
         min_quality: f32,
+        decided: Arc<DecidedTracks>,
         next: Next,
     ) -> EmbedBatcher {
         EmbedBatcher {
@@ -40,6 +45,7 @@ impl EmbedBatcher {
             max_batch,
             max_wait,
             min_quality,
+            decided,
             pending: Vec::new(),
             pending_faces: 0,
             timer: None,
@@ -48,11 +54,33 @@ impl EmbedBatcher {
         }
     }
 
-    fn eligible(&self, work: &Work) -> usize {
-        work.faces
-            .iter()
-            .filter(|f| f.aligned.is_some() && f.quality.unwrap_or(0.0) >= self.min_quality)
-            .count()
+    /// Mark the faces to embed; returns how many.
+    fn select(&self, work: &mut Work) -> usize {
+        let ts = epoch_ms(work.meta.captured_at);
+        let m = metrics();
+        let mut wanted = 0;
+        for face in &mut work.faces {
+            let outcome =
+                if face.aligned.is_none() || face.quality.unwrap_or(0.0) < self.min_quality {
+                    "low_quality"
+                } else if self
+                    .decided
+                    .covers(&work.meta.camera, &face.detection.bbox, ts)
+                {
+                    "decided_track"
+                } else {
+                    "embedded"
+                };
+            face.wanted = outcome == "embedded";
+            wanted += usize::from(face.wanted);
+            m.embed_faces
+                .get_or_create(&crate::telemetry::Metrics::outcome(
+                    &work.meta.camera,
+                    outcome,
+                ))
+                .inc();
+        }
+        wanted
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -65,7 +93,6 @@ impl EmbedBatcher {
         let started = Instant::now();
         let mut pending = std::mem::take(&mut self.pending);
         self.pending_faces = 0;
-        let min_quality = self.min_quality;
         let slots: Vec<(usize, usize)> = pending
             .iter()
             .enumerate()
@@ -73,9 +100,7 @@ impl EmbedBatcher {
                 w.faces
                     .iter()
                     .enumerate()
-                    .filter(move |(_, f)| {
-                        f.aligned.is_some() && f.quality.unwrap_or(0.0) >= min_quality
-                    })
+                    .filter(|(_, f)| f.wanted)
                     .map(move |(fi, _)| (wi, fi))
             })
             .collect();
@@ -112,9 +137,9 @@ impl Actor for EmbedBatcher {
 impl Handler<Work> for EmbedBatcher {
     type Result = ();
 
-    fn handle(&mut self, work: Work, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut work: Work, ctx: &mut Context<Self>) {
         self.meter.take();
-        let faces = self.eligible(&work);
+        let faces = self.select(&mut work);
         if faces == 0 {
             self.meter.processed.inc();
             self.next.send(work);

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::publish::{Publish, PublishActor};
-use super::{Credits, Meter, Work};
+use super::{epoch_ms, Credits, DecidedBox, DecidedTracks, Meter, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
 use crate::stages::align::AlignedFace;
@@ -70,16 +70,12 @@ pub(super) struct DecideActor {
     credits: HashMap<Arc<str>, Arc<Credits>>,
     publish: Addr<PublishActor>,
     cameras: HashMap<Arc<str>, CameraTracks>,
+    decided: Arc<DecidedTracks>,
     meter: Meter,
 }
 
 fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
-}
-
-fn epoch_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl DecideActor {
@@ -90,6 +86,7 @@ impl DecideActor {
         gallery: Arc<GalleryService>,
         credits: HashMap<Arc<str>, Arc<Credits>>,
         publish: Addr<PublishActor>,
+        decided: Arc<DecidedTracks>,
     ) -> DecideActor {
         DecideActor {
             config,
@@ -99,6 +96,7 @@ impl DecideActor {
             credits,
             publish,
             cameras: HashMap::new(),
+            decided,
             meter: Meter::new("decide"),
         }
     }
@@ -189,6 +187,7 @@ impl DecideActor {
             .tracks_active
             .get_or_create(&Metrics::camera(camera))
             .set(active);
+        self.publish_decided(camera);
         self.meter.done(started);
     }
 
@@ -319,6 +318,28 @@ impl DecideActor {
             event,
             captured: None,
         });
+    }
+
+    /// Tell the embed stage where this camera's decided tracks are.
+    fn publish_decided(&mut self, camera: &Arc<str>) {
+        let tracks = self.camera(camera);
+        let boxes = tracks
+            .tracker
+            .tracks()
+            .iter()
+            .filter(|t| {
+                tracks
+                    .states
+                    .get(&t.id)
+                    .is_some_and(|s| s.decided.is_some())
+            })
+            .map(|t| DecidedBox {
+                bbox: t.bbox,
+                velocity: t.velocity,
+                last_seen_ms: t.last_seen_ms,
+            })
+            .collect();
+        self.decided.set(camera, boxes);
     }
 
     /// End the tracks of cameras that stopped sending frames.

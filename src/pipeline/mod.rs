@@ -75,6 +75,63 @@ pub struct FaceItem {
     pub aligned: Option<AlignedFace>,
     pub quality: Option<f32>,
     pub embedding: Option<Vec<f32>>,
+    /// Set by the embed stage: this face is to be embedded.
+    pub wanted: bool,
+}
+
+/// Where each camera's already-decided tracks are, published by the decide stage and
+/// read by the embed stage: a face on a decided track needs no embedding (its identity
+/// event is out), which is most faces of a person crossing the scene.
+#[derive(Default)]
+pub(crate) struct DecidedTracks {
+    cameras: Mutex<HashMap<Arc<str>, Vec<DecidedBox>>>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct DecidedBox {
+    pub bbox: crate::stages::BBox,
+    /// Box centre velocity, pixels per millisecond.
+    pub velocity: [f32; 2],
+    pub last_seen_ms: i64,
+}
+
+/// IoU with a decided track's predicted box above which a face is taken to be that track.
+const DECIDED_IOU: f32 = 0.5;
+
+impl DecidedTracks {
+    pub(crate) fn set(&self, camera: &Arc<str>, boxes: Vec<DecidedBox>) {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(camera.clone(), boxes);
+    }
+
+    /// Whether `bbox` (seen at `timestamp_ms`) lies on a decided track of `camera`.
+    pub(crate) fn covers(
+        &self,
+        camera: &Arc<str>,
+        bbox: &crate::stages::BBox,
+        timestamp_ms: i64,
+    ) -> bool {
+        let cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        cameras.get(camera).is_some_and(|boxes| {
+            boxes.iter().any(|d| {
+                let dt = (timestamp_ms - d.last_seen_ms) as f32;
+                let predicted = crate::stages::BBox {
+                    x: d.bbox.x + d.velocity[0] * dt,
+                    y: d.bbox.y + d.velocity[1] * dt,
+                    ..d.bbox
+                };
+                predicted.iou(bbox) >= DECIDED_IOU
+            })
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A frame and its faces: the message every stage receives and passes on.
@@ -229,9 +286,10 @@ impl Pipeline {
                 )
             })
             .collect();
+        let decided = Arc::new(DecidedTracks::default());
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
-            let (credits, publish) = (credits.clone(), publish.clone());
+            let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
             let top_k = config.matching.top_k;
             move |_| {
                 decide::DecideActor::new(
@@ -241,6 +299,7 @@ impl Pipeline {
                     gallery,
                     credits,
                     publish,
+                    decided,
                 )
             }
         });
@@ -261,7 +320,7 @@ impl Pipeline {
                 Duration::from_millis(pc.embed_max_wait_ms),
             );
             let min_quality = config.track.min_match_quality;
-            move |_| batch::EmbedBatcher::new(embed, max_batch, wait, min_quality, next)
+            move |_| batch::EmbedBatcher::new(embed, max_batch, wait, min_quality, decided, next)
         });
         let quality = SyncArbiter::start(1, {
             let next = Next::new(embed_addr.recipient(), "embed");

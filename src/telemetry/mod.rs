@@ -107,6 +107,9 @@ pub struct Metrics {
     pub stage_latency: Family<StageLabel, Histogram>,
     /// Faces per embedding batch.
     pub embed_batch_size: Histogram,
+    /// Faces reaching the embed stage by outcome: embedded, low_quality (below
+    /// track.min_match_quality) or decided_track (its track's identity event is out).
+    pub embed_faces: Family<OutcomeLabel, Counter>,
     /// Faces found by the detector.
     pub faces_detected: Family<CameraLabel, Counter>,
     /// Tracks confirmed.
@@ -191,6 +194,7 @@ impl Metrics {
         );
         let embed_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let faces_detected = Family::<CameraLabel, Counter>::default();
+        let embed_faces = Family::<OutcomeLabel, Counter>::default();
         let tracks_started = Family::<CameraLabel, Counter>::default();
         let tracks_active = Family::<CameraLabel, Gauge>::default();
         let matches = Family::<OutcomeLabel, Counter>::default();
@@ -273,6 +277,11 @@ impl Metrics {
             stage_latency.clone(),
         );
         registry.register(
+            "embed_faces",
+            "Faces at the embed stage by outcome (embedded, low_quality, decided_track)",
+            embed_faces.clone(),
+        );
+        registry.register(
             "embed_batch_size",
             "Faces per embedding batch",
             embed_batch_size.clone(),
@@ -314,6 +323,7 @@ impl Metrics {
             stage_queue_depth,
             stage_latency,
             embed_batch_size,
+            embed_faces,
             faces_detected,
             tracks_started,
             tracks_active,
