@@ -32,6 +32,8 @@ use crate::events::{Event, EventType};
 use crate::telemetry::{metrics, CameraStateLabel, Metrics};
 
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+/// Longest a shutdown waits for a camera's pipelines to stop.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Written by GStreamer threads, read by the actor.
 struct Shared {
@@ -56,6 +58,8 @@ pub struct CameraActor {
     pipeline: Option<gst::Pipeline>,
     bus_watch: Option<SpawnHandle>,
     retry: Option<SpawnHandle>,
+    /// Pipelines being stopped on their own threads (signalled when done).
+    teardowns: Vec<std::sync::mpsc::Receiver<()>>,
     attempts: u32,
     connect_started: Instant,
     state: CameraState,
@@ -119,6 +123,7 @@ impl CameraActor {
             pipeline: None,
             bus_watch: None,
             retry: None,
+            teardowns: Vec::new(),
             attempts: 0,
             connect_started: Instant::now(),
             state: CameraState::Connecting,
@@ -338,12 +343,18 @@ impl CameraActor {
         }
         if let Some(p) = self.pipeline.take() {
             let id = self.config.id.clone();
-            std::thread::Builder::new()
+            let (done, finished) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
                 .name(format!("teardown-{id}"))
                 .spawn(move || {
                     let _ = p.set_state(gst::State::Null);
-                })
-                .ok();
+                    let _ = done.send(());
+                });
+            if spawned.is_ok() {
+                self.teardowns
+                    .retain(|t| matches!(t.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)));
+                self.teardowns.push(finished);
+            }
         }
     }
 
@@ -441,6 +452,15 @@ impl Handler<Stop> for CameraActor {
             ctx.cancel_future(h);
         }
         self.teardown(ctx);
+        // Shutdown waits (boundedly) until every pipeline of this camera is in NULL:
+        // GStreamer threads still streaming while the process exits can crash it.
+        let deadline = Instant::now() + TEARDOWN_WAIT;
+        for t in self.teardowns.drain(..) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if t.recv_timeout(left).is_err() {
+                tracing::warn!(camera = %self.config.id, "camera pipeline did not stop in time");
+            }
+        }
         self.set_state(CameraState::Stopped, None);
         ctx.stop();
     }

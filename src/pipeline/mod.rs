@@ -442,9 +442,19 @@ impl Pipeline {
         }
         let _ = self.decide.send(TrackFlush).await;
         let _ = self.publish.send(publish::Barrier).await;
-        for a in self.arbiters {
-            a.stop();
-        }
+        // Stop the stage threads and wait for them, so their inference sessions are gone
+        // before the process exits (native runtimes crash when torn down under a live
+        // session on another thread).
+        drop(self.decide);
+        drop(self.publish);
+        let arbiters = self.arbiters;
+        let _ = tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                a.stop();
+                let _ = a.join();
+            }
+        })
+        .await;
         tracing::info!("streaming pipeline stopped");
     }
 }
