@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::net::TcpListener;
+use common::free_port;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +16,6 @@ use facestream::events::{Event, EventType, EventsConfig};
 use tokio::sync::watch;
 
 use common::receiver::{Mode, Receiver, SECRET};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> EventsConfig {
     EventsConfig {

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::net::TcpListener;
+use common::free_port;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,14 +31,6 @@ fn mosquitto() -> &'static str {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("mosquitto is not installed: run `make test` (scripts/install_apt.sh installs it)")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_broker(port: u16) -> Broker {

@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::free_port;
+use common::Proc;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,19 +21,6 @@ use serde_json::Value;
 /// The pipeline tests share two cores; one at a time keeps them real-time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -39,14 +28,6 @@ fn signal(child: &Child, name: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{name} failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn bin() -> Command {

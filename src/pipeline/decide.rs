@@ -47,7 +47,7 @@ struct TrackState {
     best_crop: Option<(f32, AlignedFace)>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Decided {
     identity: Option<EventIdentity>,
     similarity: Option<f32>,
@@ -307,11 +307,7 @@ impl DecideActor {
             .states
             .get(&track.id)
             .and_then(|s| s.decided.clone())
-            .unwrap_or(Decided {
-                identity: None,
-                similarity: None,
-                margin: None,
-            });
+            .unwrap_or_default();
         let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
         self.camera(camera).states.remove(&track.id);
         self.publish.do_send(Publish {
