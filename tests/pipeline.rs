@@ -554,3 +554,56 @@ fn every_pipeline_template_builds_with_the_installed_plugins() {
         }
     }
 }
+
+/// The `file` and `test` sources end to end: an MP4 of real faces (played at its own
+/// speed, looping through end of stream → reconnect) recognises Obama; the synthetic
+/// test source goes live and analyses frames without faces.
+#[test]
+fn file_and_test_sources_run_end_to_end() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-file-{}", uuid::Uuid::now_v7()));
+    let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
+    let scene = Scene::parade((640, 360, 10), &photos, 240, (2.0, 1.0), 1);
+    let clip = simulate::encode_h264(&scene).unwrap();
+    let video = dir.join("walk.mp4");
+    simulate::write_mp4(&clip, &video).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    let api_port = free_port();
+    let extra = "[[cameras]]\nid = \"synthetic\"\nurl = \"test://\"\nsource = \"test\"\n";
+    let url = format!("file://{}", video.display());
+    let config = write_config(&dir, api_port, receiver.port, &url, extra, false);
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("id = \"cam\"\n", "id = \"cam\"\nsource = \"file\"\n");
+    std::fs::write(&config, config_text).unwrap();
+    enroll(&config, &dir);
+    let _service = serve(&config, &dir);
+    wait_for("Obama from the file", Duration::from_secs(60), || {
+        events(&receiver)
+            .iter()
+            .any(|e| e["type"] == "identity.recognized" && e["identity"]["name"] == "Obama")
+    });
+    wait_for("the test source analysed", Duration::from_secs(30), || {
+        let m = scrape(api_port);
+        sample(&m, "facestream_camera_up{camera=\"synthetic\"}") == Some(1.0)
+            && sample(&m, "facestream_stage_processed_total{stage=\"detect\"}").unwrap_or(0.0)
+                > 20.0
+    });
+    let m = scrape(api_port);
+    // 25 fps source analysed at 5 fps
+    let decoded = sample(
+        &m,
+        "facestream_camera_frames_decoded_total{camera=\"synthetic\"}",
+    )
+    .unwrap();
+    let sampled = sample(
+        &m,
+        "facestream_camera_frames_sampled_total{camera=\"synthetic\"}",
+    )
+    .unwrap();
+    assert!(
+        (sampled / decoded - 0.2).abs() < 0.05,
+        "sampled {sampled} of {decoded}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

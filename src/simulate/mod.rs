@@ -216,6 +216,52 @@ pub fn encode_h264(scene: &Scene) -> Result<Clip, SimulateError> {
     })
 }
 
+/// Write `clip` as an MP4 file (H.264 as encoded, no re-encoding).
+pub fn write_mp4(clip: &Clip, path: &std::path::Path) -> Result<(), SimulateError> {
+    gst::init().map_err(gst_err)?;
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        path.display()
+    ))
+    .map_err(gst_err)?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| gst_err("not a pipeline"))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| gst_err("no appsrc"))?;
+    src.set_caps(Some(
+        &gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .field("framerate", gst::Fraction::new(clip.fps as i32, 1))
+            .build(),
+    ));
+    pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
+    let frame_ns = 1_000_000_000u64 / clip.fps as u64;
+    for (i, unit) in clip.units.iter().enumerate() {
+        let mut buffer = unit.copy();
+        {
+            let b = buffer.get_mut().expect("copied buffer is writable");
+            b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
+            b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+        }
+        src.push_buffer(buffer).map_err(gst_err)?;
+    }
+    src.end_of_stream().map_err(gst_err)?;
+    let bus = pipeline.bus().ok_or_else(|| gst_err("no bus"))?;
+    let outcome = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+    match outcome.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(()),
+        Some(gst::MessageView::Error(e)) => Err(gst_err(e.error())),
+        _ => Err(gst_err("writing the MP4 did not finish")),
+    }
+}
+
 /// An RTSP server on its own thread serving clips at `rtsp://address:port/<mount>`.
 /// Each client gets the clip from its start, looped, in real time.
 pub struct RtspServer {
