@@ -179,6 +179,7 @@ impl CameraActor {
         let pipeline = match self.build(generation) {
             Ok(p) => p,
             Err(reason) => {
+                let reason = reason.replace(&self.config.url, &self.config.redacted_url());
                 tracing::error!(camera = %self.config.id, %reason, "camera pipeline cannot be built; not retrying");
                 self.set_state(CameraState::Failed, Some(reason));
                 return;
@@ -192,6 +193,8 @@ impl CameraActor {
         let addr = ctx.address();
         let id = self.config.id.clone();
         let source = self.config.source.clone();
+        // GStreamer messages may quote the URL: never let its password out.
+        let (url, redacted) = (self.config.url.clone(), self.config.redacted_url());
         let watch = async move {
             while let Some(msg) = messages.next().await {
                 let reason = match msg.view() {
@@ -217,6 +220,7 @@ impl CameraActor {
                     }
                     _ => continue,
                 };
+                let reason = reason.replace(&url, &redacted);
                 addr.do_send(PipelineEnded { generation, reason });
                 break;
             }
