@@ -163,14 +163,7 @@ pub fn encode_h264(scene: &Scene) -> Result<Clip, SimulateError> {
         h = scene.height,
         fps = scene.fps
     );
-    let pipeline = gst::parse::launch(&description)
-        .map_err(gst_err)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| gst_err("not a pipeline"))?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or_else(|| gst_err("no appsrc"))?;
+    let (pipeline, src) = launch_with_appsrc(&description)?;
     let sink = pipeline
         .by_name("sink")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
@@ -216,20 +209,28 @@ pub fn encode_h264(scene: &Scene) -> Result<Clip, SimulateError> {
     })
 }
 
-/// Write `clip` as an MP4 file (H.264 as encoded, no re-encoding).
-pub fn write_mp4(clip: &Clip, path: &std::path::Path) -> Result<(), SimulateError> {
-    gst::init().map_err(gst_err)?;
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time ! h264parse ! mp4mux ! filesink location=\"{}\"",
-        path.display()
-    ))
-    .map_err(gst_err)?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| gst_err("not a pipeline"))?;
+/// Parse `description` into a pipeline and find its `appsrc name=src`.
+fn launch_with_appsrc(
+    description: &str,
+) -> Result<(gst::Pipeline, gst_app::AppSrc), SimulateError> {
+    let pipeline = gst::parse::launch(description)
+        .map_err(gst_err)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| gst_err("not a pipeline"))?;
     let src = pipeline
         .by_name("src")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or_else(|| gst_err("no appsrc"))?;
+        .ok_or_else(|| gst_err("no appsrc named src"))?;
+    Ok((pipeline, src))
+}
+
+/// Write `clip` as an MP4 file (H.264 as encoded, no re-encoding).
+pub fn write_mp4(clip: &Clip, path: &std::path::Path) -> Result<(), SimulateError> {
+    gst::init().map_err(gst_err)?;
+    let (pipeline, src) = launch_with_appsrc(&format!(
+        "appsrc name=src format=time ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        path.display()
+    ))?;
     src.set_caps(Some(
         &gst::Caps::builder("video/x-h264")
             .field("stream-format", "byte-stream")
