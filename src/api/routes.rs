@@ -152,13 +152,7 @@ async fn recent_events(
     query: web::Query<RecentQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
-    let max = crate::events::webhook::RECENT_EVENTS;
-    if !(1..=max).contains(&query.limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit = {} must be within [1, {max}]",
-            query.limit
-        )));
-    }
+    check_limit(query.limit, crate::events::webhook::RECENT_EVENTS)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.events.recent(query.limit) })))
 }
 
@@ -208,14 +202,17 @@ struct Page {
 }
 
 /// Listing page sizes: 1 to 1000.
-fn check_limit(limit: usize) -> Result<(), ApiError> {
-    if limit == 0 || limit > 1000 {
+/// Page sizes: 1 … `max`.
+fn check_limit(limit: usize, max: usize) -> Result<(), ApiError> {
+    if limit == 0 || limit > max {
         return Err(ApiError::BadRequest(format!(
-            "limit = {limit} must be within [1, 1000]"
+            "limit = {limit} must be within [1, {max}]"
         )));
     }
     Ok(())
 }
+
+const MAX_PAGE: usize = 1000;
 
 fn default_limit() -> usize {
     100
@@ -227,7 +224,7 @@ async fn list_identities(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
-    check_limit(page.limit)?;
+    check_limit(page.limit, MAX_PAGE)?;
     let service = state.service.clone();
     let (offset, limit) = (page.offset, page.limit);
     let (items, total) =
@@ -433,7 +430,7 @@ async fn dead_letters(
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Admin)?;
-    check_limit(query.limit)?;
+    check_limit(query.limit, MAX_PAGE)?;
     let events = state.events.clone();
     let limit = query.limit;
     let items = blocking(move || Ok(events.outbox().dead_letters(limit)?)).await?;

@@ -1,7 +1,7 @@
 //! `facestream enroll --dir DIR`: bulk enrolment, one sub-folder per person (the folder
 //! name is the display name; an existing identity of that name gets the new faces).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,16 +45,7 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     );
     let service = super::serve::gallery_service(config)?;
     let store = service.store().clone();
-    let mut existing: HashMap<String, uuid::Uuid> = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let (page, total) = store.list_identities(offset, 1000)?;
-        offset += page.len();
-        existing.extend(page.into_iter().map(|i| (i.name, i.id)));
-        if offset >= total {
-            break;
-        }
-    }
+    let mut existing = service.identities_by_name()?;
     let total: usize = people.iter().map(|(_, p)| p.len()).sum();
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template(
@@ -89,10 +80,7 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
             },
         };
         for photo in photos {
-            let result = std::fs::read(photo)
-                .map_err(|e| ServiceError::Engine(format!("cannot read: {e}")))
-                .and_then(|bytes| service.decode(&bytes, &photo.display().to_string()))
-                .and_then(|image| service.enroll(id, &image, &photo.display().to_string()));
+            let result = service.enroll_file(id, photo);
             match result {
                 Ok(_) => enrolled += 1,
                 Err(e) => {

@@ -173,6 +173,34 @@ impl GalleryService {
         Ok(template)
     }
 
+    /// Enrol the single face of the photo at `path` (read with the configured limits;
+    /// the path is the template's source label).
+    pub fn enroll_file(
+        &self,
+        identity: Uuid,
+        path: &std::path::Path,
+    ) -> Result<Template, ServiceError> {
+        let image = crate::imageio::load_image(path, &self.limits)?;
+        self.enroll(identity, &image, &path.display().to_string())
+    }
+
+    /// Every identity's id by name, read page by page.
+    pub fn identities_by_name(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Uuid>, ServiceError> {
+        let mut names = std::collections::HashMap::new();
+        let mut offset = 0;
+        loop {
+            let (page, total) = self.store.list_identities(offset, 1000)?;
+            let got = page.len();
+            offset += got;
+            names.extend(page.into_iter().map(|i| (i.name, i.id)));
+            if got == 0 || offset >= total {
+                return Ok(names);
+            }
+        }
+    }
+
     /// Add a template made elsewhere (a migration, another node): it must be of this
     /// gallery's model and dimension.
     pub fn import_template(&self, template: &Template) -> Result<(), ServiceError> {

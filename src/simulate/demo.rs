@@ -6,7 +6,7 @@
 //! without hardware. Production configs have `[[cameras]]`, which turns it off; or set
 //! `demo.mode = "off"`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -140,38 +140,23 @@ fn enroll_if_missing(
         name: name.to_string(),
         source,
     };
-    let store = gallery.store();
-    let (mut offset, mut exists) = (0, false);
-    loop {
-        let (page, total) = store
-            .list_identities(offset, 1000)
-            .map_err(|e| err(e.into()))?;
-        offset += page.len();
-        exists |= page.iter().any(|i| i.name == name);
-        if exists || offset >= total || page.is_empty() {
-            break;
-        }
-    }
-    if exists {
+    if gallery
+        .identities_by_name()
+        .map_err(err)?
+        .contains_key(name)
+    {
         return Ok(());
     }
-    let identity = store
+    let identity = gallery
+        .store()
         .create_identity(NewIdentity {
             name: name.to_string(),
             metadata: Some(serde_json::json!({ "demo": true })),
         })
         .map_err(|e: GalleryError| err(e.into()))?;
     for photo in photos {
-        let bytes = std::fs::read(photo).map_err(|e| err(ServiceError::Engine(e.to_string())))?;
-        let label = file_label(photo);
-        let image = gallery.decode(&bytes, &label).map_err(err)?;
-        gallery.enroll(identity.id, &image, &label).map_err(err)?;
+        gallery.enroll_file(identity.id, photo).map_err(err)?;
     }
     tracing::info!(name, photos = photos.len(), "demo identity enrolled");
     Ok(())
-}
-
-fn file_label(p: &Path) -> String {
-    p.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
