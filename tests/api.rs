@@ -3,8 +3,6 @@
 
 mod common;
 
-use common::free_port;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,11 +27,13 @@ impl Drop for Server {
     }
 }
 
-fn write_config(dir: &Path, port: u16, max_body: usize) -> PathBuf {
-    write_config_with(dir, port, max_body, "")
+/// The service's config; `api.listen` takes port 0 and the tests read the bound port from
+/// the service's log ([`start`]).
+fn write_config(dir: &Path, max_body: usize) -> PathBuf {
+    write_config_with(dir, max_body, "")
 }
 
-fn write_config_with(dir: &Path, port: u16, max_body: usize, extra: &str) -> PathBuf {
+fn write_config_with(dir: &Path, max_body: usize, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
@@ -42,7 +42,7 @@ fn write_config_with(dir: &Path, port: u16, max_body: usize, extra: &str) -> Pat
 [gallery]
 database = "{db}"
 [api]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 max_body_bytes = {max_body}
 generated_key_file = "{dir}/unused.key"
 keys = [
@@ -63,21 +63,24 @@ outbox = "{dir}/outbox.db"
     path
 }
 
-fn start(config: &Path, port: u16) -> Server {
+fn start(config: &Path) -> Server {
+    let log = config.with_file_name(format!("serve-{}.log", uuid::Uuid::now_v7()));
     let child = Command::new(env!("CARGO_BIN_EXE_facestream"))
         .env("FACESTREAM_MODELS_DIR", common::config().models.dir)
         .arg("--config")
         .arg(config)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     // Owned by the guard from here on: a failed start still kills and reaps the child.
-    let server = Server {
+    let mut server = Server {
         child,
-        base: format!("http://127.0.0.1:{port}/v1"),
+        base: String::new(),
     };
+    let port = common::api_port_from_log(&log, Duration::from_secs(60));
+    server.base = format!("http://127.0.0.1:{port}/v1");
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = Client::new().get(format!("{}/ready", server.base)).send() {
@@ -162,9 +165,8 @@ fn blank_jpeg() -> Vec<u8> {
 #[test]
 fn every_endpoint_and_error_status_over_http() {
     let dir = common::temp_dir("api");
-    let port = free_port();
-    let config = write_config(&dir, port, 2 * 1024 * 1024);
-    let server = start(&config, port);
+    let config = write_config(&dir, 2 * 1024 * 1024);
+    let server = start(&config);
     let api = Api {
         http: Client::new(),
         base: &server.base,
@@ -636,9 +638,8 @@ fn every_endpoint_and_error_status_over_http() {
 #[test]
 fn the_gallery_survives_sigkill_and_restart() {
     let dir = common::temp_dir("api-restart");
-    let port = free_port();
-    let config = write_config(&dir, port, 16 * 1024 * 1024);
-    let mut server = start(&config, port);
+    let config = write_config(&dir, 16 * 1024 * 1024);
+    let mut server = start(&config);
     let api = Api {
         http: Client::new(),
         base: &server.base.clone(),
@@ -664,7 +665,7 @@ fn the_gallery_survives_sigkill_and_restart() {
     // SIGKILL: no shutdown hook runs.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let server = start(&config, port);
+    let server = start(&config);
     let api = Api {
         http: Client::new(),
         base: &server.base,
@@ -716,12 +717,14 @@ fn refuses_a_public_address_without_a_configured_key() {
 fn pending_events_survive_sigkill_of_the_service() {
     use common::receiver::{Mode, Receiver, SECRET};
     let dir = common::temp_dir("api-events");
-    let (port, hook_port) = (free_port(), free_port());
+    // The receiver is down (its port held, nobody listening) until after the crash.
+    let reserved = common::ReservedPort::new();
+    let hook_port = reserved.port;
     let extra = format!(
         "retry_initial_ms = 50\nretry_max_ms = 300\n[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret = \"{SECRET}\"\n"
     );
-    let config = write_config_with(&dir, port, 1 << 20, &extra);
-    let mut server = start(&config, port);
+    let config = write_config_with(&dir, 1 << 20, &extra);
+    let mut server = start(&config);
     let api = Api {
         http: Client::new(),
         base: &server.base.clone(),
@@ -776,8 +779,8 @@ fn pending_events_survive_sigkill_of_the_service() {
     // kill -9 with everything pending, then the receiver comes up and the service restarts.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let receiver = Receiver::start(hook_port, Mode::Accept);
-    let _server = start(&config, port);
+    let receiver = Receiver::start_on(reserved.listen(), Mode::Accept);
+    let _server = start(&config);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && receiver.accepted_ids().len() < ids.len() {
         std::thread::sleep(Duration::from_millis(100));

@@ -3,7 +3,6 @@
 
 mod common;
 
-use common::free_port;
 use common::Proc;
 
 use std::collections::BTreeSet;
@@ -100,16 +99,15 @@ fn dashboards() -> Vec<(String, Value)> {
 #[test]
 fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real_metric() {
     let dir = common::temp_dir(&format!("operations-{}", uuid::Uuid::now_v7()));
-    let (api_port, demo_port) = (free_port(), free_port());
     let receiver = Receiver::start(0, Mode::Accept);
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
              generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
              [[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n\
-             [demo]\nlisten = \"127.0.0.1:{demo_port}\"\nphotos = \"{}\"\n",
+             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
             receiver.port,
             common::fixtures().display(),
             d = dir.display()
@@ -128,6 +126,8 @@ fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real
             .spawn()
             .unwrap(),
     );
+    // Both the API and the demo camera bind port 0; the service says where.
+    let api_port = common::api_port_from_log(&dir.join("serve.log"), Duration::from_secs(120));
     let key_file = dir.join("admin.key");
     let recent = |key: &str| -> Vec<Value> {
         reqwest::blocking::Client::new()

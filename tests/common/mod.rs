@@ -41,13 +41,65 @@ pub fn engine() -> FaceEngine {
         .expect("engine (run `make test` so models and OpenVINO are installed)")
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// A TCP port free on 127.0.0.1 right now. Racy (another process may take it before it
+/// is used): only for a peer that cannot bind port 0 itself and report the port
+/// (Mosquitto, a camera restarted on its old address). Servers of ours bind port 0.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port held by a socket that is bound but not listening: connections to it
+/// are refused (a receiver that is down), no other process can take it, and
+/// [`ReservedPort::listen`] turns it into the listener a receiver then serves on — the
+/// same address, without the race of closing a port and binding it again.
+pub struct ReservedPort {
+    socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        ReservedPort { socket, port }
+    }
+
+    /// Start listening on the reserved port.
+    pub fn listen(self) -> std::net::TcpListener {
+        self.socket.listen(128).unwrap();
+        self.socket.into()
+    }
+}
+
+/// The port `facestream serve` reports on stderr ("API listening on http://ADDR/v1"), read
+/// from the log file its stderr goes to: the tests configure `api.listen` with port 0 and
+/// let the service bind any free port.
+pub fn api_port_from_log(log: &std::path::Path, timeout: std::time::Duration) -> u16 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text.lines().find_map(|l| {
+            let rest = l.split("API listening on http://").nth(1)?;
+            rest.split('/').next()?.rsplit(':').next()?.parse().ok()
+        });
+        if let Some(port) = found {
+            return port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"API listening\" line in {} within {timeout:?}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A child process killed and reaped when dropped (resumed first, should the test

@@ -27,6 +27,11 @@ pub struct Received {
     pub attempts: HashMap<String, usize>,
 }
 
+enum Bind {
+    Port(u16),
+    Listener(std::net::TcpListener),
+}
+
 pub struct Receiver {
     pub port: u16,
     pub state: Arc<Mutex<Received>>,
@@ -36,6 +41,15 @@ pub struct Receiver {
 impl Receiver {
     /// Start on `port` (0: any free port).
     pub fn start(port: u16, mode: Mode) -> Receiver {
+        Self::serve(Bind::Port(port), mode)
+    }
+
+    /// Start on a listener the test already holds (see `ReservedPort`).
+    pub fn start_on(listener: std::net::TcpListener, mode: Mode) -> Receiver {
+        Self::serve(Bind::Listener(listener), mode)
+    }
+
+    fn serve(bind: Bind, mode: Mode) -> Receiver {
         let state = Arc::new(Mutex::new(Received::default()));
         let shared = state.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -101,8 +115,11 @@ impl Receiver {
                         ),
                     )
                 })
-                .workers(1)
-                .bind(("127.0.0.1", port))
+                .workers(1);
+                let server = match bind {
+                    Bind::Port(port) => server.bind(("127.0.0.1", port)),
+                    Bind::Listener(listener) => server.listen(listener),
+                }
                 .unwrap();
                 let port = server.addrs()[0].port();
                 let server = server.run();
