@@ -97,6 +97,10 @@ pub struct CameraConfig {
     /// Off: configured but not started.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Where in this camera's frames faces are searched for (`[cameras.detection]`):
+    /// motion-gated full-resolution regions by default, masks, minimum face size.
+    #[serde(default)]
+    pub detection: crate::stages::motion::CameraDetection,
 }
 
 fn default_source() -> String {
@@ -165,6 +169,7 @@ impl CameraConfig {
                 self.id, self.detect_fps
             ));
         }
+        self.detection.validate(&self.id, problems);
         if self.latency_ms > 10_000 {
             problems.push(format!(
                 "cameras[{}].latency_ms = {} must be at most 10000",

@@ -1,4 +1,4 @@
-//! The per-face stages, in pipeline order: [`detect`] → [`align`] → [`quality`] → [`embed`]
+//! The per-face stages, in pipeline order: [`motion`] (cameras: where to look) → [`detect`] → [`align`] → [`quality`] → [`embed`]
 //! → [`matching`] (the open-set decision over a gallery search).
 //!
 //! Each stage is plain synchronous code with its own config and error type; the pure math
@@ -9,6 +9,7 @@ pub mod align;
 pub mod detect;
 pub mod embed;
 pub mod matching;
+pub mod motion;
 pub mod quality;
 
 use serde::{Deserialize, Serialize};

@@ -115,7 +115,21 @@ impl Detect {
     /// Detect faces in an RGB image; boxes and landmarks are in its pixel coordinates,
     /// sorted by descending score.
     pub fn detect(&mut self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
-        let plan = InputPlan::new(image.width(), image.height(), self.config.max_side);
+        let mut faces = self.detect_with(image, self.config.max_side)?;
+        faces
+            .retain(|f| f.bbox.w >= self.config.min_face_px && f.bbox.h >= self.config.min_face_px);
+        Ok(faces)
+    }
+
+    /// As [`Detect::detect`], scaling the image to at most `max_side` (instead of
+    /// `detect.max_side`) and keeping faces of every size: the streaming pipeline's tiles
+    /// and full-resolution passes, which apply the camera's own minimum face size.
+    pub fn detect_with(
+        &mut self,
+        image: &RgbImage,
+        max_side: u32,
+    ) -> Result<Vec<Detection>, DetectError> {
+        let plan = InputPlan::new(image.width(), image.height(), max_side);
         fill_bgr_planar(image, &plan, &mut self.input);
         let shape = [1, 3, plan.pad_h as usize, plan.pad_w as usize];
         let outputs = self.session.run(&shape, &self.input)?;
@@ -151,8 +165,6 @@ impl Detect {
                 p[1] *= inv;
             }
         }
-        faces
-            .retain(|f| f.bbox.w >= self.config.min_face_px && f.bbox.h >= self.config.min_face_px);
         Ok(faces)
     }
 }

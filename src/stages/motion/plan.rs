@@ -1,0 +1,366 @@
+//! From regions worth searching (motion, tracked faces) to detector tiles.
+//!
+//! A tile is a square of `TILE × step` full-frame pixels read at an integer `step` (1 =
+//! full resolution), so every tile reaches the detector as the same `TILE`×`TILE` input:
+//! one compiled shape per backend, whatever the regions look like. A region larger than
+//! one tile is covered by a grid of tiles that overlap by a quarter of a tile, so a face
+//! cut by one tile's edge lies whole in its neighbour (detections touching an inner tile
+//! edge are discarded by the caller, [`Tile::interior_edge`]). When the regions of a frame
+//! need more than `max_tiles`, the region needing the most is read at a coarser step
+//! until they fit: the faces in a region that large are large too.
+
+use super::Rect;
+
+/// Detector input side for tiles, in pixels (a multiple of 32, YuNet's largest stride).
+pub const TILE: u32 = 320;
+
+/// A place to search and the finest step it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Want {
+    pub rect: Rect,
+    pub step: u32,
+}
+
+/// One detector input: the square at (`x`, `y`) of side `TILE × step`, read at `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub x: u32,
+    pub y: u32,
+    pub step: u32,
+}
+
+impl Tile {
+    pub fn side(&self) -> u32 {
+        TILE * self.step
+    }
+
+    pub fn rect(&self) -> Rect {
+        Rect {
+            x: self.x,
+            y: self.y,
+            w: self.side(),
+            h: self.side(),
+        }
+    }
+
+    /// Whether a box (full-frame pixels) touches an edge of this tile that is not an edge
+    /// of the frame — a face the tile cut, to be found whole by a neighbour.
+    pub fn interior_edge(&self, b: &crate::stages::BBox, width: u32, height: u32) -> bool {
+        let margin = 2.0 * self.step as f32;
+        let (x0, y0) = (self.x as f32, self.y as f32);
+        let (x1, y1) = (
+            (self.x + self.side()).min(width) as f32,
+            (self.y + self.side()).min(height) as f32,
+        );
+        (self.x > 0 && b.x <= x0 + margin)
+            || (self.y > 0 && b.y <= y0 + margin)
+            || (x1 < width as f32 && b.x + b.w >= x1 - margin)
+            || (y1 < height as f32 && b.y + b.h >= y1 - margin)
+    }
+}
+
+/// A region around a tracked face: three face widths on a side, at the step that fits it
+/// in one tile.
+pub fn around_face(b: &crate::stages::BBox, width: u32, height: u32) -> Want {
+    let side = b.w.max(b.h).max(1.0);
+    let [cx, cy] = b.centre();
+    let half = 1.5 * side;
+    let rect = clamp_rect(cx - half, cy - half, 2.0 * half, 2.0 * half, width, height);
+    let step = ((2.0 * half) / TILE as f32).ceil().max(1.0) as u32;
+    Want { rect, step }
+}
+
+/// A motion region padded by `padding` × its smaller side (about a head's width for a
+/// walking body), at full resolution.
+pub fn around_motion(r: &Rect, padding: f32, width: u32, height: u32) -> Want {
+    let pad = padding * r.w.min(r.h) as f32;
+    Want {
+        rect: clamp_rect(
+            r.x as f32 - pad,
+            r.y as f32 - pad,
+            r.w as f32 + 2.0 * pad,
+            r.h as f32 + 2.0 * pad,
+            width,
+            height,
+        ),
+        step: 1,
+    }
+}
+
+fn clamp_rect(x: f32, y: f32, w: f32, h: f32, width: u32, height: u32) -> Rect {
+    let x0 = x.max(0.0).min(width.saturating_sub(1) as f32) as u32;
+    let y0 = y.max(0.0).min(height.saturating_sub(1) as f32) as u32;
+    let x1 = ((x + w).ceil().max(0.0) as u32).clamp(x0 + 1, width.max(x0 + 1));
+    let y1 = ((y + h).ceil().max(0.0) as u32).clamp(y0 + 1, height.max(y0 + 1));
+    Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    }
+}
+
+/// The tiles that cover `wants` in a `width`×`height` frame, at most `max_tiles`.
+pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<Tile> {
+    let mut wants = merge(wants);
+    // the step at which a tile covers the whole frame: no want needs to go coarser
+    let coarsest = width.max(height).div_ceil(TILE).max(1);
+    loop {
+        let per_want: Vec<Vec<Tile>> = wants.iter().map(|w| cover(w, width, height)).collect();
+        let total: usize = per_want.iter().map(Vec::len).sum();
+        let widest = per_want
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| t.len() > 1 && wants[*i].step < coarsest)
+            .max_by_key(|(_, t)| t.len())
+            .map(|(i, _)| i);
+        match widest {
+            Some(i) if total > max_tiles => {
+                wants[i].step += 1;
+                wants = merge(&wants);
+            }
+            _ => {
+                let mut all: Vec<Tile> = Vec::new();
+                for tile in per_want.into_iter().flatten() {
+                    if !all.iter().any(|t| contains(t, &tile)) {
+                        all.retain(|t| !contains(&tile, t));
+                        all.push(tile);
+                    }
+                }
+                // still over budget (many separate small regions): the largest first
+                all.sort_by_key(|t| std::cmp::Reverse(t.step));
+                all.truncate(max_tiles);
+                return all;
+            }
+        }
+    }
+}
+
+/// Whether tile `a` covers tile `b` at least as finely.
+fn contains(a: &Tile, b: &Tile) -> bool {
+    let (ra, rb) = (a.rect(), b.rect());
+    a.step <= b.step
+        && ra.x <= rb.x
+        && ra.y <= rb.y
+        && ra.right() >= rb.right()
+        && ra.bottom() >= rb.bottom()
+}
+
+/// Union overlapping wants of the same step until none overlap; a finer want swallowed by
+/// a coarser one keeps the finer step.
+fn merge(wants: &[Want]) -> Vec<Want> {
+    let mut out: Vec<Want> = wants.to_vec();
+    loop {
+        let mut merged = false;
+        'outer: for i in 0..out.len() {
+            for j in i + 1..out.len() {
+                if out[i].rect.overlaps(&out[j].rect) {
+                    let step = out[i].step.min(out[j].step);
+                    out[i] = Want {
+                        rect: out[i].rect.union(&out[j].rect),
+                        step,
+                    };
+                    out.swap_remove(j);
+                    merged = true;
+                    break 'outer;
+                }
+            }
+        }
+        if !merged {
+            return out;
+        }
+    }
+}
+
+/// Tiles of one want's step covering its rectangle, inside the frame where the frame is
+/// large enough.
+fn cover(want: &Want, width: u32, height: u32) -> Vec<Tile> {
+    let side = TILE * want.step;
+    let overlap = side / 4;
+    let axis = |start: u32, len: u32, frame: u32| -> Vec<u32> {
+        let n = if len <= side {
+            1
+        } else {
+            (len - overlap).div_ceil(side - overlap)
+        };
+        let place = |p: i64| -> u32 { p.clamp(0, i64::from(frame.saturating_sub(side))) as u32 };
+        if n == 1 {
+            let centre = i64::from(start) + i64::from(len) / 2;
+            return vec![place(centre - i64::from(side) / 2)];
+        }
+        let span = i64::from(len) - i64::from(side);
+        (0..n)
+            .map(|k| place(i64::from(start) + span * i64::from(k) / i64::from(n - 1)))
+            .collect()
+    };
+    let xs = axis(want.rect.x, want.rect.w, width);
+    let ys = axis(want.rect.y, want.rect.h, height);
+    let mut out = Vec::with_capacity(xs.len() * ys.len());
+    for &y in &ys {
+        for &x in &xs {
+            let tile = Tile {
+                x,
+                y,
+                step: want.step,
+            };
+            if !out.contains(&tile) {
+                out.push(tile);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::BBox;
+
+    fn rect(x: u32, y: u32, w: u32, h: u32) -> Rect {
+        Rect { x, y, w, h }
+    }
+
+    fn covered(tiles: &[Tile], r: &Rect) -> bool {
+        tiles.iter().any(|t| {
+            let tr = t.rect();
+            tr.x <= r.x && tr.y <= r.y && tr.right() >= r.right() && tr.bottom() >= r.bottom()
+        })
+    }
+
+    #[test]
+    fn a_small_region_gets_one_full_resolution_tile_centred_on_it() {
+        let t = tiles(
+            &[Want {
+                rect: rect(900, 500, 100, 120),
+                step: 1,
+            }],
+            1920,
+            1080,
+            8,
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].step, 1);
+        assert!(covered(&t, &rect(900, 500, 100, 120)));
+        assert_eq!((t[0].x, t[0].y), (950 - 160, 560 - 160));
+    }
+
+    #[test]
+    fn tiles_stay_inside_the_frame() {
+        let t = tiles(
+            &[Want {
+                rect: rect(1900, 1060, 20, 20),
+                step: 1,
+            }],
+            1920,
+            1080,
+            8,
+        );
+        assert_eq!((t[0].x, t[0].y), (1920 - 320, 1080 - 320));
+    }
+
+    #[test]
+    fn a_tall_region_is_covered_by_overlapping_tiles_and_every_face_lies_whole_in_one() {
+        let body = rect(600, 100, 200, 800);
+        let t = tiles(
+            &[Want {
+                rect: body,
+                step: 1,
+            }],
+            1920,
+            1080,
+            8,
+        );
+        assert!(t.len() >= 3 && t.len() <= 4, "{t:?}");
+        assert!(t.iter().all(|t| t.step == 1));
+        // any 64-px face inside the body lies whole inside some tile
+        for y in (100..=836).step_by(16) {
+            assert!(covered(&t, &rect(650, y, 64, 64)), "face at y={y}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn overlapping_regions_merge_and_the_budget_coarsens_the_largest() {
+        let wants = [
+            Want {
+                rect: rect(100, 100, 300, 300),
+                step: 1,
+            },
+            Want {
+                rect: rect(350, 350, 300, 300),
+                step: 1,
+            },
+        ];
+        let merged = merge(&wants);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].rect, rect(100, 100, 550, 550));
+        let fine = tiles(&wants, 1920, 1080, 64);
+        assert!(
+            fine.iter().all(|t| t.step == 1) && fine.len() == 4,
+            "{fine:?}"
+        );
+        let coarse = tiles(&wants, 1920, 1080, 2);
+        assert!(coarse.len() <= 2, "{coarse:?}");
+        assert!(coarse.iter().all(|t| t.step == 2));
+        assert!(covered(&coarse, &rect(100, 100, 550, 550)), "{coarse:?}");
+    }
+
+    #[test]
+    fn a_tracked_face_gets_a_region_at_a_step_that_fits_it() {
+        let small = around_face(
+            &BBox {
+                x: 1000.0,
+                y: 500.0,
+                w: 50.0,
+                h: 60.0,
+            },
+            1920,
+            1080,
+        );
+        assert_eq!(small.step, 1);
+        assert!(small.rect.x <= 1000 && small.rect.right() >= 1050);
+        let large = around_face(
+            &BBox {
+                x: 800.0,
+                y: 300.0,
+                w: 200.0,
+                h: 240.0,
+            },
+            1920,
+            1080,
+        );
+        assert_eq!(large.step, 3);
+        let t = tiles(&[large], 1920, 1080, 8);
+        assert_eq!(t.len(), 1);
+        assert!(covered(&t, &rect(800, 300, 200, 240)), "{t:?}");
+    }
+
+    #[test]
+    fn a_box_on_an_inner_tile_edge_is_flagged_and_on_the_frame_edge_is_not() {
+        let tile = Tile {
+            x: 320,
+            y: 0,
+            step: 1,
+        };
+        let cut = BBox {
+            x: 321.0,
+            y: 100.0,
+            w: 40.0,
+            h: 40.0,
+        };
+        let inside = BBox {
+            x: 400.0,
+            y: 0.0,
+            w: 40.0,
+            h: 40.0,
+        };
+        assert!(tile.interior_edge(&cut, 1920, 1080));
+        assert!(!tile.interior_edge(&inside, 1920, 1080));
+    }
+
+    #[test]
+    fn motion_regions_are_padded_and_clamped() {
+        let w = around_motion(&rect(10, 10, 100, 40), 0.25, 640, 360);
+        assert_eq!(w.rect, rect(0, 0, 120, 60));
+        assert_eq!(w.step, 1);
+    }
+}
