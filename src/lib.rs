@@ -5,7 +5,8 @@
 //! - [`imageio`]: safe still-image decoding with file-size and pixel limits.
 //! - [`models`]: prepared model files and their checksum gate.
 //! - [`inference`]: the backend trait and its feature-gated implementations.
-//! - [`stages`]: detect → align → quality → embed, plain synchronous code.
+//! - [`stages`]: motion (where to look in a camera frame) → detect → align → quality →
+//!   embed, plain synchronous code.
 //! - [`ingest`]: camera pipelines (GStreamer), supervision, frame watchdog, drop-oldest rings.
 //! - [`pipeline`]: the streaming actors (detect → align → quality → embed → decide → publish).
 //! - [`track`]: per-camera face tracks, motion model and best shots (streaming pipeline).

@@ -1,15 +1,20 @@
-//! The per-frame analysis actors: detect (on a downscaled copy), align (crops from the
-//! full-resolution frame) and quality. Each runs on its own `SyncArbiter` threads, since
+//! The per-frame analysis actors: detect (the frame's [`DetectPlan`]: a downscaled copy,
+//! full-resolution tiles where there is motion or a tracked face, or both), align (crops
+//! from the full-resolution frame) and quality. Each runs on its own `SyncArbiter` threads, since
 //! their work is CPU-bound and synchronous.
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
+use image::RgbImage;
+
+use super::regions::DetectPlan;
 use super::{FaceItem, Meter, Next, Work};
 use crate::ingest::{I420Frame, Region};
 use crate::stages::align;
-use crate::stages::detect::Detect;
+use crate::stages::detect::{nms, Detect, DetectError};
+use crate::stages::motion::plan::TILE;
 use crate::stages::quality::{self, QualityConfig};
 use crate::stages::Detection;
 use crate::telemetry::{metrics, Metrics};
@@ -17,7 +22,7 @@ use crate::telemetry::{metrics, Metrics};
 /// Inter-ocular distance of the aligned template, in crop pixels.
 const TEMPLATE_IOD: f32 = 35.2;
 
-/// Runs the detector on a downscaled RGB copy of each frame.
+/// Runs the detector where each frame's plan says.
 pub(super) struct DetectActor {
     detect: Detect,
     max_side: u32,
@@ -45,6 +50,89 @@ pub(crate) fn detection_step(width: u32, height: u32, max_side: u32) -> u32 {
     width.max(height).div_ceil(max_side.max(1)).max(1)
 }
 
+impl DetectActor {
+    /// Run `plan` on `frame`: the passes and tiles it names, merged by NMS, then the
+    /// camera's minimum face size and masks. Boxes and landmarks in full-frame pixels.
+    fn run_plan(
+        &mut self,
+        frame: &I420Frame,
+        plan: &DetectPlan,
+    ) -> Result<Vec<Detection>, DetectError> {
+        let (w, h) = (frame.width, frame.height);
+        let mut found = Vec::new();
+        if plan.full_resolution {
+            let image = frame.to_rgb(frame.full(), 1);
+            found.extend(self.detect.detect_with(&image, w.max(h))?);
+        } else if plan.downscale {
+            let step = detection_step(w, h, self.max_side);
+            let small = frame.to_rgb(frame.full(), step);
+            let faces = self.detect.detect_with(&small, self.max_side)?;
+            found.extend(faces.into_iter().map(|d| scaled(d, step as f32, 0.0, 0.0)));
+        }
+        for tile in &plan.tiles {
+            let side = tile.side();
+            let crop = frame.to_rgb(
+                Region {
+                    x: tile.x,
+                    y: tile.y,
+                    width: side,
+                    height: side,
+                },
+                tile.step,
+            );
+            let image = if crop.dimensions() == (TILE, TILE) {
+                crop
+            } else {
+                // a frame smaller than the tile: same input shape, black beyond the frame
+                let mut canvas = RgbImage::new(TILE, TILE);
+                image::imageops::replace(&mut canvas, &crop, 0, 0);
+                canvas
+            };
+            let faces = self.detect.detect_with(&image, TILE)?;
+            found.extend(
+                faces
+                    .into_iter()
+                    .map(|d| scaled(d, tile.step as f32, tile.x as f32, tile.y as f32))
+                    .filter(|d| !tile.interior_edge(&d.bbox, w, h)),
+            );
+        }
+        let config = self.detect.config();
+        let candidates = found.len();
+        let mut faces = nms(found, config.nms_threshold, config.top_k);
+        tracing::debug!(
+            downscale = plan.downscale,
+            full_resolution = plan.full_resolution,
+            tiles = plan.tiles.len(),
+            candidates,
+            faces = faces.len(),
+            "detection plan run"
+        );
+        faces.retain(|f| {
+            let [cx, cy] = f.bbox.centre();
+            f.bbox.w >= plan.min_face_px
+                && f.bbox.h >= plan.min_face_px
+                && !plan
+                    .mask
+                    .as_ref()
+                    .is_some_and(|m| m.contains([cx / w as f32, cy / h as f32]))
+        });
+        Ok(faces)
+    }
+}
+
+/// A detection in an image read at `step` from (`x0`, `y0`) of the frame, in frame pixels.
+fn scaled(mut d: Detection, step: f32, x0: f32, y0: f32) -> Detection {
+    d.bbox.x = d.bbox.x * step + x0;
+    d.bbox.y = d.bbox.y * step + y0;
+    d.bbox.w *= step;
+    d.bbox.h *= step;
+    for p in &mut d.landmarks {
+        p[0] = p[0] * step + x0;
+        p[1] = p[1] * step + y0;
+    }
+    d
+}
+
 impl Handler<Work> for DetectActor {
     type Result = ();
 
@@ -52,29 +140,16 @@ impl Handler<Work> for DetectActor {
         self.meter.take();
         let started = Instant::now();
         if let Some(frame) = &work.frame {
-            let step = detection_step(frame.width, frame.height, self.max_side);
-            let small = frame.to_rgb(frame.full(), step);
-            match self.detect.detect(&small) {
+            match self.run_plan(frame, &work.plan) {
                 Ok(found) => {
-                    let s = step as f32;
                     work.faces = found
                         .into_iter()
-                        .map(|mut d| {
-                            d.bbox.x *= s;
-                            d.bbox.y *= s;
-                            d.bbox.w *= s;
-                            d.bbox.h *= s;
-                            for p in &mut d.landmarks {
-                                p[0] *= s;
-                                p[1] *= s;
-                            }
-                            FaceItem {
-                                detection: d,
-                                aligned: None,
-                                quality: None,
-                                embedding: None,
-                                wanted: false,
-                            }
+                        .map(|detection| FaceItem {
+                            detection,
+                            aligned: None,
+                            quality: None,
+                            embedding: None,
+                            wanted: false,
                         })
                         .collect();
                     metrics()

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::publish::{Publish, PublishActor};
-use super::{epoch_ms, Credits, DecidedBox, DecidedTracks, Meter, Work};
+use super::{epoch_ms, Credits, DecidedTracks, Meter, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
 use crate::stages::align::AlignedFace;
@@ -316,8 +316,22 @@ impl DecideActor {
         });
     }
 
-    /// Tell the embed stage where this camera's decided tracks are.
+    /// Tell the embed stage where this camera's decided tracks are, and the detection
+    /// planner where all its live tracks are.
     fn publish_decided(&mut self, camera: &Arc<str>) {
+        let tracks = self.camera(camera);
+        let live = tracks
+            .tracker
+            .tracks()
+            .iter()
+            .map(|t| TrackBox {
+                bbox: t.bbox,
+                velocity: t.velocity,
+                last_seen_ms: t.last_seen_ms,
+            })
+            .collect();
+        let decided = self.decided.clone();
+        decided.set_live(camera, live);
         let tracks = self.camera(camera);
         let boxes = tracks
             .tracker
@@ -329,13 +343,13 @@ impl DecideActor {
                     .get(&t.id)
                     .is_some_and(|s| s.decided.is_some())
             })
-            .map(|t| DecidedBox {
+            .map(|t| TrackBox {
                 bbox: t.bbox,
                 velocity: t.velocity,
                 last_seen_ms: t.last_seen_ms,
             })
             .collect();
-        self.decided.set(camera, boxes);
+        decided.set(camera, boxes);
     }
 
     /// End the tracks of cameras that stopped sending frames.

@@ -23,6 +23,7 @@ mod analyse;
 mod batch;
 mod decide;
 mod publish;
+mod regions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,7 @@ use crate::stages::Detection;
 use crate::telemetry::{metrics, BackendLabel, Metrics};
 
 pub use decide::TrackFlush;
+pub use regions::{CameraPlanner, DetectPlan};
 
 /// Errors starting the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,19 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
     #[error("GStreamer cannot start: {0}")]
     Gstreamer(String),
+    #[error("warming up the {stage} session failed: {reason}")]
+    WarmUp { stage: &'static str, reason: String },
+}
+
+/// Threads per inference session for the streaming pipeline when `inference.threads = 0`:
+/// the machine's cores split evenly between the detect workers and the embed stage, at
+/// least one each. (Every session taking every core, next to GStreamer's decoder threads,
+/// oversubscribes the machine: BENCHMARKS.md §7.)
+pub fn session_threads(configured: usize, cores: usize, detect_workers: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    (cores / (detect_workers + 1)).max(1)
 }
 
 /// Where a frame came from and when.
@@ -82,13 +97,19 @@ pub struct FaceItem {
 /// Where each camera's already-decided tracks are, published by the decide stage and
 /// read by the embed stage: a face on a decided track needs no embedding (its identity
 /// event is out), which is most faces of a person crossing the scene.
+///
+/// It also holds every live track's box (decided or not) for the camera's detection
+/// planner, which searches around them at full resolution.
 #[derive(Default)]
 pub(crate) struct DecidedTracks {
-    cameras: Mutex<HashMap<Arc<str>, Vec<DecidedBox>>>,
+    cameras: Mutex<HashMap<Arc<str>, Vec<TrackBox>>>,
+    live: Mutex<HashMap<Arc<str>, Vec<TrackBox>>>,
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct DecidedBox {
+/// Where a track was last seen and how it moves (for the embed stage and the detection
+/// planner).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackBox {
     pub bbox: crate::stages::BBox,
     /// Box centre velocity, pixels per millisecond.
     pub velocity: [f32; 2],
@@ -99,11 +120,28 @@ pub(crate) struct DecidedBox {
 const DECIDED_IOU: f32 = 0.5;
 
 impl DecidedTracks {
-    pub(crate) fn set(&self, camera: &Arc<str>, boxes: Vec<DecidedBox>) {
+    pub(crate) fn set(&self, camera: &Arc<str>, boxes: Vec<TrackBox>) {
         self.cameras
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(camera.clone(), boxes);
+    }
+
+    pub(crate) fn set_live(&self, camera: &Arc<str>, boxes: Vec<TrackBox>) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(camera.clone(), boxes);
+    }
+
+    /// Every live track of `camera`.
+    pub(crate) fn live(&self, camera: &Arc<str>) -> Vec<TrackBox> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(camera)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether `bbox` (seen at `timestamp_ms`) lies on a decided track of `camera`.
@@ -141,6 +179,8 @@ pub struct Work {
     pub meta: FrameMeta,
     /// The full-resolution frame; released after alignment.
     pub frame: Option<Arc<I420Frame>>,
+    /// Where the detector looks in this frame.
+    pub plan: DetectPlan,
     pub faces: Vec<FaceItem>,
 }
 
@@ -268,6 +308,17 @@ impl Pipeline {
         events: EventBus,
     ) -> Result<Pipeline, PipelineError> {
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = session_threads(
+            config.inference.threads,
+            cores,
+            config.pipeline.detect_workers,
+        );
+        let config = &{
+            let mut c = config.clone();
+            c.inference.threads = threads;
+            c
+        };
         let pc = &config.pipeline;
         let m = metrics();
         let publish_arbiter = Arbiter::new();
@@ -303,7 +354,14 @@ impl Pipeline {
                 )
             }
         });
-        let (embed, embed_backend) = engine::build_embed(config)?;
+        let warm_started = Instant::now();
+        let (mut embed, embed_backend) = engine::build_embed(config)?;
+        embed
+            .warm_up(pc.embed_max_batch)
+            .map_err(|e| PipelineError::WarmUp {
+                stage: "embed",
+                reason: e.to_string(),
+            })?;
         let model = embed.model_id().to_string();
         m.inference_info
             .get_or_create(&BackendLabel {
@@ -320,6 +378,7 @@ impl Pipeline {
                 Duration::from_millis(pc.embed_max_wait_ms),
             );
             let min_quality = config.track.min_match_quality;
+            let decided = decided.clone();
             move |_| batch::EmbedBatcher::new(embed, max_batch, wait, min_quality, decided, next)
         });
         let quality = SyncArbiter::start(1, {
@@ -333,7 +392,11 @@ impl Pipeline {
         });
         let mut detectors = Vec::new();
         for _ in 0..pc.detect_workers {
-            let (detect, backend) = engine::build_detect(config)?;
+            let (mut detect, backend) = engine::build_detect(config)?;
+            warm_up_detect(&mut detect, config).map_err(|e| PipelineError::WarmUp {
+                stage: "detect",
+                reason: e.to_string(),
+            })?;
             m.inference_info
                 .get_or_create(&BackendLabel {
                     stage: "detect".into(),
@@ -343,6 +406,12 @@ impl Pipeline {
                 .set(1);
             detectors.push(detect);
         }
+        tracing::info!(
+            threads_per_session = threads,
+            cores,
+            seconds = warm_started.elapsed().as_secs_f32(),
+            "inference sessions warmed up"
+        );
         let detectors = Arc::new(Mutex::new(detectors));
         let detect = SyncArbiter::start(pc.detect_workers, {
             let next = Next::new(align.recipient(), "align");
@@ -380,13 +449,21 @@ impl Pipeline {
             let id: Arc<str> = Arc::from(camera.id.as_str());
             let credit = credits[&id].clone();
             credit_list.push(credit.clone());
-            pumps.push(spawn_pump(
-                id,
-                ring.clone(),
-                credit,
-                detect_next.clone(),
-                stop.clone(),
-            ));
+            let planner = CameraPlanner::new(
+                &camera.id,
+                camera.detection.clone(),
+                config.detect.max_side,
+                config.detect.min_face_px,
+            );
+            pumps.push(spawn_pump(Pump {
+                camera: id,
+                ring: ring.clone(),
+                credits: credit,
+                detect: detect_next.clone(),
+                stop: stop.clone(),
+                planner,
+                tracks: decided.clone(),
+            }));
             let actor = CameraActor::new(
                 camera.clone(),
                 pc.clone(),
@@ -459,14 +536,45 @@ impl Pipeline {
     }
 }
 
-/// Moves a camera's frames from its ring into the stages, one credit per frame.
-fn spawn_pump(
+/// Run the detector once on every input shape it will meet before frames arrive: the
+/// tile, and the downscale of a 16:9 and a 4:3 frame (backends compile per shape).
+fn warm_up_detect(
+    detect: &mut crate::stages::detect::Detect,
+    config: &Config,
+) -> Result<(), crate::stages::detect::DetectError> {
+    use crate::stages::motion::plan::TILE;
+    let tile = image::RgbImage::new(TILE, TILE);
+    detect.detect_with(&tile, TILE)?;
+    let side = config.detect.max_side;
+    for (w, h) in [(side, side * 9 / 16), (side, side * 3 / 4)] {
+        detect.detect_with(&image::RgbImage::new(w, h.max(1)), side)?;
+    }
+    Ok(())
+}
+
+/// What a camera's pump thread owns.
+struct Pump {
     camera: Arc<str>,
     ring: FrameRing,
     credits: Arc<Credits>,
     detect: Next,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+    planner: CameraPlanner,
+    tracks: Arc<DecidedTracks>,
+}
+
+/// Moves a camera's frames from its ring into the stages, one credit per frame, each with
+/// its detection plan (motion, live tracks, overload level: see [`regions`]).
+fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
+    let Pump {
+        camera,
+        ring,
+        credits,
+        detect,
+        stop,
+        mut planner,
+        tracks,
+    } = pump;
     std::thread::Builder::new()
         .name(format!("pump-{camera}"))
         .spawn(move || {
@@ -487,9 +595,16 @@ fn spawn_pump(
                             height: captured.frame.height,
                         };
                         seq += 1;
+                        planner.observe_drops(ring.dropped());
+                        let plan = planner.plan(
+                            &captured.frame,
+                            epoch_ms(captured.captured_at),
+                            &tracks.live(&camera),
+                        );
                         detect.send(Work {
                             meta,
                             frame: Some(captured.frame),
+                            plan,
                             faces: Vec::new(),
                         });
                     }
@@ -498,4 +613,18 @@ fn spawn_pump(
             }
         })
         .expect("spawning a pump thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_threads;
+
+    #[test]
+    fn zero_threads_splits_the_cores_between_detect_and_embed() {
+        assert_eq!(session_threads(0, 2, 1), 1);
+        assert_eq!(session_threads(0, 16, 1), 8);
+        assert_eq!(session_threads(0, 16, 3), 4);
+        assert_eq!(session_threads(0, 1, 2), 1);
+        assert_eq!(session_threads(3, 2, 1), 3);
+    }
 }

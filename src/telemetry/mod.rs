@@ -58,6 +58,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// `camera` and `kind` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub camera: String,
+    pub kind: String,
+}
+
 /// `stage`, `backend` and `model` labels of the info metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
@@ -112,6 +119,13 @@ pub struct Metrics {
     pub embed_faces: Family<OutcomeLabel, Counter>,
     /// Faces found by the detector.
     pub faces_detected: Family<CameraLabel, Counter>,
+    /// Detector work per camera by kind: full_frame (a whole-frame pass), tile (one
+    /// full-resolution tile), skipped (a frame with nothing to search).
+    pub detect_passes: Family<KindLabel, Counter>,
+    /// Motion regions found.
+    pub motion_regions: Family<CameraLabel, Counter>,
+    /// Overload shedding level per camera (0 none … 3), see `pipeline::regions`.
+    pub detect_shed_level: Family<CameraLabel, Gauge>,
     /// Tracks confirmed.
     pub tracks_started: Family<CameraLabel, Counter>,
     /// Open tracks.
@@ -194,6 +208,9 @@ impl Metrics {
         );
         let embed_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let faces_detected = Family::<CameraLabel, Counter>::default();
+        let detect_passes = Family::<KindLabel, Counter>::default();
+        let motion_regions = Family::<CameraLabel, Counter>::default();
+        let detect_shed_level = Family::<CameraLabel, Gauge>::default();
         let embed_faces = Family::<OutcomeLabel, Counter>::default();
         let tracks_started = Family::<CameraLabel, Counter>::default();
         let tracks_active = Family::<CameraLabel, Gauge>::default();
@@ -204,7 +221,7 @@ impl Metrics {
         ]);
         let inference_info = Family::<BackendLabel, Gauge>::default();
         use prometheus_client::registry::Unit;
-        let counters: [(&str, &str, &Family<CameraLabel, Counter>); 7] = [
+        let counters: [(&str, &str, &Family<CameraLabel, Counter>); 8] = [
             (
                 "camera_reconnects",
                 "Camera reconnect attempts",
@@ -236,6 +253,11 @@ impl Metrics {
                 &faces_detected,
             ),
             ("tracks_started", "Face tracks confirmed", &tracks_started),
+            (
+                "motion_regions",
+                "Motion regions found (searched at full resolution)",
+                &motion_regions,
+            ),
         ];
         for (name, help, family) in counters {
             registry.register(name, help, family.clone());
@@ -288,6 +310,16 @@ impl Metrics {
         );
         registry.register("tracks_active", "Open face tracks", tracks_active.clone());
         registry.register(
+            "detect_passes",
+            "Detector work by kind: full_frame pass, full-resolution tile, skipped frame",
+            detect_passes.clone(),
+        );
+        registry.register(
+            "detect_shed_level",
+            "Overload shedding level of the camera's detection (0 none to 3)",
+            detect_shed_level.clone(),
+        );
+        registry.register(
             "matches",
             "Identity decisions on tracks by outcome",
             matches.clone(),
@@ -325,6 +357,9 @@ impl Metrics {
             embed_batch_size,
             embed_faces,
             faces_detected,
+            detect_passes,
+            motion_regions,
+            detect_shed_level,
             tracks_started,
             tracks_active,
             matches,
@@ -350,6 +385,13 @@ impl Metrics {
     pub fn camera(id: &str) -> CameraLabel {
         CameraLabel {
             camera: id.to_string(),
+        }
+    }
+
+    pub fn kind(camera: &str, kind: &str) -> KindLabel {
+        KindLabel {
+            camera: camera.to_string(),
+            kind: kind.to_string(),
         }
     }
 

@@ -23,7 +23,7 @@ pub const ARCFACE_TEMPLATE: Landmarks = [
 ];
 
 /// `x' = a·x − b·y + tx`, `y' = b·x + a·y + ty`: scale `√(a²+b²)`, angle `atan2(b, a)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Similarity {
     pub a: f32,
     pub b: f32,
@@ -112,6 +112,14 @@ pub struct AlignedFace {
 }
 
 impl AlignedFace {
+    /// A black crop (warm-up runs).
+    pub fn blank() -> AlignedFace {
+        AlignedFace {
+            rgb: vec![0; CROP * CROP * 3],
+            transform: Similarity::default(),
+        }
+    }
+
     pub fn to_image(&self) -> RgbImage {
         RgbImage::from_raw(CROP as u32, CROP as u32, self.rgb.clone())
             .expect("crop buffer has CROP*CROP*3 bytes")

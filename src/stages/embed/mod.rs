@@ -82,24 +82,57 @@ impl Embed {
     }
 
     /// Embed crops; the result is in input order.
+    ///
+    /// A batch runs at the next power of two of its size (at most `embed.batch_size`),
+    /// padded with zeros: backends that compile per input shape then know five shapes
+    /// (1, 2, 4, 8, 16) instead of one per batch size, so a stream of varying batches
+    /// never recompiles, and [`Embed::warm_up`] can compile them all before the first
+    /// camera frame. Rows are independent: padding changes no embedding.
     pub fn embed(&mut self, faces: &[&AlignedFace]) -> Result<Vec<Embedding>, EmbedError> {
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
+            let n = padded_batch(chunk.len(), self.batch_size);
             pack_rgb_planar(chunk, &mut self.input);
-            let shape = [chunk.len(), 3, CROP, CROP];
+            self.input.resize(n * 3 * CROP * CROP, 0.0);
+            let shape = [n, 3, CROP, CROP];
             let outputs = self.session.run(&shape, &self.input)?;
             let data = outputs.first().map(|t| t.data.as_slice()).unwrap_or(&[]);
-            if data.len() != chunk.len() * self.dim {
+            if data.len() != n * self.dim {
                 return Err(EmbedError::BadOutput {
                     got: data.len(),
-                    faces: chunk.len(),
+                    faces: n,
                     dim: self.dim,
                 });
             }
-            out.extend(data.chunks_exact(self.dim).map(l2_normalised));
+            out.extend(
+                data.chunks_exact(self.dim)
+                    .take(chunk.len())
+                    .map(l2_normalised),
+            );
         }
         Ok(out)
     }
+
+    /// Run every batch shape up to `max_batch` once (backends compile per shape), so the
+    /// first real faces do not wait for a compilation.
+    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), EmbedError> {
+        let blank = AlignedFace::blank();
+        let mut n = 1;
+        loop {
+            let n_now = padded_batch(n, self.batch_size);
+            let faces = vec![&blank; n_now];
+            self.embed(&faces)?;
+            if n_now >= max_batch.min(self.batch_size) {
+                return Ok(());
+            }
+            n = n_now * 2;
+        }
+    }
+}
+
+/// The batch size a chunk of `n` faces runs at: the next power of two, at most `max`.
+pub fn padded_batch(n: usize, max: usize) -> usize {
+    n.next_power_of_two().min(max.max(n))
 }
 
 /// Pack crops into an `N×3×112×112` RGB planar tensor.
@@ -134,6 +167,18 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn batches_run_at_powers_of_two_up_to_the_configured_size() {
+        let sizes: Vec<usize> = (1..=16).map(|n| padded_batch(n, 16)).collect();
+        assert_eq!(
+            sizes,
+            [1, 2, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16]
+        );
+        assert_eq!(padded_batch(5, 6), 6);
+        assert_eq!(padded_batch(3, 3), 3);
+    }
+
     use super::*;
     use crate::stages::align::Similarity;
 

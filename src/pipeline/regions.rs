@@ -1,0 +1,330 @@
+//! Where the detector looks in each frame of a camera, decided on the camera's pump
+//! thread (one per camera, frames in order) before the frame enters the stages.
+//!
+//! In `regions` mode (the default) a frame gets: full-resolution tiles over its motion
+//! regions (`stages::motion`) and around the predicted boxes of the camera's live tracks
+//! (so a person who stops moving keeps being seen), and every `full_frame_every` frames a
+//! pass over the whole frame on the downscale (`detect.max_side`), which finds whoever
+//! arrived standing still or large. A frame with no motion, no track and no pass due
+//! skips detection: most of a surveillance camera's frames.
+//!
+//! **Overload** (the stages fall behind and the camera's ring drops frames) raises the
+//! camera's shed level, one step per frame that found drops, lowered again after five
+//! quiet seconds; the order in which work is shed, before frames are lost:
+//! 1. level 1: the whole-frame pass every 2 × `full_frame_every` frames;
+//! 2. level 2: every 4 ×, and at most half of `max_tiles` tiles (coarser steps);
+//! 3. level 3: every 8 ×, and a quarter of `max_tiles`.
+//!
+//! Tracked faces and motion keep their tiles at every level. The level is exported as
+//! `facestream_detect_shed_level{camera}`; passes and tiles as
+//! `facestream_detect_passes_total{camera,kind}`.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::analyse::detection_step;
+use super::TrackBox;
+use crate::ingest::I420Frame;
+use crate::stages::motion::plan::{self, Tile};
+use crate::stages::motion::{CameraDetection, DetectMode, Mask, Motion, MotionDetector};
+use crate::stages::BBox;
+use crate::telemetry::{metrics, Metrics};
+
+/// What the detect stage runs on one frame.
+#[derive(Debug, Clone, Default)]
+pub struct DetectPlan {
+    /// The whole frame on the downscale (`detect.max_side`).
+    pub downscale: bool,
+    /// The whole frame at full resolution (`mode = "full"`).
+    pub full_resolution: bool,
+    /// Full-resolution (or integer-step) tiles.
+    pub tiles: Vec<Tile>,
+    /// Faces smaller than this (full-frame pixels) are dropped.
+    pub min_face_px: f32,
+    /// Faces whose centre lies here are dropped.
+    pub mask: Option<Arc<Mask>>,
+}
+
+impl DetectPlan {
+    pub fn is_empty(&self) -> bool {
+        !self.downscale && !self.full_resolution && self.tiles.is_empty()
+    }
+}
+
+/// Motion cell side in pixels for a frame: 8 for HD, 4 below 720 lines (so a face still
+/// covers several cells).
+fn motion_cell(height: u32) -> u32 {
+    if height >= 720 {
+        8
+    } else {
+        4
+    }
+}
+
+/// Frames in a row without drops before the shed level goes down (5 s at 5 fps).
+const CALM_FRAMES: u32 = 25;
+const MAX_SHED: u32 = 3;
+
+/// One camera's detection planning.
+pub struct CameraPlanner {
+    config: CameraDetection,
+    max_side: u32,
+    min_face_px: f32,
+    mask: Option<Arc<Mask>>,
+    motion: Option<MotionDetector>,
+    until_full: u32,
+    shed: u32,
+    calm: u32,
+    dropped_seen: u64,
+    passes_full: Counter,
+    passes_tile: Counter,
+    passes_skipped: Counter,
+    motion_regions: Counter,
+    shed_level: Gauge,
+}
+
+impl CameraPlanner {
+    /// `max_side` and `min_face_px` from `[detect]` (the camera's own `min_face_px` wins
+    /// when set).
+    pub fn new(
+        camera: &str,
+        config: CameraDetection,
+        max_side: u32,
+        min_face_px: f32,
+    ) -> CameraPlanner {
+        let m = metrics();
+        let kind = |k: &str| {
+            m.detect_passes
+                .get_or_create(&Metrics::kind(camera, k))
+                .clone()
+        };
+        let mask = (!config.masks.is_empty()).then(|| Arc::new(Mask::new(&config.masks)));
+        let shed_level = m
+            .detect_shed_level
+            .get_or_create(&Metrics::camera(camera))
+            .clone();
+        shed_level.set(0);
+        CameraPlanner {
+            min_face_px: if config.min_face_px > 0.0 {
+                config.min_face_px
+            } else {
+                min_face_px
+            },
+            max_side,
+            mask,
+            motion: None,
+            until_full: 0,
+            shed: 0,
+            calm: 0,
+            dropped_seen: 0,
+            passes_full: kind("full_frame"),
+            passes_tile: kind("tile"),
+            passes_skipped: kind("skipped"),
+            motion_regions: m
+                .motion_regions
+                .get_or_create(&Metrics::camera(camera))
+                .clone(),
+            shed_level,
+            config,
+        }
+    }
+
+    /// The current shed level (0: none).
+    pub fn shed_level(&self) -> u32 {
+        self.shed
+    }
+
+    /// Update the shed level from the ring's drop counter (total so far).
+    pub fn observe_drops(&mut self, dropped_total: u64) {
+        if dropped_total > self.dropped_seen {
+            self.dropped_seen = dropped_total;
+            self.shed = (self.shed + 1).min(MAX_SHED);
+            self.calm = 0;
+        } else if self.shed > 0 {
+            self.calm += 1;
+            if self.calm >= CALM_FRAMES {
+                self.shed -= 1;
+                self.calm = 0;
+            }
+        }
+        self.shed_level.set(i64::from(self.shed));
+    }
+
+    /// Plan the detector's work on `frame`, seen at `timestamp_ms`, given the camera's
+    /// live tracks.
+    pub fn plan(
+        &mut self,
+        frame: &I420Frame,
+        timestamp_ms: i64,
+        tracks: &[TrackBox],
+    ) -> DetectPlan {
+        let mut out = DetectPlan {
+            min_face_px: self.min_face_px,
+            mask: self.mask.clone(),
+            ..DetectPlan::default()
+        };
+        match self.config.mode {
+            DetectMode::Downscale => out.downscale = true,
+            DetectMode::Full => out.full_resolution = true,
+            DetectMode::Regions => self.plan_regions(frame, timestamp_ms, tracks, &mut out),
+        }
+        if out.downscale || out.full_resolution {
+            self.passes_full.inc();
+        }
+        self.passes_tile.inc_by(out.tiles.len() as u64);
+        if out.is_empty() {
+            self.passes_skipped.inc();
+        }
+        out
+    }
+
+    fn plan_regions(
+        &mut self,
+        frame: &I420Frame,
+        timestamp_ms: i64,
+        tracks: &[TrackBox],
+        out: &mut DetectPlan,
+    ) {
+        let (w, h) = (frame.width, frame.height);
+        let cell = motion_cell(h);
+        let motion = self
+            .motion
+            .get_or_insert_with(|| MotionDetector::new(&self.config, cell))
+            .update(&frame.y, w, h);
+        let interval = self.config.full_frame_every << self.shed;
+        let mut full_due = self.until_full == 0;
+        let mut wants = Vec::new();
+        match motion {
+            Motion::Started | Motion::Global => full_due = true,
+            Motion::Regions(regions) => {
+                self.motion_regions.inc_by(regions.len() as u64);
+                wants.extend(
+                    regions
+                        .iter()
+                        .map(|r| plan::around_motion(r, self.config.region_padding, w, h)),
+                );
+            }
+        }
+        for t in tracks {
+            let dt = (timestamp_ms - t.last_seen_ms) as f32;
+            let predicted = BBox {
+                x: t.bbox.x + t.velocity[0] * dt,
+                y: t.bbox.y + t.velocity[1] * dt,
+                ..t.bbox
+            };
+            wants.push(plan::around_face(&predicted, w, h));
+        }
+        if detection_step(w, h, self.max_side) == 1 {
+            // The downscale is the full frame: one pass covers every region.
+            full_due |= !wants.is_empty();
+        } else {
+            let max_tiles = (self.config.max_tiles >> (self.shed.min(2))).max(1);
+            out.tiles = plan::tiles(&wants, w, h, max_tiles);
+        }
+        if full_due {
+            out.downscale = true;
+            self.until_full = interval.saturating_sub(1);
+        } else {
+            self.until_full -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(w: u32, h: u32, blob: Option<(u32, u32)>) -> I420Frame {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let inside = blob
+                .is_some_and(|(bx, by)| (bx..bx + 64).contains(&x) && (by..by + 64).contains(&y));
+            let v = if inside {
+                240
+            } else {
+                (60 + (x / 32 + y / 32) % 2 * 40) as u8
+            };
+            image::Rgb([v, v, v])
+        });
+        I420Frame::from_rgb(&img)
+    }
+
+    fn planner(config: CameraDetection) -> CameraPlanner {
+        CameraPlanner::new("plan-test", config, 640, 0.0)
+    }
+
+    #[test]
+    fn still_frames_skip_detection_between_full_frame_passes() {
+        let mut p = planner(CameraDetection::default());
+        let f = frame(1920, 1080, None);
+        let plans: Vec<DetectPlan> = (0..10).map(|i| p.plan(&f, i * 200, &[])).collect();
+        let full: Vec<bool> = plans.iter().map(|p| p.downscale).collect();
+        assert_eq!(
+            full,
+            [true, false, false, false, false, true, false, false, false, false]
+        );
+        assert!(plans.iter().all(|p| p.tiles.is_empty()));
+    }
+
+    #[test]
+    fn motion_and_tracks_get_full_resolution_tiles() {
+        let mut p = planner(CameraDetection::default());
+        p.plan(&frame(1920, 1080, None), 0, &[]);
+        let moved = p.plan(&frame(1920, 1080, Some((1200, 600))), 200, &[]);
+        assert!(!moved.downscale);
+        assert_eq!(moved.tiles.len(), 1, "{:?}", moved.tiles);
+        let t = moved.tiles[0];
+        assert_eq!(t.step, 1);
+        assert!(t.x <= 1200 && t.x + 320 >= 1264 && t.y <= 600 && t.y + 320 >= 664);
+        // a track moving right at 0.1 px/ms, last seen 200 ms ago at x=400
+        let track = TrackBox {
+            bbox: BBox {
+                x: 400.0,
+                y: 300.0,
+                w: 50.0,
+                h: 60.0,
+            },
+            velocity: [0.1, 0.0],
+            last_seen_ms: 200,
+        };
+        let tracked = p.plan(&frame(1920, 1080, Some((1200, 600))), 400, &[track]);
+        assert!(
+            tracked.tiles.iter().any(|t| t.x <= 420 && t.x + 320 >= 470),
+            "{:?}",
+            tracked.tiles
+        );
+    }
+
+    #[test]
+    fn shedding_rises_with_drops_and_spaces_out_full_frame_passes() {
+        let mut p = planner(CameraDetection::default());
+        p.observe_drops(1);
+        p.observe_drops(3);
+        assert_eq!(p.shed_level(), 2);
+        let f = frame(1920, 1080, None);
+        let full = (0..40)
+            .filter(|i| p.plan(&f, i * 200, &[]).downscale)
+            .count();
+        assert_eq!(full, 2, "every 20th frame at level 2 (5 × 4)");
+        for _ in 0..CALM_FRAMES {
+            p.observe_drops(3);
+        }
+        assert_eq!(p.shed_level(), 1);
+    }
+
+    #[test]
+    fn the_other_modes_do_what_they_say() {
+        let f = frame(1920, 1080, None);
+        let mut down = planner(CameraDetection {
+            mode: DetectMode::Downscale,
+            ..CameraDetection::default()
+        });
+        assert!((0..3).all(|i| down.plan(&f, i, &[]).downscale));
+        let mut full = planner(CameraDetection {
+            mode: DetectMode::Full,
+            ..CameraDetection::default()
+        });
+        assert!(full.plan(&f, 0, &[]).full_resolution);
+    }
+}
