@@ -69,9 +69,10 @@ bench-search: setup
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check faiss-cpu==1.13.0
 	taskset -c 0 $(VENV)/bin/python scripts/bench_search.py
 
-# Simultaneous 1080p25 H.264 RTSP cameras in real time on this machine (LFW people).
+# Faces at surveillance distance on N simultaneous 1080p25 H.264 RTSP cameras (LFW
+# people, degraded scene): recall, drops, latency, CPU against decode-only, per mode.
 bench-cameras: setup
-	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8,10}
+	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} --threads 2
 
 build-tract:
 	cargo build $(CARGO_FLAGS) --features tract

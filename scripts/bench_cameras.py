@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""How many simultaneous 1080p25 H.264 RTSP cameras run in real time on this machine.
+"""Faces at surveillance distance on N simultaneous 1080p25 H.264 RTSP cameras.
 
-Starts `facestream simulate-camera` with LFW people walking across a 1080p25 scene
-(served as N RTSP cameras, the clip encoded once so serving costs no encoding), enrols
-those people from a *different* photo each (plus strangers who are not enrolled), then
-for each camera count runs `facestream serve`, lets it warm up and measures over a
-window from two /metrics scrapes and /proc CPU counters:
+Starts `facestream simulate-camera` with LFW people crossing a 1080p25 surveillance scene
+(`--look surveillance`: textured background, sensor noise in every frame, lighting drift,
+blurred faces; faces of 40-70 px and of 100-200 px; two people at once; every fifth
+person stops for 3 s), served as N RTSP cameras (the clip encoded once so serving costs
+no encoding). Those people are enrolled from a *different* photo each, plus strangers
+who are not enrolled. Each configuration runs `facestream serve` for one whole loop of
+the clip per camera and reports:
+
+- recall: enrolled appearances with the right `identity.recognized`, appearances with a
+  wrong identity, strangers matched to someone, appearances with exactly one identity
+  event, appearances with none (scored against the simulator's schedule: time since the
+  camera's first frame, and the lane of the event's box);
 
 - per camera: decoded fps, analysed (sampled) fps, dropped %;
 - end-to-end latency p50/p95 (frame out of the decoder → identity event in the outbox,
@@ -17,7 +24,12 @@ window from two /metrics scrapes and /proc CPU counters:
   throwing the frames away (rtspsrc ! rtph264depay ! h264parse ! avdec_h264 ! fakesink),
   its CPU over the same window length — the floor any RTSP face service pays.
 
-Usage: scripts/bench_cameras.py --lfw ../shared/datasets/lfw-gray/images --cameras 2,4,6
+Configurations, all in one run: an idle camera (nobody in view) against its decode-only
+baseline; one camera with each detection mode (`regions`, the default; `downscale`, the
+old default; `full`, full resolution on every analysed frame: the recall ceiling, with a
+deep frame queue so it drops nothing); then N cameras in `regions` mode.
+
+Usage: scripts/bench_cameras.py --lfw ../shared/datasets/lfw-gray/images --cameras 4,6,8
 """
 import argparse
 import json
@@ -107,18 +119,211 @@ def wait_ready(port, timeout=120):
     raise SystemExit("service did not become ready")
 
 
+def cpu_flags():
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n")[0].split()
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+
+
+def get_json(port, path, key):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"})
+    return json.loads(urllib.request.urlopen(req, timeout=5).read())
+
+
+def iso(t):
+    from datetime import datetime
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+
+
+def score(events, schedule, enrolled, t0):
+    """Score one loop of one camera's events against the schedule."""
+    apps = schedule["appearances"]
+    per = [[] for _ in apps]
+    for e in events:
+        if not e["type"].startswith("identity."):
+            continue
+        off = iso(e["first_seen"]) - t0
+        if off < 0 or off >= schedule["duration_s"]:
+            continue
+        cy = e["box"]["y"] + e["box"]["h"] / 2
+        for i, a in enumerate(apps):
+            if a["start_s"] - 0.8 <= off <= a["start_s"] + a["duration_s"] + 0.5 and \
+                    a["from"][1] - 10 <= cy <= a["from"][1] + a["height"] + 10:
+                per[i].append(e)
+                break
+    s = {"enrolled": 0, "recognised": 0, "wrong": 0, "strangers": 0, "strangers_matched": 0,
+         "exactly_one": 0, "none": 0, "appearances": len(apps)}
+    for a, evs in zip(apps, per):
+        person = os.path.basename(os.path.dirname(a["photo"]))
+        names = {e["identity"]["name"] for e in evs if e["type"] == "identity.recognized"}
+        s["exactly_one"] += len(evs) == 1
+        s["none"] += len(evs) == 0
+        if person in enrolled:
+            s["enrolled"] += 1
+            s["recognised"] += person in names
+            s["wrong"] += bool(names - {person})
+        else:
+            s["strangers"] += 1
+            s["strangers_matched"] += bool(names)
+    return s
+
+
+def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0):
+    """One `facestream serve` over n cameras for one loop of the clip; the metrics."""
+    run_dir = os.path.join(work, name)
+    os.makedirs(run_dir)
+    cams = "".join(
+        f'[[cameras]]\nid = "cam{i}"\nurl = "rtsp://127.0.0.1:{cam_port}/cam{i}"\n'
+        f"[cameras.detection]\n{detection}\n" for i in range(1, n + 1))
+    config = os.path.join(run_dir, "config.toml")
+    with open(config, "w") as f:
+        f.write(f'[gallery]\ndatabase = "{work}/gallery.db"\n'
+                f'[api]\nlisten = "127.0.0.1:0"\ngenerated_key_file = "{run_dir}/key"\n'
+                f'[events]\noutbox = "{run_dir}/outbox.db"\n{extra}\n{cams}')
+    log = os.path.join(run_dir, "serve.log")
+    serve = subprocess.Popen([BIN, "--config", config, "serve"], stdout=subprocess.DEVNULL,
+                             stderr=open(log, "w"))
+    seen, events = set(), []
+    try:
+        port = None
+        deadline = time.time() + 180
+        while port is None and time.time() < deadline:
+            for line in open(log):
+                if "API listening on http://" in line:
+                    port = int(line.split("http://")[1].split("/")[0].rsplit(":", 1)[1])
+            time.sleep(0.2)
+        wait_ready(port)
+        key = open(os.path.join(run_dir, "key")).read().strip()
+
+        def poll():
+            for e in get_json(port, "/v1/events/recent?limit=200", key)["items"]:
+                if e["id"] not in seen:
+                    seen.add(e["id"])
+                    events.append(e)
+        # every camera live: its first frame is the clip's time zero
+        t0 = {}
+        while len(t0) < n and time.time() < deadline:
+            poll()
+            for e in events:
+                if e["type"] == "camera.up" and e["camera_id"] not in t0:
+                    t0[e["camera_id"]] = iso(e["occurred_at"])
+            time.sleep(0.5)
+        if len(t0) < n:
+            raise SystemExit(f"{name}: only {len(t0)} of {n} cameras went live")
+        start = max(t0.values())
+        while time.time() < start + settle:
+            poll(); time.sleep(1)
+        a, ta = scrape(port), time.time()
+        cpu_a, sim_a, thr_a = cpu_seconds(serve.pid), cpu_seconds(sim.pid), thread_cpu(serve.pid)
+        end = start + schedule["duration_s"]
+        while time.time() < end:
+            poll(); time.sleep(2)
+        b, tb = scrape(port), time.time()
+        cpu_b, sim_b, thr_b = cpu_seconds(serve.pid), cpu_seconds(sim.pid), thread_cpu(serve.pid)
+        # a configuration slower than real time works off its queue: wait until every
+        # sampled frame was decided or dropped (at most 10 min), then the last tracks end
+        # (track.lost_after_ms) and their events arrive
+        drain_until = time.time() + 600
+        sampled = sum(v for k, v in b.items() if k.startswith("facestream_camera_frames_sampled_total"))
+        while time.time() < drain_until:
+            m = scrape(port)
+            dropped = sum(v for k, v in m.items() if k.startswith("facestream_camera_frames_dropped_total"))
+            decided = m.get('facestream_stage_processed_total{stage="decide"}', 0)
+            if decided + dropped >= sampled:
+                break
+            poll(); time.sleep(2)
+        for _ in range(4):
+            time.sleep(1); poll()
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    dt = tb - ta
+    per_cam = []
+    for i in range(1, n + 1):
+        lab = f'{{camera="cam{i}"}}'
+        dec = delta(a, b, f"facestream_camera_frames_decoded_total{lab}") / dt
+        smp = delta(a, b, f"facestream_camera_frames_sampled_total{lab}") / dt
+        drp = delta(a, b, f"facestream_camera_frames_dropped_total{lab}")
+        tot = delta(a, b, f"facestream_camera_frames_sampled_total{lab}")
+        per_cam.append((dec, smp, 100.0 * drp / tot if tot else 0.0))
+    stages = {st: round(delta(a, b, f'facestream_stage_latency_seconds_sum{{stage="{st}"}}') / dt, 3)
+              for st in ["detect", "align", "quality", "embed", "decide", "publish"]}
+    passes = {k: round(sum(delta(a, b, f'facestream_detect_passes_total{{camera="cam{i}",kind="{k}"}}')
+                           for i in range(1, n + 1)) / dt / n, 2) for k in ["full_frame", "tile", "skipped"]}
+    threads = {k: (thr_b.get(k, 0) - thr_a.get(k, 0)) / dt for k in thr_b}
+    threads = dict(sorted(((k, round(v, 3)) for k, v in threads.items() if v > 0.005), key=lambda kv: -kv[1]))
+    recall = None
+    if schedule["appearances"]:
+        total = {}
+        for i in range(1, n + 1):
+            cam = f"cam{i}"
+            sc = score([e for e in events if e.get("camera_id") == cam], schedule, enrolled, t0[cam])
+            for k, v in sc.items():
+                total[k] = total.get(k, 0) + v
+        recall = total
+    return {
+        "config": name, "cameras": n, "detection": detection.replace("\n", "; "),
+        "window_s": round(dt, 1),
+        "decoded_fps_per_camera": round(sum(c[0] for c in per_cam) / n, 2),
+        "analysed_fps_per_camera": round(sum(c[1] for c in per_cam) / n, 2),
+        "dropped_pct_worst_camera": round(max(c[2] for c in per_cam), 2),
+        "latency_p50_s": quantile(0.5, a, b, "facestream_end_to_end_latency_seconds"),
+        "latency_p95_s": quantile(0.95, a, b, "facestream_end_to_end_latency_seconds"),
+        "recall": recall,
+        "service_cores": round((cpu_b - cpu_a) / dt, 3),
+        "service_cores_per_camera": round((cpu_b - cpu_a) / dt / n, 3),
+        "stage_cores": stages,
+        "detect_passes_per_s_per_camera": passes,
+        "threads_cores": threads,
+        "simulator_cores": round((sim_b - sim_a) / dt, 3),
+    }
+
+
+def baseline(cam_port, n, seconds):
+    """CPU of gst-launch receiving and decoding the same n streams, frames thrown away."""
+    launch = ["gst-launch-1.0", "-q"]
+    for i in range(1, n + 1):
+        launch += ["rtspsrc", f"location=rtsp://127.0.0.1:{cam_port}/cam{i}", "protocols=tcp", "latency=200",
+                   "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "fakesink", "sync=false"]
+    base = subprocess.Popen(launch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        ba, ta = cpu_seconds(base.pid), time.time()
+        time.sleep(seconds)
+        return round((cpu_seconds(base.pid) - ba) / (time.time() - ta), 3)
+    finally:
+        base.terminate()
+        base.wait()
+
+
+def simulator(shown, n, schedule_file, extra):
+    port = free_port()
+    sim = subprocess.Popen(
+        [BIN, "simulate-camera", *shown, "--port", str(port), "--cameras", str(n),
+         "--width", "1920", "--height", "1080", "--fps", "25", "--look", "surveillance",
+         "--schedule", schedule_file, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in sim.stdout:
+        if line.strip() == "ready":
+            break
+    return sim, port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", required=True, help="LFW images folder (one sub-folder per person)")
-    ap.add_argument("--cameras", default="2,4,6")
-    ap.add_argument("--enrolled", type=int, default=24)
-    ap.add_argument("--strangers", type=int, default=12)
-    ap.add_argument("--lanes", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=20)
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--cameras", default="4,6,8")
+    ap.add_argument("--enrolled", type=int, default=20)
+    ap.add_argument("--strangers", type=int, default=10)
+    ap.add_argument("--modes", default="regions,downscale,full", help="detection modes compared on 1 camera")
+    ap.add_argument("--skip-idle", action="store_true")
+    ap.add_argument("--threads", default="", help="also run these inference.threads values (e.g. 2) at "
+                    "the first camera count, beside the default split (inference.threads = 0)")
     ap.add_argument("--json", default="target/bench-cameras.json")
     args = ap.parse_args()
-    counts = [int(c) for c in args.cameras.split(",")]
+    counts = [int(c) for c in args.cameras.split(",") if c]
+    flags = cpu_flags()
+    cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}", flush=True)
     work = tempfile.mkdtemp(prefix="facestream-bench-cameras-")
     people = sorted(os.listdir(args.lfw))
     multi = [p for p in people if len(os.listdir(os.path.join(args.lfw, p))) >= 2]
@@ -136,111 +341,74 @@ def main():
             s = strangers.pop(0)
             shown.append(os.path.join(args.lfw, s, sorted(os.listdir(os.path.join(args.lfw, s)))[0]))
     shown.extend(os.path.join(args.lfw, s, sorted(os.listdir(os.path.join(args.lfw, s)))[0]) for s in strangers)
-
-    cam_port = free_port()
-    sim = subprocess.Popen(
-        [BIN, "simulate-camera", *shown, "--port", str(cam_port), "--cameras", str(max(counts)),
-         "--width", "1920", "--height", "1080", "--fps", "25", "--lanes", str(args.lanes),
-         "--photo-height", "250", "--show-seconds", "4", "--gap-seconds", "1"],
-        stdout=subprocess.PIPE, text=True)
-    for line in sim.stdout:
-        if line.strip() == "ready":
-            break
-    print(f"simulator ready: {len(shown)} people ({args.enrolled} enrolled) on {max(counts)} cameras", flush=True)
-
+    # LFW photos are 250 px with the face ~0.42 of it: 95-165 px photos give 40-70 px
+    # faces, 240-480 px give 100-200 px; six small for every two large.
+    scene = ["--lanes", "2", "--show-seconds", "4", "--gap-seconds", "1", "--hold-every", "5",
+             "--hold-seconds", "3", "--photo-heights", "95,120,145,165,110,240,135,480"]
+    enrolled_set = set(enrolled)
     results = []
+    modes = {"regions": 'mode = "regions"', "downscale": 'mode = "downscale"', "full": 'mode = "full"'}
+    max_n = max(counts + [1])
+    sched_file = os.path.join(work, "schedule.json")
+    sim, cam_port = simulator(shown, max_n, sched_file, scene)
+    schedule = json.load(open(sched_file))
+    print(f"simulator ready: {len(shown)} people ({len(enrolled)} enrolled), loop {schedule['duration_s']:.1f} s, "
+          f"on up to {max_n} cameras", flush=True)
+    subprocess.run([BIN, "--config", "/dev/null", "enroll", "--dir", os.path.join(work, "enroll")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "FACESTREAM__GALLERY__DATABASE": f'"{work}/gallery.db"'})
     try:
-        for n in counts:
-            api_port = free_port()
-            run_dir = os.path.join(work, f"run{n}")
-            os.makedirs(run_dir)
-            cams = "".join(
-                f'[[cameras]]\nid = "cam{i}"\nurl = "rtsp://127.0.0.1:{cam_port}/cam{i}"\n'
-                for i in range(1, n + 1))
-            config = os.path.join(run_dir, "config.toml")
-            with open(config, "w") as f:
-                f.write(f'[gallery]\ndatabase = "{work}/gallery.db"\n'
-                        f'[api]\nlisten = "127.0.0.1:{api_port}"\ngenerated_key_file = "{run_dir}/key"\n'
-                        f'[events]\noutbox = "{run_dir}/outbox.db"\n{cams}')
-            if n == counts[0]:
-                subprocess.run([BIN, "--config", config, "enroll", "--dir", os.path.join(work, "enroll")],
-                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            serve = subprocess.Popen([BIN, "--config", config, "serve"],
-                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(run_dir, "serve.log"), "w"))
-            try:
-                wait_ready(api_port)
-                time.sleep(args.warmup)
-                a, ta = scrape(api_port), time.time()
-                cpu_a, sim_a, thr_a = cpu_seconds(serve.pid), cpu_seconds(sim.pid), thread_cpu(serve.pid)
-                time.sleep(args.seconds)
-                b, tb = scrape(api_port), time.time()
-                cpu_b, sim_b, thr_b = cpu_seconds(serve.pid), cpu_seconds(sim.pid), thread_cpu(serve.pid)
-            finally:
-                serve.send_signal(signal.SIGTERM)
-                serve.wait(timeout=60)
-            # baseline: decode only, same streams, same window length
-            launch = ["gst-launch-1.0", "-q"]
-            for i in range(1, n + 1):
-                launch += ["rtspsrc", f"location=rtsp://127.0.0.1:{cam_port}/cam{i}", "protocols=tcp", "latency=200",
-                           "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "fakesink", "sync=false"]
-            base = subprocess.Popen(launch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                time.sleep(args.warmup / 2)
-                ba = cpu_seconds(base.pid)
-                time.sleep(args.seconds / 2)
-                base_cores = (cpu_seconds(base.pid) - ba) / (args.seconds / 2)
-            finally:
-                base.terminate()
-                base.wait()
-            dt = tb - ta
-            per_cam = []
-            for i in range(1, n + 1):
-                lab = f'{{camera="cam{i}"}}'
-                dec = delta(a, b, f"facestream_camera_frames_decoded_total{lab}") / dt
-                smp = delta(a, b, f"facestream_camera_frames_sampled_total{lab}") / dt
-                drp = delta(a, b, f"facestream_camera_frames_dropped_total{lab}")
-                tot = delta(a, b, f"facestream_camera_frames_sampled_total{lab}")
-                per_cam.append((dec, smp, 100.0 * drp / tot if tot else 0.0))
-            stages = {}
-            for st in ["detect", "align", "quality", "embed", "decide", "publish"]:
-                stages[st] = delta(a, b, f'facestream_stage_latency_seconds_sum{{stage="{st}"}}') / dt
-            service_cores = (cpu_b - cpu_a) / dt
-            threads = {k: (thr_b.get(k, 0) - thr_a.get(k, 0)) / dt for k in thr_b}
-            threads = dict(sorted(((k, v) for k, v in threads.items() if v > 0.005), key=lambda kv: -kv[1]))
-            outcome = {o: sum(delta(a, b, f'facestream_matches_total{{camera="cam{i}",outcome="{o}"}}')
-                              for i in range(1, n + 1)) for o in ["recognized", "unknown", "low_quality"]}
-            r = {
-                "cameras": n,
-                "window_s": round(dt, 1),
-                "decoded_fps_per_camera": round(sum(c[0] for c in per_cam) / n, 2),
-                "analysed_fps_per_camera": round(sum(c[1] for c in per_cam) / n, 2),
-                "dropped_pct_worst_camera": round(max(c[2] for c in per_cam), 2),
-                "latency_p50_s": quantile(0.5, a, b, "facestream_end_to_end_latency_seconds"),
-                "latency_p95_s": quantile(0.95, a, b, "facestream_end_to_end_latency_seconds"),
-                "identity_events": outcome,
-                "service_cores": round(service_cores, 3),
-                "stage_cores": {k: round(v, 3) for k, v in stages.items()},
-                "threads_cores": {k: round(v, 3) for k, v in threads.items()},
-                "simulator_cores": round((sim_b - sim_a) / dt, 3),
-                "baseline_decode_only_cores": round(base_cores, 3),
-                "loadavg": os.getloadavg(),
-            }
+        for mode in [m for m in args.modes.split(",") if m]:
+            extra = "[pipeline]\nframe_queue = 1000\n" if mode == "full" else ""
+            r = run_service(f"1cam-{mode}", work, cam_port, 1, modes[mode], schedule, enrolled_set, sim, extra)
+            r["baseline_decode_only_cores"] = baseline(cam_port, 1, 20)
             results.append(r)
             print(json.dumps(r), flush=True)
+        for n in counts:
+            r = run_service(f"{n}cam-regions", work, cam_port, n, modes["regions"], schedule, enrolled_set, sim)
+            r["baseline_decode_only_cores"] = baseline(cam_port, n, 30)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+            if n == counts[0]:
+                for t in [t for t in args.threads.split(",") if t]:
+                    r = run_service(f"{n}cam-regions-threads{t}", work, cam_port, n, modes["regions"], schedule,
+                                    enrolled_set, sim, f"[inference]\nthreads = {t}\n")
+                    r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
     finally:
         sim.terminate()
         sim.wait()
+    if not args.skip_idle:
+        idle_sched = os.path.join(work, "idle.json")
+        sim, port = simulator(shown[:1], 1, idle_sched, ["--empty-seconds", "40"])
+        try:
+            idle = json.load(open(idle_sched))
+            r = run_service("1cam-idle", work, port, 1, modes["regions"], idle, enrolled_set, sim, settle=10)
+            r["baseline_decode_only_cores"] = baseline(port, 1, 30)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+        finally:
+            sim.terminate()
+            sim.wait()
     with open(args.json, "w") as f:
-        json.dump({"cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-                   "cores": os.cpu_count(), "results": results}, f, indent=2)
-    print("\n| cameras | decoded fps/cam | analysed fps/cam | worst drop % | p50 latency | p95 latency | service cores | decode-only baseline cores | stages (cores) | simulator cores |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        json.dump({"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "results": results}, f, indent=2)
+    print(f"\nmachine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}")
+    print("\n| config | recognised / enrolled | wrong | strangers matched | exactly one event | no event | worst drop % | p50 | p95 | service cores/cam | decode-only cores/cam | detect cores | tiles/s/cam | full passes/s/cam |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda v: "–" if v is None else f"{v * 1000:.0f} ms"
-        st = ", ".join(f"{k} {v:.3f}" for k, v in r["stage_cores"].items())
-        print(f"| {r['cameras']} | {r['decoded_fps_per_camera']} | {r['analysed_fps_per_camera']} | "
-              f"{r['dropped_pct_worst_camera']} | {fmt(r['latency_p50_s'])} | {fmt(r['latency_p95_s'])} | "
-              f"{r['service_cores']} | {r['baseline_decode_only_cores']} | {st} | {r['simulator_cores']} |")
+        rc = r["recall"]
+        rec = "–" if rc is None else f"{rc['recognised']} / {rc['enrolled']}"
+        wrong = "–" if rc is None else rc["wrong"]
+        sm = "–" if rc is None else f"{rc['strangers_matched']} / {rc['strangers']}"
+        one = "–" if rc is None else f"{rc['exactly_one']} / {rc['appearances']}"
+        none = "–" if rc is None else rc["none"]
+        base = r["baseline_decode_only_cores"] / r["cameras"]
+        p = r["detect_passes_per_s_per_camera"]
+        print(f"| {r['config']} | {rec} | {wrong} | {sm} | {one} | {none} | {r['dropped_pct_worst_camera']} | "
+              f"{fmt(r['latency_p50_s'])} | {fmt(r['latency_p95_s'])} | {r['service_cores_per_camera']} | "
+              f"{base:.3f} | {r['stage_cores']['detect']} | {p['tile']} | {p['full_frame']} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

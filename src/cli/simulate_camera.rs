@@ -47,6 +47,25 @@ pub struct SimulateCameraArgs {
     /// Photos on screen at once (horizontal lanes).
     #[arg(long, default_value_t = 1)]
     lanes: usize,
+    /// Heights photos are scaled to, cycled over the photos (e.g. `110,150,300`);
+    /// overrides --photo-height.
+    #[arg(long, value_delimiter = ',')]
+    photo_heights: Vec<u32>,
+    /// Every Nth photo stops half-way for --hold-seconds (0: nobody stops).
+    #[arg(long, default_value_t = 0)]
+    hold_every: usize,
+    #[arg(long, default_value_t = 3.0)]
+    hold_seconds: f32,
+    /// `clean` (flat grey, sharp photos) or `surveillance` (textured background, sensor
+    /// noise every frame, lighting drift, blurred faces).
+    #[arg(long, default_value = "clean")]
+    look: String,
+    /// Serve an empty scene of this many seconds (nobody in view) instead of the photos.
+    #[arg(long)]
+    empty_seconds: Option<f32>,
+    /// Write the clip's schedule (who is shown where and when) to this JSON file.
+    #[arg(long)]
+    schedule: Option<PathBuf>,
 }
 
 fn collect(paths: &[PathBuf], one_per_folder: bool) -> anyhow::Result<Vec<PathBuf>> {
@@ -90,22 +109,72 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
     if let Some(limit) = args.limit {
         paths.truncate(limit);
     }
-    let photos = simulate::load_photos(&paths);
+    let look = match args.look.as_str() {
+        "clean" => simulate::Look::default(),
+        "surveillance" => simulate::Look::surveillance(),
+        other => anyhow::bail!("--look {other:?}: expected clean or surveillance"),
+    };
+    // keep each photo's path beside it for the schedule
+    let (paths, photos): (Vec<PathBuf>, Vec<_>) = paths
+        .into_iter()
+        .filter_map(|p| {
+            let photo = simulate::load_photos(std::slice::from_ref(&p)).pop()?;
+            Some((p, photo))
+        })
+        .unzip();
+    let (paths, photos) = match args.empty_seconds {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => (paths, photos),
+    };
     anyhow::ensure!(
-        !photos.is_empty(),
-        "no readable photos among {} path(s)",
-        paths.len()
+        !photos.is_empty() || args.empty_seconds.is_some(),
+        "no readable photos among the paths given"
     );
-    let scene = Scene::parade(
-        (args.width, args.height, args.fps),
-        &photos,
-        args.photo_height,
-        (args.show_seconds, args.gap_seconds),
-        args.lanes,
-    );
+    let spec = simulate::SceneSpec {
+        photo_heights: if args.photo_heights.is_empty() {
+            vec![args.photo_height]
+        } else {
+            args.photo_heights.clone()
+        },
+        show_s: args.show_seconds,
+        gap_s: args.empty_seconds.unwrap_or(args.gap_seconds),
+        lanes: args.lanes,
+        hold_every: args.hold_every,
+        hold_s: args.hold_seconds,
+        look,
+    };
+    let scene = Scene::from_spec((args.width, args.height, args.fps), &photos, &spec);
+    if let Some(file) = &args.schedule {
+        let appearances: Vec<serde_json::Value> = scene
+            .appearances
+            .iter()
+            .zip(&paths)
+            .map(|(a, p)| {
+                serde_json::json!({
+                    "photo": p.display().to_string(),
+                    "start_s": a.start_s,
+                    "duration_s": a.duration_s,
+                    "hold_s": a.hold_s,
+                    "from": a.from,
+                    "to": a.to,
+                    "width": a.photo.width(),
+                    "height": a.photo.height(),
+                })
+            })
+            .collect();
+        let schedule = serde_json::json!({
+            "width": scene.width,
+            "height": scene.height,
+            "fps": scene.fps,
+            "duration_s": scene.duration_s,
+            "appearances": appearances,
+        });
+        std::fs::write(file, serde_json::to_string_pretty(&schedule)?)
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
     eprintln!(
         "encoding {} photos into a {:.1} s {}x{}@{} H.264 clip…",
-        photos.len(),
+        scene.appearances.len(),
         scene.duration_s,
         args.width,
         args.height,

@@ -2,7 +2,8 @@
 //! thread (one per camera, frames in order) before the frame enters the stages.
 //!
 //! In `regions` mode (the default) a frame gets: full-resolution tiles over its motion
-//! regions (`stages::motion`) and around the predicted boxes of the camera's live tracks
+//! regions (`stages::motion`; a region that holds a tracked face only every third frame,
+//! for newcomers beside it) and around the predicted boxes of the camera's live tracks
 //! (so a person who stops moving keeps being seen), and every `full_frame_every` frames a
 //! pass over the whole frame on the downscale (`detect.max_side`), which finds whoever
 //! arrived standing still or large. A frame with no motion, no track and no pass due
@@ -63,6 +64,16 @@ fn motion_cell(height: u32) -> u32 {
     }
 }
 
+/// A motion region holding a tracked face is searched whole every this many frames.
+const EXPLAINED_EVERY: u64 = 3;
+
+fn inside(r: &crate::stages::motion::Rect, p: [f32; 2]) -> bool {
+    p[0] >= r.x as f32
+        && p[0] <= r.right() as f32
+        && p[1] >= r.y as f32
+        && p[1] <= r.bottom() as f32
+}
+
 /// Frames in a row without drops before the shed level goes down (5 s at 5 fps).
 const CALM_FRAMES: u32 = 25;
 const MAX_SHED: u32 = 3;
@@ -75,6 +86,7 @@ pub struct CameraPlanner {
     mask: Option<Arc<Mask>>,
     motion: Option<MotionDetector>,
     until_full: u32,
+    frame: u64,
     shed: u32,
     calm: u32,
     dropped_seen: u64,
@@ -116,6 +128,7 @@ impl CameraPlanner {
             mask,
             motion: None,
             until_full: 0,
+            frame: 0,
             shed: 0,
             calm: 0,
             dropped_seen: 0,
@@ -195,27 +208,36 @@ impl CameraPlanner {
             .update(&frame.y, w, h);
         let interval = self.config.full_frame_every << self.shed;
         let mut full_due = self.until_full == 0;
+        self.frame = self.frame.wrapping_add(1);
+        let predicted: Vec<BBox> = tracks
+            .iter()
+            .map(|t| {
+                let dt = (timestamp_ms - t.last_seen_ms) as f32;
+                BBox {
+                    x: t.bbox.x + t.velocity[0] * dt,
+                    y: t.bbox.y + t.velocity[1] * dt,
+                    ..t.bbox
+                }
+            })
+            .collect();
         let mut wants = Vec::new();
         match motion {
             Motion::Started | Motion::Global => full_due = true,
             Motion::Regions(regions) => {
                 self.motion_regions.inc_by(regions.len() as u64);
+                // Motion that a tracked face explains (the face's own body moving) is
+                // searched every EXPLAINED_EVERY frames, for newcomers in the same blob;
+                // the face itself has its own tile below every frame.
+                let recheck = self.frame % EXPLAINED_EVERY == 0;
                 wants.extend(
                     regions
                         .iter()
+                        .filter(|r| recheck || !predicted.iter().any(|b| inside(r, b.centre())))
                         .map(|r| plan::around_motion(r, self.config.region_padding, w, h)),
                 );
             }
         }
-        for t in tracks {
-            let dt = (timestamp_ms - t.last_seen_ms) as f32;
-            let predicted = BBox {
-                x: t.bbox.x + t.velocity[0] * dt,
-                y: t.bbox.y + t.velocity[1] * dt,
-                ..t.bbox
-            };
-            wants.push(plan::around_face(&predicted, w, h));
-        }
+        wants.extend(predicted.iter().map(|b| plan::around_face(b, w, h)));
         if detection_step(w, h, self.max_side) == 1 {
             // The downscale is the full frame: one pass covers every region.
             full_due |= !wants.is_empty();
@@ -293,6 +315,55 @@ mod tests {
             tracked.tiles.iter().any(|t| t.x <= 420 && t.x + 320 >= 470),
             "{:?}",
             tracked.tiles
+        );
+    }
+
+    #[test]
+    fn motion_a_tracked_face_explains_is_searched_every_third_frame() {
+        /// A 200×600 "body" at x, with the tracked face at its top.
+        fn body(x: u32) -> I420Frame {
+            let img = image::RgbImage::from_fn(1920, 1080, |px, py| {
+                let inside = (x..x + 200).contains(&px) && (200..800).contains(&py);
+                let v = if inside {
+                    230
+                } else {
+                    (60 + (px / 32 + py / 32) % 2 * 40) as u8
+                };
+                image::Rgb([v, v, v])
+            });
+            I420Frame::from_rgb(&img)
+        }
+        let mut p = planner(CameraDetection::default());
+        p.plan(&frame(1920, 1080, None), 0, &[]);
+        let plans: Vec<(usize, usize)> = (1..=6)
+            .map(|k| {
+                // the body steps 40 px a frame: motion in every frame
+                let x = 800 + 40 * k as u32;
+                let face = TrackBox {
+                    bbox: BBox {
+                        x: (x + 80) as f32,
+                        y: 210.0,
+                        w: 44.0,
+                        h: 44.0,
+                    },
+                    velocity: [0.0, 0.0],
+                    last_seen_ms: k as i64 * 200,
+                };
+                let with_track = p.plan(&body(x), k as i64 * 200, &[face]).tiles.len();
+                (k, with_track)
+            })
+            .collect();
+        // one frame in three searches the whole body, the others only the face's tile
+        let whole: Vec<usize> = plans
+            .iter()
+            .filter(|(_, t)| *t >= 2)
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(whole.len(), 2, "{plans:?}");
+        assert_eq!(whole[1] - whole[0], 3, "{plans:?}");
+        assert!(
+            plans.iter().all(|(k, t)| whole.contains(k) || *t == 1),
+            "{plans:?}"
         );
     }
 

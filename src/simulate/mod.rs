@@ -48,6 +48,69 @@ pub struct Appearance {
     /// Top-left corner at the start and at the end, in pixels.
     pub from: [f32; 2],
     pub to: [f32; 2],
+    /// Seconds of `duration_s` spent standing still half-way (a person who stops).
+    pub hold_s: f32,
+}
+
+impl Appearance {
+    /// Top-left corner `t` seconds after the start.
+    pub fn position(&self, t: f32) -> [f32; 2] {
+        let moving = (self.duration_s - self.hold_s).max(1e-3);
+        let half = moving / 2.0;
+        let k = if t < half {
+            t / moving
+        } else if t < half + self.hold_s {
+            0.5
+        } else {
+            (t - self.hold_s) / moving
+        }
+        .clamp(0.0, 1.0);
+        [
+            self.from[0] + (self.to[0] - self.from[0]) * k,
+            self.from[1] + (self.to[1] - self.from[1]) * k,
+        ]
+    }
+}
+
+/// How the simulated camera's picture is degraded: the `surveillance` look is what a
+/// real camera adds to faces at a distance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Look {
+    /// A textured background (tiles, a wall pattern) instead of flat grey.
+    pub textured: bool,
+    /// Sensor noise, uniform ± this many levels, new in every frame.
+    pub noise: f32,
+    /// Lighting drift: brightness ± this many levels, one cycle a minute.
+    pub drift: f32,
+    /// Gaussian blur of each shown photo (optics, focus), sigma in pixels.
+    pub blur: f32,
+}
+
+impl Look {
+    /// Textured background, noise ±6, drift ±12, blur 0.8 px.
+    pub fn surveillance() -> Look {
+        Look {
+            textured: true,
+            noise: 6.0,
+            drift: 12.0,
+            blur: 0.8,
+        }
+    }
+}
+
+/// How photos are laid out in a scene.
+#[derive(Clone, Debug)]
+pub struct SceneSpec {
+    /// Heights photos are scaled to, cycled over the photos.
+    pub photo_heights: Vec<u32>,
+    pub show_s: f32,
+    pub gap_s: f32,
+    /// Photos on screen at once (horizontal lanes).
+    pub lanes: usize,
+    /// Every `hold_every`-th photo (0: none) stops half-way for `hold_s` more seconds.
+    pub hold_every: usize,
+    pub hold_s: f32,
+    pub look: Look,
 }
 
 /// What the simulated camera sees.
@@ -58,6 +121,8 @@ pub struct Scene {
     pub fps: u32,
     pub duration_s: f32,
     pub appearances: Vec<Appearance>,
+    pub look: Look,
+    background: Arc<RgbImage>,
 }
 
 impl Scene {
@@ -71,44 +136,83 @@ impl Scene {
         (show_s, gap_s): (f32, f32),
         lanes: usize,
     ) -> Scene {
-        let lanes = lanes.max(1);
+        Scene::from_spec(
+            (width, height, fps),
+            photos,
+            &SceneSpec {
+                photo_heights: vec![photo_height],
+                show_s,
+                gap_s,
+                lanes,
+                hold_every: 0,
+                hold_s: 0.0,
+                look: Look::default(),
+            },
+        )
+    }
+
+    /// Photos laid out as `spec` says; with no photos, `spec.gap_s` seconds of an empty
+    /// scene.
+    pub fn from_spec(
+        (width, height, fps): (u32, u32, u32),
+        photos: &[RgbImage],
+        spec: &SceneSpec,
+    ) -> Scene {
+        let lanes = spec.lanes.max(1);
         let lane_h = height as f32 / lanes as f32;
         let mut appearances = Vec::new();
         let mut lane_end = vec![0.0f32; lanes];
         for (i, photo) in photos.iter().enumerate() {
             let lane = i % lanes;
+            let photo_height = spec.photo_heights[i % spec.photo_heights.len().max(1)];
             let scale = photo_height as f32 / photo.height() as f32;
             let (w, h) = (
                 ((photo.width() as f32 * scale) as u32).min(width),
                 photo_height.min(height),
             );
-            let scaled =
+            let mut scaled =
                 image::imageops::resize(photo, w, h, image::imageops::FilterType::Triangle);
+            if spec.look.blur > 0.0 {
+                scaled = image::imageops::blur(&scaled, spec.look.blur);
+            }
             let travel = (width as f32 - w as f32).max(0.0);
             let y = (lane as f32 * lane_h + (lane_h - h as f32) / 2.0).max(0.0);
-            let start = lane_end[lane] + if lane_end[lane] > 0.0 { gap_s } else { 0.3 };
+            let start = lane_end[lane]
+                + if lane_end[lane] > 0.0 {
+                    spec.gap_s
+                } else {
+                    0.3
+                };
             // alternate directions so tracks cross in the benchmark scene
             let (from, to) = if i % 2 == 0 {
                 (0.15, 0.85)
             } else {
                 (0.85, 0.15)
             };
+            let hold_s = if spec.hold_every > 0 && i % spec.hold_every == spec.hold_every - 1 {
+                spec.hold_s
+            } else {
+                0.0
+            };
             appearances.push(Appearance {
                 photo: Arc::new(scaled),
                 start_s: start,
-                duration_s: show_s,
+                duration_s: spec.show_s + hold_s,
                 from: [travel * from, y],
                 to: [travel * to, y],
+                hold_s,
             });
-            lane_end[lane] = start + show_s;
+            lane_end[lane] = start + spec.show_s + hold_s;
         }
-        let duration_s = lane_end.iter().cloned().fold(0.0, f32::max) + gap_s;
+        let duration_s = lane_end.iter().cloned().fold(0.0, f32::max) + spec.gap_s;
         Scene {
             width,
             height,
             fps,
             duration_s,
             appearances,
+            background: Arc::new(background(width, height, spec.look.textured)),
+            look: spec.look.clone(),
         }
     }
 
@@ -118,18 +222,53 @@ impl Scene {
 
     /// The frame at `t` seconds.
     pub fn render(&self, t: f32) -> RgbImage {
-        let mut canvas = RgbImage::from_pixel(self.width, self.height, image::Rgb([96, 100, 104]));
+        let mut canvas = self.background.as_ref().clone();
         for a in &self.appearances {
             if t < a.start_s || t >= a.start_s + a.duration_s {
                 continue;
             }
-            let k = (t - a.start_s) / a.duration_s;
-            let x = a.from[0] + (a.to[0] - a.from[0]) * k;
-            let y = a.from[1] + (a.to[1] - a.from[1]) * k;
+            let [x, y] = a.position(t - a.start_s);
             image::imageops::overlay(&mut canvas, a.photo.as_ref(), x as i64, y as i64);
+        }
+        let look = &self.look;
+        if look.noise > 0.0 || look.drift > 0.0 {
+            let shift = look.drift * (t * std::f32::consts::TAU / 60.0).sin();
+            // xorshift seeded by the frame time: the same clip every run
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (t * 1000.0) as u64;
+            let span = 2.0 * look.noise;
+            for v in canvas.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * span;
+                *v = (*v as f32 + shift + noise).round().clamp(0.0, 255.0) as u8;
+            }
         }
         canvas
     }
+}
+
+/// The empty scene: flat grey, or a floor-and-wall texture.
+fn background(width: u32, height: u32, textured: bool) -> RgbImage {
+    if !textured {
+        return RgbImage::from_pixel(width, height, image::Rgb([96, 100, 104]));
+    }
+    RgbImage::from_fn(width, height, |x, y| {
+        let (fx, fy) = (x as f32, y as f32);
+        let wall = 20.0 * (fx / 37.0).sin() * (fy / 23.0).cos();
+        let tiles = if (x / 64 + y / 48) % 2 == 0 {
+            14.0
+        } else {
+            -14.0
+        };
+        let grain = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)) % 17) as f32 - 8.0;
+        let v = 105.0 + wall + tiles + grain;
+        image::Rgb([
+            (v + 6.0).clamp(0.0, 255.0) as u8,
+            v.clamp(0.0, 255.0) as u8,
+            (v - 8.0).clamp(0.0, 255.0) as u8,
+        ])
+    })
 }
 
 /// An encoded clip: H.264 access units (byte-stream), the first one an IDR.
