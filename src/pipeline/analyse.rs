@@ -14,7 +14,6 @@ use super::{FaceItem, Meter, Next, Work};
 use crate::ingest::{I420Frame, Region};
 use crate::stages::align;
 use crate::stages::detect::{nms, Detect, DetectError};
-use crate::stages::motion::plan::TILE;
 use crate::stages::quality::{self, QualityConfig};
 use crate::stages::Detection;
 use crate::telemetry::{metrics, Metrics};
@@ -80,15 +79,16 @@ impl DetectActor {
                 },
                 tile.step,
             );
-            let image = if crop.dimensions() == (TILE, TILE) {
+            let size = tile.size;
+            let image = if crop.dimensions() == (size, size) {
                 crop
             } else {
                 // a frame smaller than the tile: same input shape, black beyond the frame
-                let mut canvas = RgbImage::new(TILE, TILE);
+                let mut canvas = RgbImage::new(size, size);
                 image::imageops::replace(&mut canvas, &crop, 0, 0);
                 canvas
             };
-            let faces = self.detect.detect_with(&image, TILE)?;
+            let faces = self.detect.detect_with(&image, size)?;
             found.extend(
                 faces
                     .into_iter()
@@ -150,6 +150,7 @@ impl Handler<Work> for DetectActor {
                             quality: None,
                             embedding: None,
                             wanted: false,
+                            embed_failed: false,
                         })
                         .collect();
                     metrics()

@@ -228,7 +228,7 @@ impl CameraPlanner {
                 // Motion that a tracked face explains (the face's own body moving) is
                 // searched every EXPLAINED_EVERY frames, for newcomers in the same blob;
                 // the face itself has its own tile below every frame.
-                let recheck = self.frame % EXPLAINED_EVERY == 0;
+                let recheck = self.frame.is_multiple_of(EXPLAINED_EVERY);
                 wants.extend(
                     regions
                         .iter()
@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(moved.tiles.len(), 1, "{:?}", moved.tiles);
         let t = moved.tiles[0];
         assert_eq!(t.step, 1);
-        assert!(t.x <= 1200 && t.x + 320 >= 1264 && t.y <= 600 && t.y + 320 >= 664);
+        assert!(t.x <= 1200 && t.x + t.side() >= 1264 && t.y <= 600 && t.y + t.side() >= 664);
         // a track moving right at 0.1 px/ms, last seen 200 ms ago at x=400
         let track = TrackBox {
             bbox: BBox {
@@ -312,7 +312,10 @@ mod tests {
         };
         let tracked = p.plan(&frame(1920, 1080, Some((1200, 600))), 400, &[track]);
         assert!(
-            tracked.tiles.iter().any(|t| t.x <= 420 && t.x + 320 >= 470),
+            tracked
+                .tiles
+                .iter()
+                .any(|t| t.x <= 420 && t.x + t.side() >= 470),
             "{:?}",
             tracked.tiles
         );

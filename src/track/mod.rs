@@ -28,7 +28,8 @@ pub struct TrackConfig {
     /// How fast a face may move, in its own widths per second, before its track knows its
     /// velocity: widens the centre gate of a track seen once by this × the time since
     /// (a 48-px face walking across a 1080p frame moves ~1.3 widths between two frames at
-    /// 5 fps). Tracks with a velocity are predicted and keep `max_centre_distance`.
+    /// 5 fps). Tracks with a velocity get half of it (a person who stops or starts
+    /// walking), measured from the predicted box or the last one, whichever is closer.
     #[serde(default = "default_max_speed")]
     pub max_speed: f32,
     /// A track not seen for this long ends.
@@ -225,17 +226,26 @@ impl Tracker {
         // Candidate pairs, best first: IoU with the predicted box, else the centre gate.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (ti, track) in self.tracks.iter().enumerate() {
+            if timestamp_ms - track.last_seen_ms > self.config.lost_after_ms {
+                continue; // lost: it ends below and takes no new face
+            }
             let predicted = track.predicted(timestamp_ms);
-            let gate = if track.hits == 1 {
-                let elapsed_s = (timestamp_ms - track.last_seen_ms).max(0) as f32 / 1000.0;
-                self.config.max_centre_distance + self.config.max_speed * elapsed_s
-            } else {
-                self.config.max_centre_distance
-            };
+            // A track seen once has no velocity: it may have moved up to max_speed. One
+            // with a velocity is predicted, but people stop and start: the face may be
+            // where it was (measured from the last box) or have sped up (half the speed
+            // allowance).
+            let elapsed_s = (timestamp_ms - track.last_seen_ms).max(0) as f32 / 1000.0;
+            let allowance = if track.hits == 1 { 1.0 } else { 0.5 };
+            let gate =
+                self.config.max_centre_distance + allowance * self.config.max_speed * elapsed_s;
             for (oi, obs) in observations.iter().enumerate() {
-                let iou = predicted.iou(&obs.bbox);
-                let [pc, oc] = [predicted.centre(), obs.bbox.centre()];
-                let distance = (pc[0] - oc[0]).hypot(pc[1] - oc[1]) / predicted.w.max(1.0);
+                let iou = predicted.iou(&obs.bbox).max(track.bbox.iou(&obs.bbox));
+                let oc = obs.bbox.centre();
+                let distance = [predicted.centre(), track.bbox.centre()]
+                    .iter()
+                    .map(|c| (c[0] - oc[0]).hypot(c[1] - oc[1]))
+                    .fold(f32::INFINITY, f32::min)
+                    / predicted.w.max(1.0);
                 let score = if iou >= self.config.iou_threshold {
                     1.0 + iou
                 } else if distance <= gate {
@@ -412,6 +422,41 @@ mod tests {
         strict.update(0, &[face(100.0, 500.0, 0.8, [1.0, 0.0])]);
         strict.update(200, &[face(163.0, 500.0, 0.8, [1.0, 0.0])]);
         assert_eq!(strict.tracks().len(), 2);
+    }
+
+    #[test]
+    fn a_lost_track_takes_no_new_face_however_close() {
+        let mut t = Tracker::new(TrackConfig::default());
+        let first = t.update(0, &[face(100.0, 100.0, 0.8, [1.0, 0.0])]).assigned[0].0;
+        // seen again 1.6 s later (lost_after 1.5 s), 1.5 widths away: a new track
+        let u = t.update(1600, &[face(160.0, 100.0, 0.8, [1.0, 0.0])]);
+        assert_ne!(u.assigned[0].0, first);
+        assert_eq!(t.tracks().len(), 1);
+    }
+
+    #[test]
+    fn a_face_that_stops_and_walks_on_keeps_its_track() {
+        let mut t = Tracker::new(TrackConfig::default());
+        // 5 fps: 60 px a frame, then 15 frames (3 s) still, then 60 px a frame again
+        let mut x = 100.0;
+        let mut xs = Vec::new();
+        for k in 0..30 {
+            if !(6..21).contains(&k) {
+                x += 60.0;
+            }
+            xs.push(x);
+        }
+        let mut id = None;
+        for (k, &x) in xs.iter().enumerate() {
+            let u = t.update(k as i64 * 200, &[face(x, 400.0, 0.8, [1.0, 0.0])]);
+            let this = u.assigned[0].0;
+            assert_eq!(
+                *id.get_or_insert(this),
+                this,
+                "frame {k} at x={x}: a new track"
+            );
+        }
+        assert_eq!(t.tracks().len(), 1);
     }
 
     #[test]

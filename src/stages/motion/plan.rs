@@ -1,8 +1,9 @@
 //! From regions worth searching (motion, tracked faces) to detector tiles.
 //!
-//! A tile is a square of `TILE × step` full-frame pixels read at an integer `step` (1 =
-//! full resolution), so every tile reaches the detector as the same `TILE`×`TILE` input:
-//! one compiled shape per backend, whatever the regions look like. A region larger than
+//! A tile is a square of `size × step` full-frame pixels read at an integer `step` (1 =
+//! full resolution), where `size` is [`TILE`] or, for a region that fits, [`SMALL_TILE`]:
+//! every tile reaches the detector as one of two inputs, so a backend compiles two
+//! shapes, whatever the regions look like. A region larger than
 //! one tile is covered by a grid of tiles that overlap by a quarter of a tile, so a face
 //! cut by one tile's edge lies whole in its neighbour (detections touching an inner tile
 //! edge are discarded by the caller, [`Tile::interior_edge`]). When the regions of a frame
@@ -13,6 +14,11 @@ use super::Rect;
 
 /// Detector input side for tiles, in pixels (a multiple of 32, YuNet's largest stride).
 pub const TILE: u32 = 320;
+/// The small tile: a region that fits in it (a tracked face of up to ~50 px with its
+/// margin) is searched at a quarter of the large tile's cost.
+pub const SMALL_TILE: u32 = 160;
+/// Both input sides, for warm-up.
+pub const TILE_SIZES: [u32; 2] = [SMALL_TILE, TILE];
 
 /// A place to search and the finest step it needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,17 +27,25 @@ pub struct Want {
     pub step: u32,
 }
 
-/// One detector input: the square at (`x`, `y`) of side `TILE × step`, read at `step`.
+/// One detector input: the square at (`x`, `y`) of side `size × step`, read at `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     pub x: u32,
     pub y: u32,
     pub step: u32,
+    /// Detector input side: [`TILE`] or [`SMALL_TILE`].
+    pub size: u32,
 }
 
 impl Tile {
+    /// Side in full-frame pixels.
     pub fn side(&self) -> u32 {
-        TILE * self.step
+        self.size * self.step
+    }
+
+    /// Detector work relative to a large tile (input pixels).
+    pub fn cost(&self) -> f32 {
+        (self.size * self.size) as f32 / (TILE * TILE) as f32
     }
 
     pub fn rect(&self) -> Rect {
@@ -68,6 +82,7 @@ pub fn around_face(b: &crate::stages::BBox, width: u32, height: u32) -> Want {
     let rect = clamp_rect(cx - half, cy - half, 2.0 * half, 2.0 * half, width, height);
     let step = ((2.0 * half) / TILE as f32).ceil().max(1.0) as u32;
     Want { rect, step }
+    // (`cover` picks the small tile when the region fits in it at this step)
 }
 
 /// A motion region padded by `padding` × its smaller side (about a head's width for a
@@ -107,7 +122,13 @@ pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<T
     let coarsest = width.max(height).div_ceil(TILE).max(1);
     loop {
         let per_want: Vec<Vec<Tile>> = wants.iter().map(|w| cover(w, width, height)).collect();
-        let total: usize = per_want.iter().map(Vec::len).sum();
+        // the budget counts large-tile equivalents: four small tiles cost one large
+        let total = per_want
+            .iter()
+            .flatten()
+            .map(Tile::cost)
+            .sum::<f32>()
+            .ceil() as usize;
         let widest = per_want
             .iter()
             .enumerate()
@@ -128,8 +149,12 @@ pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<T
                     }
                 }
                 // still over budget (many separate small regions): the largest first
-                all.sort_by_key(|t| std::cmp::Reverse(t.step));
-                all.truncate(max_tiles);
+                all.sort_by_key(|t| std::cmp::Reverse(t.side()));
+                let mut spent = 0.0;
+                all.retain(|t| {
+                    spent += t.cost();
+                    spent <= max_tiles as f32 + 1e-3
+                });
                 return all;
             }
         }
@@ -175,7 +200,12 @@ fn merge(wants: &[Want]) -> Vec<Want> {
 /// Tiles of one want's step covering its rectangle, inside the frame where the frame is
 /// large enough.
 fn cover(want: &Want, width: u32, height: u32) -> Vec<Tile> {
-    let side = TILE * want.step;
+    let size = if want.rect.w.max(want.rect.h) <= SMALL_TILE * want.step {
+        SMALL_TILE
+    } else {
+        TILE
+    };
+    let side = size * want.step;
     let overlap = side / 4;
     let axis = |start: u32, len: u32, frame: u32| -> Vec<u32> {
         let n = if len <= side {
@@ -202,6 +232,7 @@ fn cover(want: &Want, width: u32, height: u32) -> Vec<Tile> {
                 x,
                 y,
                 step: want.step,
+                size,
             };
             if !out.contains(&tile) {
                 out.push(tile);
@@ -239,9 +270,65 @@ mod tests {
             8,
         );
         assert_eq!(t.len(), 1);
-        assert_eq!(t[0].step, 1);
+        assert_eq!((t[0].step, t[0].size), (1, SMALL_TILE));
         assert!(covered(&t, &rect(900, 500, 100, 120)));
-        assert_eq!((t[0].x, t[0].y), (950 - 160, 560 - 160));
+        assert_eq!((t[0].x, t[0].y), (950 - 80, 560 - 80));
+        // a region too large for the small tile gets the large one, centred the same way
+        let t = tiles(
+            &[Want {
+                rect: rect(900, 500, 200, 220),
+                step: 1,
+            }],
+            1920,
+            1080,
+            8,
+        );
+        assert_eq!((t[0].size, t[0].x, t[0].y), (TILE, 1000 - 160, 610 - 160));
+    }
+
+    #[test]
+    fn a_small_tracked_face_gets_a_small_tile_and_a_large_region_a_large_one() {
+        let face = around_face(
+            &BBox {
+                x: 1000.0,
+                y: 500.0,
+                w: 44.0,
+                h: 52.0,
+            },
+            1920,
+            1080,
+        );
+        let t = tiles(&[face], 1920, 1080, 8);
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].size, t[0].step), (SMALL_TILE, 1));
+        assert!(covered(&t, &rect(1000, 500, 44, 52)), "{t:?}");
+        let body = tiles(
+            &[Want {
+                rect: rect(900, 500, 100, 200),
+                step: 1,
+            }],
+            1920,
+            1080,
+            8,
+        );
+        assert!(body.iter().all(|t| t.size == TILE), "{body:?}");
+        // the budget counts four small tiles as one large
+        let faces: Vec<Want> = (0..8)
+            .map(|k| {
+                around_face(
+                    &BBox {
+                        x: 100.0 + 200.0 * k as f32,
+                        y: 300.0,
+                        w: 40.0,
+                        h: 40.0,
+                    },
+                    1920,
+                    1080,
+                )
+            })
+            .collect();
+        assert_eq!(tiles(&faces, 1920, 1080, 2).len(), 8);
+        assert_eq!(tiles(&faces, 1920, 1080, 1).len(), 4);
     }
 
     #[test]
@@ -255,7 +342,7 @@ mod tests {
             1080,
             8,
         );
-        assert_eq!((t[0].x, t[0].y), (1920 - 320, 1080 - 320));
+        assert_eq!((t[0].x, t[0].y), (1920 - 160, 1080 - 160));
     }
 
     #[test]
@@ -340,6 +427,7 @@ mod tests {
             x: 320,
             y: 0,
             step: 1,
+            size: TILE,
         };
         let cut = BBox {
             x: 321.0,
