@@ -1,6 +1,7 @@
 //! facestream: watches cameras and says who is in front of them.
 //!
 //! The map of the crate, in pipeline order:
+//! - [`backoff`]: exponential backoff with jitter (camera reconnects, event retries).
 //! - [`config`]: typed configuration, embedded default → file → environment, validated.
 //! - [`imageio`]: safe still-image decoding with file-size and pixel limits.
 //! - [`models`]: prepared model files and their checksum gate.
@@ -13,11 +14,13 @@
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
 //! - [`events`]: identity events: schema, durable outbox, signed webhook delivery.
+//! - [`private_files`]: owner-only creation of the files holding biometric data.
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
 
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod engine;
 pub mod eval;
@@ -28,6 +31,7 @@ pub mod inference;
 pub mod ingest;
 pub mod models;
 pub mod pipeline;
+pub mod private_files;
 pub mod simulate;
 pub mod stages;
 pub mod telemetry;

@@ -111,7 +111,8 @@ fn main() -> ExitCode {
         Command::BenchEvents(a) => cli::bench_events::run(a),
         Command::Validate | Command::SimulateCamera(_) => unreachable!("handled before loading"),
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&config)?);
+            // secrets stay secret: keys, webhook secrets, passwords are printed as ***
+            print!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(ExitCode::SUCCESS)
         }
     });

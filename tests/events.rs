@@ -261,3 +261,36 @@ async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
     assert!(outbox.dead_letters(100).unwrap().is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_the_event_stays_pending() {
+    let dir = common::temp_dir("events-redirect");
+    let elsewhere = Receiver::start(0, Mode::Accept);
+    let redirecting = Receiver::start(0, Mode::RedirectTo(elsewhere.port));
+    let cfg = config(&dir, &[("hook", redirecting.port)], 3600);
+    let (_stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let event = event(0);
+    bus.publish(&event).unwrap();
+    // retried (a 307 is a failed attempt), never delivered to where it points
+    let attempts = || {
+        redirecting
+            .state
+            .lock()
+            .unwrap()
+            .attempts
+            .get(&event.id.to_string())
+            .copied()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || attempts() >= 2).await,
+        "attempts: {}",
+        attempts()
+    );
+    assert!(elsewhere.accepted_ids().is_empty());
+    assert!(elsewhere.state.lock().unwrap().attempts.is_empty());
+    assert_eq!(outbox.depth("hook").unwrap(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

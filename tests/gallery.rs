@@ -83,3 +83,115 @@ fn a_model_change_is_reported_and_kept_crops_are_reembedded() {
     assert_eq!(service.reembed_stale().unwrap(), (0, 1));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `facestream serve` and `facestream enroll` are two processes on one SQLite gallery:
+/// here two services on two connections to the same file. What one writes, the other
+/// sees after `refresh_if_changed` (which `serve` runs every second) — an enrolment
+/// starts matching, an erasure stops matching.
+#[test]
+fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
+    let config = common::config();
+    let dir = common::temp_dir("gallery-two-processes");
+    let open = || {
+        let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
+        GalleryService::new(
+            store,
+            FaceEngine::new(&config).unwrap(),
+            config.matching.clone(),
+            config.gallery.clone(),
+            0.363,
+        )
+        .unwrap()
+    };
+    let serving = open();
+    let cli = open();
+    let probe = image::open(common::fixture("obama2.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let decision = |s: &GalleryService| s.search(&probe, 3).unwrap()[0].decision.clone();
+    assert!(matches!(decision(&serving), Decision::Unknown { .. }));
+    assert!(
+        !serving.refresh_if_changed().unwrap(),
+        "nothing changed yet"
+    );
+
+    let obama = cli
+        .store()
+        .create_identity(NewIdentity {
+            name: "Obama".into(),
+            metadata: None,
+        })
+        .unwrap()
+        .id;
+    cli.enroll_file(obama, &common::fixture("obama.jpg"))
+        .unwrap();
+    assert!(serving.refresh_if_changed().unwrap());
+    match decision(&serving) {
+        Decision::Match { identity, .. } => assert_eq!(identity, obama),
+        other => panic!("{other:?}"),
+    }
+    assert!(!serving.refresh_if_changed().unwrap(), "seen once");
+    // its own writes need no refresh
+    serving
+        .enroll_file(obama, &common::fixture("obama3.jpg"))
+        .unwrap();
+    assert_eq!(serving.templates(), 2);
+
+    cli.delete_identity(obama).unwrap();
+    assert!(serving.refresh_if_changed().unwrap());
+    assert!(matches!(decision(&serving), Decision::Unknown { .. }));
+    assert_eq!(serving.templates(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Uploaded images are decoded in `limits.max_concurrent_decodes` slots: with one slot, a
+/// second decode waits until the first image is dropped; a request's several images take
+/// their slots together.
+#[test]
+fn decodes_wait_for_a_free_slot() {
+    let mut config = common::config();
+    config.limits.max_concurrent_decodes = 1;
+    let dir = common::temp_dir("gallery-decode-slots");
+    let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
+    let service = Arc::new(
+        GalleryService::new(
+            store,
+            FaceEngine::new(&config).unwrap(),
+            config.matching.clone(),
+            config.gallery.clone(),
+            0.363,
+        )
+        .unwrap(),
+    );
+    let bytes = std::fs::read(common::fixture("obama.jpg")).unwrap();
+    let first = service.decode(&bytes, "first").unwrap();
+    assert_eq!(service.decodes_in_use(), 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = {
+        let (service, bytes) = (service.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            let second = service.decode(&bytes, "second").unwrap();
+            tx.send(second.width()).unwrap();
+        })
+    };
+    // it cannot finish while the only slot is held
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "decoded without a free slot");
+    let width = first.width();
+    drop(first);
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap(),
+        width
+    );
+    waiting.join().unwrap();
+    assert_eq!(service.decodes_in_use(), 0);
+    // two images of one request, one slot configured: taken together, not deadlocked
+    let both = service.decode_all(&[(&bytes, "a"), (&bytes, "b")]).unwrap();
+    assert_eq!(service.decodes_in_use(), 2);
+    drop(both);
+    assert_eq!(service.decodes_in_use(), 0);
+    // a bad image gives its slot back
+    assert!(service.decode(b"not an image", "junk").is_err());
+    assert_eq!(service.decodes_in_use(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -300,3 +300,68 @@ fn every_config_key_is_documented() {
     assert!(keys.len() > 60, "{keys:?}");
     assert!(missing.is_empty(), "undocumented config keys: {missing:?}");
 }
+
+/// `demo.mode = "auto"` with no cameras but a gallery of real people: the demo is not
+/// started and nobody is enrolled into that gallery behind the operator's back.
+#[test]
+fn the_auto_demo_leaves_a_real_gallery_alone() {
+    let dir = common::temp_dir(&format!("operations-demo-off-{}", uuid::Uuid::now_v7()));
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
+             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
+            common::fixtures().display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let people = dir.join("people").join("Employee");
+    std::fs::create_dir_all(&people).unwrap();
+    std::fs::copy(common::fixture("biden.jpg"), people.join("badge.jpg")).unwrap();
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_facestream"));
+        c.env("FACESTREAM_MODELS_DIR", common::config().models.dir)
+            .arg("--config")
+            .arg(&config);
+        c
+    };
+    let enrolled = bin()
+        .args(["enroll", "--dir"])
+        .arg(dir.join("people"))
+        .output()
+        .unwrap();
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    let log = dir.join("serve.log");
+    let _service = Proc(
+        bin()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let port = common::api_port_from_log(&log, Duration::from_secs(120));
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let list: Value = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/identities"))
+        .bearer_auth(key.trim())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["name"], "Employee", "{list}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the demo camera is not started because the gallery holds real identities"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -160,7 +160,23 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// How long after an analysis stall `/v1/ready` reports the service not ready.
+const STALL_NOT_READY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = chrono::Utc::now();
+    if let Some(c) = state.cameras.snapshot().into_iter().find(|c| {
+        c.last_analysis_stall
+            .is_some_and(|t| now - t < STALL_NOT_READY)
+    }) {
+        return Err(ApiError::Unavailable(format!(
+            "camera {}: frames stuck in the analysis stages (pipeline.stage_timeout_ms) at {}",
+            c.id,
+            c.last_analysis_stall
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        )));
+    }
     let service = state.service.clone();
     let templates = blocking(move || {
         service
@@ -381,9 +397,8 @@ async fn verify(
     let (a, b) = (decode("a", &body.a)?, decode("b", &body.b)?);
     let service = state.service.clone();
     let result = blocking(move || {
-        let ia = service.decode(&a, "image a")?;
-        let ib = service.decode(&b, "image b")?;
-        Ok(service.verify(&ia, &ib)?)
+        let images = service.decode_all(&[(&a, "image a"), (&b, "image b")])?;
+        Ok(service.verify(&images[0], &images[1])?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(result))

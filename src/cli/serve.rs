@@ -32,10 +32,38 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
     )?)
 }
 
+/// Every second, pick up gallery changes made by another process (`facestream enroll`
+/// or an erasure while the service runs). The thread ends with the service.
+fn watch_gallery(service: &Arc<GalleryService>) {
+    let weak = Arc::downgrade(service);
+    let _ = std::thread::Builder::new()
+        .name("gallery-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let Some(service) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = service.refresh_if_changed() {
+                tracing::warn!(error = %e, "checking the gallery for changes by another process");
+            }
+        });
+}
+
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let service = Arc::new(gallery_service(config)?);
+    watch_gallery(&service);
     let mut config = config.clone();
-    let _demo = if config.demo.wanted(&config.cameras) {
+    let demo_wanted = config.demo.wanted(&config.cameras)
+        && (config.demo.mode != demo::DemoMode::Auto
+            || demo::gallery_allows_auto(&service).context("reading the gallery")?
+            || {
+                eprintln!(
+                    "facestream: no cameras configured; the demo camera is not started because the gallery \
+                     holds real identities (set demo.mode = \"on\" to force it)"
+                );
+                false
+            });
+    let _demo = if demo_wanted {
         let demo = demo::start(&config.demo, &service).context("starting the demo camera")?;
         eprintln!(
             "facestream: demo camera {} (set demo.mode = \"off\" or configure [[cameras]] to disable)",

@@ -123,6 +123,31 @@ impl Config {
         Ok(config)
     }
 
+    /// This configuration with every secret replaced by `***` (API keys, webhook
+    /// secrets, MQTT passwords, camera URL credentials): what `facestream config` prints.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for key in &mut c.api.keys {
+            key.key = "***".into();
+        }
+        for hook in &mut c.events.webhooks {
+            hook.secret = "***".into();
+            hook.url = crate::ingest::redact_url(&hook.url);
+        }
+        for broker in &mut c.events.mqtt {
+            if broker.password.is_some() {
+                broker.password = Some("***".into());
+            }
+        }
+        for camera in &mut c.cameras {
+            camera.url = crate::ingest::redact_url(&camera.url);
+            if let Some(p) = &mut camera.pipeline {
+                *p = crate::ingest::redact_url_in(p);
+            }
+        }
+        c
+    }
+
     /// Every problem in the configuration, all at once.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -258,6 +283,45 @@ mod tests {
         let config = Config::load_with_env(None, &env).unwrap();
         assert_eq!(config.detect.score_threshold, 0.75);
         assert_eq!(config.models.dir, PathBuf::from("/opt/models"));
+    }
+
+    #[test]
+    fn the_printed_configuration_holds_no_secret() {
+        let file =
+            std::env::temp_dir().join(format!("facestream-redact-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            r#"
+[api]
+keys = [{ name = "ops", key = "k3y-0123456789abcdef", scope = "admin" }]
+[[events.webhooks]]
+name = "crm"
+url = "https://hooks.example/in?token=t0ken"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[[events.mqtt]]
+name = "broker"
+host = "127.0.0.1"
+username = "fs"
+password = "mqtt-pa55"
+[[cameras]]
+id = "door"
+url = "rtsp://admin:cam/pa55@10.0.0.5/ch1"
+"#,
+        )
+        .unwrap();
+        let config = Config::load_with_env(Some(&file), &[]).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let text = toml::to_string_pretty(&config.redacted()).unwrap();
+        for secret in [
+            "k3y-0123456789abcdef",
+            "t0ken",
+            "whsec_MfKQ",
+            "mqtt-pa55",
+            "cam/pa55",
+        ] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(text.contains("rtsp://admin:***@10.0.0.5/ch1"), "{text}");
     }
 
     #[test]

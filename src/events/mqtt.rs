@@ -30,8 +30,9 @@ pub struct MqttConfig {
     /// First topic level.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
-    /// MQTT client id (unique per broker).
-    #[serde(default = "default_client_id")]
+    /// MQTT client id, unique per broker (a broker disconnects the older of two clients
+    /// with one id); empty (the default): `facestream-<host name>-<name>`.
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub username: Option<String>,
@@ -50,8 +51,20 @@ fn default_prefix() -> String {
     "facestream".into()
 }
 
-fn default_client_id() -> String {
-    "facestream".into()
+impl MqttConfig {
+    /// The client id used: `client_id`, or `facestream-<host name>-<endpoint name>`.
+    pub fn effective_client_id(&self) -> String {
+        if !self.client_id.is_empty() {
+            return self.client_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        format!("facestream-{host}-{}", self.name)
+    }
 }
 
 impl MqttConfig {
@@ -63,6 +76,11 @@ impl MqttConfig {
         if self.topic_prefix.is_empty() || self.topic_prefix.contains(['#', '+']) {
             problems.push(format!(
                 "{at}.topic_prefix must be non-empty without # or +"
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push(format!(
+                "{at}.password is set without a username (MQTT sends a password only with a username)"
             ));
         }
         for t in &self.types {
@@ -104,13 +122,14 @@ pub(crate) async fn deliver_loop(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut options = MqttOptions::new(
-        endpoint.client_id.clone(),
+        endpoint.effective_client_id(),
         endpoint.host.clone(),
         endpoint.port,
     );
     options.set_keep_alive(Duration::from_secs(30));
-    if let (Some(u), Some(p)) = (&endpoint.username, &endpoint.password) {
-        options.set_credentials(u.clone(), p.clone());
+    if let Some(u) = &endpoint.username {
+        // a username alone is sent with an empty password
+        options.set_credentials(u.clone(), endpoint.password.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut queue = super::webhook::EndpointQueue::new(
@@ -168,6 +187,34 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(toml_text: &str) -> MqttConfig {
+        toml::from_str(&format!("name = \"b\"\nhost = \"127.0.0.1\"\n{toml_text}")).unwrap()
+    }
+
+    #[test]
+    fn client_ids_differ_between_endpoints_and_credentials_are_checked() {
+        let (a, b) = (broker(""), {
+            let mut c = broker("");
+            c.name = "other".into();
+            c
+        });
+        assert!(a.effective_client_id().starts_with("facestream-"));
+        assert_ne!(a.effective_client_id(), b.effective_client_id());
+        assert_eq!(
+            broker("client_id = \"cam-gw\"").effective_client_id(),
+            "cam-gw"
+        );
+        let mut problems = Vec::new();
+        broker("password = \"x\"").validate(&mut problems);
+        assert!(
+            problems.iter().any(|p| p.contains("without a username")),
+            "{problems:?}"
+        );
+        let mut problems = Vec::new();
+        broker("username = \"fs\"").validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
 
     #[test]
     fn topics_follow_the_camera_and_event_kind() {

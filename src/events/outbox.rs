@@ -57,9 +57,8 @@ pub fn now_ms() -> i64 {
 
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
+        // events carry identities and thumbnails: owner-only folder and file
+        crate::private_files::prepare_database(path).map_err(err)?;
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
@@ -194,6 +193,40 @@ impl Outbox {
             .map_err(err)
     }
 
+    /// Move the pending rows of endpoints not in `configured` (removed from the
+    /// configuration) to the dead letters, with that reason: nothing waits forever for a
+    /// deliverer that no longer exists, the rows stay visible (`GET
+    /// /v1/events/dead-letters`) and are purged after `events.retention_s` like any dead
+    /// letter. Returns how many rows moved, per endpoint.
+    pub fn dead_letter_removed_endpoints(
+        &self,
+        configured: &[&str],
+    ) -> Result<Vec<(String, usize)>, OutboxError> {
+        let conn = self.conn();
+        let pending: Vec<String> = conn
+            .prepare("SELECT DISTINCT endpoint FROM outbox WHERE state = 'pending'")
+            .map_err(err)?
+            .query_map([], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut moved = Vec::new();
+        for endpoint in pending
+            .into_iter()
+            .filter(|e| !configured.contains(&e.as_str()))
+        {
+            let n = conn
+                .execute(
+                    "UPDATE outbox SET state = 'dead', last_error = 'endpoint removed from the configuration'
+                     WHERE endpoint = ?1 AND state = 'pending'",
+                    params![endpoint],
+                )
+                .map_err(err)?;
+            moved.push((endpoint, n));
+        }
+        Ok(moved)
+    }
+
     /// Delete delivered and dead-lettered rows created before `older_than_ms`.
     pub fn purge(&self, older_than_ms: i64) -> Result<usize, OutboxError> {
         self.conn()
@@ -264,6 +297,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fs-outbox-{}", uuid::Uuid::now_v7()));
         let o = Outbox::open(&dir.join("o.db")).unwrap();
         (dir, o)
+    }
+
+    #[test]
+    fn rows_of_a_removed_endpoint_become_dead_letters_with_the_reason() {
+        let (dir, o) = outbox();
+        for _ in 0..3 {
+            o.enqueue(&Event::new(EventType::CameraDown), &["kept", "removed"])
+                .unwrap();
+        }
+        let moved = o.dead_letter_removed_endpoints(&["kept"]).unwrap();
+        assert_eq!(moved, vec![("removed".to_string(), 3)]);
+        assert_eq!(o.depth("kept").unwrap(), 3);
+        assert_eq!(o.depth("removed").unwrap(), 0);
+        let dead = o.dead_letters(10).unwrap();
+        assert_eq!(dead.len(), 3);
+        assert!(dead.iter().all(|d| d.endpoint == "removed"
+            && d.last_error.as_deref() == Some("endpoint removed from the configuration")));
+        // and they age out like any dead letter
+        assert_eq!(o.purge(now_ms() + 1).unwrap(), 3);
+        assert!(o
+            .dead_letter_removed_endpoints(&["kept"])
+            .unwrap()
+            .is_empty());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

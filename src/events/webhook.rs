@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -146,6 +145,24 @@ pub fn start(
     config: &EventsConfig,
     shutdown: watch::Receiver<bool>,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
+    let configured: Vec<&str> = config
+        .webhooks
+        .iter()
+        .map(|w| w.name.as_str())
+        .chain(config.mqtt.iter().map(|b| b.name.as_str()))
+        .collect();
+    match outbox.dead_letter_removed_endpoints(&configured) {
+        Ok(moved) => {
+            for (endpoint, rows) in moved {
+                tracing::warn!(
+                    endpoint,
+                    rows,
+                    "pending events of an endpoint no longer configured moved to the dead letters"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot check the outbox for removed endpoints"),
+    }
     let mut endpoints = Vec::new();
     let mut handles = Vec::new();
     for hook in &config.webhooks {
@@ -241,8 +258,11 @@ async fn deliver_loop(
     notify: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Redirects are not followed: a signed event goes to the configured URL or fails
+    // (a 3xx is a failed attempt, retried like any other).
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(endpoint.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,
@@ -390,11 +410,8 @@ pub(crate) fn record(
 
 /// `initial · 2^attempts`, capped, ×[0.5, 1.5) jitter so retries of many rows spread out.
 pub fn backoff_ms(attempts: u32, config: &EventsConfig) -> i64 {
-    let base = config
-        .retry_initial_ms
-        .saturating_mul(1u64 << attempts.min(30))
-        .min(config.retry_max_ms);
-    (base as f64 * rand::thread_rng().gen_range(0.5..1.5)) as i64
+    crate::backoff::jittered(config.retry_initial_ms, config.retry_max_ms, attempts).as_millis()
+        as i64
 }
 
 async fn deliver(
@@ -419,7 +436,8 @@ async fn deliver(
         .body(row.payload.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        // the URL may carry a token: it stays out of logs and dead letters
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
     if response.status().is_success() {
         Ok(())
     } else {

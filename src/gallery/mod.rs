@@ -147,6 +147,13 @@ pub trait GalleryStore: Send + Sync {
     fn stale_identities(&self, model: &str) -> Result<Vec<StaleIdentity>, GalleryError>;
     /// Identity names by id, for search results.
     fn names(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, GalleryError>;
+    /// A value that changes when **another** writer (another process, e.g.
+    /// `facestream enroll` while `serve` runs) committed to the store since the last
+    /// call; `None` for stores that cannot tell (their index is then only what this
+    /// process wrote).
+    fn external_version(&self) -> Result<Option<i64>, GalleryError> {
+        Ok(None)
+    }
 }
 
 /// Check a display name: non-empty after trimming, at most 200 characters.

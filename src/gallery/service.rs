@@ -3,6 +3,13 @@
 //! Shared by the REST API and `facestream enroll`. The engine is not thread-safe, so it
 //! sits behind a mutex (inference is the bottleneck either way); the index behind a
 //! read-write lock (searches in parallel, writes exclusive).
+//!
+//! Consistency: every write holds the index's write lock across the store commit and the
+//! index change, so an erasure cannot slip between an enrolment's commit and its index
+//! insert (the erased person would keep matching). Writes made by another process on the
+//! same store (`facestream enroll` while `serve` runs) are picked up by
+//! [`GalleryService::refresh_if_changed`] — `serve` calls it every second — which
+//! rebuilds the index from the store when the store says another writer committed.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -32,6 +39,39 @@ pub enum ServiceError {
     NoFace(&'static str),
     #[error("face engine failed: {0}")]
     Engine(String),
+    #[error("busy: {0} images are being decoded (limits.max_concurrent_decodes); retry later")]
+    Busy(usize),
+}
+
+/// How long a request waits for a decode slot before it is answered 503.
+const DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Counting slots for decoded uploads.
+struct DecodeSlots {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    capacity: usize,
+}
+
+/// A decoded upload, holding its slot until dropped.
+pub struct Decoded<'a> {
+    image: RgbImage,
+    slots: &'a DecodeSlots,
+}
+
+impl std::ops::Deref for Decoded<'_> {
+    type Target = RgbImage;
+    fn deref(&self) -> &RgbImage {
+        &self.image
+    }
+}
+
+impl Drop for Decoded<'_> {
+    fn drop(&mut self) {
+        let mut used = self.slots.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= 1;
+        self.slots.freed.notify_all();
+    }
 }
 
 impl From<EngineError> for ServiceError {
@@ -83,6 +123,9 @@ pub struct GalleryService {
     verify_threshold: f32,
     model: String,
     limits: crate::imageio::LimitsConfig,
+    /// The store's `external_version` when the index was last (re)built.
+    seen_version: Mutex<Option<i64>>,
+    decode_slots: DecodeSlots,
 }
 
 impl GalleryService {
@@ -96,6 +139,8 @@ impl GalleryService {
     ) -> Result<GalleryService, ServiceError> {
         let model = engine.model_id().to_string();
         let limits = engine.limits().clone();
+        let limits_capacity = limits.max_concurrent_decodes.max(1);
+        let seen_version = store.external_version()?;
         let templates = store.templates_for_model(&model)?;
         let index = SearchIndex::build(&model, 128, &templates)?;
         let stale = store.stale_identities(&model)?;
@@ -116,7 +161,36 @@ impl GalleryService {
             verify_threshold,
             model,
             limits,
+            seen_version: Mutex::new(seen_version),
+            decode_slots: DecodeSlots {
+                used: Mutex::new(0),
+                freed: std::sync::Condvar::new(),
+                capacity: limits_capacity,
+            },
         })
+    }
+
+    /// Rebuild the index from the store if another process wrote to the store since the
+    /// last check. Returns whether it did.
+    pub fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
+        let Some(now) = self.store.external_version()? else {
+            return Ok(false);
+        };
+        let mut seen = self.seen_version.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == Some(now) {
+            return Ok(false);
+        }
+        // Hold the write lock while reading the store, so no write of this process falls
+        // between the read and the swap.
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let templates = self.store.templates_for_model(&self.model)?;
+        *index = SearchIndex::build(&self.model, index.dim(), &templates)?;
+        *seen = self.store.external_version()?;
+        tracing::info!(
+            templates = index.len(),
+            "gallery changed by another process: index rebuilt"
+        );
+        Ok(true)
     }
 
     pub fn store(&self) -> &Arc<dyn GalleryStore> {
@@ -136,10 +210,54 @@ impl GalleryService {
         Ok(engine.analyze(image)?.0)
     }
 
-    /// Decode an uploaded image with the engine's limits.
-    pub fn decode(&self, bytes: &[u8], label: &str) -> Result<RgbImage, ServiceError> {
-        // Limits are copied at construction: decoding never waits for the engine lock.
-        Ok(crate::imageio::decode_image(bytes, label, &self.limits)?)
+    /// Decode an uploaded image with the engine's limits, in one of
+    /// `limits.max_concurrent_decodes` slots (held until the result is dropped; waits up
+    /// to 30 s for one, then [`ServiceError::Busy`]).
+    pub fn decode(&self, bytes: &[u8], label: &str) -> Result<Decoded<'_>, ServiceError> {
+        Ok(self
+            .decode_all(&[(bytes, label)])?
+            .pop()
+            .expect("one image in, one out"))
+    }
+
+    /// Decode several uploads of one request, their slots taken at once (two requests
+    /// that each need two slots cannot hold one each and wait for each other).
+    pub fn decode_all(&self, uploads: &[(&[u8], &str)]) -> Result<Vec<Decoded<'_>>, ServiceError> {
+        let slots = &self.decode_slots;
+        let n = uploads.len();
+        {
+            let capacity = slots.capacity.max(n);
+            let used = slots.used.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut used, _) = slots
+                .freed
+                .wait_timeout_while(used, DECODE_WAIT, |u| *u + n > capacity)
+                .unwrap_or_else(|p| p.into_inner());
+            if *used + n > capacity {
+                return Err(ServiceError::Busy(slots.capacity));
+            }
+            *used += n;
+        }
+        // From here each slot is released by its `Decoded`'s drop, also on error.
+        let mut out: Vec<Decoded<'_>> = (0..n)
+            .map(|_| Decoded {
+                image: RgbImage::new(0, 0),
+                slots,
+            })
+            .collect();
+        for (decoded, (bytes, label)) in out.iter_mut().zip(uploads) {
+            // Limits are copied at construction: decoding never waits for the engine lock.
+            decoded.image = crate::imageio::decode_image(bytes, label, &self.limits)?;
+        }
+        Ok(out)
+    }
+
+    /// Decode slots in use now.
+    pub fn decodes_in_use(&self) -> usize {
+        *self
+            .decode_slots
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Enrol the single face of `image` to `identity`: store first, then index.
@@ -165,11 +283,9 @@ impl GalleryService {
             created: Utc::now(),
             crop: self.gallery.keep_crops.then(|| face.aligned.rgb.clone()),
         };
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         self.store.add_template(&template)?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(identity, template.id, &template.model, &template.embedding)?;
+        index.insert(identity, template.id, &template.model, &template.embedding)?;
         Ok(template)
     }
 
@@ -277,21 +393,18 @@ impl GalleryService {
 
     /// Erase an identity and all its templates (right to erasure); logged.
     pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let removed = self.store.delete_identity(identity)?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_identity(identity);
+        index.remove_identity(identity);
+        drop(index);
         tracing::info!(identity = %identity, templates = removed, "identity erased with all its templates");
         Ok(removed)
     }
 
     pub fn delete_face(&self, identity: Uuid, face: Uuid) -> Result<(), ServiceError> {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         self.store.delete_template(identity, face)?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_template(face);
+        index.remove_template(face);
         Ok(())
     }
 

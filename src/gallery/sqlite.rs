@@ -105,10 +105,9 @@ fn template_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Template> {
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, GalleryError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| storage(format!("creating {}: {e}", dir.display())))?;
-        }
+        // biometric templates: owner-only folder and file
+        crate::private_files::prepare_database(path)
+            .map_err(|e| storage(format!("creating {}: {e}", path.display())))?;
         let conn = Connection::open(path)
             .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -133,6 +132,14 @@ impl SqliteStore {
 }
 
 impl GalleryStore for SqliteStore {
+    fn external_version(&self) -> Result<Option<i64>, GalleryError> {
+        // SQLite's data_version changes when another connection commits
+        self.conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map(Some)
+            .map_err(storage)
+    }
+
     fn create_identity(&self, new: NewIdentity) -> Result<Identity, GalleryError> {
         let name = validate_name(&new.name)?;
         let metadata = validate_metadata(new.metadata)?;

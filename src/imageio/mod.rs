@@ -21,6 +21,15 @@ pub struct LimitsConfig {
     /// Largest image accepted, in pixels (width × height), checked from the header before
     /// decoding. 40 MP covers a 8K frame; raise it for panoramas.
     pub max_image_pixels: u64,
+    /// Uploaded images decoded and held at once by the API (each up to
+    /// `max_image_pixels` × 3 bytes); further requests wait up to 30 s for a slot, then
+    /// get 503. Bounds the API's image memory whatever the number of clients.
+    #[serde(default = "default_concurrent_decodes")]
+    pub max_concurrent_decodes: usize,
+}
+
+fn default_concurrent_decodes() -> usize {
+    2
 }
 
 impl LimitsConfig {
@@ -30,6 +39,12 @@ impl LimitsConfig {
         }
         if self.max_image_pixels == 0 {
             problems.push("limits.max_image_pixels must be > 0".into());
+        }
+        if !(1..=64).contains(&self.max_concurrent_decodes) {
+            problems.push(format!(
+                "limits.max_concurrent_decodes = {} must be within [1, 64]",
+                self.max_concurrent_decodes
+            ));
         }
     }
 }
@@ -237,6 +252,7 @@ mod tests {
         LimitsConfig {
             max_file_bytes: 1 << 20,
             max_image_pixels: 10_000,
+            max_concurrent_decodes: 2,
         }
     }
 
@@ -325,6 +341,7 @@ mod tests {
         let limits = LimitsConfig {
             max_file_bytes: 1 << 20,
             max_image_pixels: 40_000_000,
+            max_concurrent_decodes: 2,
         };
         match decode_image(&bomb, "bomb.png", &limits) {
             Err(ImageError::TooManyPixels {
@@ -357,6 +374,7 @@ mod tests {
         let l = LimitsConfig {
             max_file_bytes: 10,
             max_image_pixels: 10,
+            max_concurrent_decodes: 2,
         };
         let err = decode_image(&[0u8; 11], "x", &l).unwrap_err();
         assert_eq!(err.kind(), "file_too_large");

@@ -226,6 +226,12 @@ pub struct PipelineConfig {
     pub embed_max_wait_ms: u64,
     /// A live camera that delivers no frame for this long is restarted (watchdog).
     pub stall_timeout_ms: u64,
+    /// A camera whose frames have all been inside the analysis stages this long without
+    /// one coming out has a dead or stuck stage: counted
+    /// (`facestream_pipeline_stalls_total`), logged, reported by `/v1/ready` for a
+    /// minute, and the camera's flow-control credits are reset so it keeps going.
+    #[serde(default = "default_stage_timeout")]
+    pub stage_timeout_ms: u64,
     /// A (re)connecting camera must deliver its first frame within this.
     pub connect_timeout_ms: u64,
     /// First reconnect delay; doubles per failed attempt up to `backoff_max_ms`,
@@ -234,15 +240,20 @@ pub struct PipelineConfig {
     pub backoff_max_ms: u64,
 }
 
+fn default_stage_timeout() -> u64 {
+    30_000
+}
+
 impl PipelineConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 10] = [
             ("frame_queue", self.frame_queue as u64, 1, 1000),
             ("max_in_flight", self.max_in_flight as u64, 1, 64),
             ("detect_workers", self.detect_workers as u64, 1, 64),
             ("embed_max_batch", self.embed_max_batch as u64, 1, 256),
             ("embed_max_wait_ms", self.embed_max_wait_ms, 0, 10_000),
             ("stall_timeout_ms", self.stall_timeout_ms, 500, 600_000),
+            ("stage_timeout_ms", self.stage_timeout_ms, 1_000, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 500, 600_000),
             ("backoff_initial_ms", self.backoff_initial_ms, 10, 600_000),
             ("backoff_max_ms", self.backoff_max_ms, 10, 3_600_000),
@@ -261,12 +272,7 @@ impl PipelineConfig {
 
     /// Reconnect delay after `attempts` failures in a row, jittered.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let base = self
-            .backoff_initial_ms
-            .saturating_mul(1u64 << attempts.min(20))
-            .min(self.backoff_max_ms);
-        let jitter = 0.5 + rand::random::<f64>();
-        Duration::from_millis((base as f64 * jitter) as u64)
+        crate::backoff::jittered(self.backoff_initial_ms, self.backoff_max_ms, attempts)
     }
 }
 
@@ -280,19 +286,79 @@ fn strip_comments(template: &str) -> String {
         .to_string()
 }
 
-/// `rtsp://user:secret@host/…` → `rtsp://user:***@host/…`.
+/// Query parameters whose values are credentials (cameras that take them in the URL).
+const SECRET_PARAMS: [&str; 9] = [
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "token",
+    "key",
+    "secret",
+    "auth",
+    "signature",
+];
+
+/// `rtsp://user:secret@host/…?pwd=secret` → `rtsp://user:***@host/…?pwd=***`.
+///
+/// The password may hold `/`, `?`, `#` or `@` (users paste them unencoded): everything
+/// up to the **last** `@` is the user information. Credentials in the query string are
+/// replaced too.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
+    let rest = match rest.rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
             let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***{}", &rest[at..])
+            format!("{user}:***{}", &rest[at..])
         }
-        None => url.to_string(),
+        _ => rest.to_string(),
+    };
+    let Some((before, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                format!("{k}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match fragment {
+        Some(f) => format!("{scheme}://{before}?{query}#{f}"),
+        None => format!("{scheme}://{before}?{query}"),
     }
+}
+
+/// Every URL inside a text (a custom gst-launch `pipeline`) passed through [`redact_url`].
+pub fn redact_url_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            // `location="rtsp://…"` or a bare URL
+            match word.find("://") {
+                Some(i) => {
+                    let start = word[..i].rfind(['=', '"']).map_or(0, |p| p + 1);
+                    let end = word[start..].find('"').map_or(word.len(), |e| start + e);
+                    format!(
+                        "{}{}{}",
+                        &word[..start],
+                        redact_url(&word[start..end]),
+                        &word[end..]
+                    )
+                }
+                None => word.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Picks frames at a fixed rate from a stream of timestamps (nanoseconds).
@@ -437,6 +503,10 @@ pub struct CameraStatus {
     pub frames_decoded: u64,
     pub frames_analysed: u64,
     pub frames_dropped: u64,
+    /// Times this camera's frames got stuck in the analysis stages (see
+    /// `pipeline.stage_timeout_ms`), and the last time.
+    pub analysis_stalls: u64,
+    pub last_analysis_stall: Option<chrono::DateTime<chrono::Utc>>,
     pub width: Option<u32>,
     pub height: Option<u32>,
 }
@@ -496,6 +566,34 @@ mod tests {
             "rtsp://u:***@10.0.0.5:554/Streaming/Channels/101"
         );
         assert_eq!(redact_url("rtsp://cam/x"), "rtsp://cam/x");
+    }
+
+    #[test]
+    fn passwords_with_separators_and_query_credentials_are_redacted() {
+        for (url, expected) in [
+            (
+                "rtsp://admin:pa/ss@10.0.0.5:554/Streaming/Channels/101",
+                "rtsp://admin:***@10.0.0.5:554/Streaming/Channels/101",
+            ),
+            ("rtsp://admin:p?w#d@cam/x", "rtsp://admin:***@cam/x"),
+            ("rtsp://admin:p@ss@cam/x", "rtsp://admin:***@cam/x"),
+            (
+                "http://cam/cgi-bin/mjpg?user=admin&pwd=s3cret&channel=1",
+                "http://cam/cgi-bin/mjpg?user=admin&pwd=***&channel=1",
+            ),
+            (
+                "rtsp://cam:554/live?Password=x&token=y#frag",
+                "rtsp://cam:554/live?Password=***&token=***#frag",
+            ),
+            ("rtsp://cam/x", "rtsp://cam/x"),
+            ("file:///videos/door.mp4", "file:///videos/door.mp4"),
+        ] {
+            let got = redact_url(url);
+            assert_eq!(got, expected, "{url}");
+            for secret in ["pa/ss", "p?w#d", "p@ss", "s3cret"] {
+                assert!(!got.contains(secret), "{got}");
+            }
+        }
     }
 
     #[test]

@@ -119,6 +119,16 @@ impl EmbedBatcher {
                 Err(e) => {
                     self.meter.error();
                     tracing::warn!(error = %e, faces = crops.len(), "embedding batch failed");
+                    let m = metrics();
+                    for &(wi, fi) in chunk {
+                        pending[wi].faces[fi].embed_failed = true;
+                        m.embed_faces
+                            .get_or_create(&crate::telemetry::Metrics::outcome(
+                                &pending[wi].meta.camera,
+                                "failed",
+                            ))
+                            .inc();
+                    }
                 }
             }
         }

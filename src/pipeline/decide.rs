@@ -45,6 +45,16 @@ struct TrackState {
     counted: bool,
     decided: Option<Decided>,
     best_crop: Option<(f32, AlignedFace)>,
+    /// Faces of this track whose embedding batch failed.
+    embed_failures: u32,
+}
+
+/// Drop the state of every track the tracker no longer holds: confirmed tracks are
+/// removed as they end (`end`), but a track that never reached `min_hits` ends silently
+/// and its state (with a thumbnail, when enabled) would otherwise stay for the life of
+/// the process.
+fn prune_states(states: &mut HashMap<u64, TrackState>, tracker: &Tracker) {
+    states.retain(|id, _| tracker.track(*id).is_some());
 }
 
 #[derive(Clone, Default)]
@@ -154,6 +164,7 @@ impl DecideActor {
         for &(track_id, oi) in &update.assigned {
             let state = tracks.states.entry(track_id).or_default();
             let face = &work.faces[oi];
+            state.embed_failures += u32::from(face.embed_failed);
             if thumbnails && face.embedding.is_some() {
                 let q = face.quality.unwrap_or(0.0);
                 if state.best_crop.as_ref().is_none_or(|(bq, _)| q > *bq) {
@@ -183,6 +194,8 @@ impl DecideActor {
         for track in update.ended {
             self.end(camera, track);
         }
+        let tracks = self.camera(camera);
+        prune_states(&mut tracks.states, &tracks.tracker);
         metrics()
             .tracks_active
             .get_or_create(&Metrics::camera(camera))
@@ -203,9 +216,19 @@ impl DecideActor {
         let outcome = |o: &str| Metrics::outcome(camera, o);
         let Some(template) = track.template() else {
             if last_chance {
+                // no usable face: all too poor to judge, or their embeddings failed
+                let failed = self
+                    .camera(camera)
+                    .states
+                    .get(&track.id)
+                    .is_some_and(|s| s.embed_failures > 0);
                 metrics()
                     .matches
-                    .get_or_create(&outcome("low_quality"))
+                    .get_or_create(&outcome(if failed {
+                        "embed_failed"
+                    } else {
+                        "low_quality"
+                    }))
                     .inc();
             }
             return;
@@ -367,6 +390,8 @@ impl DecideActor {
             for track in ended {
                 self.end(&camera, track);
             }
+            let tracks = self.camera(&camera);
+            prune_states(&mut tracks.states, &tracks.tracker);
             let active = self.camera(&camera).tracker.tracks().len() as i64;
             metrics()
                 .tracks_active
@@ -416,10 +441,46 @@ impl Handler<TrackFlush> for DecideActor {
             for track in ended {
                 self.end(&camera, track);
             }
+            self.camera(&camera).states.clear();
             metrics()
                 .tracks_active
                 .get_or_create(&Metrics::camera(&camera))
                 .set(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::BBox;
+
+    #[test]
+    fn states_of_tracks_that_never_confirm_are_pruned() {
+        let mut tracker = Tracker::new(TrackConfig::default());
+        let mut states: HashMap<u64, TrackState> = HashMap::new();
+        // 50 one-frame false detections, far apart: none reaches min_hits
+        for k in 0..50 {
+            let obs = Observation {
+                bbox: BBox {
+                    x: (k % 10) as f32 * 150.0,
+                    y: (k / 10) as f32 * 150.0,
+                    w: 40.0,
+                    h: 40.0,
+                },
+                quality: 0.9,
+                embedding: None,
+            };
+            let update = tracker.update(k * 2000, &[obs]);
+            for (id, _) in update.assigned {
+                states.entry(id).or_default();
+            }
+            assert!(update.ended.is_empty(), "unconfirmed tracks end silently");
+            prune_states(&mut states, &tracker);
+            assert!(states.len() <= 1, "frame {k}: {} states kept", states.len());
+        }
+        tracker.update(1_000_000, &[]);
+        prune_states(&mut states, &tracker);
+        assert!(states.is_empty());
     }
 }

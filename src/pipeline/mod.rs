@@ -92,6 +92,8 @@ pub struct FaceItem {
     pub embedding: Option<Vec<f32>>,
     /// Set by the embed stage: this face is to be embedded.
     pub wanted: bool,
+    /// Set by the embed stage: its batch failed (counted apart from low quality).
+    pub embed_failed: bool,
 }
 
 /// Where each camera's already-decided tracks are, published by the decide stage and
@@ -160,7 +162,8 @@ impl DecidedTracks {
                     y: d.bbox.y + d.velocity[1] * dt,
                     ..d.bbox
                 };
-                predicted.iou(bbox) >= DECIDED_IOU
+                // where the motion model says, or where it was (a person who stopped)
+                predicted.iou(bbox).max(d.bbox.iou(bbox)) >= DECIDED_IOU
             })
         })
     }
@@ -249,7 +252,8 @@ impl Next {
 
 /// Frames a camera may have inside the stages.
 pub(crate) struct Credits {
-    available: Mutex<usize>,
+    /// Credits available, and when one last came back.
+    state: Mutex<(usize, Instant)>,
     returned: Condvar,
     capacity: usize,
 }
@@ -257,7 +261,7 @@ pub(crate) struct Credits {
 impl Credits {
     fn new(capacity: usize) -> Credits {
         Credits {
-            available: Mutex::new(capacity),
+            state: Mutex::new((capacity, Instant::now())),
             returned: Condvar::new(),
             capacity,
         }
@@ -265,26 +269,41 @@ impl Credits {
 
     /// Take a credit, waiting up to `wait`.
     fn acquire(&self, wait: Duration) -> bool {
-        let guard = self.available.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (mut guard, _) = self
             .returned
-            .wait_timeout_while(guard, wait, |n| *n == 0)
+            .wait_timeout_while(guard, wait, |s| s.0 == 0)
             .unwrap_or_else(|p| p.into_inner());
-        if *guard == 0 {
+        if guard.0 == 0 {
             return false;
         }
-        *guard -= 1;
+        guard.0 -= 1;
         true
     }
 
     pub(crate) fn release(&self) {
-        let mut guard = self.available.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = (*guard + 1).min(self.capacity);
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0 = (guard.0 + 1).min(self.capacity);
+        guard.1 = Instant::now();
         self.returned.notify_all();
     }
 
     fn all_returned(&self) -> bool {
-        *self.available.lock().unwrap_or_else(|p| p.into_inner()) == self.capacity
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 == self.capacity
+    }
+
+    /// Every credit has been out for longer than `after` with none coming back: a stage
+    /// lost or is stuck on this camera's frames.
+    fn stalled(&self, after: Duration) -> bool {
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0 == 0 && guard.1.elapsed() >= after
+    }
+
+    /// Give every credit back (the frames they stood for are given up on).
+    fn reset(&self) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = (self.capacity, Instant::now());
+        self.returned.notify_all();
     }
 }
 
@@ -443,6 +462,8 @@ impl Pipeline {
                 frames_decoded: 0,
                 frames_analysed: 0,
                 frames_dropped: 0,
+                analysis_stalls: 0,
+                last_analysis_stall: None,
                 width: None,
                 height: None,
             });
@@ -463,6 +484,8 @@ impl Pipeline {
                 stop: stop.clone(),
                 planner,
                 tracks: decided.clone(),
+                status: status.clone(),
+                stage_timeout: Duration::from_millis(pc.stage_timeout_ms),
             }));
             let actor = CameraActor::new(
                 camera.clone(),
@@ -536,15 +559,16 @@ impl Pipeline {
     }
 }
 
-/// Run the detector once on every input shape it will meet before frames arrive: the
-/// tile, and the downscale of a 16:9 and a 4:3 frame (backends compile per shape).
+/// Run the detector once on every input shape it will meet before frames arrive: both
+/// tile sizes, and the downscale of a 16:9 and a 4:3 frame (backends compile per shape).
 fn warm_up_detect(
     detect: &mut crate::stages::detect::Detect,
     config: &Config,
 ) -> Result<(), crate::stages::detect::DetectError> {
-    use crate::stages::motion::plan::TILE;
-    let tile = image::RgbImage::new(TILE, TILE);
-    detect.detect_with(&tile, TILE)?;
+    use crate::stages::motion::plan::TILE_SIZES;
+    for size in TILE_SIZES {
+        detect.detect_with(&image::RgbImage::new(size, size), size)?;
+    }
     let side = config.detect.max_side;
     for (w, h) in [(side, side * 9 / 16), (side, side * 3 / 4)] {
         detect.detect_with(&image::RgbImage::new(w, h.max(1)), side)?;
@@ -561,6 +585,8 @@ struct Pump {
     stop: Arc<AtomicBool>,
     planner: CameraPlanner,
     tracks: Arc<DecidedTracks>,
+    status: Arc<Mutex<CameraStatus>>,
+    stage_timeout: Duration,
 }
 
 /// Moves a camera's frames from its ring into the stages, one credit per frame, each with
@@ -574,7 +600,13 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
         stop,
         mut planner,
         tracks,
+        status,
+        stage_timeout,
     } = pump;
+    let stalls = metrics()
+        .pipeline_stalls
+        .get_or_create(&Metrics::camera(&camera))
+        .clone();
     std::thread::Builder::new()
         .name(format!("pump-{camera}"))
         .spawn(move || {
@@ -582,6 +614,21 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
             let tick = Duration::from_millis(100);
             while !stop.load(Ordering::Relaxed) {
                 if !credits.acquire(tick) {
+                    if credits.stalled(stage_timeout) {
+                        stalls.inc();
+                        {
+                            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                            s.analysis_stalls += 1;
+                            s.last_analysis_stall = Some(chrono::Utc::now());
+                        }
+                        tracing::error!(
+                            camera = %camera,
+                            timeout_ms = stage_timeout.as_millis() as u64,
+                            "no frame of this camera came out of the analysis stages in time: \
+                             a stage is dead or stuck; its frames are given up and the camera goes on"
+                        );
+                        credits.reset();
+                    }
                     continue;
                 }
                 match ring.receiver().recv_timeout(tick) {
@@ -617,7 +664,23 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::session_threads;
+    use super::{session_threads, Credits};
+    use std::time::Duration;
+
+    #[test]
+    fn credits_that_never_come_back_are_a_stall_and_a_reset_restores_them() {
+        let credits = Credits::new(2);
+        assert!(credits.acquire(Duration::ZERO) && credits.acquire(Duration::ZERO));
+        assert!(!credits.acquire(Duration::ZERO));
+        assert!(credits.stalled(Duration::ZERO));
+        assert!(!credits.stalled(Duration::from_secs(3600)));
+        credits.release();
+        assert!(!credits.stalled(Duration::ZERO), "one came back");
+        assert!(credits.acquire(Duration::ZERO));
+        credits.reset();
+        assert!(credits.all_returned());
+        assert!(!credits.stalled(Duration::ZERO));
+    }
 
     #[test]
     fn zero_threads_splits_the_cores_between_detect_and_embed() {

@@ -20,7 +20,8 @@ use crate::ingest::CameraConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DemoMode {
-    /// Only when no `[[cameras]]` are configured.
+    /// Only when no `[[cameras]]` are configured and the gallery holds no identity but
+    /// the demo's own.
     Auto,
     On,
     Off,
@@ -87,6 +88,26 @@ pub const ENROLLED: [(&str, &[&str]); 2] = [
 pub struct Demo {
     pub server: RtspServer,
     pub camera: CameraConfig,
+}
+
+/// Whether `auto` may start the demo on this gallery: only if it holds no identity but
+/// the demo's own (metadata `{"demo": true}`). A real gallery whose service simply has no
+/// cameras yet must not get Obama and Biden enrolled into it.
+pub fn gallery_allows_auto(gallery: &GalleryService) -> Result<bool, ServiceError> {
+    let mut offset = 0;
+    loop {
+        let (page, total) = gallery.store().list_identities(offset, 1000)?;
+        if page
+            .iter()
+            .any(|i| i.metadata.get("demo") != Some(&serde_json::Value::Bool(true)))
+        {
+            return Ok(false);
+        }
+        offset += page.len();
+        if page.is_empty() || offset >= total {
+            return Ok(true);
+        }
+    }
 }
 
 /// Enrol the demo identities that are missing, start the simulated camera and return

@@ -124,13 +124,18 @@ pub struct Metrics {
     pub detect_passes: Family<KindLabel, Counter>,
     /// Motion regions found.
     pub motion_regions: Family<CameraLabel, Counter>,
+    /// Times a camera's frames stayed inside the analysis stages past
+    /// `pipeline.stage_timeout_ms` (a dead or stuck stage); its flow-control credits were
+    /// reset so the camera keeps going.
+    pub pipeline_stalls: Family<CameraLabel, Counter>,
     /// Overload shedding level per camera (0 none … 3), see `pipeline::regions`.
     pub detect_shed_level: Family<CameraLabel, Gauge>,
     /// Tracks confirmed.
     pub tracks_started: Family<CameraLabel, Counter>,
     /// Open tracks.
     pub tracks_active: Family<CameraLabel, Gauge>,
-    /// Identity decisions on tracks, by outcome (recognized, unknown, low_quality).
+    /// Identity decisions on tracks, by outcome (recognized, unknown, low_quality; and
+    /// embed_failed: a track with no usable face because its embedding batches failed).
     pub matches: Family<OutcomeLabel, Counter>,
     /// Best similarity of each decision to the gallery.
     pub match_similarity: Histogram,
@@ -210,6 +215,7 @@ impl Metrics {
         let faces_detected = Family::<CameraLabel, Counter>::default();
         let detect_passes = Family::<KindLabel, Counter>::default();
         let motion_regions = Family::<CameraLabel, Counter>::default();
+        let pipeline_stalls = Family::<CameraLabel, Counter>::default();
         let detect_shed_level = Family::<CameraLabel, Gauge>::default();
         let embed_faces = Family::<OutcomeLabel, Counter>::default();
         let tracks_started = Family::<CameraLabel, Counter>::default();
@@ -221,7 +227,7 @@ impl Metrics {
         ]);
         let inference_info = Family::<BackendLabel, Gauge>::default();
         use prometheus_client::registry::Unit;
-        let counters: [(&str, &str, &Family<CameraLabel, Counter>); 8] = [
+        let counters: [(&str, &str, &Family<CameraLabel, Counter>); 9] = [
             (
                 "camera_reconnects",
                 "Camera reconnect attempts",
@@ -257,6 +263,11 @@ impl Metrics {
                 "motion_regions",
                 "Motion regions found (searched at full resolution)",
                 &motion_regions,
+            ),
+            (
+                "pipeline_stalls",
+                "Frames stuck in the analysis stages past pipeline.stage_timeout_ms",
+                &pipeline_stalls,
             ),
         ];
         for (name, help, family) in counters {
@@ -300,7 +311,7 @@ impl Metrics {
         );
         registry.register(
             "embed_faces",
-            "Faces at the embed stage by outcome (embedded, low_quality, decided_track)",
+            "Faces at the embed stage by outcome (embedded, low_quality, decided_track; failed: embedded but the batch failed)",
             embed_faces.clone(),
         );
         registry.register(
@@ -359,6 +370,7 @@ impl Metrics {
             faces_detected,
             detect_passes,
             motion_regions,
+            pipeline_stalls,
             detect_shed_level,
             tracks_started,
             tracks_active,

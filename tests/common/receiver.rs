@@ -17,6 +17,8 @@ pub enum Mode {
     FailFirst,
     /// Answer only after 2 s (longer than the sender's timeout in the tests).
     Slow,
+    /// 307 to the same path on 127.0.0.1:<port> (a redirect the sender must not follow).
+    RedirectTo(u16),
 }
 
 #[derive(Default)]
@@ -100,6 +102,14 @@ impl Receiver {
                                         Mode::Accept | Mode::Slow => true,
                                         Mode::Fail500 => false,
                                         Mode::FailFirst => n > 1,
+                                        Mode::RedirectTo(port) => {
+                                            return HttpResponse::TemporaryRedirect()
+                                                .insert_header((
+                                                    "location",
+                                                    format!("http://127.0.0.1:{port}/hook"),
+                                                ))
+                                                .finish();
+                                        }
                                     }
                                 };
                                 if mode == Mode::Slow {

@@ -1,0 +1,89 @@
+//! Files that hold biometric data or secrets (the gallery, the event outbox, generated
+//! keys): created owner-only — folders 0700, files 0600 — whatever the process umask.
+//! SQLite creates its `-wal` and `-shm` files with the database file's permissions, so
+//! preparing the database file covers them.
+
+use std::path::Path;
+
+/// Create `dir` and its missing parents as 0700 (existing folders are left as they are:
+/// they may be shared system folders).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Make sure the SQLite database at `path` exists as an owner-only file (its folder is
+/// created 0700 if missing); an existing file readable by others is tightened to 0600.
+pub fn prepare_database(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // an empty file is a valid new SQLite database
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn databases_and_their_folders_are_owner_only() {
+        let root = std::env::temp_dir().join(format!("facestream-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let db = root.join("data").join("gallery.db");
+        prepare_database(&db).unwrap();
+        assert_eq!(mode(&root.join("data")), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        // an existing world-readable file is tightened
+        let old = root.join("data").join("outbox.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        prepare_database(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        // SQLite's WAL files follow the database file
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(mode(&root.join("data").join("gallery.db-wal")), 0o600);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
