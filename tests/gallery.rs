@@ -84,6 +84,19 @@ fn a_model_change_is_reported_and_kept_crops_are_reembedded() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A gallery service on its own connection to the SQLite file at `db`.
+fn service_on(db: &std::path::Path, config: &facestream::config::Config) -> GalleryService {
+    let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(db).unwrap());
+    GalleryService::new(
+        store,
+        FaceEngine::new(config).unwrap(),
+        config.matching.clone(),
+        config.gallery.clone(),
+        0.363,
+    )
+    .unwrap()
+}
+
 /// `facestream serve` and `facestream enroll` are two processes on one SQLite gallery:
 /// here two services on two connections to the same file. What one writes, the other
 /// sees after `refresh_if_changed` (which `serve` runs every second) — an enrolment
@@ -92,19 +105,8 @@ fn a_model_change_is_reported_and_kept_crops_are_reembedded() {
 fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
     let config = common::config();
     let dir = common::temp_dir("gallery-two-processes");
-    let open = || {
-        let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
-        GalleryService::new(
-            store,
-            FaceEngine::new(&config).unwrap(),
-            config.matching.clone(),
-            config.gallery.clone(),
-            0.363,
-        )
-        .unwrap()
-    };
-    let serving = open();
-    let cli = open();
+    let serving = service_on(&dir.join("g.db"), &config);
+    let cli = service_on(&dir.join("g.db"), &config);
     let probe = image::open(common::fixture("obama2.jpg"))
         .unwrap()
         .to_rgb8();
@@ -152,17 +154,7 @@ fn decodes_wait_for_a_free_slot() {
     let mut config = common::config();
     config.limits.max_concurrent_decodes = 1;
     let dir = common::temp_dir("gallery-decode-slots");
-    let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
-    let service = Arc::new(
-        GalleryService::new(
-            store,
-            FaceEngine::new(&config).unwrap(),
-            config.matching.clone(),
-            config.gallery.clone(),
-            0.363,
-        )
-        .unwrap(),
-    );
+    let service = Arc::new(service_on(&dir.join("g.db"), &config));
     let bytes = std::fs::read(common::fixture("obama.jpg")).unwrap();
     let first = service.decode(&bytes, "first").unwrap();
     assert_eq!(service.decodes_in_use(), 1);

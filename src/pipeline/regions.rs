@@ -258,18 +258,25 @@ impl CameraPlanner {
 mod tests {
     use super::*;
 
-    fn frame(w: u32, h: u32, blob: Option<(u32, u32)>) -> I420Frame {
-        let img = image::RgbImage::from_fn(w, h, |x, y| {
-            let inside = blob
-                .is_some_and(|(bx, by)| (bx..bx + 64).contains(&x) && (by..by + 64).contains(&y));
+    /// A `w`×`h` checkerboard frame with a bright rectangle `(x, y, width, height)`.
+    fn painted(w: u32, h: u32, bright: Option<(u32, u32, u32, u32)>) -> I420Frame {
+        let img = image::RgbImage::from_fn(w, h, |px, py| {
+            let inside = bright.is_some_and(|(x, y, bw, bh)| {
+                (x..x + bw).contains(&px) && (y..y + bh).contains(&py)
+            });
             let v = if inside {
                 240
             } else {
-                (60 + (x / 32 + y / 32) % 2 * 40) as u8
+                (60 + (px / 32 + py / 32) % 2 * 40) as u8
             };
             image::Rgb([v, v, v])
         });
         I420Frame::from_rgb(&img)
+    }
+
+    /// A frame with a 64-px bright square at `blob`.
+    fn frame(w: u32, h: u32, blob: Option<(u32, u32)>) -> I420Frame {
+        painted(w, h, blob.map(|(x, y)| (x, y, 64, 64)))
     }
 
     fn planner(config: CameraDetection) -> CameraPlanner {
@@ -325,16 +332,7 @@ mod tests {
     fn motion_a_tracked_face_explains_is_searched_every_third_frame() {
         /// A 200×600 "body" at x, with the tracked face at its top.
         fn body(x: u32) -> I420Frame {
-            let img = image::RgbImage::from_fn(1920, 1080, |px, py| {
-                let inside = (x..x + 200).contains(&px) && (200..800).contains(&py);
-                let v = if inside {
-                    230
-                } else {
-                    (60 + (px / 32 + py / 32) % 2 * 40) as u8
-                };
-                image::Rgb([v, v, v])
-            });
-            I420Frame::from_rgb(&img)
+            painted(1920, 1080, Some((x, 200, 200, 600)))
         }
         let mut p = planner(CameraDetection::default());
         p.plan(&frame(1920, 1080, None), 0, &[]);
