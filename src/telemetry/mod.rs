@@ -139,6 +139,8 @@ pub struct Metrics {
     pub matches: Family<OutcomeLabel, Counter>,
     /// Best similarity of each decision to the gallery.
     pub match_similarity: Histogram,
+    /// Events waiting in memory because their outbox write failed (retried).
+    pub publish_backlog: Gauge,
     /// Frame leaving the decoder → its identity event in the outbox.
     pub end_to_end_latency: Histogram,
     /// 1 per stage with the inference backend and model it runs.
@@ -226,6 +228,12 @@ impl Metrics {
             0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
         ]);
         let inference_info = Family::<BackendLabel, Gauge>::default();
+        let publish_backlog = Gauge::default();
+        registry.register(
+            "publish_backlog",
+            "Events waiting in memory because their outbox write failed (retried)",
+            publish_backlog.clone(),
+        );
         use prometheus_client::registry::Unit;
         let counters: [(&str, &str, &Family<CameraLabel, Counter>); 9] = [
             (
@@ -376,6 +384,7 @@ impl Metrics {
             tracks_active,
             matches,
             match_similarity,
+            publish_backlog,
             end_to_end_latency,
             inference_info,
             events_published,
