@@ -92,6 +92,24 @@ fn dashboards() -> Vec<(String, Value)> {
     out
 }
 
+/// The embedded default with data paths in `dir`, the API and the demo camera on port 0,
+/// and `events_extra` appended to `[events]`.
+fn service_config(dir: &std::path::Path, events_extra: &str) -> PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
+             {events_extra}[demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
+            common::fixtures().display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// The README's run command in miniature: `facestream serve` on the embedded default
 /// (only data paths and ports moved into a temp folder) starts the demo camera, enrols
 /// the demo identities and produces identity events within a minute; its /metrics
@@ -100,20 +118,13 @@ fn dashboards() -> Vec<(String, Value)> {
 fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real_metric() {
     let dir = common::temp_dir(&format!("operations-{}", uuid::Uuid::now_v7()));
     let receiver = Receiver::start(0, Mode::Accept);
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
-             [[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n\
-             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
-            receiver.port,
-            common::fixtures().display(),
-            d = dir.display()
+    let config = service_config(
+        &dir,
+        &format!(
+            "[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n",
+            receiver.port
         ),
-    )
-    .unwrap();
+    );
     let started = Instant::now();
     let _service = Proc(
         Command::new(env!("CARGO_BIN_EXE_facestream"))
@@ -306,18 +317,7 @@ fn every_config_key_is_documented() {
 #[test]
 fn the_auto_demo_leaves_a_real_gallery_alone() {
     let dir = common::temp_dir(&format!("operations-demo-off-{}", uuid::Uuid::now_v7()));
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
-             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
-            common::fixtures().display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    let config = service_config(&dir, "");
     let people = dir.join("people").join("Employee");
     std::fs::create_dir_all(&people).unwrap();
     std::fs::copy(common::fixture("biden.jpg"), people.join("badge.jpg")).unwrap();
