@@ -112,38 +112,62 @@ impl I420Frame {
     /// `region` as RGB, shrunk by the integer factor `step` (1 = full resolution) with a
     /// box filter on luma (no aliasing when the detector sees a third of the pixels) and
     /// nearest chroma (chroma is already at half resolution and smooth).
+    ///
+    /// Fixed-point arithmetic (coefficients × 256, as the video standards' integer forms),
+    /// row by row: this runs on every detector tile and whole-frame pass, and the float
+    /// version with a rounding call per channel cost as much CPU as the detector itself
+    /// (`perf` on 4 cameras, BENCHMARKS.md §7). Within one level of the float formula.
     pub fn to_rgb(&self, region: Region, step: u32) -> RgbImage {
-        let step = step.max(1);
+        let step = step.max(1) as usize;
         let region = self.clamp(region);
-        let (ow, oh) = ((region.width / step).max(1), (region.height / step).max(1));
+        let (ow, oh) = (
+            (region.width as usize / step).max(1),
+            (region.height as usize / step).max(1),
+        );
         let (w, cw) = (self.width as usize, self.width.div_ceil(2) as usize);
-        let mut out = RgbImage::new(ow, oh);
-        let coeffs = match self.matrix {
-            ColorMatrix::Bt601 => (1.596, 0.392, 0.813, 2.017),
-            ColorMatrix::Bt709 => (1.793, 0.213, 0.533, 2.112),
+        let ch = self.height.div_ceil(2) as usize;
+        // (luma, v→r, u→g, v→g, u→b) × 256
+        let (ky, rv, gu, gv, bu): (i32, i32, i32, i32, i32) = match self.matrix {
+            ColorMatrix::Bt601 => (298, 409, 100, 208, 516),
+            ColorMatrix::Bt709 => (298, 459, 55, 136, 541),
         };
-        let area = step * step;
-        for oy in 0..oh {
-            let y0 = (region.y + oy * step) as usize;
-            for ox in 0..ow {
-                let x0 = (region.x + ox * step) as usize;
-                let mut sum = 0u32;
-                for yy in y0..y0 + step as usize {
-                    let row = &self.y[yy * w + x0..yy * w + x0 + step as usize];
-                    sum += row.iter().map(|&v| v as u32).sum::<u32>();
+        let mut buf = vec![0u8; ow * oh * 3];
+        let area = (step * step) as u32;
+        let mut luma = vec![0u32; ow];
+        // chroma column of each output column (the block's centre)
+        let cols: Vec<usize> = (0..ow)
+            .map(|ox| ((region.x as usize + ox * step + step / 2) / 2).min(cw - 1))
+            .collect();
+        for (oy, out_row) in buf.chunks_exact_mut(ow * 3).enumerate() {
+            let y0 = region.y as usize + oy * step;
+            let x0 = region.x as usize;
+            if step == 1 {
+                for (l, &v) in luma.iter_mut().zip(&self.y[y0 * w + x0..y0 * w + x0 + ow]) {
+                    *l = u32::from(v);
                 }
-                let luma = (sum + area / 2) / area;
-                let (cx, cy) = ((x0 + step as usize / 2) / 2, (y0 + step as usize / 2) / 2);
-                let ci = cy.min(self.height.div_ceil(2) as usize - 1) * cw + cx.min(cw - 1);
-                let yf = 1.164 * (luma as f32 - 16.0);
-                let (u, v) = (self.u[ci] as f32 - 128.0, self.v[ci] as f32 - 128.0);
-                let (rv, gu, gv, bu) = coeffs;
-                let px = [yf + rv * v, yf - gu * u - gv * v, yf + bu * u]
-                    .map(|c| c.round().clamp(0.0, 255.0) as u8);
-                out.put_pixel(ox, oy, image::Rgb(px));
+            } else {
+                luma.fill(0);
+                for yy in y0..y0 + step {
+                    let row = &self.y[yy * w + x0..yy * w + x0 + ow * step];
+                    for (l, block) in luma.iter_mut().zip(row.chunks_exact(step)) {
+                        *l += block.iter().map(|&v| u32::from(v)).sum::<u32>();
+                    }
+                }
+                for l in &mut luma {
+                    *l = (*l + area / 2) / area;
+                }
+            }
+            let crow = ((y0 + step / 2) / 2).min(ch - 1) * cw;
+            let (u_row, v_row) = (&self.u[crow..crow + cw], &self.v[crow..crow + cw]);
+            for ((px, &l), &cx) in out_row.chunks_exact_mut(3).zip(&luma).zip(&cols) {
+                let c = ky * (l as i32 - 16) + 128;
+                let (u, v) = (i32::from(u_row[cx]) - 128, i32::from(v_row[cx]) - 128);
+                px[0] = ((c + rv * v) >> 8).clamp(0, 255) as u8;
+                px[1] = ((c - gu * u - gv * v) >> 8).clamp(0, 255) as u8;
+                px[2] = ((c + bu * u) >> 8).clamp(0, 255) as u8;
             }
         }
-        out
+        RgbImage::from_raw(ow as u32, oh as u32, buf).expect("buffer sized to the image")
     }
 
     /// `region` cut to the frame, with even-free bounds kept inside it.
@@ -172,6 +196,114 @@ mod tests {
         RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
         })
+    }
+
+    /// The float formula `to_rgb` implements in fixed point.
+    fn to_rgb_reference(f: &I420Frame, region: Region, step: u32) -> RgbImage {
+        let region = f.clamp(region);
+        let (ow, oh) = ((region.width / step).max(1), (region.height / step).max(1));
+        let (w, cw) = (f.width as usize, f.width.div_ceil(2) as usize);
+        let (rv, gu, gv, bu) = match f.matrix {
+            ColorMatrix::Bt601 => (1.596, 0.392, 0.813, 2.017),
+            ColorMatrix::Bt709 => (1.793, 0.213, 0.533, 2.112),
+        };
+        let area = step * step;
+        RgbImage::from_fn(ow, oh, |ox, oy| {
+            let (x0, y0) = (
+                (region.x + ox * step) as usize,
+                (region.y + oy * step) as usize,
+            );
+            let mut sum = 0u32;
+            for yy in y0..y0 + step as usize {
+                sum += f.y[yy * w + x0..yy * w + x0 + step as usize]
+                    .iter()
+                    .map(|&v| v as u32)
+                    .sum::<u32>();
+            }
+            let luma = (sum + area / 2) / area;
+            let (cx, cy) = ((x0 + step as usize / 2) / 2, (y0 + step as usize / 2) / 2);
+            let ci = cy.min(f.height.div_ceil(2) as usize - 1) * cw + cx.min(cw - 1);
+            let yf = 1.164 * (luma as f32 - 16.0);
+            let (u, v) = (f.u[ci] as f32 - 128.0, f.v[ci] as f32 - 128.0);
+            image::Rgb(
+                [yf + rv * v, yf - gu * u - gv * v, yf + bu * u]
+                    .map(|c| c.round().clamp(0.0, 255.0) as u8),
+            )
+        })
+    }
+
+    #[test]
+    fn fixed_point_conversion_matches_the_float_formula() {
+        // every luma and chroma level, both matrices, several steps and odd regions
+        let (w, h) = (97u32, 61u32);
+        let mut frame = I420Frame::from_rgb(&gradient(w, h));
+        let n = |i: usize, k: usize| ((i * k) % 256) as u8;
+        frame
+            .y
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = n(i, 37));
+        frame
+            .u
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = n(i, 53));
+        frame
+            .v
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = n(i, 71));
+        for matrix in [ColorMatrix::Bt601, ColorMatrix::Bt709] {
+            frame.matrix = matrix;
+            for (region, step) in [
+                (frame.full(), 1),
+                (frame.full(), 3),
+                (
+                    Region {
+                        x: 13,
+                        y: 7,
+                        width: 50,
+                        height: 41,
+                    },
+                    1,
+                ),
+                (
+                    Region {
+                        x: 13,
+                        y: 7,
+                        width: 50,
+                        height: 41,
+                    },
+                    4,
+                ),
+                (
+                    Region {
+                        x: 90,
+                        y: 55,
+                        width: 40,
+                        height: 40,
+                    },
+                    2,
+                ),
+            ] {
+                let (fast, slow) = (
+                    frame.to_rgb(region, step),
+                    to_rgb_reference(&frame, region, step),
+                );
+                assert_eq!(fast.dimensions(), slow.dimensions());
+                let worst = fast
+                    .as_raw()
+                    .iter()
+                    .zip(slow.as_raw())
+                    .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                    .max()
+                    .unwrap();
+                assert!(
+                    worst <= 1,
+                    "{matrix:?} {region:?} step {step}: off by {worst}"
+                );
+            }
+        }
     }
 
     #[test]
