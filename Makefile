@@ -72,7 +72,8 @@ bench-search: setup
 # Faces at surveillance distance on N simultaneous 1080p25 H.264 RTSP cameras (LFW
 # people, degraded scene): recall, drops, latency, CPU against decode-only, per mode.
 bench-cameras: setup
-	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} --threads 2
+	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} \
+		--variant inference.threads=2 --variant 'inference.detect_backend="openvino"'
 
 build-tract:
 	cargo build $(CARGO_FLAGS) --features tract

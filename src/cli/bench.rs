@@ -1,5 +1,6 @@
 //! `facestream bench`: per-backend inference speed on real faces — detector latency at
-//! 640×640, embedding latency at batch 1 and throughput at batch 8 and 32, for each
+//! 640×640, at the streaming pipeline's inputs (the 640×360 downscale of a 16:9 frame and
+//! the 320 and 160 px motion tiles), embedding latency at batch 1 and throughput at batch 8 and 32, for each
 //! thread count. Timings include the stage's own pre/post-processing (tensor packing,
 //! decoding, NMS, normalisation), i.e. what the pipeline pays.
 
@@ -14,6 +15,7 @@ use facestream::models::ModelStore;
 use facestream::stages::align::{self, AlignedFace};
 use facestream::stages::detect::Detect;
 use facestream::stages::embed::{Embed, EmbedConfig};
+use facestream::stages::motion::plan::{SMALL_TILE, TILE};
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -43,6 +45,12 @@ struct Row {
     /// `None` when the backend cannot run the detector (LiteRT: embedding only).
     detect_640_ms_p50: Option<f64>,
     detect_640_ms_p90: Option<f64>,
+    /// The downscale of a 1920×1080 frame (step 3), as the pipeline's whole-frame pass.
+    detect_640x360_ms_p50: Option<f64>,
+    /// A large motion tile ([`facestream::stages::motion::plan::TILE`]).
+    detect_tile320_ms_p50: Option<f64>,
+    /// A small tile ([`facestream::stages::motion::plan::SMALL_TILE`]).
+    detect_tile160_ms_p50: Option<f64>,
     embed_b1_ms_p50: f64,
     embed_b8_faces_per_s: f64,
     embed_b32_faces_per_s: f64,
@@ -80,7 +88,12 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     let photo = facestream::imageio::load_image(&image_path, &config.limits)
         .with_context(|| "bench needs a photo with faces (run `make fixtures` or pass --image)")?;
-    let square = image::imageops::resize(&photo, 640, 640, image::imageops::FilterType::Triangle);
+    let resize =
+        |w, h| image::imageops::resize(&photo, w, h, image::imageops::FilterType::Triangle);
+    let square = resize(640, 640);
+    let wide = resize(640, 360);
+    let tile = resize(TILE, TILE);
+    let small_tile = resize(SMALL_TILE, SMALL_TILE);
     let store = ModelStore::open(&config.models.dir)?;
     let (yunet, sface) = (store.model("yunet")?, store.model("sface")?);
     let names: Vec<String> = if args.backend.is_empty() {
@@ -95,11 +108,14 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let budget = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();
     println!(
-        "{:<22} {:>7} {:>14} {:>14} {:>14} {:>16} {:>16}",
+        "{:<22} {:>7} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>16} {:>16}",
         "backend",
         "threads",
         "detect640 p50",
         "detect640 p90",
+        "640x360 p50",
+        "tile320 p50",
+        "tile160 p50",
         "embed b1 p50",
         "embed b8 faces/s",
         "embed b32 faces/s"
@@ -129,14 +145,20 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "no faces found in {}",
                 image_path.display()
             );
-            let det = if own_detector {
-                Some(measure(budget, || {
-                    detect.detect(&square)?;
+            let mut detect_at = |image: &image::RgbImage, side: u32| {
+                if !own_detector {
+                    return Ok(None);
+                }
+                measure(budget, || {
+                    detect.detect_with(image, side)?;
                     Ok(())
-                })?)
-            } else {
-                None
+                })
+                .map(Some)
             };
+            let det = detect_at(&square, 640)?;
+            let det_wide = detect_at(&wide, 640)?;
+            let det_tile = detect_at(&tile, TILE)?;
+            let det_small = detect_at(&small_tile, SMALL_TILE)?;
             let embed_at = |batch: usize| -> anyhow::Result<Vec<f64>> {
                 let mut embed = Embed::new(
                     backend.as_ref(),
@@ -158,17 +180,23 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
                 threads,
                 detect_640_ms_p50: det.as_ref().map(|d| pct(d, 0.5)),
                 detect_640_ms_p90: det.as_ref().map(|d| pct(d, 0.9)),
+                detect_640x360_ms_p50: det_wide.as_ref().map(|d| pct(d, 0.5)),
+                detect_tile320_ms_p50: det_tile.as_ref().map(|d| pct(d, 0.5)),
+                detect_tile160_ms_p50: det_small.as_ref().map(|d| pct(d, 0.5)),
                 embed_b1_ms_p50: pct(&b1, 0.5),
                 embed_b8_faces_per_s: 8.0 * 1e3 / pct(&b8, 0.5),
                 embed_b32_faces_per_s: 32.0 * 1e3 / pct(&b32, 0.5),
             };
             let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2} ms"));
             println!(
-                "{:<22} {:>7} {:>14} {:>14} {:>11.2} ms {:>16.0} {:>16.0}",
+                "{:<22} {:>7} {:>14} {:>14} {:>14} {:>14} {:>14} {:>11.2} ms {:>16.0} {:>16.0}",
                 row.backend,
                 row.threads,
                 ms(row.detect_640_ms_p50),
                 ms(row.detect_640_ms_p90),
+                ms(row.detect_640x360_ms_p50),
+                ms(row.detect_tile320_ms_p50),
+                ms(row.detect_tile160_ms_p50),
                 row.embed_b1_ms_p50,
                 row.embed_b8_faces_per_s,
                 row.embed_b32_faces_per_s

@@ -161,10 +161,29 @@ impl FaceEngine {
 
 /// The detector session on the selected backend, and that backend's description.
 /// The streaming pipeline builds one per detector worker.
+/// `inference.detect_backend` when it names a backend, else the selected one.
 pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
+    match config.inference.detect_backend.as_str() {
+        "auto" => build_detect_on(config, None),
+        name => build_detect_on(config, Some(name)),
+    }
+}
+
+/// The detector session on backend `name` (`None`: the selected backend).
+pub fn build_detect_on(
+    config: &Config,
+    name: Option<&str>,
+) -> Result<(Detect, String), EngineError> {
     let store = ModelStore::open(&config.models.dir)?;
     let model = store.model("yunet")?;
-    let backend = selected_backend(config, &model)?;
+    let backend = match name {
+        Some(name) => inference::for_model(
+            inference::open(name, &config.inference)?,
+            &model,
+            &config.inference,
+        )?,
+        None => selected_backend(config, &model)?,
+    };
     let options = SessionOptions::from(&config.inference);
     let detect = Detect::new(backend.as_ref(), &model, &options, config.detect.clone())?;
     Ok((detect, backend.describe()))

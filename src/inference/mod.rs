@@ -34,7 +34,15 @@ pub struct InferenceConfig {
     /// one: `openvino`, `onnxruntime`, `onnxruntime-cuda`, `onnxruntime-tensorrt`,
     /// `litert`, `tract`. `facestream backends` lists them and what `auto` picks here.
     pub backend: String,
-    /// Threads per session; 0 lets the runtime use every core.
+    /// Where the face detector runs: `auto` (the backend above) or a backend name. Runtimes
+    /// rank differently per model and CPU (`facestream bench` times both models on each);
+    /// on a 2-core AVX2 EPYC ONNX Runtime runs the detector alone 1.7× faster than
+    /// OpenVINO, yet four cameras in the pipeline drop as many frames on either
+    /// (BENCHMARKS.md §7), so `auto` does not split the models.
+    #[serde(default = "default_auto")]
+    pub detect_backend: String,
+    /// Threads per session. 0: for the streaming pipeline, the cores split evenly between
+    /// the detect workers and the embed stage; for one-shot commands, every core.
     pub threads: usize,
     /// Arithmetic precision: `f32` (bit-faithful to the reference), `bf16` or `f16`
     /// (faster on CPUs/GPUs that have the units; small accuracy cost, measure with
@@ -95,13 +103,21 @@ impl Precision {
     }
 }
 
+fn default_auto() -> String {
+    "auto".into()
+}
+
 impl InferenceConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if !BACKEND_NAMES.contains(&self.backend.as_str()) && self.backend != "auto" {
-            problems.push(format!(
-                "inference.backend = {:?} is not a backend; expected `auto` or one of {:?}",
-                self.backend, BACKEND_NAMES
-            ));
+        for (key, value) in [
+            ("backend", &self.backend),
+            ("detect_backend", &self.detect_backend),
+        ] {
+            if !BACKEND_NAMES.contains(&value.as_str()) && value != "auto" {
+                problems.push(format!(
+                    "inference.{key} = {value:?} is not a backend; expected `auto` or one of {BACKEND_NAMES:?}"
+                ));
+            }
         }
         if self.threads > 1024 {
             problems.push(format!("inference.threads = {} is over 1024", self.threads));

@@ -18,7 +18,8 @@
 //!
 //! Tracked faces and motion keep their tiles at every level. The level is exported as
 //! `facestream_detect_shed_level{camera}`; passes and tiles as
-//! `facestream_detect_passes_total{camera,kind}`.
+//! `facestream_detect_passes_total{camera,kind}` (`full_frame`, `tile`, `small_tile`,
+//! `skipped`).
 
 use std::sync::Arc;
 
@@ -92,6 +93,7 @@ pub struct CameraPlanner {
     dropped_seen: u64,
     passes_full: Counter,
     passes_tile: Counter,
+    passes_small_tile: Counter,
     passes_skipped: Counter,
     motion_regions: Counter,
     shed_level: Gauge,
@@ -134,6 +136,7 @@ impl CameraPlanner {
             dropped_seen: 0,
             passes_full: kind("full_frame"),
             passes_tile: kind("tile"),
+            passes_small_tile: kind("small_tile"),
             passes_skipped: kind("skipped"),
             motion_regions: m
                 .motion_regions
@@ -186,7 +189,13 @@ impl CameraPlanner {
         if out.downscale || out.full_resolution {
             self.passes_full.inc();
         }
-        self.passes_tile.inc_by(out.tiles.len() as u64);
+        let small = out
+            .tiles
+            .iter()
+            .filter(|t| t.size == plan::SMALL_TILE)
+            .count() as u64;
+        self.passes_small_tile.inc_by(small);
+        self.passes_tile.inc_by(out.tiles.len() as u64 - small);
         if out.is_empty() {
             self.passes_skipped.inc();
         }

@@ -73,12 +73,19 @@ impl Tile {
     }
 }
 
-/// A region around a tracked face: three face widths on a side, at the step that fits it
-/// in one tile.
+/// Side of the region searched around a tracked face, in face sizes: the predicted box
+/// with a face's width on every side for the prediction's error (a person who stops or
+/// turns). Faces up to 53 px fit a [`SMALL_TILE`] at full resolution. 2.5 face sizes
+/// (faces up to 64 px in a small tile) was measured and not kept: no fewer dropped frames
+/// on 4 cameras and more appearances split in two (BENCHMARKS.md §7).
+pub const FACE_REGION: f32 = 3.0;
+
+/// A region around a tracked face ([`FACE_REGION`] face sizes on a side), at the step
+/// that fits it in one tile.
 pub fn around_face(b: &crate::stages::BBox, width: u32, height: u32) -> Want {
     let side = b.w.max(b.h).max(1.0);
     let [cx, cy] = b.centre();
-    let half = 1.5 * side;
+    let half = FACE_REGION / 2.0 * side;
     let rect = clamp_rect(cx - half, cy - half, 2.0 * half, 2.0 * half, width, height);
     let step = ((2.0 * half) / TILE as f32).ceil().max(1.0) as u32;
     Want { rect, step }
@@ -415,6 +422,7 @@ mod tests {
             1920,
             1080,
         );
+        // 720 px: a large tile at step 3
         assert_eq!(large.step, 3);
         let t = tiles(&[large], 1920, 1080, 8);
         assert_eq!(t.len(), 1);
