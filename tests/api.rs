@@ -149,6 +149,32 @@ enum Body {
     Text(&'static str),
 }
 
+/// obama.jpg with biden.jpg at a quarter of its size in the upper left corner: a portrait
+/// with a bystander.
+fn portrait_with_bystander() -> Vec<u8> {
+    let mut portrait = image::load_from_memory(&photo("obama.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let other = image::load_from_memory(&photo("biden.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let small = image::imageops::resize(
+        &other,
+        other.width() / 4,
+        other.height() / 4,
+        image::imageops::FilterType::Triangle,
+    );
+    image::imageops::replace(&mut portrait, &small, 0, 0);
+    let mut out = Vec::new();
+    portrait
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    out
+}
+
 fn blank_jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(320, 240, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 80])
@@ -371,6 +397,66 @@ fn every_endpoint_and_error_status_over_http() {
         "{e}"
     );
     assert!(e["error"]["message"].as_str().unwrap().contains("found 6"));
+    // A face choice: a group of equals has no clear largest face; a portrait with a small
+    // bystander in the corner has, and the default still refuses it.
+    let (s, e) = api.call(
+        "POST",
+        &format!("{faces}?face=largest"),
+        Some(ADMIN),
+        Some(Body::Raw(photo("t1.jpg"))),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no clear choice"),
+        "{e}"
+    );
+    let bystander = portrait_with_bystander();
+    let (s, e) = api.call(
+        "POST",
+        &faces,
+        Some(ADMIN),
+        Some(Body::Raw(bystander.clone())),
+    );
+    assert_eq!(
+        (s, e["error"]["faces_found"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(2)),
+        "{e}"
+    );
+    for choice in ["largest", "center"] {
+        let (s, face) = api.call(
+            "POST",
+            &format!("{faces}?face={choice}&source=bystander-{choice}"),
+            Some(ADMIN),
+            Some(Body::Raw(bystander.clone())),
+        );
+        assert_eq!(s, StatusCode::CREATED, "{choice}: {face}");
+        assert_eq!(face["source"], format!("bystander-{choice}"));
+        // (removed again: the checks below count this identity's faces)
+        let id_of_face = face["id"].as_str().unwrap();
+        assert_eq!(
+            api.call(
+                "DELETE",
+                &format!("{faces}/{id_of_face}"),
+                Some(ADMIN),
+                None
+            )
+            .0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("{faces}?face=tallest"),
+            Some(ADMIN),
+            Some(Body::Raw(photo("obama.jpg")))
+        )
+        .0,
+        StatusCode::BAD_REQUEST
+    );
     let (s, e) = api.call("POST", &faces, Some(ADMIN), Some(Body::Raw(blank_jpeg())));
     assert_eq!(
         (s, e["error"]["faces_found"].as_u64()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use facestream::engine::{primary_face, FaceEngine};
-use facestream::gallery::service::GalleryService;
+use facestream::gallery::service::{FaceChoice, GalleryService};
 use facestream::gallery::sqlite::SqliteStore;
 use facestream::gallery::{GalleryStore, NewIdentity, Template};
 use facestream::stages::matching::Decision;
@@ -125,7 +125,7 @@ fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
         })
         .unwrap()
         .id;
-    cli.enroll_file(obama, &common::fixture("obama.jpg"))
+    cli.enroll_file(obama, &common::fixture("obama.jpg"), FaceChoice::Only)
         .unwrap();
     assert!(serving.refresh_if_changed().unwrap());
     match decision(&serving) {
@@ -135,7 +135,7 @@ fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
     assert!(!serving.refresh_if_changed().unwrap(), "seen once");
     // its own writes need no refresh
     serving
-        .enroll_file(obama, &common::fixture("obama3.jpg"))
+        .enroll_file(obama, &common::fixture("obama3.jpg"), FaceChoice::Only)
         .unwrap();
     assert_eq!(serving.templates(), 2);
 

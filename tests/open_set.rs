@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use facestream::engine::{primary_face, FaceEngine};
-use facestream::gallery::service::GalleryService;
+use facestream::gallery::service::{FaceChoice, GalleryService};
 use facestream::gallery::sqlite::SqliteStore;
 use facestream::gallery::{GalleryStore, NewIdentity, Template};
 use facestream::stages::matching::{Decision, UnknownReason};
@@ -83,7 +83,7 @@ fn strangers_are_unknown_in_a_gallery_of_56_identities() {
             })
             .unwrap()
             .id;
-        service.enroll(id, image, name).unwrap();
+        service.enroll(id, image, name, FaceChoice::Only).unwrap();
         id
     };
     let load = |name: &str| image::open(common::fixture(name)).unwrap().to_rgb8();

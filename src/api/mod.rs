@@ -137,10 +137,12 @@ impl From<ServiceError> for ApiError {
                 message: e.to_string(),
                 faces: None,
             },
-            ServiceError::FaceCount { found } => ApiError::Unprocessable {
-                message: e.to_string(),
-                faces: Some(found),
-            },
+            ServiceError::FaceCount { found } | ServiceError::FaceAmbiguous { found, .. } => {
+                ApiError::Unprocessable {
+                    message: e.to_string(),
+                    faces: Some(found),
+                }
+            }
             ServiceError::NoFace(_) => ApiError::Unprocessable {
                 message: e.to_string(),
                 faces: Some(0),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiKey, Scope};
 use crate::events::webhook::EventBus;
 use crate::events::{Event, EventType};
-use crate::gallery::service::GalleryService;
+use crate::gallery::service::{FaceChoice, GalleryService};
 use crate::gallery::{IdentityUpdate, NewIdentity};
 use crate::ingest::CameraRegistry;
 
@@ -294,6 +294,9 @@ async fn delete_identity(
 struct FaceQuery {
     #[serde(default)]
     source: Option<String>,
+    /// Which face of a photo with several: `only` (default: refuse), `largest`, `center`.
+    #[serde(default)]
+    face: FaceChoice,
 }
 
 async fn add_face(
@@ -307,13 +310,11 @@ async fn add_face(
     let id = parse_id(&path, "identity")?;
     let body = read_body(payload, state.max_body_bytes).await?;
     let service = state.service.clone();
-    let source = query
-        .into_inner()
-        .source
-        .unwrap_or_else(|| "api upload".into());
+    let FaceQuery { source, face } = query.into_inner();
+    let source = source.unwrap_or_else(|| "api upload".into());
     let template = blocking(move || {
         let image = service.decode(&body, "uploaded image")?;
-        Ok(service.enroll(id, &image, &source)?)
+        Ok(service.enroll(id, &image, &source, face)?)
     })
     .await?;
     Ok(HttpResponse::Created().json(template))

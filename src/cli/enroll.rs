@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use facestream::config::Config;
-use facestream::gallery::service::ServiceError;
+use facestream::gallery::service::{FaceChoice, ServiceError};
 use facestream::gallery::NewIdentity;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,6 +16,10 @@ pub struct EnrollArgs {
     /// Folder with one sub-folder of photos per person.
     #[arg(long)]
     dir: PathBuf,
+    /// Which face of a photo with several: `only` (refuse it), `largest` or `center`
+    /// (the main face, when the choice is clear).
+    #[arg(long, default_value = "only")]
+    face: FaceChoice,
     /// Also write the summary as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -80,7 +84,7 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
             },
         };
         for photo in photos {
-            let result = service.enroll_file(id, photo);
+            let result = service.enroll_file(id, photo, args.face);
             match result {
                 Ok(_) => enrolled += 1,
                 Err(e) => {

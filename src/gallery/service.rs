@@ -33,14 +33,120 @@ pub enum ServiceError {
     Gallery(#[from] GalleryError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("enrolment photo must show exactly one face; found {found}")]
+    #[error("enrolment photo must show exactly one face; found {found} (choose one with face=largest or face=center)")]
     FaceCount { found: usize },
+    #[error(
+        "face={choice}: {found} faces and no clear choice ({reason}); crop the photo to the person"
+    )]
+    FaceAmbiguous {
+        choice: FaceChoice,
+        found: usize,
+        reason: String,
+    },
     #[error("no face found in image `{0}`")]
     NoFace(&'static str),
     #[error("face engine failed: {0}")]
     Engine(String),
     #[error("busy: {0} images are being decoded (limits.max_concurrent_decodes); retry later")]
     Busy(usize),
+}
+
+/// Which face of an enrolment photo is enrolled.
+///
+/// `Only` (the default) refuses a photo with more than one face: enrolling a bystander
+/// under someone's name is the costliest mistake a gallery can make. About one ordinary
+/// photo in ten holds a second face in the background; `Largest` and `Center` take the
+/// main one, and still refuse when the choice is not clear ([`FaceChoice::pick`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaceChoice {
+    #[default]
+    Only,
+    Largest,
+    Center,
+}
+
+impl std::fmt::Display for FaceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FaceChoice::Only => "only",
+            FaceChoice::Largest => "largest",
+            FaceChoice::Center => "center",
+        })
+    }
+}
+
+impl std::str::FromStr for FaceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "only" => Ok(FaceChoice::Only),
+            "largest" => Ok(FaceChoice::Largest),
+            "center" => Ok(FaceChoice::Center),
+            other => Err(format!(
+                "face choice {other:?} is not one of only, largest, center"
+            )),
+        }
+    }
+}
+
+/// `Largest`: the runner-up's box must be under this fraction of the largest's area.
+pub const LARGEST_MARGIN: f32 = 0.5;
+/// `Center`: the runner-up's centre must be this much farther from the image centre than
+/// the chosen face's, as a fraction of the image diagonal.
+pub const CENTER_MARGIN: f32 = 0.1;
+
+impl FaceChoice {
+    /// The index of the face to enrol among `boxes` in a `width`×`height` image.
+    pub fn pick(self, boxes: &[BBox], width: u32, height: u32) -> Result<usize, ServiceError> {
+        let found = boxes.len();
+        if found == 0 {
+            return Err(ServiceError::FaceCount { found });
+        }
+        if found == 1 {
+            return Ok(0);
+        }
+        let ambiguous = |reason: String| ServiceError::FaceAmbiguous {
+            choice: self,
+            found,
+            reason,
+        };
+        // (score, index) best first: larger area, or nearer the centre
+        let mut ranked: Vec<(f32, usize)> = match self {
+            FaceChoice::Only => return Err(ServiceError::FaceCount { found }),
+            FaceChoice::Largest => boxes.iter().map(|b| -b.area()).zip(0..).collect(),
+            FaceChoice::Center => {
+                let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+                boxes
+                    .iter()
+                    .map(|b| {
+                        let [x, y] = b.centre();
+                        (x - cx).hypot(y - cy)
+                    })
+                    .zip(0..)
+                    .collect()
+            }
+        };
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ((best, i), (second, _)) = (ranked[0], ranked[1]);
+        match self {
+            FaceChoice::Largest if -second > LARGEST_MARGIN * -best => Err(ambiguous(format!(
+                "the second largest face is {:.0} % of the largest's area; at most {:.0} % leaves a clear choice",
+                100.0 * second / best,
+                100.0 * LARGEST_MARGIN
+            ))),
+            FaceChoice::Center
+                if second - best < CENTER_MARGIN * (width as f32).hypot(height as f32) =>
+            {
+                Err(ambiguous(format!(
+                    "two faces are about as near the centre ({best:.0} and {second:.0} px); \
+                     one must be nearer by {:.0} % of the image diagonal",
+                    100.0 * CENTER_MARGIN
+                )))
+            }
+            _ => Ok(i),
+        }
+    }
 }
 
 /// How long a request waits for a decode slot before it is answered 503.
@@ -260,19 +366,19 @@ impl GalleryService {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Enrol the single face of `image` to `identity`: store first, then index.
+    /// Enrol the face of `image` that `choice` names to `identity`: store first, then
+    /// index.
     pub fn enroll(
         &self,
         identity: Uuid,
         image: &RgbImage,
         source: &str,
+        choice: FaceChoice,
     ) -> Result<Template, ServiceError> {
         self.store.get_identity(identity)?;
         let faces = self.analyze(image)?;
-        if faces.len() != 1 {
-            return Err(ServiceError::FaceCount { found: faces.len() });
-        }
-        let face = &faces[0];
+        let boxes: Vec<BBox> = faces.iter().map(|f| f.detection.bbox).collect();
+        let face = &faces[choice.pick(&boxes, image.width(), image.height())?];
         let template = Template {
             id: Uuid::now_v7(),
             identity_id: identity,
@@ -289,15 +395,16 @@ impl GalleryService {
         Ok(template)
     }
 
-    /// Enrol the single face of the photo at `path` (read with the configured limits;
+    /// Enrol the chosen face of the photo at `path` (read with the configured limits;
     /// the path is the template's source label).
     pub fn enroll_file(
         &self,
         identity: Uuid,
         path: &std::path::Path,
+        choice: FaceChoice,
     ) -> Result<Template, ServiceError> {
         let image = crate::imageio::load_image(path, &self.limits)?;
-        self.enroll(identity, &image, &path.display().to_string())
+        self.enroll(identity, &image, &path.display().to_string(), choice)
     }
 
     /// Every identity's id by name, read page by page.
@@ -484,5 +591,74 @@ impl GalleryService {
             faces_a: fa.len(),
             faces_b: fb.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(x: f32, y: f32, side: f32) -> BBox {
+        BBox {
+            x,
+            y,
+            w: side,
+            h: side,
+        }
+    }
+
+    #[test]
+    fn only_takes_a_single_face_and_refuses_several() {
+        assert_eq!(
+            FaceChoice::Only.pick(&[b(0., 0., 50.)], 640, 480).unwrap(),
+            0
+        );
+        let two = [b(0., 0., 50.), b(300., 200., 200.)];
+        assert!(matches!(
+            FaceChoice::Only.pick(&two, 640, 480),
+            Err(ServiceError::FaceCount { found: 2 })
+        ));
+        for choice in [FaceChoice::Only, FaceChoice::Largest, FaceChoice::Center] {
+            assert!(matches!(
+                choice.pick(&[], 640, 480),
+                Err(ServiceError::FaceCount { found: 0 })
+            ));
+        }
+    }
+
+    #[test]
+    fn largest_needs_a_clear_margin() {
+        // runner-up at 25 % of the area: clear
+        let clear = [b(0., 0., 50.), b(300., 200., 100.)];
+        assert_eq!(FaceChoice::Largest.pick(&clear, 640, 480).unwrap(), 1);
+        // 81 %: two people of about the same size, refused with the reason
+        let close = [b(0., 0., 90.), b(300., 200., 100.)];
+        match FaceChoice::Largest.pick(&close, 640, 480) {
+            Err(e @ ServiceError::FaceAmbiguous { found: 2, .. }) => {
+                assert!(e.to_string().contains("81 %"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn center_needs_one_face_clearly_nearest() {
+        // a face at the centre and one in a corner
+        let clear = [b(10., 10., 60.), b(290., 210., 60.)];
+        assert_eq!(FaceChoice::Center.pick(&clear, 640, 480).unwrap(), 1);
+        // two faces either side of the centre
+        let split = [b(240., 210., 60.), b(340., 210., 60.)];
+        assert!(matches!(
+            FaceChoice::Center.pick(&split, 640, 480),
+            Err(ServiceError::FaceAmbiguous { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn choices_parse_from_their_names() {
+        for c in [FaceChoice::Only, FaceChoice::Largest, FaceChoice::Center] {
+            assert_eq!(c.to_string().parse::<FaceChoice>().unwrap(), c);
+        }
+        assert!("tallest".parse::<FaceChoice>().is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{encode_h264, load_photos, RtspServer, Scene, SimulateError};
-use crate::gallery::service::{GalleryService, ServiceError};
+use crate::gallery::service::{FaceChoice, GalleryService, ServiceError};
 use crate::gallery::{GalleryError, NewIdentity};
 use crate::ingest::CameraConfig;
 
@@ -176,7 +176,9 @@ fn enroll_if_missing(
         })
         .map_err(|e: GalleryError| err(e.into()))?;
     for photo in photos {
-        gallery.enroll_file(identity.id, photo).map_err(err)?;
+        gallery
+            .enroll_file(identity.id, photo, FaceChoice::Only)
+            .map_err(err)?;
     }
     tracing::info!(name, photos = photos.len(), "demo identity enrolled");
     Ok(())
