@@ -1,6 +1,7 @@
 //! The MQTT sink against a real Mosquitto broker (Debian's `mosquitto`, started here on a
 //! free loopback port): events queued during a broker outage are published once it is up,
-//! on the documented topics, with the event JSON as payload.
+//! on the documented topics, with the event JSON as payload; an idle connection keeps
+//! itself alive.
 
 mod common;
 
@@ -34,12 +35,22 @@ fn mosquitto() -> &'static str {
 }
 
 fn start_broker(port: u16) -> Broker {
-    let child = Command::new(mosquitto())
+    start_broker_logging(port, None)
+}
+
+/// A broker whose verbose log (every packet it receives) goes to `log`.
+fn start_broker_logging(port: u16, log: Option<&std::path::Path>) -> Broker {
+    let mut command = Command::new(mosquitto());
+    command
         .args(["-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::null());
+    match log {
+        Some(path) => command
+            .arg("-v")
+            .stderr(std::fs::File::create(path).unwrap()),
+        None => command.stderr(Stdio::null()),
+    };
+    let child = command.spawn().unwrap();
     let broker = Broker(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -92,11 +103,8 @@ async fn subscriber(port: u16) -> Messages {
     messages
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
-    let dir = common::temp_dir("mqtt");
-    let port = free_port();
-    let config = EventsConfig {
+fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsConfig {
+    EventsConfig {
         outbox: dir.join("outbox.db").display().to_string(),
         dead_letter_after_s: 3600,
         retry_initial_ms: 50,
@@ -113,8 +121,16 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
             username: None,
             password: None,
             types: vec![],
+            keep_alive_s,
         }],
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
+    let dir = common::temp_dir("mqtt");
+    let port = free_port();
+    let config = events_config(&dir, port, 30);
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     // Broker down: events are accepted, attempts fail, rows stay pending.
     let (stop, shutdown) = watch::channel(false);
@@ -170,6 +186,75 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
         outbox.depth("broker").unwrap(),
         0,
         "rows are marked delivered on PUBACK"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_sends_keep_alive_pings_and_then_still_delivers() {
+    let dir = common::temp_dir("mqtt-idle");
+    let port = free_port();
+    let log = dir.join("mosquitto.log");
+    let _broker = start_broker_logging(port, Some(&log));
+    let messages = subscriber(port).await;
+    let config = events_config(&dir, port, 1);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
+    let (_stop, shutdown) = watch::channel(false);
+    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+    // No event is published: the client must still ping the broker (a broker drops a
+    // client silent for 1.5 × its keep-alive). Mosquitto -v logs every PINGREQ.
+    let pings = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Received PINGREQ from facestream-test"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pings() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        pings() >= 3,
+        "no keep-alive from an idle sink:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log_text.contains("facestream-test has exceeded timeout"),
+        "{log_text}"
+    );
+    // the same connection still delivers, and each row is settled by its own PUBACK
+    let sent: Vec<Event> = (0..5)
+        .map(|k| {
+            let mut e = Event::new(EventType::IdentityUnknown);
+            e.camera_id = Some(format!("cam{k}"));
+            assert_eq!(bus.publish(&e).unwrap(), 1);
+            e
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (messages.lock().unwrap().len() < sent.len() || outbox.depth("broker").unwrap() > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = messages.lock().unwrap().clone();
+    for e in &sent {
+        assert!(
+            got.iter().any(|(_, p)| p.contains(&e.id.to_string())),
+            "event {} not published: {got:?}",
+            e.id
+        );
+    }
+    assert_eq!(outbox.depth("broker").unwrap(), 0);
+    let connects = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("New client connected")
+        .count();
+    assert_eq!(
+        connects, 2,
+        "one connection each for the subscriber and the sink"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

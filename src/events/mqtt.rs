@@ -5,8 +5,9 @@
 //! `<prefix>/<camera>/track` (track ended), `<prefix>/<camera>/status` (camera up/down)
 //! and `<prefix>/_/test`; `_` stands for events without a camera. The payload is the
 //! event JSON, the same as the webhook body. A row is delivered when the broker's PUBACK
-//! for it arrives; a broker outage leaves rows pending and they are retried with the
-//! same backoff as webhooks.
+//! for it arrives (matched by packet id); a broker outage leaves rows pending and they
+//! are retried with the same backoff as webhooks. The connection is polled by its own task
+//! for as long as the endpoint runs, so keep-alive pings go out between events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,14 @@ pub struct MqttConfig {
     /// Event types to publish; empty: all.
     #[serde(default)]
     pub types: Vec<String>,
+    /// Seconds between keep-alive pings while no event goes out (a broker drops a client
+    /// silent for 1.5 × this); at least 1.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u16,
+}
+
+fn default_keep_alive() -> u16 {
+    30
 }
 
 fn default_port() -> u16 {
@@ -77,6 +86,9 @@ impl MqttConfig {
             problems.push(format!(
                 "{at}.topic_prefix must be non-empty without # or +"
             ));
+        }
+        if self.keep_alive_s == 0 {
+            problems.push(format!("{at}.keep_alive_s must be at least 1"));
         }
         if self.password.is_some() && self.username.is_none() {
             problems.push(format!(
@@ -126,12 +138,19 @@ pub(crate) async fn deliver_loop(
         endpoint.host.clone(),
         endpoint.port,
     );
-    options.set_keep_alive(Duration::from_secs(30));
+    options.set_keep_alive(Duration::from_secs(endpoint.keep_alive_s.into()));
     if let Some(u) = &endpoint.username {
         // a username alone is sent with an empty password
         options.set_credentials(u.clone(), endpoint.password.clone().unwrap_or_default());
     }
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (client, eventloop) = AsyncClient::new(options, 16);
+    let link = Arc::new(Link::default());
+    let driver = tokio::spawn(drive(
+        eventloop,
+        link.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     let mut queue = super::webhook::EndpointQueue::new(
         outbox.clone(),
         &endpoint.name,
@@ -145,7 +164,7 @@ pub(crate) async fn deliver_loop(
                 Ok(event) => {
                     publish(
                         &client,
-                        &mut eventloop,
+                        &link,
                         &topic(&endpoint.topic_prefix, &event),
                         &row.payload,
                     )
@@ -156,31 +175,135 @@ pub(crate) async fn deliver_loop(
             super::webhook::record(&outbox, &endpoint.name, &row, result, &config);
         }
     }
+    driver.abort();
 }
+
+type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The state the connection's driver shares with the publisher.
+#[derive(Default)]
+struct Link {
+    inner: std::sync::Mutex<LinkState>,
+    /// Set on CONNACK, cleared when the connection fails.
+    connected: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
+    connected: bool,
+    /// Publishes handed to the client, in order, not yet written (their packet id is
+    /// assigned when the event loop writes them: `Outgoing::Publish(pkid)`).
+    unsent: std::collections::VecDeque<Ack>,
+    /// Written publishes by packet id, waiting for their PUBACK.
+    unacked: std::collections::HashMap<u16, Ack>,
+}
+
+impl Link {
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Poll the connection for as long as the endpoint runs, so keep-alive pings go out while
+/// no event does, and match each PUBACK to its publish by packet id. When the connection
+/// fails, every publish in flight fails (its row is retried from the outbox) and whatever
+/// the client still buffered is dropped under the same lock that publishing takes, so no
+/// stale publish can be taken for a later one; reconnection backs off like deliveries.
+async fn drive(
+    mut eventloop: EventLoop,
+    link: Arc<Link>,
+    config: EventsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                link.state().connected = true;
+                link.connected.notify_waiters();
+            }
+            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut state = link.state();
+                if let Some(ack) = state.unsent.pop_front() {
+                    state.unacked.insert(pkid, ack);
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                if let Some(waiter) = link.state().unacked.remove(&ack.pkid) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                {
+                    let mut state = link.state();
+                    state.connected = false;
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    let reason = format!("broker connection: {e}");
+                    for waiter in state.unsent.drain(..) {
+                        let _ = waiter.send(Err(reason.clone()));
+                    }
+                    for (_, waiter) in state.unacked.drain() {
+                        let _ = waiter.send(Err(reason.clone()));
+                    }
+                }
+                failures = failures.saturating_add(1);
+                let pause = crate::backoff::jittered(
+                    config.retry_initial_ms,
+                    config.retry_max_ms,
+                    failures,
+                );
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// How long a publish waits for the connection to come up, then for its PUBACK.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+const PUBACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Publish with QoS 1 and wait for the broker's PUBACK of this packet.
 async fn publish(
     client: &AsyncClient,
-    eventloop: &mut EventLoop,
+    link: &Link,
     topic: &str,
     payload: &str,
 ) -> Result<(), String> {
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-        .await
-        .map_err(|e| format!("queueing the publish: {e}"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut pkid = None;
-    loop {
-        let event = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| "no PUBACK within 5 s".to_string())?
-            .map_err(|e| format!("broker connection: {e}"))?;
-        match event {
-            MqttEvent::Outgoing(Outgoing::Publish(id)) if pkid.is_none() => pkid = Some(id),
-            MqttEvent::Incoming(Packet::PubAck(ack)) if Some(ack.pkid) == pkid => return Ok(()),
-            _ => {}
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    let acked = loop {
+        let up = link.connected.notified();
+        {
+            let mut state = link.state();
+            if state.connected {
+                client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+                    .map_err(|e| format!("queueing the publish: {e}"))?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                state.unsent.push_back(tx);
+                break rx;
+            }
         }
+        if tokio::time::timeout_at(deadline, up).await.is_err() {
+            return Err(format!(
+                "not connected to the broker within {} s",
+                CONNECT_WAIT.as_secs()
+            ));
+        }
+    };
+    match tokio::time::timeout(PUBACK_WAIT, acked).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the broker connection ended before the PUBACK".into()),
+        Err(_) => Err(format!("no PUBACK within {} s", PUBACK_WAIT.as_secs())),
     }
 }
 
