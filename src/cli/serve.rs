@@ -86,11 +86,23 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         Outbox::open(Path::new(&config.events.outbox))
             .with_context(|| format!("opening event outbox {}", config.events.outbox))?,
     );
+    // Deliveries run on a thread and runtime of their own: their outbox commits and
+    // network waits never queue behind (or hold up) the camera actors and the API on
+    // actix's System arbiter.
+    let delivery = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("event-delivery")
+        .enable_all()
+        .build()
+        .context("starting the event delivery runtime")?;
     actix_web::rt::System::new().block_on(async {
         // Delivery runs beside the API; on shutdown it stops taking rows and finishes
         // the deliveries in flight (pending rows stay in the outbox for the next start).
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let (events, deliverers) = webhook::start(outbox, &config.events, shutdown);
+        let (events, deliverers) = {
+            let _on = delivery.enter();
+            webhook::start(outbox, &config.events, shutdown)
+        };
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(
                 Pipeline::start(config, service.clone(), events.clone())
@@ -124,5 +136,6 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
         served.with_context(|| format!("serving the API on {}", config.api.listen))
     })?;
+    delivery.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
 }

@@ -449,23 +449,31 @@ impl Handler<PipelineEnded> for CameraActor {
 }
 
 impl Handler<Stop> for CameraActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }
         self.teardown(ctx);
         // Shutdown waits (boundedly) until every pipeline of this camera is in NULL:
-        // GStreamer threads still streaming while the process exits can crash it.
-        let deadline = Instant::now() + TEARDOWN_WAIT;
-        for t in self.teardowns.drain(..) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if t.recv_timeout(left).is_err() {
-                tracing::warn!(camera = %self.config.id, "camera pipeline did not stop in time");
+        // GStreamer threads still streaming while the process exits can crash it. The
+        // wait runs on a blocking thread, not on the arbiter the other cameras and the
+        // API share; the answer to `Stop` comes when it is over.
+        let teardowns: Vec<_> = self.teardowns.drain(..).collect();
+        let camera = self.config.id.clone();
+        let wait = actix_web::rt::task::spawn_blocking(move || {
+            let deadline = Instant::now() + TEARDOWN_WAIT;
+            for t in teardowns {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if t.recv_timeout(left).is_err() {
+                    tracing::warn!(camera = %camera, "camera pipeline did not stop in time");
+                }
             }
-        }
-        self.set_state(CameraState::Stopped, None);
-        ctx.stop();
+        });
+        Box::pin(actix::fut::wrap_future::<_, Self>(wait).map(|_, act, ctx| {
+            act.set_state(CameraState::Stopped, None);
+            ctx.stop();
+        }))
     }
 }

@@ -521,9 +521,8 @@ impl Pipeline {
 
     /// Stop ingest, drain the stages, decide open tracks and write their events.
     pub async fn shutdown(self, drain: Duration) {
-        for camera in &self.cameras {
-            let _ = camera.send(camera::Stop).await;
-        }
+        // every camera tears down at once (each waits up to 5 s for GStreamer)
+        futures_util::future::join_all(self.cameras.iter().map(|c| c.send(camera::Stop))).await;
         self.stop.store(true, Ordering::SeqCst);
         let pumps = self.pumps;
         let _ = tokio::task::spawn_blocking(move || {
