@@ -13,7 +13,7 @@
 //! - [`track`]: per-camera face tracks, motion model and best shots (streaming pipeline).
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
-//! - [`events`]: identity events: schema, durable outbox, signed webhook delivery.
+//! - [`events`]: identity events: schema, durable outbox, signed webhooks and MQTT.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.

@@ -1,13 +1,15 @@
-//! Identity events: the schema, a durable outbox and the webhook sink.
+//! Identity events: the schema, a durable outbox, and the webhook and MQTT sinks.
 //!
-//! Last stage of the pipeline. An event is written to the [`outbox::Outbox`] (SQLite, the
-//! data directory) — one row per subscribed endpoint — **before** any delivery is tried,
-//! so an accepted event survives a crash or `kill -9`. [`webhook::WebhookSink`] delivers
-//! each endpoint's rows independently (its own concurrency limit and backoff), signs them
-//! the Standard Webhooks way and retries with exponential backoff and jitter until the
-//! receiver answers 2xx or the row is older than `events.dead_letter_after_s`, when it
-//! moves to the dead letters. Delivery is at least once; the event id (UUID v7) is the
-//! idempotency key consumers deduplicate on.
+//! Last stage of the pipeline. [`webhook::EventBus::publish`] writes an event to the
+//! [`outbox::Outbox`] (SQLite, the data directory) — one row per subscribed endpoint —
+//! **before** any delivery is tried, so an accepted event survives a crash or `kill -9`.
+//! [`webhook::start`] runs one delivery task per endpoint (in `serve`, on a runtime and
+//! thread of their own): webhooks ([`webhook`]: signed the Standard Webhooks way, their own
+//! concurrency limit) and MQTT brokers ([`mqtt`]: QoS 1, settled by PUBACK). Each retries
+//! with exponential backoff and jitter ([`crate::backoff`]) until the endpoint accepts the
+//! row or it is older than `events.dead_letter_after_s`, when it moves to the dead
+//! letters. Delivery is at least once; the event id (UUID v7) is the idempotency key
+//! consumers deduplicate on.
 //!
 //! The JSON Schema of the payload is `src/events/event-v1.schema.json` ([`SCHEMA_V1`]).
 
