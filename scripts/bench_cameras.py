@@ -301,6 +301,19 @@ def baseline(cam_port, n, seconds):
         base.wait()
 
 
+def one_face_photos(paths):
+    """The photos in which the detector finds exactly one face (`facestream embed`)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(os.path.abspath(p) for p in paths))
+    out = subprocess.run([BIN, "embed", "--list", f.name], capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    found = {}
+    for line in out.splitlines():
+        d = json.loads(line)
+        found[os.path.abspath(d["path"])] = len(d.get("faces") or [])
+    return {p for p in paths if found.get(os.path.abspath(p)) == 1}
+
+
 def simulator(shown, n, schedule_file, extra):
     port = free_port()
     sim = subprocess.Popen(
@@ -336,8 +349,18 @@ def main():
     multi = [p for p in people if len(os.listdir(os.path.join(args.lfw, p))) >= 2]
     single = [p for p in people if len(os.listdir(os.path.join(args.lfw, p))) == 1]
     step_m, step_s = len(multi) // args.enrolled, len(single) // max(args.strangers, 1)
-    enrolled = multi[::step_m][: args.enrolled]
-    strangers = single[::step_s][: args.strangers]
+    # People spread over the alphabet; a photo that shows a second face (about one LFW
+    # photo in ten: someone at the edge) is passed over for the next person, since its
+    # appearance would rightly produce several events and enrolment would refuse it.
+    photo = lambda p, k: os.path.join(args.lfw, p, sorted(os.listdir(os.path.join(args.lfw, p)))[k])
+    cand_m = [p for k in range(3) for p in multi[k::step_m]]
+    cand_s = [p for k in range(3) for p in single[k::step_s]]
+    single_face = one_face_photos([photo(p, k) for p in cand_m for k in (0, 1)] + [photo(p, 0) for p in cand_s])
+    enrolled = [p for p in cand_m if photo(p, 0) in single_face and photo(p, 1) in single_face][: args.enrolled]
+    strangers = [p for p in cand_s if photo(p, 0) in single_face][: args.strangers]
+    print(f"people: {len(enrolled)} enrolled, {len(strangers)} strangers; "
+          f"{len(set(cand_m[:args.enrolled]) - set(enrolled)) + len(set(cand_s[:args.strangers]) - set(strangers))} "
+          "first choices passed over for a second face in a photo", flush=True)
     shown = []
     for i, p in enumerate(enrolled):
         imgs = sorted(os.listdir(os.path.join(args.lfw, p)))
