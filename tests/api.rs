@@ -337,6 +337,23 @@ fn every_endpoint_and_error_status_over_http() {
         api.call("GET", "/no/such/endpoint", Some(READER), None).0,
         StatusCode::NOT_FOUND
     );
+    // An existing path with a method it lacks: 405 naming the allowed ones (schemathesis).
+    let wrong = api
+        .http
+        .put(format!("{}/identities/{id}", api.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers()["allow"], "GET, PATCH, DELETE");
+    // A JSON body must be an object, not the struct's fields as an array (schemathesis).
+    let (s, e) = api.call(
+        "PATCH",
+        &format!("/identities/{id}"),
+        Some(ADMIN),
+        Some(Body::Text("[null, null]")),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
 
     // Update.
     let (s, updated) = api.call(

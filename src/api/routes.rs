@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, ApiKey, Scope};
+use super::{ApiError, ApiKey, JsonObject, Scope};
 use crate::events::webhook::EventBus;
 use crate::events::{Event, EventType};
 use crate::gallery::service::{FaceChoice, GalleryService};
@@ -33,33 +33,52 @@ const OPENAPI: &str = include_str!("openapi.json");
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Prometheus scrapes without a key, by convention; keep the API on a trusted network
     // (or loopback) when that matters.
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(resource("/metrics", "GET").route(web::get().to(metrics)));
     cfg.service(
         web::scope("/v1")
-            .route("/health", web::get().to(health))
-            .route("/ready", web::get().to(ready))
-            .route("/openapi.json", web::get().to(openapi))
-            .route("/identities", web::post().to(create_identity))
-            .route("/identities", web::get().to(list_identities))
-            .route("/identities/{id}", web::get().to(get_identity))
-            .route("/identities/{id}", web::patch().to(update_identity))
-            .route("/identities/{id}", web::delete().to(delete_identity))
-            .route("/identities/{id}/faces", web::post().to(add_face))
-            .route("/identities/{id}/faces", web::get().to(list_faces))
-            .route(
-                "/identities/{id}/faces/{face}",
-                web::delete().to(delete_face),
+            .service(resource("/health", "GET").route(web::get().to(health)))
+            .service(resource("/ready", "GET").route(web::get().to(ready)))
+            .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
+            .service(
+                resource("/identities", "GET, POST")
+                    .route(web::post().to(create_identity))
+                    .route(web::get().to(list_identities)),
             )
-            .route("/search", web::post().to(search))
-            .route("/verify", web::post().to(verify))
-            .route("/gallery/stale", web::get().to(stale))
-            .route("/cameras", web::get().to(cameras))
-            .route("/events/recent", web::get().to(recent_events))
-            .route("/events/schema", web::get().to(event_schema))
-            .route("/events/test", web::post().to(test_event))
-            .route("/events/dead-letters", web::get().to(dead_letters))
-            .route("/events/dead-letters/redeliver", web::post().to(redeliver)),
+            .service(
+                resource("/identities/{id}", "GET, PATCH, DELETE")
+                    .route(web::get().to(get_identity))
+                    .route(web::patch().to(update_identity))
+                    .route(web::delete().to(delete_identity)),
+            )
+            .service(
+                resource("/identities/{id}/faces", "GET, POST")
+                    .route(web::post().to(add_face))
+                    .route(web::get().to(list_faces)),
+            )
+            .service(
+                resource("/identities/{id}/faces/{face}", "DELETE")
+                    .route(web::delete().to(delete_face)),
+            )
+            .service(resource("/search", "POST").route(web::post().to(search)))
+            .service(resource("/verify", "POST").route(web::post().to(verify)))
+            .service(resource("/gallery/stale", "GET").route(web::get().to(stale)))
+            .service(resource("/cameras", "GET").route(web::get().to(cameras)))
+            .service(resource("/events/recent", "GET").route(web::get().to(recent_events)))
+            .service(resource("/events/schema", "GET").route(web::get().to(event_schema)))
+            .service(resource("/events/test", "POST").route(web::post().to(test_event)))
+            .service(resource("/events/dead-letters", "GET").route(web::get().to(dead_letters)))
+            .service(
+                resource("/events/dead-letters/redeliver", "POST").route(web::post().to(redeliver)),
+            ),
     );
+}
+
+/// A path whose other methods are answered 405 with the `Allow` header (not 404: the path
+/// exists).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
 }
 
 /// The key presented, checked against `needed`.
@@ -200,7 +219,7 @@ async fn openapi() -> HttpResponse {
 async fn create_identity(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<NewIdentity>,
+    body: JsonObject<NewIdentity>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Admin)?;
     let service = state.service.clone();
@@ -266,7 +285,7 @@ async fn update_identity(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<IdentityUpdate>,
+    body: JsonObject<IdentityUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Admin)?;
     let id = parse_id(&path, "identity")?;
@@ -387,7 +406,7 @@ struct VerifyBody {
 async fn verify(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<VerifyBody>,
+    body: JsonObject<VerifyBody>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
     let decode = |field: &str, s: &str| {
