@@ -8,21 +8,11 @@ images=${1:-../shared/datasets/lfw-gray/images}
 n=${2:-300}
 c=${3:-2}
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+trap 'kill $API_PID 2>/dev/null || true; rm -rf "$work"' EXIT
 key=bench-admin-key-0123456789
-cat > "$work/c.toml" <<TOML
-[gallery]
-database = "$work/g.db"
-[api]
-listen = "127.0.0.1:$port"
-keys = [{ name = "bench", key = "$key", scope = "admin" }]
-[demo]
-mode = "off"
-TOML
-target/release/facestream --config "$work/c.toml" serve 2>"$work/log" &
-server=$!
-until curl -sf "http://127.0.0.1:$port/v1/ready" >/dev/null; do sleep 0.2; done
+source scripts/lib/api_server.sh
+start_api_server "$work" "$key"
+port=$API_PORT
 ls "$images" | sed -n "1,${n}p" | while read -r person; do
   echo "$images/$person/$(ls "$images/$person" | sed -n 1p)"
 done > "$work/photos"
