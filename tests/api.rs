@@ -793,6 +793,97 @@ fn the_gallery_survives_sigkill_and_restart() {
 }
 
 #[test]
+fn serves_https_with_the_configured_certificate_and_refuses_a_mismatched_key() {
+    let dir = common::temp_dir("api-tls");
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.key_pair.serialize_pem()).unwrap();
+    let config = |key: &Path| {
+        let path = dir.join("tls.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+                 keys = [{{ name = \"ops\", key = \"{ADMIN}\", scope = \"admin\" }}]\n\
+                 tls_cert_file = \"{c}\"\ntls_key_file = \"{k}\"\n[demo]\nmode = \"off\"\n\
+                 [events]\noutbox = \"{d}/outbox.db\"\n",
+                d = dir.display(),
+                c = cert.display(),
+                k = key.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let log = dir.join("serve.log");
+    let mut server = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_facestream"))
+            .env("FACESTREAM_MODELS_DIR", common::config().models.dir)
+            .arg("--config")
+            .arg(config(&key))
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        base: String::new(),
+    };
+    let port = common::api_port_from_log(&log, Duration::from_secs(60));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(&format!("API listening on https://127.0.0.1:{port}/v1")),
+        "the log names the scheme"
+    );
+    server.base = format!("https://127.0.0.1:{port}/v1");
+    let trusting = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(issued.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        match trusting.get(format!("{}/ready", server.base)).send() {
+            Ok(r) => break r,
+            Err(e) if Instant::now() > deadline => panic!("no HTTPS answer: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(ready.status(), StatusCode::OK);
+    let api = Api {
+        http: trusting,
+        base: &server.base.clone(),
+    };
+    let (s, page) = api.call("GET", "/identities", Some(ADMIN), None);
+    assert_eq!(s, StatusCode::OK, "{page}");
+    // a client that does not trust the certificate, and plain HTTP, get nowhere
+    assert!(Client::new()
+        .get(format!("{}/health", server.base))
+        .send()
+        .is_err());
+    assert!(Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/health"))
+        .send()
+        .map_or(true, |r| !r.status().is_success()));
+    drop(server);
+
+    // a key that is not the certificate's: refused at start-up, naming the settings
+    let other = dir.join("other-key.pem");
+    std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facestream"))
+        .env("FACESTREAM_MODELS_DIR", common::config().models.dir)
+        .arg("--config")
+        .arg(config(&other))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.tls_cert_file and api.tls_key_file"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn refuses_a_public_address_without_a_configured_key() {
     let dir = common::temp_dir("api-public");
     let config = dir.join("c.toml");

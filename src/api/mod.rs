@@ -38,6 +38,74 @@ pub struct ApiConfig {
     pub keys: Vec<ApiKey>,
     /// Where the generated admin key is written when `api.keys` is empty.
     pub generated_key_file: String,
+    /// HTTPS: the server's certificate chain (PEM, leaf first) and its private key
+    /// (PEM: PKCS#8, PKCS#1 or SEC1). Both empty (the default): plain HTTP, for loopback
+    /// or behind a TLS-terminating proxy. Keys travel as bearer tokens, so anything
+    /// beyond loopback wants one or the other.
+    #[serde(default)]
+    pub tls_cert_file: String,
+    #[serde(default)]
+    pub tls_key_file: String,
+}
+
+/// Errors from setting up TLS for the API.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what} {path} holds no PEM {expected}")]
+    Empty {
+        what: &'static str,
+        path: String,
+        expected: &'static str,
+    },
+    #[error("api.tls_cert_file and api.tls_key_file do not make a usable pair: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+impl ApiConfig {
+    /// The rustls server configuration when `tls_cert_file` and `tls_key_file` are set.
+    pub fn tls(&self) -> Result<Option<rustls::ServerConfig>, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        if self.tls_cert_file.is_empty() && self.tls_key_file.is_empty() {
+            return Ok(None);
+        }
+        let read = |what: &'static str, path: &str| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                what,
+                path: path.to_string(),
+                source,
+            })
+        };
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&read("api.tls_cert_file", &self.tls_cert_file)?)
+                .filter_map(Result::ok)
+                .collect();
+        if certs.is_empty() {
+            return Err(TlsError::Empty {
+                what: "api.tls_cert_file",
+                path: self.tls_cert_file.clone(),
+                expected: "certificate",
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(&read("api.tls_key_file", &self.tls_key_file)?)
+            .map_err(|_| TlsError::Empty {
+                what: "api.tls_key_file",
+                path: self.tls_key_file.clone(),
+                expected: "private key",
+            })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        Ok(Some(config))
+    }
 }
 
 /// One API key.
@@ -73,6 +141,12 @@ impl ApiConfig {
                 "api.listen = {:?} is not an address:port",
                 self.listen
             )),
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            problems.push(
+                "api.tls_cert_file and api.tls_key_file go together: set both (HTTPS) or neither"
+                    .into(),
+            );
         }
         if self.max_body_bytes < 1024 {
             problems.push("api.max_body_bytes must be at least 1024".into());
@@ -302,6 +376,9 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 /// Run the API until SIGINT/SIGTERM.
 pub async fn serve(state: Arc<AppState>, config: &ApiConfig) -> std::io::Result<()> {
+    let tls = config
+        .tls()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listen = config.listen.clone();
     let max_body = config.max_body_bytes;
     let data = web::Data::from(state);
@@ -328,11 +405,14 @@ pub async fn serve(state: Arc<AppState>, config: &ApiConfig) -> std::io::Result<
                     Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
                 }))
         })
-        .workers(2)
-        .bind(&listen)?;
+        .workers(2);
+    let (server, scheme) = match tls {
+        Some(tls) => (server.bind_rustls_0_23(&listen, tls)?, "https"),
+        None => (server.bind(&listen)?, "http"),
+    };
     for addr in server.addrs() {
-        tracing::info!(%addr, "API listening");
-        eprintln!("facestream: API listening on http://{addr}/v1");
+        tracing::info!(%addr, scheme, "API listening");
+        eprintln!("facestream: API listening on {scheme}://{addr}/v1");
     }
     server.run().await
 }

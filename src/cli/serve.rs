@@ -76,6 +76,8 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     };
     let config = &config;
     let keys = api::effective_keys(&config.api).context("preparing API keys")?;
+    // a bad certificate or key stops start-up here, before any camera starts
+    config.api.tls().context("preparing HTTPS for the API")?;
     if config.api.keys.is_empty() {
         eprintln!(
             "facestream: no api.keys configured; admin key in {} (send it as `Authorization: Bearer <key>`)",
