@@ -879,7 +879,10 @@ fn serves_https_with_the_configured_certificate_and_refuses_a_mismatched_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("api.tls_cert_file and api.tls_key_file"), "{err}");
+    assert!(
+        err.contains("api.tls_cert_file and api.tls_key_file"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -1,7 +1,7 @@
 //! Webhook delivery against real HTTP receivers on 127.0.0.1 that verify the Standard
 //! Webhooks signature: outage then recovery, crash with pending events then restart,
 //! duplicates keep their id, a failing endpoint is retried without delaying another,
-//! dead letters and re-delivery.
+//! dead letters and re-delivery; an HTTPS receiver with a private CA.
 
 mod common;
 
@@ -34,6 +34,7 @@ fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> Ev
                 types: vec![],
                 max_concurrency: 4,
                 timeout_ms: 2000,
+                ca_file: String::new(),
             })
             .collect(),
         mqtt: vec![],
@@ -292,5 +293,82 @@ async fn a_redirect_is_not_followed_and_the_event_stays_pending() {
     assert!(elsewhere.accepted_ids().is_empty());
     assert!(elsewhere.state.lock().unwrap().attempts.is_empty());
     assert_eq!(outbox.depth("hook").unwrap(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed: the CA's
+/// PEM and the server's rustls configuration.
+fn private_ca() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    (ca.pem(), tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_of_a_private_ca_is_trusted_only_with_its_ca_file() {
+    let dir = common::temp_dir("events-tls");
+    let (ca_pem, tls) = private_ca();
+    let receiver = Receiver::start_tls(tls, Mode::Accept);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let mut cfg = config(
+        &dir,
+        &[("trusting", receiver.port), ("default", receiver.port)],
+        3600,
+    );
+    for hook in &mut cfg.webhooks {
+        hook.url = format!("https://127.0.0.1:{}/hook", receiver.port);
+    }
+    cfg.webhooks[0].ca_file = ca_file.display().to_string();
+    assert_eq!(cfg.webhooks[0].extra_roots().unwrap().len(), 1);
+    let (_stop, shutdown) = watch::channel(false);
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    for k in 0..3 {
+        assert_eq!(bus.publish(&event(k)).unwrap(), 2);
+    }
+    // the endpoint with the CA delivers everything over HTTPS
+    assert!(
+        wait_until(Duration::from_secs(30), || outbox
+            .depth("trusting")
+            .unwrap()
+            == 0)
+        .await,
+        "trusting endpoint still holds {}",
+        outbox.depth("trusting").unwrap()
+    );
+    assert_eq!(unique(&receiver.accepted_ids()).len(), 3);
+    // the one without it tries (failed attempts counted), and keeps its rows: the
+    // certificate is not trusted
+    let failed = facestream::telemetry::metrics()
+        .event_deliveries
+        .get_or_create(&facestream::telemetry::Metrics::delivery("default", false))
+        .clone();
+    assert!(wait_until(Duration::from_secs(30), || failed.get() >= 3).await);
+    assert_eq!(outbox.depth("default").unwrap(), 3);
+    assert_eq!(
+        receiver.accepted_ids().len(),
+        3,
+        "nothing arrived without the CA"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

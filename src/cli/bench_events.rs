@@ -83,6 +83,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
         types: vec![],
         max_concurrency: args.concurrency,
         timeout_ms: 5000,
+        ca_file: String::new(),
     };
     let config = |hooks: Vec<WebhookConfig>| EventsConfig {
         outbox: dir.join("outbox.db").display().to_string(),

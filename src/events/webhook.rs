@@ -35,6 +35,27 @@ pub struct WebhookConfig {
     /// Per-request timeout.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// PEM file of certificate authorities trusted for this endpoint besides the public
+    /// roots (a receiver with a certificate from a private CA); `https://` URLs only.
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+impl WebhookConfig {
+    /// The extra roots of `ca_file` (none when empty).
+    pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        if self.ca_file.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pem =
+            std::fs::read(&self.ca_file).map_err(|e| format!("reading {}: {e}", self.ca_file))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", self.ca_file))?;
+        if roots.is_empty() {
+            return Err(format!("{} holds no PEM certificate", self.ca_file));
+        }
+        Ok(roots)
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -50,6 +71,14 @@ impl WebhookConfig {
         let at = format!("events.webhooks[{}]", self.name);
         if self.name.is_empty() {
             problems.push("events.webhooks: every endpoint needs a name".into());
+        }
+        if !self.ca_file.is_empty() {
+            if !self.url.starts_with("https://") {
+                problems.push(format!("{at}.ca_file is set but the url is not https://"));
+            }
+            if let Err(e) = self.extra_roots() {
+                problems.push(format!("{at}.ca_file: {e}"));
+            }
         }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             problems.push(format!(
@@ -260,11 +289,17 @@ async fn deliver_loop(
 ) {
     // Redirects are not followed: a signed event goes to the configured URL or fails
     // (a 3xx is a failed attempt, retried like any other).
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(endpoint.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = match endpoint.extra_roots().and_then(|roots| {
+        roots
+            .into_iter()
+            .fold(reqwest::Client::builder(), |b, root| {
+                b.add_root_certificate(root)
+            })
+            .timeout(Duration::from_millis(endpoint.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(endpoint = %endpoint.name, error = %e, "cannot build HTTP client; endpoint disabled");
@@ -448,6 +483,35 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_needs_https_and_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("fs-ca-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let hook: WebhookConfig = toml::from_str(&format!(
+            "name = \"h\"\nurl = \"http://127.0.0.1:1/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nca_file = \"{}\"\n",
+            empty.display()
+        ))
+        .unwrap();
+        let mut problems = Vec::new();
+        hook.validate(&mut problems);
+        assert!(
+            problems.iter().any(|p| p.contains("not https://")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("no PEM certificate")),
+            "{problems:?}"
+        );
+        let missing = WebhookConfig {
+            ca_file: dir.join("missing.pem").display().to_string(),
+            ..hook
+        };
+        assert!(missing.extra_roots().unwrap_err().contains("reading"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

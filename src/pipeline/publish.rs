@@ -189,6 +189,7 @@ mod tests {
                     types: vec![],
                     max_concurrency: 1,
                     timeout_ms: 1000,
+                    ca_file: String::new(),
                 }],
                 mqtt: vec![],
             };

@@ -88,7 +88,9 @@ pub fn api_port_from_log(log: &std::path::Path, timeout: std::time::Duration) ->
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let found = text.lines().find_map(|l| {
             let rest = l.split("API listening on http").nth(1)?;
-            let rest = rest.strip_prefix("s://").or_else(|| rest.strip_prefix("://"))?;
+            let rest = rest
+                .strip_prefix("s://")
+                .or_else(|| rest.strip_prefix("://"))?;
             rest.split('/').next()?.rsplit(':').next()?.parse().ok()
         });
         if let Some(port) = found {

@@ -32,6 +32,8 @@ pub struct Received {
 enum Bind {
     Port(u16),
     Listener(std::net::TcpListener),
+    /// HTTPS on a free port.
+    Tls(Box<rustls::ServerConfig>),
 }
 
 pub struct Receiver {
@@ -44,6 +46,11 @@ impl Receiver {
     /// Start on `port` (0: any free port).
     pub fn start(port: u16, mode: Mode) -> Receiver {
         Self::serve(Bind::Port(port), mode)
+    }
+
+    /// Start on a free port, serving HTTPS with `tls`.
+    pub fn start_tls(tls: rustls::ServerConfig, mode: Mode) -> Receiver {
+        Self::serve(Bind::Tls(Box::new(tls)), mode)
     }
 
     /// Start on a listener the test already holds (see `ReservedPort`).
@@ -129,6 +136,7 @@ impl Receiver {
                 let server = match bind {
                     Bind::Port(port) => server.bind(("127.0.0.1", port)),
                     Bind::Listener(listener) => server.listen(listener),
+                    Bind::Tls(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), *tls),
                 }
                 .unwrap();
                 let port = server.addrs()[0].port();
