@@ -374,11 +374,13 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     }
 }
 
-/// Run the API until SIGINT/SIGTERM.
-pub async fn serve(state: Arc<AppState>, config: &ApiConfig) -> std::io::Result<()> {
-    let tls = config
-        .tls()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+/// Run the API until SIGINT/SIGTERM: HTTPS with `tls` (from [`ApiConfig::tls`], checked
+/// before the cameras start), else plain HTTP.
+pub async fn serve(
+    state: Arc<AppState>,
+    config: &ApiConfig,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<()> {
     let listen = config.listen.clone();
     let max_body = config.max_body_bytes;
     let data = web::Data::from(state);

@@ -77,7 +77,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let config = &config;
     let keys = api::effective_keys(&config.api).context("preparing API keys")?;
     // a bad certificate or key stops start-up here, before any camera starts
-    config.api.tls().context("preparing HTTPS for the API")?;
+    let tls = config.api.tls().context("preparing HTTPS for the API")?;
     if config.api.keys.is_empty() {
         eprintln!(
             "facestream: no api.keys configured; admin key in {} (send it as `Authorization: Bearer <key>`)",
@@ -122,7 +122,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             top_k: config.matching.top_k,
             events,
         });
-        let served = api::serve(state, &config.api).await;
+        let served = api::serve(state, &config.api, tls).await;
         if let Some(pipeline) = pipeline {
             pipeline.shutdown(std::time::Duration::from_secs(10)).await;
         }
