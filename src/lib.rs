@@ -15,6 +15,7 @@
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
 //! - [`events`]: identity events: schema, durable outbox, signed webhooks and MQTT.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
+//! - [`tls`]: PEM certificates and keys for rustls (API server, MQTT brokers).
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
@@ -35,4 +36,5 @@ pub mod private_files;
 pub mod simulate;
 pub mod stages;
 pub mod telemetry;
+pub mod tls;
 pub mod track;

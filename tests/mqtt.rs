@@ -1,7 +1,8 @@
 //! The MQTT sink against a real Mosquitto broker (Debian's `mosquitto`, started here on a
 //! free loopback port): events queued during a broker outage are published once it is up,
 //! on the documented topics, with the event JSON as payload; an idle connection keeps
-//! itself alive.
+//! itself alive; a TLS listener of a private CA is trusted only with its `ca_file`, and a
+//! listener that requires client certificates takes the configured one.
 
 mod common;
 
@@ -122,6 +123,10 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
             password: None,
             types: vec![],
             keep_alive_s,
+            tls: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
         }],
     }
 }
@@ -245,5 +250,160 @@ async fn an_idle_connection_sends_keep_alive_pings_and_then_still_delivers() {
         );
     }
     assert_eq!(outbox.depth("broker").unwrap(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// PEM files of a private CA, a broker certificate for 127.0.0.1 and a client
+/// certificate, all signed by it, written to `dir`: (ca, server cert, server key,
+/// client cert, client key).
+fn private_ca_files(dir: &std::path::Path) -> [String; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "facestream test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    // each certificate its own subject (OpenSSL takes a leaf named like its issuer for
+    // a self-signed one)
+    let issue = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = issue("127.0.0.1");
+    let (client, client_key) = issue("facestream-client");
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server),
+        ("server.key", server_key),
+        ("client.pem", client),
+        ("client.key", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
+    let dir = common::temp_dir("mqtt-tls");
+    let [ca, server, server_key, client, client_key] = private_ca_files(&dir);
+    let (plain, tls, mutual) = (free_port(), free_port(), free_port());
+    // one broker: a plain listener for the test's subscriber, a TLS one, and a TLS one
+    // that requires a client certificate of the CA
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "log_dest stderr\nallow_anonymous true\n\
+             listener {plain} 127.0.0.1\n\
+             listener {tls} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
+             listener {mutual} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
+             require_certificate true\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(mosquitto())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _broker = Broker(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while [plain, tls, mutual]
+        .iter()
+        .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+    {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let messages = subscriber(plain).await;
+
+    let mut config = events_config(&dir, tls, 30);
+    let base = config.mqtt.pop().unwrap();
+    let endpoint =
+        |name: &str, port: u16, ca_file: &str, client: Option<(&str, &str)>| MqttConfig {
+            name: name.into(),
+            client_id: format!("facestream-{name}"),
+            port,
+            tls: true,
+            ca_file: ca_file.into(),
+            client_cert_file: client.map_or(String::new(), |c| c.0.into()),
+            client_key_file: client.map_or(String::new(), |c| c.1.into()),
+            ..base.clone()
+        };
+    config.mqtt = vec![
+        endpoint("trusting", tls, &ca, None),
+        endpoint("untrusting", tls, "", None),
+        endpoint("mutual", mutual, &ca, Some((&client, &client_key))),
+        endpoint("anonymous", mutual, &ca, None),
+    ];
+    for m in &config.mqtt {
+        assert!(m.tls_config().unwrap().is_some(), "{}", m.name);
+    }
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
+    let (_stop, shutdown) = watch::channel(false);
+    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+    let sent: Vec<Event> = (0..3)
+        .map(|k| {
+            let mut e = Event::new(EventType::IdentityRecognized);
+            e.camera_id = Some(format!("cam{k}"));
+            assert_eq!(bus.publish(&e).unwrap(), 4);
+            e
+        })
+        .collect();
+    // with the CA (and, where required, the client certificate): everything, over TLS
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (outbox.depth("trusting").unwrap() > 0 || outbox.depth("mutual").unwrap() > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = || std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
+    assert_eq!(outbox.depth("trusting").unwrap(), 0, "{}", log());
+    assert_eq!(outbox.depth("mutual").unwrap(), 0, "{}", log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages.lock().unwrap().len() < 2 * sent.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = messages.lock().unwrap().clone();
+    for e in &sent {
+        let copies = got
+            .iter()
+            .filter(|(_, p)| p.contains(&e.id.to_string()))
+            .count();
+        assert_eq!(
+            copies, 2,
+            "event {} once per trusted endpoint: {got:?}",
+            e.id
+        );
+    }
+    // without the CA, or without a client certificate where one is required: attempts
+    // fail (counted) and the rows stay pending
+    for name in ["untrusting", "anonymous"] {
+        let failed = facestream::telemetry::metrics()
+            .event_deliveries
+            .get_or_create(&facestream::telemetry::Metrics::delivery(name, false))
+            .clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while failed.get() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            failed.get() >= 3,
+            "{name}: {} failed attempts",
+            failed.get()
+        );
+        assert_eq!(outbox.depth(name).unwrap(), 3, "{name}");
+    }
+    assert_eq!(messages.lock().unwrap().len(), 2 * sent.len());
     let _ = std::fs::remove_dir_all(dir);
 }

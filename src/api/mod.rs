@@ -51,18 +51,8 @@ pub struct ApiConfig {
 /// Errors from setting up TLS for the API.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("reading {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no PEM {expected}")]
-    Empty {
-        what: &'static str,
-        path: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    Pem(#[from] crate::tls::PemError),
     #[error("api.tls_cert_file and api.tls_key_file do not make a usable pair: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -70,37 +60,12 @@ pub enum TlsError {
 impl ApiConfig {
     /// The rustls server configuration when `tls_cert_file` and `tls_key_file` are set.
     pub fn tls(&self) -> Result<Option<rustls::ServerConfig>, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         if self.tls_cert_file.is_empty() && self.tls_key_file.is_empty() {
             return Ok(None);
         }
-        let read = |what: &'static str, path: &str| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
-                what,
-                path: path.to_string(),
-                source,
-            })
-        };
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&read("api.tls_cert_file", &self.tls_cert_file)?)
-                .filter_map(Result::ok)
-                .collect();
-        if certs.is_empty() {
-            return Err(TlsError::Empty {
-                what: "api.tls_cert_file",
-                path: self.tls_cert_file.clone(),
-                expected: "certificate",
-            });
-        }
-        let key = PrivateKeyDer::from_pem_slice(&read("api.tls_key_file", &self.tls_key_file)?)
-            .map_err(|_| TlsError::Empty {
-                what: "api.tls_key_file",
-                path: self.tls_key_file.clone(),
-                expected: "private key",
-            })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let certs = crate::tls::certificates("api.tls_cert_file", &self.tls_cert_file)?;
+        let key = crate::tls::private_key("api.tls_key_file", &self.tls_key_file)?;
+        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certs, key)?;

@@ -12,7 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -46,6 +49,20 @@ pub struct MqttConfig {
     /// silent for 1.5 × this); at least 1.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
+    /// Connect over TLS (MQTT over TLS usually listens on port 8883), verifying the
+    /// broker's certificate and host name against the public roots and `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of certificate authorities trusted for this broker besides the public
+    /// roots (a broker with a certificate from a private CA); needs `tls`.
+    #[serde(default)]
+    pub ca_file: String,
+    /// PEM client certificate chain and its private key, for brokers that authenticate
+    /// clients by certificate (mutual TLS); both or neither; need `tls`.
+    #[serde(default)]
+    pub client_cert_file: String,
+    #[serde(default)]
+    pub client_key_file: String,
 }
 
 fn default_keep_alive() -> u16 {
@@ -77,6 +94,43 @@ impl MqttConfig {
 }
 
 impl MqttConfig {
+    /// The TLS client configuration when `tls` is on: public roots plus `ca_file`, and
+    /// the client certificate when one is set.
+    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let at = format!("events.mqtt[{}]", self.name);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if !self.ca_file.is_empty() {
+            let what = format!("{at}.ca_file");
+            for cert in crate::tls::certificates(&what, &self.ca_file).map_err(|e| e.to_string())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{what} {}: {e}", self.ca_file))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        if self.client_cert_file.is_empty() {
+            return Ok(Some(builder.with_no_client_auth()));
+        }
+        let certs =
+            crate::tls::certificates(&format!("{at}.client_cert_file"), &self.client_cert_file)
+                .map_err(|e| e.to_string())?;
+        let key = crate::tls::private_key(&format!("{at}.client_key_file"), &self.client_key_file)
+            .map_err(|e| e.to_string())?;
+        builder
+            .with_client_auth_cert(certs, key)
+            .map(Some)
+            .map_err(|e| {
+                format!("{at}.client_cert_file and client_key_file do not make a usable pair: {e}")
+            })
+    }
+
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         let at = format!("events.mqtt[{}]", self.name);
         if self.name.is_empty() || self.host.is_empty() {
@@ -89,6 +143,18 @@ impl MqttConfig {
         }
         if self.keep_alive_s == 0 {
             problems.push(format!("{at}.keep_alive_s must be at least 1"));
+        }
+        let tls_files = [&self.ca_file, &self.client_cert_file, &self.client_key_file];
+        if !self.tls && tls_files.iter().any(|f| !f.is_empty()) {
+            problems.push(format!(
+                "{at}: ca_file, client_cert_file and client_key_file need tls = true"
+            ));
+        } else if self.client_cert_file.is_empty() != self.client_key_file.is_empty() {
+            problems.push(format!(
+                "{at}: client_cert_file and client_key_file go together"
+            ));
+        } else if let Err(e) = self.tls_config() {
+            problems.push(e);
         }
         if self.password.is_some() && self.username.is_none() {
             problems.push(format!(
@@ -139,6 +205,19 @@ pub(crate) async fn deliver_loop(
         endpoint.port,
     );
     options.set_keep_alive(Duration::from_secs(endpoint.keep_alive_s.into()));
+    match endpoint.tls_config() {
+        Ok(Some(tls)) => {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(tls),
+            )));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            // checked at start-up; a file that went away since leaves rows pending
+            tracing::error!(endpoint = %endpoint.name, error = %e, "MQTT TLS set-up failed: nothing is published to this broker");
+            return;
+        }
+    }
     if let Some(u) = &endpoint.username {
         // a username alone is sent with an empty password
         options.set_credentials(u.clone(), endpoint.password.clone().unwrap_or_default());
@@ -337,6 +416,29 @@ mod tests {
         let mut problems = Vec::new();
         broker("username = \"fs\"").validate(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_at_start_up() {
+        let problems = |extra: &str| {
+            let mut p = Vec::new();
+            broker(extra).validate(&mut p);
+            p
+        };
+        assert!(problems("tls = true").is_empty(), "public roots only");
+        assert!(problems("ca_file = \"/etc/ssl/certs/ca-certificates.crt\"")
+            .iter()
+            .any(|p| p.contains("need tls = true")));
+        assert!(problems("tls = true\nclient_cert_file = \"c.pem\"")
+            .iter()
+            .any(|p| p.contains("go together")));
+        let missing = problems("tls = true\nca_file = \"/nonexistent/ca.pem\"");
+        assert!(
+            missing
+                .iter()
+                .any(|p| p.contains("ca_file") && p.contains("/nonexistent/ca.pem")),
+            "{missing:?}"
+        );
     }
 
     #[test]
