@@ -45,6 +45,10 @@ import urllib.request
 
 BIN = os.environ.get("FACESTREAM_BIN", "target/release/facestream")
 TICK = os.sysconf("SC_CLK_TCK")
+# LFW photos are 250 px with the face ~0.42 of it: 95-165 px photos give 40-70 px faces,
+# 240-480 px give 100-200 px; six small for every two large.
+SCENE = ["--lanes", "2", "--show-seconds", "4", "--gap-seconds", "1", "--hold-every", "5",
+         "--hold-seconds", "3", "--photo-heights", "95,120,145,165,110,240,135,480"]
 
 
 def free_port():
@@ -158,7 +162,7 @@ def score(events, schedule, enrolled, t0):
         if len(evs) != 1 or (person in enrolled and person not in names):
             # what went wrong where: for reading, not for the table
             s["misses"].append({"person": person, "enrolled": person in enrolled, "photo_px": a["height"],
-                                "held_s": a["hold_s"], "events": len(evs),
+                                "held_s": a["hold_s"], "events": len(evs), "named": sorted(names),
                                 "best_similarity": max((e.get("similarity") or 0 for e in evs), default=None)})
         s["exactly_one"] += len(evs) == 1
         s["none"] += len(evs) == 0
@@ -172,7 +176,7 @@ def score(events, schedule, enrolled, t0):
     return s
 
 
-def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0):
+def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0, binary=None):
     """One `facestream serve` over n cameras for one loop of the clip; the metrics."""
     run_dir = os.path.join(work, name)
     os.makedirs(run_dir)
@@ -185,7 +189,7 @@ def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, ext
                 f'[api]\nlisten = "127.0.0.1:0"\ngenerated_key_file = "{run_dir}/key"\n'
                 f'[events]\noutbox = "{run_dir}/outbox.db"\n{extra}\n{cams}')
     log = os.path.join(run_dir, "serve.log")
-    serve = subprocess.Popen([BIN, "--config", config, "serve"], stdout=subprocess.DEVNULL,
+    serve = subprocess.Popen([binary or BIN, "--config", config, "serve"], stdout=subprocess.DEVNULL,
                              stderr=open(log, "w"))
     seen, events = set(), []
     try:
@@ -327,6 +331,38 @@ def simulator(shown, n, schedule_file, extra):
     return sim, port
 
 
+def choose_people(lfw, n_enrolled, n_strangers, work):
+    """People spread over the alphabet: `n_enrolled` with >= 2 photos (the second copied to
+    `work/enroll/<name>/` for enrolment, the first shown) and `n_strangers` with one.
+    A photo that shows a second face (about one LFW photo in ten: someone at the edge) is
+    passed over for the next person, since its appearance would rightly produce several
+    events and enrolment would refuse it. Returns (enrolled names, photos shown)."""
+    people = sorted(os.listdir(lfw))
+    multi = [p for p in people if len(os.listdir(os.path.join(lfw, p))) >= 2]
+    single = [p for p in people if len(os.listdir(os.path.join(lfw, p))) == 1]
+    step_m, step_s = len(multi) // n_enrolled, len(single) // max(n_strangers, 1)
+    photo = lambda p, k: os.path.join(lfw, p, sorted(os.listdir(os.path.join(lfw, p)))[k])
+    cand_m = [p for k in range(3) for p in multi[k::step_m]]
+    cand_s = [p for k in range(3) for p in single[k::step_s]]
+    single_face = one_face_photos([photo(p, k) for p in cand_m for k in (0, 1)] + [photo(p, 0) for p in cand_s])
+    enrolled = [p for p in cand_m if photo(p, 0) in single_face and photo(p, 1) in single_face][: n_enrolled]
+    strangers = [p for p in cand_s if photo(p, 0) in single_face][: n_strangers]
+    print(f"people: {len(enrolled)} enrolled, {len(strangers)} strangers; "
+          f"{len(set(cand_m[:n_enrolled]) - set(enrolled)) + len(set(cand_s[:n_strangers]) - set(strangers))} "
+          "first choices passed over for a second face in a photo", flush=True)
+    shown = []
+    for i, p in enumerate(enrolled):
+        imgs = sorted(os.listdir(os.path.join(lfw, p)))
+        os.makedirs(os.path.join(work, "enroll", p))
+        shutil.copy(os.path.join(lfw, p, imgs[1]), os.path.join(work, "enroll", p))
+        shown.append(os.path.join(lfw, p, imgs[0]))
+        if i % 2 == 1 and strangers:
+            s = strangers.pop(0)
+            shown.append(os.path.join(lfw, s, sorted(os.listdir(os.path.join(lfw, s)))[0]))
+    shown.extend(os.path.join(lfw, s, sorted(os.listdir(os.path.join(lfw, s)))[0]) for s in strangers)
+    return enrolled, shown
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", required=True, help="LFW images folder (one sub-folder per person)")
@@ -338,6 +374,9 @@ def main():
     ap.add_argument("--variant", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="also run the first camera count with this setting (TOML value), beside the "
                     "defaults; repeatable, e.g. inference.threads=2 or 'inference.detect_backend=\"openvino\"'")
+    ap.add_argument("--compare-bin", action="append", default=[], metavar="LABEL=PATH",
+                    help="another facestream binary (e.g. a build of the previous commit) run on the "
+                         "first camera count right after this one's, in the same run; repeatable")
     ap.add_argument("--json", default="target/bench-cameras.json")
     args = ap.parse_args()
     counts = [int(c) for c in args.cameras.split(",") if c]
@@ -345,42 +384,13 @@ def main():
     cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
     print(f"machine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}", flush=True)
     work = tempfile.mkdtemp(prefix="facestream-bench-cameras-")
-    people = sorted(os.listdir(args.lfw))
-    multi = [p for p in people if len(os.listdir(os.path.join(args.lfw, p))) >= 2]
-    single = [p for p in people if len(os.listdir(os.path.join(args.lfw, p))) == 1]
-    step_m, step_s = len(multi) // args.enrolled, len(single) // max(args.strangers, 1)
-    # People spread over the alphabet; a photo that shows a second face (about one LFW
-    # photo in ten: someone at the edge) is passed over for the next person, since its
-    # appearance would rightly produce several events and enrolment would refuse it.
-    photo = lambda p, k: os.path.join(args.lfw, p, sorted(os.listdir(os.path.join(args.lfw, p)))[k])
-    cand_m = [p for k in range(3) for p in multi[k::step_m]]
-    cand_s = [p for k in range(3) for p in single[k::step_s]]
-    single_face = one_face_photos([photo(p, k) for p in cand_m for k in (0, 1)] + [photo(p, 0) for p in cand_s])
-    enrolled = [p for p in cand_m if photo(p, 0) in single_face and photo(p, 1) in single_face][: args.enrolled]
-    strangers = [p for p in cand_s if photo(p, 0) in single_face][: args.strangers]
-    print(f"people: {len(enrolled)} enrolled, {len(strangers)} strangers; "
-          f"{len(set(cand_m[:args.enrolled]) - set(enrolled)) + len(set(cand_s[:args.strangers]) - set(strangers))} "
-          "first choices passed over for a second face in a photo", flush=True)
-    shown = []
-    for i, p in enumerate(enrolled):
-        imgs = sorted(os.listdir(os.path.join(args.lfw, p)))
-        os.makedirs(os.path.join(work, "enroll", p))
-        shutil.copy(os.path.join(args.lfw, p, imgs[1]), os.path.join(work, "enroll", p))
-        shown.append(os.path.join(args.lfw, p, imgs[0]))
-        if i % 2 == 1 and strangers:
-            s = strangers.pop(0)
-            shown.append(os.path.join(args.lfw, s, sorted(os.listdir(os.path.join(args.lfw, s)))[0]))
-    shown.extend(os.path.join(args.lfw, s, sorted(os.listdir(os.path.join(args.lfw, s)))[0]) for s in strangers)
-    # LFW photos are 250 px with the face ~0.42 of it: 95-165 px photos give 40-70 px
-    # faces, 240-480 px give 100-200 px; six small for every two large.
-    scene = ["--lanes", "2", "--show-seconds", "4", "--gap-seconds", "1", "--hold-every", "5",
-             "--hold-seconds", "3", "--photo-heights", "95,120,145,165,110,240,135,480"]
+    enrolled, shown = choose_people(args.lfw, args.enrolled, args.strangers, work)
     enrolled_set = set(enrolled)
     results = []
     modes = {"regions": 'mode = "regions"', "downscale": 'mode = "downscale"', "full": 'mode = "full"'}
     max_n = max(counts + [1])
     sched_file = os.path.join(work, "schedule.json")
-    sim, cam_port = simulator(shown, max_n, sched_file, scene)
+    sim, cam_port = simulator(shown, max_n, sched_file, SCENE)
     schedule = json.load(open(sched_file))
     print(f"simulator ready: {len(shown)} people ({len(enrolled)} enrolled), loop {schedule['duration_s']:.1f} s, "
           f"on up to {max_n} cameras", flush=True)
@@ -400,6 +410,13 @@ def main():
             results.append(r)
             print(json.dumps(r), flush=True)
             if n == counts[0]:
+                for c in args.compare_bin:
+                    label, path = c.split("=", 1)
+                    r = run_service(f"{n}cam-regions-bin={label}", work, cam_port, n, modes["regions"], schedule,
+                                    enrolled_set, sim, binary=path)
+                    r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
                 for v in args.variant:
                     key, value = v.split("=", 1)
                     section, key = key.rsplit(".", 1)

@@ -343,7 +343,7 @@ impl DecideActor {
     /// planner where all its live tracks are.
     fn publish_decided(&mut self, camera: &Arc<str>) {
         let tracks = self.camera(camera);
-        let live = tracks
+        let live: Vec<TrackBox> = tracks
             .tracker
             .tracks()
             .iter()
@@ -351,28 +351,15 @@ impl DecideActor {
                 bbox: t.bbox,
                 velocity: t.velocity,
                 last_seen_ms: t.last_seen_ms,
-            })
-            .collect();
-        let decided = self.decided.clone();
-        decided.set_live(camera, live);
-        let tracks = self.camera(camera);
-        let boxes = tracks
-            .tracker
-            .tracks()
-            .iter()
-            .filter(|t| {
-                tracks
+                decided: tracks
                     .states
                     .get(&t.id)
-                    .is_some_and(|s| s.decided.is_some())
-            })
-            .map(|t| TrackBox {
-                bbox: t.bbox,
-                velocity: t.velocity,
-                last_seen_ms: t.last_seen_ms,
+                    .is_some_and(|s| s.decided.is_some()),
             })
             .collect();
-        decided.set(camera, boxes);
+        let boxes = live.iter().filter(|t| t.decided).copied().collect();
+        self.decided.set_live(camera, live);
+        self.decided.set(camera, boxes);
     }
 
     /// End the tracks of cameras that stopped sending frames.

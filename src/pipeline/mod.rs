@@ -116,6 +116,8 @@ pub struct TrackBox {
     /// Box centre velocity, pixels per millisecond.
     pub velocity: [f32; 2],
     pub last_seen_ms: i64,
+    /// Its identity event is out: it only needs following, not embedding.
+    pub decided: bool,
 }
 
 /// IoU with a decided track's predicted box above which a face is taken to be that track.
@@ -475,6 +477,7 @@ impl Pipeline {
                 camera.detection.clone(),
                 config.detect.max_side,
                 config.detect.min_face_px,
+                camera.detect_fps,
             );
             pumps.push(spawn_pump(Pump {
                 camera: id,
@@ -641,7 +644,10 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
                             height: captured.frame.height,
                         };
                         seq += 1;
-                        planner.observe_drops(ring.dropped());
+                        planner.observe_load(
+                            ring.dropped(),
+                            captured.captured_instant.elapsed(),
+                        );
                         let plan = planner.plan(
                             &captured.frame,
                             epoch_ms(captured.captured_at),

@@ -4,24 +4,33 @@
 //! In `regions` mode (the default) a frame gets: full-resolution tiles over its motion
 //! regions (`stages::motion`; a region that holds a tracked face only every third frame,
 //! for newcomers beside it) and around the predicted boxes of the camera's live tracks
-//! (so a person who stops moving keeps being seen), and every `full_frame_every` frames a
+//! (so a person who stops moving keeps being seen; a *decided* track, whose identity
+//! event is out, only every second frame: it needs following, not embedding, and
+//! `track.lost_after_ms` spans the gaps), and every `full_frame_every` frames a
 //! pass over the whole frame on the downscale (`detect.max_side`), which finds whoever
 //! arrived standing still or large. A frame with no motion, no track and no pass due
 //! skips detection: most of a surveillance camera's frames.
 //!
-//! **Overload** (the stages fall behind and the camera's ring drops frames) raises the
-//! camera's shed level, one step per frame that found drops, lowered again after five
-//! quiet seconds; the order in which work is shed, before frames are lost:
+//! **Overload** raises the camera's shed level one step per frame that finds the stages
+//! behind — the frame waited in the camera's ring longer than one sampling period, or
+//! the ring dropped frames since the last — and lowers it again after five quiet
+//! seconds. Waiting is the early sign: shedding starts before the ring has to drop. The
+//! order in which work is shed:
 //! 1. level 1: the whole-frame pass every 2 × `full_frame_every` frames;
-//! 2. level 2: every 4 ×, and at most half of `max_tiles` tiles (coarser steps);
+//! 2. level 2: every 4 ×, at most half of `max_tiles` tiles (coarser steps), and decided
+//!    tracks followed every third frame;
 //! 3. level 3: every 8 ×, and a quarter of `max_tiles`.
 //!
-//! Tracked faces and motion keep their tiles at every level. The level is exported as
+//! Undecided tracks and motion are searched at every level, within the tile budget:
+//! over it, the largest regions go to a coarser step first and only then are the
+//! smallest left out. Frames the ring still has to drop are counted
+//! (`facestream_camera_frames_dropped_total`), oldest first. The level is exported as
 //! `facestream_detect_shed_level{camera}`; passes and tiles as
 //! `facestream_detect_passes_total{camera,kind}` (`full_frame`, `tile`, `small_tile`,
 //! `skipped`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,6 +84,10 @@ fn inside(r: &crate::stages::motion::Rect, p: [f32; 2]) -> bool {
         && p[1] <= r.bottom() as f32
 }
 
+/// A decided track's face is searched every this many frames (one more from shed level
+/// 2). At 5 fps that is a detection every 0.4 s, well inside `track.lost_after_ms`.
+const DECIDED_EVERY: u64 = 2;
+
 /// Frames in a row without drops before the shed level goes down (5 s at 5 fps).
 const CALM_FRAMES: u32 = 25;
 const MAX_SHED: u32 = 3;
@@ -85,6 +98,8 @@ pub struct CameraPlanner {
     max_side: u32,
     min_face_px: f32,
     mask: Option<Arc<Mask>>,
+    /// The camera's sampling period (`1 / detect_fps`).
+    period: Duration,
     motion: Option<MotionDetector>,
     until_full: u32,
     frame: u64,
@@ -101,12 +116,13 @@ pub struct CameraPlanner {
 
 impl CameraPlanner {
     /// `max_side` and `min_face_px` from `[detect]` (the camera's own `min_face_px` wins
-    /// when set).
+    /// when set); `detect_fps`, the camera's sampling rate.
     pub fn new(
         camera: &str,
         config: CameraDetection,
         max_side: u32,
         min_face_px: f32,
+        detect_fps: f32,
     ) -> CameraPlanner {
         let m = metrics();
         let kind = |k: &str| {
@@ -128,6 +144,7 @@ impl CameraPlanner {
             },
             max_side,
             mask,
+            period: Duration::from_secs_f32(1.0 / detect_fps.max(0.01)),
             motion: None,
             until_full: 0,
             frame: 0,
@@ -152,9 +169,11 @@ impl CameraPlanner {
         self.shed
     }
 
-    /// Update the shed level from the ring's drop counter (total so far).
-    pub fn observe_drops(&mut self, dropped_total: u64) {
-        if dropped_total > self.dropped_seen {
+    /// Update the shed level before planning a frame: `dropped_total` is the camera
+    /// ring's drop counter (total so far), `waited` how long the frame sat in the ring.
+    pub fn observe_load(&mut self, dropped_total: u64, waited: Duration) {
+        let dropped = dropped_total > self.dropped_seen;
+        if dropped || waited > self.period {
             self.dropped_seen = dropped_total;
             self.shed = (self.shed + 1).min(MAX_SHED);
             self.calm = 0;
@@ -218,6 +237,9 @@ impl CameraPlanner {
         let interval = self.config.full_frame_every << self.shed;
         let mut full_due = self.until_full == 0;
         self.frame = self.frame.wrapping_add(1);
+        let follow_decided = self
+            .frame
+            .is_multiple_of(DECIDED_EVERY + u64::from(self.shed >= 2));
         let predicted: Vec<BBox> = tracks
             .iter()
             .map(|t| {
@@ -246,12 +268,19 @@ impl CameraPlanner {
                 );
             }
         }
-        wants.extend(predicted.iter().map(|b| plan::around_face(b, w, h)));
+        wants.extend(
+            tracks
+                .iter()
+                .zip(&predicted)
+                .filter(|(t, _)| !t.decided || follow_decided)
+                .map(|(_, b)| plan::around_face(b, w, h)),
+        );
         if detection_step(w, h, self.max_side) == 1 {
             // The downscale is the full frame: one pass covers every region.
             full_due |= !wants.is_empty();
         } else {
-            let max_tiles = (self.config.max_tiles >> (self.shed.min(2))).max(1);
+            // level 2: half, level 3: a quarter (the module doc's order)
+            let max_tiles = (self.config.max_tiles >> self.shed.saturating_sub(1)).max(1);
             out.tiles = plan::tiles(&wants, w, h, max_tiles);
         }
         if full_due {
@@ -289,7 +318,7 @@ mod tests {
     }
 
     fn planner(config: CameraDetection) -> CameraPlanner {
-        CameraPlanner::new("plan-test", config, 640, 0.0)
+        CameraPlanner::new("plan-test", config, 640, 0.0, 5.0)
     }
 
     #[test]
@@ -325,6 +354,7 @@ mod tests {
             },
             velocity: [0.1, 0.0],
             last_seen_ms: 200,
+            decided: false,
         };
         let tracked = p.plan(&frame(1920, 1080, Some((1200, 600))), 400, &[track]);
         assert!(
@@ -358,6 +388,7 @@ mod tests {
                     },
                     velocity: [0.0, 0.0],
                     last_seen_ms: k as i64 * 200,
+                    decided: false,
                 };
                 let with_track = p.plan(&body(x), k as i64 * 200, &[face]).tiles.len();
                 (k, with_track)
@@ -380,8 +411,9 @@ mod tests {
     #[test]
     fn shedding_rises_with_drops_and_spaces_out_full_frame_passes() {
         let mut p = planner(CameraDetection::default());
-        p.observe_drops(1);
-        p.observe_drops(3);
+        let prompt = Duration::from_millis(10);
+        p.observe_load(1, prompt);
+        p.observe_load(3, prompt);
         assert_eq!(p.shed_level(), 2);
         let f = frame(1920, 1080, None);
         let full = (0..40)
@@ -389,9 +421,64 @@ mod tests {
             .count();
         assert_eq!(full, 2, "every 20th frame at level 2 (5 × 4)");
         for _ in 0..CALM_FRAMES {
-            p.observe_drops(3);
+            p.observe_load(3, prompt);
         }
         assert_eq!(p.shed_level(), 1);
+    }
+
+    #[test]
+    fn a_frame_that_waited_longer_than_a_sampling_period_starts_shedding_before_any_drop() {
+        let mut p = planner(CameraDetection::default());
+        p.observe_load(0, Duration::from_millis(150));
+        assert_eq!(p.shed_level(), 0, "waited less than 200 ms at 5 fps");
+        p.observe_load(0, Duration::from_millis(450));
+        assert_eq!(p.shed_level(), 1, "behind, though nothing was dropped");
+        for _ in 0..CALM_FRAMES {
+            p.observe_load(0, Duration::from_millis(20));
+        }
+        assert_eq!(p.shed_level(), 0);
+    }
+
+    #[test]
+    fn a_decided_track_is_followed_every_second_frame_an_undecided_one_every_frame() {
+        let mut p = planner(CameraDetection::default());
+        let still = frame(1920, 1080, None);
+        p.plan(&still, 0, &[]);
+        let track = |x: f32, decided: bool| TrackBox {
+            bbox: BBox {
+                x,
+                y: 300.0,
+                w: 50.0,
+                h: 60.0,
+            },
+            velocity: [0.0, 0.0],
+            last_seen_ms: 0,
+            decided,
+        };
+        let (open, done) = (track(300.0, false), track(1400.0, true));
+        let covers = |plan: &DetectPlan, x: u32| {
+            plan.tiles
+                .iter()
+                .any(|t| t.x <= x && t.x + t.side() >= x + 50)
+        };
+        let plans: Vec<DetectPlan> = (1..=6)
+            .map(|k| p.plan(&still, k * 200, &[open, done]))
+            .collect();
+        assert!(
+            plans.iter().all(|pl| covers(pl, 300)),
+            "undecided: every frame"
+        );
+        let followed = plans.iter().filter(|pl| covers(pl, 1400)).count();
+        assert_eq!(followed, 3, "decided: one frame in two");
+        // under overload (level 2) one in three
+        let prompt = Duration::ZERO;
+        p.observe_load(1, prompt);
+        p.observe_load(2, prompt);
+        assert_eq!(p.shed_level(), 2);
+        let followed = (7..=12)
+            .filter(|&k| covers(&p.plan(&still, k * 200, &[open, done]), 1400))
+            .count();
+        assert_eq!(followed, 2);
     }
 
     #[test]
