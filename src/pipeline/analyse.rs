@@ -10,7 +10,7 @@ use actix::prelude::*;
 use image::RgbImage;
 
 use super::regions::DetectPlan;
-use super::{FaceItem, Meter, Next, Work};
+use super::{guarded, FaceItem, Meter, Next, Work};
 use crate::ingest::{I420Frame, Region};
 use crate::stages::align;
 use crate::stages::detect::{nms, Detect, DetectError};
@@ -136,9 +136,17 @@ fn scaled(mut d: Detection, step: f32, x0: f32, y0: f32) -> Detection {
 impl Handler<Work> for DetectActor {
     type Result = ();
 
-    fn handle(&mut self, mut work: Work, _: &mut SyncContext<Self>) {
+    fn handle(&mut self, work: Work, _: &mut SyncContext<Self>) {
         self.meter.take();
         let started = Instant::now();
+        let work = guarded("detect", work, |work| self.detect(work));
+        self.meter.done(started);
+        self.next.send(work);
+    }
+}
+
+impl DetectActor {
+    fn detect(&mut self, mut work: Work) -> Work {
         if let Some(frame) = &work.frame {
             match self.run_plan(frame, &work.plan) {
                 Ok(found) => {
@@ -164,8 +172,7 @@ impl Handler<Work> for DetectActor {
                 }
             }
         }
-        self.meter.done(started);
-        self.next.send(work);
+        work
     }
 }
 
@@ -216,19 +223,23 @@ pub(crate) fn align_from_frame(frame: &I420Frame, d: &Detection) -> Option<align
 impl Handler<Work> for AlignActor {
     type Result = ();
 
-    fn handle(&mut self, mut work: Work, _: &mut SyncContext<Self>) {
+    fn handle(&mut self, work: Work, _: &mut SyncContext<Self>) {
         self.meter.take();
         let started = Instant::now();
-        if let Some(frame) = work.frame.take() {
-            let before = work.faces.len();
-            work.faces.retain_mut(|face| {
-                face.aligned = align_from_frame(&frame, &face.detection);
-                face.aligned.is_some()
-            });
-            if work.faces.len() < before {
-                self.meter.error();
+        let meter = &self.meter;
+        let work = guarded("align", work, |mut work| {
+            if let Some(frame) = work.frame.take() {
+                let before = work.faces.len();
+                work.faces.retain_mut(|face| {
+                    face.aligned = align_from_frame(&frame, &face.detection);
+                    face.aligned.is_some()
+                });
+                if work.faces.len() < before {
+                    meter.error();
+                }
             }
-        }
+            work
+        });
         self.meter.done(started);
         self.next.send(work);
     }
@@ -258,14 +269,18 @@ impl Actor for QualityActor {
 impl Handler<Work> for QualityActor {
     type Result = ();
 
-    fn handle(&mut self, mut work: Work, _: &mut SyncContext<Self>) {
+    fn handle(&mut self, work: Work, _: &mut SyncContext<Self>) {
         self.meter.take();
         let started = Instant::now();
-        for face in &mut work.faces {
-            if let Some(crop) = &face.aligned {
-                face.quality = Some(quality::assess(&face.detection, crop, &self.config).score);
+        let config = &self.config;
+        let work = guarded("quality", work, |mut work| {
+            for face in &mut work.faces {
+                if let Some(crop) = &face.aligned {
+                    face.quality = Some(quality::assess(&face.detection, crop, config).score);
+                }
             }
-        }
+            work
+        });
         self.meter.done(started);
         self.next.send(work);
     }

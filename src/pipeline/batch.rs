@@ -110,7 +110,12 @@ impl EmbedBatcher {
                 .filter_map(|&(wi, fi)| pending[wi].faces[fi].aligned.as_ref())
                 .collect();
             metrics().embed_batch_size.observe(crops.len() as f64);
-            match self.embed.embed(&crops) {
+            let camera = pending[chunk[0].0].meta.camera.clone();
+            let embedded = super::catch_panic("embed", &camera, || {
+                self.embed.embed(&crops).map_err(|e| e.to_string())
+            })
+            .and_then(|r| r);
+            match embedded {
                 Ok(embeddings) => {
                     for (&(wi, fi), e) in chunk.iter().zip(embeddings) {
                         pending[wi].faces[fi].embedding = Some(e);

@@ -139,7 +139,8 @@ impl DecideActor {
             };
             let work = tracks.held.remove(&next).expect("key just seen");
             tracks.next_seq = next + 1;
-            self.track_frame(camera, work);
+            // a panic (a bug) loses this frame's tracking, not the stage
+            let _ = super::catch_panic("decide", camera, || self.track_frame(camera, work));
         }
     }
 

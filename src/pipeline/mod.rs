@@ -189,6 +189,48 @@ pub struct Work {
     pub faces: Vec<FaceItem>,
 }
 
+/// Runs `f`; a panic inside (a bug on some input) is caught, counted
+/// (`facestream_stage_panics_total{stage}`) and logged, and comes back as an error: the
+/// stage's thread lives on.
+pub(crate) fn catch_panic<T>(
+    stage: &str,
+    camera: &str,
+    f: impl FnOnce() -> T,
+) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        metrics()
+            .stage_panics
+            .get_or_create(&Metrics::stage(stage))
+            .inc();
+        tracing::error!(
+            stage,
+            camera,
+            panic = %message,
+            "a pipeline stage panicked: its work on this frame is given up and the stage \
+             keeps running (a bug: please report it with this line)"
+        );
+        format!("the {stage} stage panicked: {message}")
+    })
+}
+
+/// Runs a stage's work on one frame under [`catch_panic`]. After a panic the frame comes
+/// back with its metadata only — no image, no faces — so it still reaches the decide
+/// stage in its camera's order with its flow-control credit.
+pub(crate) fn guarded(stage: &str, work: Work, f: impl FnOnce(Work) -> Work) -> Work {
+    let meta = work.meta.clone();
+    catch_panic(stage, &meta.camera.clone(), || f(work)).unwrap_or_else(|_| Work {
+        meta,
+        frame: None,
+        plan: DetectPlan::default(),
+        faces: Vec::new(),
+    })
+}
+
 /// A stage's metrics.
 pub(crate) struct Meter {
     pub(crate) received: Counter,
@@ -202,6 +244,8 @@ impl Meter {
     pub(crate) fn new(stage: &str) -> Meter {
         let m = metrics();
         let label = Metrics::stage(stage);
+        // at 0 from the start, so the first panic is an increase Prometheus sees
+        let _ = m.stage_panics.get_or_create(&label);
         Meter {
             received: m.stage_received.get_or_create(&label).clone(),
             processed: m.stage_processed.get_or_create(&label).clone(),
@@ -669,8 +713,49 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{session_threads, Credits};
-    use std::time::Duration;
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_stage_is_counted_and_the_frame_goes_on_without_faces() {
+        let meta = FrameMeta {
+            camera: Arc::from("guard-test"),
+            seq: 7,
+            captured_at: SystemTime::now(),
+            captured_instant: Instant::now(),
+            width: 64,
+            height: 48,
+        };
+        let panics = metrics()
+            .stage_panics
+            .get_or_create(&Metrics::stage("guard-test-stage"))
+            .clone();
+        let work = Work {
+            meta: meta.clone(),
+            frame: Some(Arc::new(I420Frame::from_rgb(&image::RgbImage::new(64, 48)))),
+            plan: DetectPlan::default(),
+            faces: Vec::new(),
+        };
+        let out = guarded("guard-test-stage", work, |_| panic!("bad input"));
+        assert_eq!(panics.get(), 1);
+        assert_eq!((&*out.meta.camera, out.meta.seq), ("guard-test", 7));
+        assert!(out.frame.is_none() && out.faces.is_empty());
+        // no panic: the stage's result passes through untouched
+        let work = Work {
+            meta,
+            frame: None,
+            plan: DetectPlan::default(),
+            faces: Vec::new(),
+        };
+        let out = guarded("guard-test-stage", work, |mut w| {
+            w.meta.seq = 8;
+            w
+        });
+        assert_eq!(out.meta.seq, 8);
+        assert_eq!(panics.get(), 1);
+        let err = catch_panic("guard-test-stage", "c", || -> u32 { panic!("{}", 42) });
+        assert!(err.unwrap_err().contains("42"));
+        assert_eq!(panics.get(), 2);
+    }
 
     #[test]
     fn credits_that_never_come_back_are_a_stall_and_a_reset_restores_them() {

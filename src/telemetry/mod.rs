@@ -128,6 +128,9 @@ pub struct Metrics {
     /// `pipeline.stage_timeout_ms` (a dead or stuck stage); its flow-control credits were
     /// reset so the camera keeps going.
     pub pipeline_stalls: Family<CameraLabel, Counter>,
+    /// Panics caught in a stage (a bug on some input): the frame went on without that
+    /// stage's results and the stage kept running.
+    pub stage_panics: Family<StageLabel, Counter>,
     /// Overload shedding level per camera (0 none … 3), see `pipeline::regions`.
     pub detect_shed_level: Family<CameraLabel, Gauge>,
     /// Tracks confirmed.
@@ -218,6 +221,7 @@ impl Metrics {
         let detect_passes = Family::<KindLabel, Counter>::default();
         let motion_regions = Family::<CameraLabel, Counter>::default();
         let pipeline_stalls = Family::<CameraLabel, Counter>::default();
+        let stage_panics = Family::<StageLabel, Counter>::default();
         let detect_shed_level = Family::<CameraLabel, Gauge>::default();
         let embed_faces = Family::<OutcomeLabel, Counter>::default();
         let tracks_started = Family::<CameraLabel, Counter>::default();
@@ -281,6 +285,11 @@ impl Metrics {
         for (name, help, family) in counters {
             registry.register(name, help, family.clone());
         }
+        registry.register(
+            "stage_panics",
+            "Panics caught in a pipeline stage (the frame went on without its results)",
+            stage_panics.clone(),
+        );
         registry.register(
             "camera_up",
             "1 while the camera delivers frames",
@@ -379,6 +388,7 @@ impl Metrics {
             detect_passes,
             motion_regions,
             pipeline_stalls,
+            stage_panics,
             detect_shed_level,
             tracks_started,
             tracks_active,
