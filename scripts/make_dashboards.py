@@ -111,7 +111,7 @@ pipeline = dashboard("facestream-pipeline", "facestream / Pipeline", "Per-stage 
         ("histogram_quantile(0.95, sum by (le) (rate(facestream_embed_batch_size_bucket[5m])))", "p95"),
     ]),
     panel("Faces at the embed stage", [("sum by (outcome) (rate(facestream_embed_faces_total[5m]))", "{{outcome}}")], unit="ops",
-          description="embedded; low_quality: below track.min_match_quality; decided_track: the track's identity event is already out"),
+          description="embedded; low_quality: below track.min_match_quality; decided_track: the track's identity event is already out; shots_full: the undecided track's best shots are all better"),
     panel("Inference backend", [("facestream_inference_info", "{{stage}}: {{backend}} ({{model}})")], kind="table", w=24, h=5),
 ], camera_var=False)
 

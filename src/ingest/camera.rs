@@ -102,7 +102,7 @@ impl CameraActor {
                 .matches
                 .get_or_create(&Metrics::outcome(&config.id, outcome));
         }
-        for outcome in ["embedded", "low_quality", "decided_track"] {
+        for outcome in ["embedded", "low_quality", "decided_track", "shots_full"] {
             let _ = m
                 .embed_faces
                 .get_or_create(&Metrics::outcome(&config.id, outcome));

@@ -1,7 +1,9 @@
 //! Dynamic embedding batches across cameras.
 //!
-//! Faces good enough to recognise (quality ≥ `track.min_match_quality`) and not on a
-//! track whose identity is already decided (see [`super::DecidedTracks`]) wait until
+//! Faces good enough to recognise (quality ≥ `track.min_match_quality`), not on a track
+//! whose identity is already decided, and not on a track whose best shots are all
+//! better than them (they could not change its template; see [`super::DecidedTracks`])
+//! wait until
 //! `pipeline.embed_max_batch` faces are pending or the oldest has waited
 //! `pipeline.embed_max_wait_ms`, then go through the embedder in one batch. Frames without
 //! such faces pass straight on. The actor has its own thread (arbiter), so inference
@@ -13,7 +15,7 @@ use actix::prelude::*;
 
 use std::sync::Arc;
 
-use super::{epoch_ms, DecidedTracks, Meter, Next, Work};
+use super::{epoch_ms, DecidedTracks, EmbedNeed, Meter, Next, Work};
 use crate::stages::align::AlignedFace;
 use crate::stages::embed::Embed;
 use crate::telemetry::metrics;
@@ -60,17 +62,19 @@ impl EmbedBatcher {
         let m = metrics();
         let mut wanted = 0;
         for face in &mut work.faces {
-            let outcome =
-                if face.aligned.is_none() || face.quality.unwrap_or(0.0) < self.min_quality {
-                    "low_quality"
-                } else if self
+            let quality = face.quality.unwrap_or(0.0);
+            let outcome = if face.aligned.is_none() || quality < self.min_quality {
+                "low_quality"
+            } else {
+                match self
                     .decided
-                    .covers(&work.meta.camera, &face.detection.bbox, ts)
+                    .embed_need(&work.meta.camera, &face.detection.bbox, quality, ts)
                 {
-                    "decided_track"
-                } else {
-                    "embedded"
-                };
+                    EmbedNeed::DecidedTrack => "decided_track",
+                    EmbedNeed::ShotsFull => "shots_full",
+                    EmbedNeed::Embed => "embedded",
+                }
+            };
             face.wanted = outcome == "embedded";
             wanted += usize::from(face.wanted);
             m.embed_faces

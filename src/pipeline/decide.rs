@@ -343,6 +343,7 @@ impl DecideActor {
     /// Tell the embed stage where this camera's decided tracks are, and the detection
     /// planner where all its live tracks are.
     fn publish_decided(&mut self, camera: &Arc<str>) {
+        let best_shots = self.config.best_shots;
         let tracks = self.camera(camera);
         let live: Vec<TrackBox> = tracks
             .tracker
@@ -356,6 +357,7 @@ impl DecideActor {
                     .states
                     .get(&t.id)
                     .is_some_and(|s| s.decided.is_some()),
+                shot_floor: t.shot_floor(best_shots),
             })
             .collect();
         let boxes = live.iter().filter(|t| t.decided).copied().collect();

@@ -21,9 +21,10 @@
 //!    tracks followed every third frame;
 //! 3. level 3: every 8 ×, and a quarter of `max_tiles`.
 //!
-//! Undecided tracks and motion are searched at every level, within the tile budget:
-//! over it, the largest regions go to a coarser step first and only then are the
-//! smallest left out. Frames the ring still has to drop are counted
+//! Motion is searched at every level within the tile budget (over it, the largest
+//! regions go to a coarser step first and only then are the smallest left out); tracked
+//! faces get their tiles on top of the budget, since a face left out would end its track
+//! and come back as a second event. Frames the ring still has to drop are counted
 //! (`facestream_camera_frames_dropped_total`), oldest first. The level is exported as
 //! `facestream_detect_shed_level{camera}`; passes and tiles as
 //! `facestream_detect_passes_total{camera,kind}` (`full_frame`, `tile`, `small_tile`,
@@ -251,16 +252,16 @@ impl CameraPlanner {
                 }
             })
             .collect();
-        let mut wants = Vec::new();
+        let mut motion_wants = Vec::new();
         match motion {
             Motion::Started | Motion::Global => full_due = true,
             Motion::Regions(regions) => {
                 self.motion_regions.inc_by(regions.len() as u64);
                 // Motion that a tracked face explains (the face's own body moving) is
                 // searched every EXPLAINED_EVERY frames, for newcomers in the same blob;
-                // the face itself has its own tile below every frame.
+                // the face itself has its own tile below.
                 let recheck = self.frame.is_multiple_of(EXPLAINED_EVERY);
-                wants.extend(
+                motion_wants.extend(
                     regions
                         .iter()
                         .filter(|r| recheck || !predicted.iter().any(|b| inside(r, b.centre())))
@@ -268,20 +269,29 @@ impl CameraPlanner {
                 );
             }
         }
-        wants.extend(
-            tracks
-                .iter()
-                .zip(&predicted)
-                .filter(|(t, _)| !t.decided || follow_decided)
-                .map(|(_, b)| plan::around_face(b, w, h)),
-        );
+        let face_wants: Vec<plan::Want> = tracks
+            .iter()
+            .zip(&predicted)
+            .filter(|(t, _)| !t.decided || follow_decided)
+            .map(|(_, b)| plan::around_face(b, w, h))
+            .collect();
         if detection_step(w, h, self.max_side) == 1 {
             // The downscale is the full frame: one pass covers every region.
-            full_due |= !wants.is_empty();
+            full_due |= !motion_wants.is_empty() || !face_wants.is_empty();
         } else {
-            // level 2: half, level 3: a quarter (the module doc's order)
+            // Level 2: half the budget, level 3: a quarter (the module doc's order).
+            // Tracked faces are never left out for it: a face the budgeted tiles do not
+            // cover gets its own tile on top, since it would otherwise end its track and
+            // come back as a second event.
             let max_tiles = (self.config.max_tiles >> self.shed.saturating_sub(1)).max(1);
+            let mut wants = motion_wants;
+            wants.extend(&face_wants);
             out.tiles = plan::tiles(&wants, w, h, max_tiles);
+            for face in &face_wants {
+                if !out.tiles.iter().any(|t| plan::holds_face(t, face)) {
+                    out.tiles.extend(plan::tiles(&[*face], w, h, 1));
+                }
+            }
         }
         if full_due {
             out.downscale = true;
@@ -355,6 +365,7 @@ mod tests {
             velocity: [0.1, 0.0],
             last_seen_ms: 200,
             decided: false,
+            shot_floor: None,
         };
         let tracked = p.plan(&frame(1920, 1080, Some((1200, 600))), 400, &[track]);
         assert!(
@@ -389,6 +400,7 @@ mod tests {
                     velocity: [0.0, 0.0],
                     last_seen_ms: k as i64 * 200,
                     decided: false,
+                    shot_floor: None,
                 };
                 let with_track = p.plan(&body(x), k as i64 * 200, &[face]).tiles.len();
                 (k, with_track)
@@ -454,6 +466,7 @@ mod tests {
             velocity: [0.0, 0.0],
             last_seen_ms: 0,
             decided,
+            shot_floor: None,
         };
         let (open, done) = (track(300.0, false), track(1400.0, true));
         let covers = |plan: &DetectPlan, x: u32| {
@@ -479,6 +492,43 @@ mod tests {
             .filter(|&k| covers(&p.plan(&still, k * 200, &[open, done]), 1400))
             .count();
         assert_eq!(followed, 2);
+    }
+
+    #[test]
+    fn under_the_tightest_budget_every_tracked_face_still_gets_a_tile() {
+        let mut p = planner(CameraDetection::default());
+        p.plan(&frame(1920, 1080, None), 0, &[]);
+        for d in 1..=3 {
+            p.observe_load(d, Duration::ZERO);
+        }
+        assert_eq!(p.shed_level(), 3, "budget: a quarter of 6 tiles, i.e. one");
+        let face = |x: f32| TrackBox {
+            bbox: BBox {
+                x,
+                y: 500.0,
+                w: 45.0,
+                h: 50.0,
+            },
+            velocity: [0.0, 0.0],
+            last_seen_ms: 200,
+            decided: false,
+            shot_floor: None,
+        };
+        // motion far from both faces takes the one budgeted tile
+        let plan = p.plan(
+            &painted(1920, 1080, Some((900, 100, 300, 300))),
+            400,
+            &[face(100.0), face(1700.0)],
+        );
+        for x in [100u32, 1700] {
+            assert!(
+                plan.tiles
+                    .iter()
+                    .any(|t| t.step == 1 && t.x <= x && t.x + t.side() >= x + 45),
+                "face at x={x}: {:?}",
+                plan.tiles
+            );
+        }
     }
 
     #[test]

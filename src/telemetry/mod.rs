@@ -115,7 +115,8 @@ pub struct Metrics {
     /// Faces per embedding batch.
     pub embed_batch_size: Histogram,
     /// Faces reaching the embed stage by outcome: embedded, low_quality (below
-    /// track.min_match_quality) or decided_track (its track's identity event is out).
+    /// track.min_match_quality), decided_track (its track's identity event is out) or
+    /// shots_full (its undecided track's best shots are all better).
     pub embed_faces: Family<OutcomeLabel, Counter>,
     /// Faces found by the detector.
     pub faces_detected: Family<CameraLabel, Counter>,
@@ -328,7 +329,7 @@ impl Metrics {
         );
         registry.register(
             "embed_faces",
-            "Faces at the embed stage by outcome (embedded, low_quality, decided_track; failed: embedded but the batch failed)",
+            "Faces at the embed stage by outcome (embedded, low_quality, decided_track, shots_full; failed: embedded but the batch failed)",
             embed_faces.clone(),
         );
         registry.register(

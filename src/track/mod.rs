@@ -178,6 +178,14 @@ impl Track {
         self.shots.first().map_or(0.0, |s| s.quality)
     }
 
+    /// The quality a new face must beat to enter the best shots (and so change the
+    /// template): the worst kept shot's once `max` are kept, else none.
+    pub fn shot_floor(&self, max: usize) -> Option<f32> {
+        (self.shots.len() >= max)
+            .then(|| self.shots.last().map(|s| s.quality))
+            .flatten()
+    }
+
     fn keep_shot(&mut self, shot: Shot, max: usize) {
         let at = self.shots.partition_point(|s| s.quality >= shot.quality);
         if at < max {
@@ -357,6 +365,21 @@ mod tests {
             quality,
             embedding: Some(l2_normalised(&e)),
         }
+    }
+
+    #[test]
+    fn the_shot_floor_is_the_worst_kept_shot_once_the_best_shots_are_full() {
+        let mut t = Tracker::new(TrackConfig::default()); // best_shots = 3
+        let best = TrackConfig::default().best_shots;
+        let mut floors = Vec::new();
+        for (k, q) in [0.5, 0.7, 0.4, 0.6, 0.3].into_iter().enumerate() {
+            t.update(
+                k as i64 * 200,
+                &[face(100.0 + k as f32, 100.0, q, [1.0, 0.0])],
+            );
+            floors.push(t.tracks()[0].shot_floor(best));
+        }
+        assert_eq!(floors, [None, None, Some(0.4), Some(0.5), Some(0.5)]);
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct CameraDetection {
     /// Padding added around each motion region, as a fraction of its smaller side (for a
     /// walking body about a head's width, so a face at its edge is whole).
     pub region_padding: f32,
-    /// Most full-resolution tiles searched per frame; when motion needs more, the
-    /// largest regions are searched at a coarser step (their faces are large).
+    /// Most full-resolution tiles searched per frame over motion; when motion needs
+    /// more, the largest regions are searched at a coarser step (their faces are large).
+    /// Tracked faces get their tiles on top (a face left out would lose its track).
     pub max_tiles: usize,
     /// Faces narrower or shorter than this, in full-frame pixels, are dropped; 0 takes
     /// `detect.min_face_px`.

@@ -168,6 +168,18 @@ pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<T
     }
 }
 
+/// Whether `tile` holds the face of `want` (a region from [`around_face`]) with half a
+/// face size around it, at least as finely: the middle two thirds of the region.
+pub fn holds_face(tile: &Tile, want: &Want) -> bool {
+    let (rt, rw) = (tile.rect(), want.rect);
+    let (mx, my) = (rw.w / 6, rw.h / 6);
+    tile.step <= want.step
+        && rt.x <= rw.x + mx
+        && rt.y <= rw.y + my
+        && rt.right() >= rw.right() - mx
+        && rt.bottom() >= rw.bottom() - my
+}
+
 /// Whether tile `a` covers tile `b` at least as finely.
 fn contains(a: &Tile, b: &Tile) -> bool {
     let (ra, rb) = (a.rect(), b.rect());
