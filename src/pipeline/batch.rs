@@ -2,7 +2,7 @@
 //!
 //! Faces good enough to recognise (quality ≥ `track.min_match_quality`), not on a track
 //! whose identity is already decided, and not on a track whose best shots are all
-//! better than them (they could not change its template; see [`super::DecidedTracks`])
+//! better than them (they could not change its template; see [`super::TrackBoard`])
 //! wait until
 //! `pipeline.embed_max_batch` faces are pending or the oldest has waited
 //! `pipeline.embed_max_wait_ms`, then go through the embedder in one batch. Frames without
@@ -15,7 +15,7 @@ use actix::prelude::*;
 
 use std::sync::Arc;
 
-use super::{epoch_ms, DecidedTracks, EmbedNeed, Meter, Next, Work};
+use super::{epoch_ms, EmbedNeed, Meter, Next, TrackBoard, Work};
 use crate::stages::align::AlignedFace;
 use crate::stages::embed::Embed;
 use crate::telemetry::metrics;
@@ -25,7 +25,7 @@ pub(super) struct EmbedBatcher {
     max_batch: usize,
     max_wait: Duration,
     min_quality: f32,
-    decided: Arc<DecidedTracks>,
+    decided: Arc<TrackBoard>,
     pending: Vec<Work>,
     pending_faces: usize,
     timer: Option<SpawnHandle>,
@@ -39,7 +39,7 @@ impl EmbedBatcher {
         max_batch: usize,
         max_wait: Duration,
         min_quality: f32,
-        decided: Arc<DecidedTracks>,
+        decided: Arc<TrackBoard>,
         next: Next,
     ) -> EmbedBatcher {
         EmbedBatcher {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::publish::{Publish, PublishActor};
-use super::{epoch_ms, Credits, DecidedTracks, Meter, TrackBox, Work};
+use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
 use crate::stages::align::AlignedFace;
@@ -80,7 +80,7 @@ pub(super) struct DecideActor {
     credits: HashMap<Arc<str>, Arc<Credits>>,
     publish: Addr<PublishActor>,
     cameras: HashMap<Arc<str>, CameraTracks>,
-    decided: Arc<DecidedTracks>,
+    decided: Arc<TrackBoard>,
     meter: Meter,
 }
 
@@ -96,7 +96,7 @@ impl DecideActor {
         gallery: Arc<GalleryService>,
         credits: HashMap<Arc<str>, Arc<Credits>>,
         publish: Addr<PublishActor>,
-        decided: Arc<DecidedTracks>,
+        decided: Arc<TrackBoard>,
     ) -> DecideActor {
         DecideActor {
             config,
@@ -289,7 +289,7 @@ impl DecideActor {
         if let Some((_, crop)) = &state.best_crop {
             event.thumbnail_jpeg = jpeg_base64(crop);
         }
-        self.publish.do_send(Publish { event, captured });
+        self.send(Publish { event, captured });
     }
 
     fn track_event(
@@ -316,6 +316,21 @@ impl DecideActor {
         event
     }
 
+    /// Hand an event to the publish stage. Its mailbox is unbounded, so this fails only
+    /// when the stage is gone: said loudly, since the event is then lost.
+    fn send(&self, msg: Publish) {
+        if !self.publish.connected() {
+            self.meter.error();
+            tracing::error!(
+                event = %msg.event.id,
+                kind = msg.event.kind.as_str(),
+                "the publish stage is gone: this event cannot reach the outbox"
+            );
+            return;
+        }
+        self.publish.do_send(msg);
+    }
+
     /// A track ended: decide it if still open, then `track.ended`.
     fn end(&mut self, camera: &Arc<str>, track: Track) {
         let undecided = self
@@ -334,7 +349,7 @@ impl DecideActor {
             .unwrap_or_default();
         let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
         self.camera(camera).states.remove(&track.id);
-        self.publish.do_send(Publish {
+        self.send(Publish {
             event,
             captured: None,
         });

@@ -96,14 +96,14 @@ pub struct FaceItem {
     pub embed_failed: bool,
 }
 
-/// Where each camera's already-decided tracks are, published by the decide stage and
-/// read by the embed stage: a face on a decided track needs no embedding (its identity
-/// event is out), which is most faces of a person crossing the scene.
-///
-/// It also holds every live track's box (decided or not) for the camera's detection
-/// planner, which searches around them at full resolution.
+/// Each camera's live tracks as the decide stage last left them, for the stages before
+/// it: the embed stage skips faces whose embedding could change nothing (on a decided
+/// track, whose identity event is out — most faces of a person crossing the scene — or
+/// below an undecided track's full best shots), and the camera's detection planner
+/// searches around every live track at full resolution.
 #[derive(Default)]
-pub(crate) struct DecidedTracks {
+pub(crate) struct TrackBoard {
+    /// The decided tracks only.
     cameras: Mutex<HashMap<Arc<str>, Vec<TrackBox>>>,
     live: Mutex<HashMap<Arc<str>, Vec<TrackBox>>>,
 }
@@ -150,7 +150,7 @@ impl TrackBox {
     }
 }
 
-impl DecidedTracks {
+impl TrackBoard {
     pub(crate) fn set(&self, camera: &Arc<str>, boxes: Vec<TrackBox>) {
         self.cameras
             .lock()
@@ -448,7 +448,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        let decided = Arc::new(DecidedTracks::default());
+        let decided = Arc::new(TrackBoard::default());
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
             let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
@@ -679,7 +679,7 @@ struct Pump {
     detect: Next,
     stop: Arc<AtomicBool>,
     planner: CameraPlanner,
-    tracks: Arc<DecidedTracks>,
+    tracks: Arc<TrackBoard>,
     status: Arc<Mutex<CameraStatus>>,
     stage_timeout: Duration,
 }
@@ -780,7 +780,7 @@ mod tests {
             decided,
             shot_floor,
         };
-        let tracks = DecidedTracks::default();
+        let tracks = TrackBoard::default();
         let live = vec![
             track(100.0, true, None),
             track(400.0, false, Some(0.6)),
