@@ -17,7 +17,7 @@ export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
 .PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-backends \
-	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz-api clean-cache
+	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz fuzz-api clean-cache
 
 setup: apt venv models fixtures build
 
@@ -78,6 +78,10 @@ bench-cameras: setup
 # a long run on N cameras: memory and descriptors flat, every event delivered
 soak: setup
 	$(PYTHON) scripts/soak.py --lfw $(LFW)/images --cameras $${CAMERAS:-4} --minutes $${MINUTES:-30}
+
+# coverage-guided fuzzing of the image decoder and the config parser (SECONDS each)
+fuzz: setup
+	scripts/fuzz.sh $${SECONDS_EACH:-120}
 
 # schemathesis against a running API from /v1/openapi.json: no 5xx, responses as documented
 fuzz-api: setup

@@ -102,21 +102,38 @@ impl Config {
         file: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let origin = file.map(|p| p.display().to_string());
+        Self::from_layers(text.as_deref().zip(origin.as_deref()), env)
+    }
+
+    /// The embedded default overlaid with `text` (a config file's contents, named
+    /// `origin` in errors), validated; no environment. For tests and the fuzz target.
+    pub fn from_toml_text(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Self::from_layers(Some((text, origin)), &[])
+    }
+
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let mut merged = parse_toml(DEFAULT_TOML, "embedded default")?;
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let overlay = parse_toml(&text, &path.display().to_string())?;
-            merge(&mut merged, overlay);
+        if let Some((text, origin)) = file {
+            merge(&mut merged, parse_toml(text, origin)?);
         }
         apply_env(&mut merged, env)?;
         let config: Config =
             merged
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: file.map_or("embedded default".into(), |p| p.display().to_string()),
+                    origin: file.map_or("embedded default".into(), |(_, o)| o.to_string()),
                     message: e.message().to_string(),
                 })?;
         config.validate()?;
@@ -271,6 +288,19 @@ mod tests {
         let config = Config::load_with_env(None, &[]).expect("default config");
         assert_eq!(config.embed.batch_size, 16);
         assert!(config.problems().is_empty());
+    }
+
+    #[test]
+    fn a_config_text_overlays_the_default_and_errors_name_its_origin() {
+        let config = Config::from_toml_text("[detect]\nscore_threshold = 0.8\n", "site.toml")
+            .expect("valid overlay");
+        assert_eq!(config.detect.score_threshold, 0.8);
+        assert_eq!(config.embed.batch_size, 16, "the rest from the default");
+        let err = Config::from_toml_text("[detect\n", "site.toml").unwrap_err();
+        assert!(err.to_string().contains("site.toml"), "{err}");
+        let err = Config::from_toml_text("[detect]\nscore_threshold = \"high\"\n", "site.toml")
+            .unwrap_err();
+        assert!(err.to_string().contains("site.toml"), "{err}");
     }
 
     #[test]

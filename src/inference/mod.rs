@@ -399,6 +399,16 @@ fn open_onnxruntime(
 }
 
 /// Reject anything but a non-empty `N×C×H×W` batch whose data length matches its shape.
+// helpers of the native backends: unused in a build without any
+#[cfg_attr(
+    not(any(
+        feature = "openvino",
+        feature = "onnxruntime",
+        feature = "litert",
+        feature = "tract"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn check_batch(
     backend: &'static str,
     model: &str,
@@ -419,12 +429,32 @@ pub(crate) fn check_batch(
 /// Per-session cache of things built for one concrete input shape (compiled models,
 /// optimised plans), least recently used dropped past `capacity`. Backends that run
 /// fastest on static shapes use it so repeated image sizes and batch sizes are free.
+// helpers of the native backends: unused in a build without any
+#[cfg_attr(
+    not(any(
+        feature = "openvino",
+        feature = "onnxruntime",
+        feature = "litert",
+        feature = "tract"
+    )),
+    allow(dead_code)
+)]
 pub(crate) struct ShapeCache<T> {
     entries: Vec<(Vec<usize>, T, u64)>,
     capacity: usize,
     tick: u64,
 }
 
+// helpers of the native backends: unused in a build without any
+#[cfg_attr(
+    not(any(
+        feature = "openvino",
+        feature = "onnxruntime",
+        feature = "litert",
+        feature = "tract"
+    )),
+    allow(dead_code)
+)]
 impl<T> ShapeCache<T> {
     pub(crate) fn new(capacity: usize) -> Self {
         ShapeCache {
@@ -488,6 +518,16 @@ fn open_tract() -> Result<Box<dyn Backend>, InferenceError> {
 /// Find `<prefix>*` in `site-packages/<subdir>` of the set-up's `.cache/venv`, looked for
 /// under the working directory and the executable's ancestors (so both `cargo test` and
 /// `target/release/facestream` find it). The highest-sorting match wins.
+// helpers of the native backends: unused in a build without any
+#[cfg_attr(
+    not(any(
+        feature = "openvino",
+        feature = "onnxruntime",
+        feature = "litert",
+        feature = "tract"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn find_in_venv(subdir: &str, prefix: &str) -> Option<PathBuf> {
     let mut roots: Vec<PathBuf> = vec![PathBuf::from(".")];
     if let Ok(exe) = std::env::current_exe() {
