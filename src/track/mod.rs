@@ -43,10 +43,21 @@ pub struct TrackConfig {
     /// A confirmed track that matches no one for this long is reported unknown (a match
     /// is reported as soon as it happens).
     pub unknown_after_ms: i64,
+    /// Appearance gate: a face whose embedding has a cosine similarity below this with a
+    /// track's pooled template does not continue that track, however well the boxes
+    /// line up (two people crossing, or a track unseen for a while whose widened gate
+    /// reaches someone else). Faces of one person in one track score far above it; two
+    /// people rarely do. Applies when both sides have embeddings; -1 turns it off.
+    #[serde(default = "default_min_appearance_similarity")]
+    pub min_appearance_similarity: f32,
 }
 
 fn default_max_speed() -> f32 {
     8.0
+}
+
+fn default_min_appearance_similarity() -> f32 {
+    0.3
 }
 
 impl TrackConfig {
@@ -55,6 +66,12 @@ impl TrackConfig {
             problems.push(format!(
                 "track.iou_threshold = {} must be within [0, 1]",
                 self.iou_threshold
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.min_appearance_similarity) {
+            problems.push(format!(
+                "track.min_appearance_similarity = {} must be within [-1, 1]",
+                self.min_appearance_similarity
             ));
         }
         if self.max_centre_distance.is_nan() || self.max_centre_distance < 0.0 {
@@ -110,6 +127,7 @@ impl Default for TrackConfig {
             best_shots: 3,
             min_match_quality: 0.3,
             unknown_after_ms: 1000,
+            min_appearance_similarity: default_min_appearance_similarity(),
         }
     }
 }
@@ -243,6 +261,7 @@ impl Tracker {
             // where it was (measured from the last box) or have sped up (half the speed
             // allowance).
             let elapsed_s = (timestamp_ms - track.last_seen_ms).max(0) as f32 / 1000.0;
+            let template = track.template();
             let allowance = if track.hits == 1 { 1.0 } else { 0.5 };
             let gate =
                 self.config.max_centre_distance + allowance * self.config.max_speed * elapsed_s;
@@ -261,6 +280,12 @@ impl Tracker {
                 } else {
                     continue;
                 };
+                if let (Some(t), Some(e)) = (&template, &obs.embedding) {
+                    let similarity: f32 = t.iter().zip(e).map(|(a, b)| a * b).sum();
+                    if similarity < self.config.min_appearance_similarity {
+                        continue; // someone else where the track was expected
+                    }
+                }
                 pairs.push((score, ti, oi));
             }
         }
@@ -365,6 +390,45 @@ mod tests {
             quality,
             embedding: Some(l2_normalised(&e)),
         }
+    }
+
+    #[test]
+    fn a_face_of_someone_else_does_not_continue_a_track_whose_gate_it_is_in() {
+        /// A track of one person walking right for three frames.
+        fn walked(config: TrackConfig) -> Tracker {
+            let mut t = Tracker::new(config);
+            for k in 0..3 {
+                let x = 100.0 + 10.0 * k as f32;
+                t.update(k * 200, &[face(x, 100.0, 0.8, [1.0, 0.0])]);
+            }
+            t
+        }
+        // a second later, 3 widths away (inside the widened gate), a different face
+        let stranger = face(240.0, 100.0, 0.8, [0.0, 1.0]);
+        let mut t = walked(TrackConfig::default());
+        let first = t.tracks()[0].id;
+        let update = t.update(1400, std::slice::from_ref(&stranger));
+        assert!(
+            update.assigned.iter().all(|&(id, _)| id != first),
+            "{update:?}"
+        );
+        assert_eq!(
+            t.tracks().len(),
+            2,
+            "the stranger starts a track of their own"
+        );
+        // the same person there continues the track
+        let mut t = walked(TrackConfig::default());
+        let update = t.update(1400, &[face(240.0, 100.0, 0.8, [0.9, 0.1])]);
+        assert_eq!(update.assigned.len(), 1);
+        assert_eq!(t.tracks().len(), 1);
+        // with the gate off, position alone decides
+        let mut t = walked(TrackConfig {
+            min_appearance_similarity: -1.0,
+            ..TrackConfig::default()
+        });
+        t.update(1400, &[stranger]);
+        assert_eq!(t.tracks().len(), 1);
     }
 
     #[test]
