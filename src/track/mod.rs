@@ -251,6 +251,8 @@ impl Tracker {
         let mut update = TrackUpdate::default();
         // Candidate pairs, best first: IoU with the predicted box, else the centre gate.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        // the appearance gate needs templates only when some face was embedded
+        let embedded = observations.iter().any(|o| o.embedding.is_some());
         for (ti, track) in self.tracks.iter().enumerate() {
             if timestamp_ms - track.last_seen_ms > self.config.lost_after_ms {
                 continue; // lost: it ends below and takes no new face
@@ -261,7 +263,7 @@ impl Tracker {
             // where it was (measured from the last box) or have sped up (half the speed
             // allowance).
             let elapsed_s = (timestamp_ms - track.last_seen_ms).max(0) as f32 / 1000.0;
-            let template = track.template();
+            let template = if embedded { track.template() } else { None };
             let allowance = if track.hits == 1 { 1.0 } else { 0.5 };
             let gate =
                 self.config.max_centre_distance + allowance * self.config.max_speed * elapsed_s;
