@@ -16,6 +16,7 @@
 //! - [`events`]: identity events: schema, durable outbox, signed webhooks and MQTT.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
 //! - [`tls`]: PEM certificates and keys for rustls (API server, MQTT brokers).
+//! - [`shutdown`]: the one stop signal (SIGINT/SIGTERM, drop guards) and `serve`'s stop order.
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
@@ -33,6 +34,7 @@ pub mod ingest;
 pub mod models;
 pub mod pipeline;
 pub mod private_files;
+pub mod shutdown;
 pub mod simulate;
 pub mod stages;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use facestream::events::outbox::Outbox;
 use facestream::events::webhook::{self, WebhookConfig};
 use facestream::events::{Event, EventType, EventsConfig};
-use tokio::sync::watch;
+use facestream::shutdown::Shutdown;
 
 use common::receiver::{Mode, Receiver, SECRET};
 
@@ -74,9 +74,9 @@ async fn an_outage_then_recovery_loses_nothing_and_a_crash_keeps_pending_events(
     let port = reserved.port;
     let cfg = config(&dir, &[("primary", port)], 3600);
     // Receiver down: publish 30 events.
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     let mut sent = Vec::new();
     for k in 0..30 {
         let e = event(k);
@@ -93,12 +93,12 @@ async fn an_outage_then_recovery_loses_nothing_and_a_crash_keeps_pending_events(
     for h in handles {
         h.abort();
     }
-    drop((bus, outbox, stop));
+    drop((bus, outbox, shutdown));
     // Restart with the receiver back on the same address.
     let receiver = Receiver::start_on(reserved.listen(), Mode::Accept);
-    let (_stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     let all = wait_until(Duration::from_secs(20), || {
         unique(&receiver.accepted_ids()).len() == 30
     })
@@ -146,9 +146,9 @@ async fn a_failing_endpoint_is_retried_without_delaying_a_healthy_one() {
         3600,
     );
     cfg.webhooks[2].timeout_ms = 300;
-    let (_stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..10 {
         assert_eq!(bus.publish(&event(k)).unwrap(), 4);
     }
@@ -226,9 +226,9 @@ async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
     let reserved = ReservedPort::new();
     let port = reserved.port;
     let cfg = config(&dir, &[("gone", port)], 1);
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..5 {
         bus.publish(&event(k)).unwrap();
     }
@@ -245,15 +245,15 @@ async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
         .iter()
         .all(|d| d.attempts >= 1 && d.last_error.is_some()));
     // Shut down cleanly, bring the receiver up, re-deliver the dead letters.
-    stop.send(true).unwrap();
+    shutdown.request();
     for h in handles {
         h.await.unwrap();
     }
     let receiver = Receiver::start_on(reserved.listen(), Mode::Accept);
     let cfg = config(&dir, &[("gone", port)], 3600);
     assert_eq!(outbox.redeliver(None).unwrap(), 5);
-    let (_stop, shutdown) = watch::channel(false);
-    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let shutdown = Shutdown::new();
+    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     assert!(
         wait_until(Duration::from_secs(10), || receiver.accepted_ids().len()
             == 5)
@@ -269,9 +269,9 @@ async fn a_redirect_is_not_followed_and_the_event_stays_pending() {
     let elsewhere = Receiver::start(0, Mode::Accept);
     let redirecting = Receiver::start(0, Mode::RedirectTo(elsewhere.port));
     let cfg = config(&dir, &[("hook", redirecting.port)], 3600);
-    let (_stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     let event = event(0);
     bus.publish(&event).unwrap();
     // retried (a 307 is a failed attempt), never delivered to where it points
@@ -340,9 +340,9 @@ async fn an_https_receiver_of_a_private_ca_is_trusted_only_with_its_ca_file() {
     }
     cfg.webhooks[0].ca_file = ca_file.display().to_string();
     assert_eq!(cfg.webhooks[0].extra_roots().unwrap().len(), 1);
-    let (_stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown);
+    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..3 {
         assert_eq!(bus.publish(&event(k)).unwrap(), 2);
     }

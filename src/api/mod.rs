@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::gallery::service::ServiceError;
 use crate::gallery::GalleryError;
 use crate::imageio::ImageError;
+use crate::shutdown::Shutdown;
 
 pub use routes::AppState;
 
@@ -339,12 +340,14 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     }
 }
 
-/// Run the API until SIGINT/SIGTERM: HTTPS with `tls` (from [`ApiConfig::tls`], checked
-/// before the cameras start), else plain HTTP.
+/// Run the API until `shutdown` is requested, then finish the requests in flight (up to
+/// 10 s): HTTPS with `tls` (from [`ApiConfig::tls`], checked before the cameras start),
+/// else plain HTTP. Signals are not the server's business: see [`crate::shutdown`].
 pub async fn serve(
     state: Arc<AppState>,
     config: &ApiConfig,
     tls: Option<rustls::ServerConfig>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listen = config.listen.clone();
     let max_body = config.max_body_bytes;
@@ -372,7 +375,9 @@ pub async fn serve(
                     Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
                 }))
         })
-        .workers(2);
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(10);
     let (server, scheme) = match tls {
         Some(tls) => (server.bind_rustls_0_23(&listen, tls)?, "https"),
         None => (server.bind(&listen)?, "http"),
@@ -381,5 +386,11 @@ pub async fn serve(
         tracing::info!(%addr, scheme, "API listening");
         eprintln!("facestream: API listening on {scheme}://{addr}/v1");
     }
-    server.run().await
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.requested().await;
+        handle.stop(true).await;
+    });
+    server.await
 }

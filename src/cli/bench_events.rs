@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use facestream::events::outbox::Outbox;
 use facestream::events::webhook::{self, WebhookConfig};
 use facestream::events::{Event, EventType, EventsConfig};
+use facestream::shutdown::Shutdown;
 
 /// Arrival time of each webhook-id at the receiver.
 type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -102,8 +103,8 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     let outbox = Arc::new(Outbox::open(&dir.join("outbox.db"))?);
     let healthy = config(vec![hook("bench", port)]);
     let (_published, took) = runtime.block_on(async {
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown);
+        let shutdown = Shutdown::new();
+        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown.clone());
         let mut published = std::collections::HashMap::with_capacity(args.events);
         let start = Instant::now();
         for k in 0..args.events {
@@ -121,7 +122,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
         }
         let took = start.elapsed();
         // One deliverer per endpoint: stop this phase's before the next starts.
-        stop.send(true)?;
+        shutdown.request();
         futures_util::future::join_all(handles).await;
         Ok::<_, anyhow::Error>((published, took))
     })?;
@@ -135,8 +136,8 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     // Healthy, steady load: enqueue→receiver latency.
     arrivals.lock().unwrap().clear();
     let paced = runtime.block_on(async {
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown);
+        let shutdown = Shutdown::new();
+        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown.clone());
         let mut published = std::collections::HashMap::with_capacity(args.paced_events);
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate.max(1)));
         for _ in 0..args.paced_events {
@@ -153,7 +154,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        stop.send(true)?;
+        shutdown.request();
         futures_util::future::join_all(handles).await;
         Ok::<_, anyhow::Error>(published)
     })?;
@@ -181,8 +182,8 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     let before = file_bytes(&dir.join("outbox.db"));
     let outage_start = Instant::now();
     runtime.block_on(async {
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let (bus, _handles) = webhook::start(outbox.clone(), &down, shutdown);
+        let shutdown = Shutdown::new();
+        let (bus, _handles) = webhook::start(outbox.clone(), &down, shutdown.clone());
         for _ in 0..args.outage_events {
             bus.publish(&Event::new(EventType::IdentityUnknown))?;
         }

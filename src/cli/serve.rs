@@ -1,7 +1,8 @@
 //! `facestream serve`: the service — cameras through the streaming pipeline, identity
-//! events to their endpoints, the REST API. SIGINT/SIGTERM stop it gracefully: the API
-//! stops accepting, cameras stop, frames in flight drain, open tracks are decided and
-//! their events written, deliveries in flight finish (pending rows stay in the outbox).
+//! events to their endpoints, the REST API. SIGINT/SIGTERM stop it gracefully, in the
+//! order [`facestream::shutdown`] describes: the API stops accepting, cameras stop,
+//! frames in flight drain, open tracks are decided and their events written, deliveries
+//! in flight finish (pending rows stay in the outbox). A second signal exits at once.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use facestream::events::webhook;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
 use facestream::pipeline::Pipeline;
+use facestream::shutdown::Shutdown;
 use facestream::simulate::demo;
 
 /// Open the store and build the gallery service (shared with `enroll`).
@@ -33,14 +35,14 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
 }
 
 /// Every second, pick up gallery changes made by another process (`facestream enroll`
-/// or an erasure while the service runs). The thread ends with the service.
-fn watch_gallery(service: &Arc<GalleryService>) {
+/// or an erasure while the service runs), until `shutdown` is requested.
+fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
     let weak = Arc::downgrade(service);
     let _ = std::thread::Builder::new()
         .name("gallery-watch".into())
         .spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
-            let Some(service) = weak.upgrade() else {
+            let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
                 return;
             };
             if let Err(e) = service.refresh_if_changed() {
@@ -50,8 +52,12 @@ fn watch_gallery(service: &Arc<GalleryService>) {
 }
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    // The service's one stop token; the guard requests it on every way out of `run`
+    // (an error returned early included), so no thread or task outlives the service.
+    let shutdown = Shutdown::new();
+    let _stop_all = shutdown.guard();
     let service = Arc::new(gallery_service(config)?);
-    watch_gallery(&service);
+    watch_gallery(&service, shutdown.clone());
     let mut config = config.clone();
     let demo_wanted = config.demo.wanted(&config.cameras)
         && (config.demo.mode != demo::DemoMode::Auto
@@ -98,16 +104,19 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the event delivery runtime")?;
     actix_web::rt::System::new().block_on(async {
-        // Delivery runs beside the API; on shutdown it stops taking rows and finishes
-        // the deliveries in flight (pending rows stay in the outbox for the next start).
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        shutdown.on_signals();
+        // Delivery runs beside the API and stops last, once the pipeline has written its
+        // last events: it then stops taking rows and finishes the deliveries in flight
+        // (pending rows stay in the outbox for the next start).
+        let deliveries = Shutdown::new();
+        let _stop_deliveries = deliveries.guard();
         let (events, deliverers) = {
             let _on = delivery.enter();
-            webhook::start(outbox, &config.events, shutdown)
+            webhook::start(outbox, &config.events, deliveries.clone())
         };
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(
-                Pipeline::start(config, service.clone(), events.clone())
+                Pipeline::start(config, service.clone(), events.clone(), &shutdown)
                     .context("starting the streaming pipeline")?,
             )
         } else {
@@ -122,11 +131,13 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             top_k: config.matching.top_k,
             events,
         });
-        let served = api::serve(state, &config.api, tls).await;
+        let served = api::serve(state, &config.api, tls, shutdown.clone()).await;
+        // the API also ends on its own when it fails: everything else stops with it
+        shutdown.request();
         if let Some(pipeline) = pipeline {
             pipeline.shutdown(std::time::Duration::from_secs(10)).await;
         }
-        let _ = stop.send(true);
+        deliveries.request();
         let drain = futures_util::future::join_all(deliverers);
         if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
             .await

@@ -17,10 +17,11 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::outbox::Outbox;
 use super::{Event, EventType, EventsConfig};
+use crate::shutdown::Shutdown;
 
 /// One MQTT broker (`[[events.mqtt]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,7 +198,7 @@ pub(crate) async fn deliver_loop(
     endpoint: MqttConfig,
     config: EventsConfig,
     notify: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut options = MqttOptions::new(
         endpoint.effective_client_id(),
@@ -292,12 +293,12 @@ async fn drive(
     mut eventloop: EventLoop,
     link: Arc<Link>,
     config: EventsConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut failures = 0u32;
     loop {
         let event = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.requested() => return,
             event = eventloop.poll() => event,
         };
         match event {
@@ -339,7 +340,7 @@ async fn drive(
                     failures,
                 );
                 tokio::select! {
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.requested() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
             }

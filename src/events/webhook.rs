@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::outbox::{now_ms, Outbox, OutboxError, Pending};
 use super::{signature, Event, EventsConfig};
+use crate::shutdown::Shutdown;
 
 /// One webhook endpoint (`[[events.webhooks]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,12 +168,12 @@ impl EventBus {
 }
 
 /// Start one delivery task per endpoint (webhooks and MQTT brokers) on the current tokio
-/// runtime. Tasks stop taking new rows when `shutdown` turns true and finish the
+/// runtime. Tasks stop taking new rows once `shutdown` is requested and finish the
 /// deliveries in flight.
 pub fn start(
     outbox: Arc<Outbox>,
     config: &EventsConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
     let configured: Vec<&str> = config
         .webhooks
@@ -261,7 +262,7 @@ pub fn start(
 }
 
 /// Delete delivered and dead rows past `events.retention_s`, at start and every 10 min.
-async fn purge_loop(outbox: Arc<Outbox>, retention_s: u64, mut shutdown: watch::Receiver<bool>) {
+async fn purge_loop(outbox: Arc<Outbox>, retention_s: u64, shutdown: Shutdown) {
     loop {
         let cutoff = super::outbox::now_ms() - (retention_s as i64).saturating_mul(1000);
         match outbox.purge(cutoff) {
@@ -275,7 +276,7 @@ async fn purge_loop(outbox: Arc<Outbox>, retention_s: u64, mut shutdown: watch::
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.requested() => return,
         }
     }
 }
@@ -285,7 +286,7 @@ async fn deliver_loop(
     endpoint: WebhookConfig,
     config: EventsConfig,
     notify: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     // Redirects are not followed: a signed event goes to the configured URL or fails
     // (a 3xx is a failed attempt, retried like any other).
@@ -329,7 +330,7 @@ pub(crate) struct EndpointQueue {
     dead_after_ms: i64,
     last_expiry: std::time::Instant,
     notify: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl EndpointQueue {
@@ -338,7 +339,7 @@ impl EndpointQueue {
         name: &str,
         config: &EventsConfig,
         notify: Arc<Notify>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> EndpointQueue {
         if let Ok(depth) = outbox.depth(name) {
             crate::telemetry::metrics()
@@ -359,7 +360,7 @@ impl EndpointQueue {
     /// The next due rows (at most `limit`), or `None` once shutdown is requested.
     pub(crate) async fn next_batch(&mut self, limit: usize) -> Option<Vec<Pending>> {
         loop {
-            if *self.shutdown.borrow() {
+            if self.shutdown.is_requested() {
                 return None;
             }
             if self.last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -382,7 +383,7 @@ impl EndpointQueue {
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = self.shutdown.changed() => {}
+                _ = self.shutdown.requested() => {}
             }
         }
     }

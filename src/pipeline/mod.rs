@@ -16,8 +16,9 @@
 //! streaming thread never waits. Detect workers may finish frames out of order; the
 //! decide stage restores each camera's order (sequence numbers) before tracking.
 //!
-//! Shutdown: cameras stop, pumps stop, in-flight frames drain, open tracks are decided
-//! and their events written to the outbox.
+//! Shutdown ([`crate::shutdown`]): pumps stop when the service's token is requested;
+//! [`Pipeline::shutdown`] then stops the cameras, drains the frames in flight, decides
+//! open tracks and writes their events to the outbox.
 
 mod analyse;
 mod batch;
@@ -26,7 +27,6 @@ mod publish;
 mod regions;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +41,7 @@ use crate::events::webhook::EventBus;
 use crate::gallery::service::GalleryService;
 use crate::ingest::camera::{self, CameraActor};
 use crate::ingest::{CameraRegistry, CameraState, CameraStatus, FrameRing, I420Frame};
+use crate::shutdown::Shutdown;
 use crate::stages::align::AlignedFace;
 use crate::stages::Detection;
 use crate::telemetry::{metrics, BackendLabel, Metrics};
@@ -403,7 +404,8 @@ impl Credits {
 pub struct Pipeline {
     cameras: Vec<Addr<CameraActor>>,
     pumps: Vec<std::thread::JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    /// The pumps' token: a child of the service's, also requested by [`Pipeline::shutdown`].
+    stop: Shutdown,
     credits: Vec<Arc<Credits>>,
     decide: Addr<decide::DecideActor>,
     publish: Addr<publish::PublishActor>,
@@ -413,10 +415,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Build the stages and start every enabled camera. Call inside an actix `System`.
+    /// The pumps stop handing frames to the stages once `shutdown` is requested; the
+    /// rest stops in [`Pipeline::shutdown`].
     pub fn start(
         config: &Config,
         gallery: Arc<GalleryService>,
         events: EventBus,
+        shutdown: &Shutdown,
     ) -> Result<Pipeline, PipelineError> {
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -541,7 +546,7 @@ impl Pipeline {
         let detect_next = Next::new(detect.recipient(), "detect");
 
         let registry = Arc::new(CameraRegistry::default());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = shutdown.child();
         let (mut addrs, mut pumps, mut credit_list) = (Vec::new(), Vec::new(), Vec::new());
         for camera in cameras {
             let ring = FrameRing::new(pc.frame_queue);
@@ -618,7 +623,7 @@ impl Pipeline {
     pub async fn shutdown(self, drain: Duration) {
         // every camera tears down at once (each waits up to 5 s for GStreamer)
         futures_util::future::join_all(self.cameras.iter().map(|c| c.send(camera::Stop))).await;
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.request();
         let pumps = self.pumps;
         let _ = tokio::task::spawn_blocking(move || {
             for p in pumps {
@@ -677,7 +682,7 @@ struct Pump {
     ring: FrameRing,
     credits: Arc<Credits>,
     detect: Next,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     planner: CameraPlanner,
     tracks: Arc<TrackBoard>,
     status: Arc<Mutex<CameraStatus>>,
@@ -707,7 +712,7 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
         .spawn(move || {
             let mut seq = 0u64;
             let tick = Duration::from_millis(100);
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_requested() {
                 if !credits.acquire(tick) {
                     if credits.stalled(stage_timeout) {
                         stalls.inc();

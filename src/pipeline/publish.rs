@@ -163,6 +163,7 @@ mod tests {
     use crate::events::outbox::Outbox;
     use crate::events::webhook::{self, WebhookConfig};
     use crate::events::EventsConfig;
+    use crate::shutdown::Shutdown;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -193,8 +194,7 @@ mod tests {
                 }],
                 mqtt: vec![],
             };
-            let (_stop, shutdown) = tokio::sync::watch::channel(false);
-            let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+            let (bus, _handles) = webhook::start(outbox.clone(), &config, Shutdown::new());
             let actor = PublishActor::new(bus).start();
             // break the outbox from another connection
             let other = rusqlite::Connection::open(&path).unwrap();
