@@ -1,5 +1,5 @@
-//! The MQTT sink against a real Mosquitto broker (Debian's `mosquitto`, started here on a
-//! free loopback port): events queued during a broker outage are published once it is up,
+//! The MQTT sink against a real Mosquitto broker (Debian's `mosquitto`, started here on
+//! free loopback ports, chosen again when another process takes one first): events queued during a broker outage are published once it is up,
 //! on the documented topics, with the event JSON as payload; an idle connection keeps
 //! itself alive; a TLS listener of a private CA is trusted only with its `ca_file`, and a
 //! listener that requires client certificates takes the configured one.
@@ -16,8 +16,8 @@ use facestream::events::mqtt::MqttConfig;
 use facestream::events::outbox::Outbox;
 use facestream::events::webhook;
 use facestream::events::{Event, EventType, EventsConfig};
+use facestream::shutdown::Shutdown;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use tokio::sync::watch;
 
 struct Broker(Child);
 
@@ -35,33 +35,65 @@ fn mosquitto() -> &'static str {
         .expect("mosquitto is not installed: run `make test` (scripts/install_apt.sh installs it)")
 }
 
-fn start_broker(port: u16) -> Broker {
-    start_broker_logging(port, None)
-}
-
-/// A broker whose verbose log (every packet it receives) goes to `log`.
-fn start_broker_logging(port: u16, log: Option<&std::path::Path>) -> Broker {
-    let mut command = Command::new(mosquitto());
-    command
-        .args(["-p", &port.to_string()])
-        .stdout(Stdio::null());
-    match log {
-        Some(path) => command
-            .arg("-v")
-            .stderr(std::fs::File::create(path).unwrap()),
-        None => command.stderr(Stdio::null()),
-    };
-    let child = command.spawn().unwrap();
-    let broker = Broker(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+/// Start Mosquitto on `config` (its listeners, TLS files, ...; logging to stderr, which
+/// goes to `log`) and wait until it runs. Each listener names its address, so a port
+/// another process holds makes Mosquitto exit (the default `-p` listener would fall back
+/// to IPv6 alone and leave 127.0.0.1 to the other process): that is an `Err` with the log.
+fn try_start(config: &str, dir: &std::path::Path, log: &str) -> Result<Broker, String> {
+    let conf = dir.join(format!("{log}.conf"));
+    let log = dir.join(log);
+    std::fs::write(
+        &conf,
+        format!("log_dest stderr\nlog_type all\nallow_anonymous true\n{config}"),
+    )
+    .unwrap();
+    let child = Command::new(mosquitto())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut broker = Broker(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(" running") {
+            return Ok(broker);
+        }
+        if let Ok(Some(status)) = broker.0.try_wait() {
+            return Err(format!("mosquitto exited ({status}):\n{text}"));
+        }
         assert!(
             Instant::now() < deadline,
-            "mosquitto did not start on {port}"
+            "mosquitto did not start:\n{text}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    broker
+}
+
+/// A broker with one listener per port of `config(ports)`, on `N` ports chosen by
+/// [`free_port`]; chosen again when another process took one first (the gap between
+/// choosing a port and Mosquitto binding it).
+fn start_on_free_ports<const N: usize>(
+    dir: &std::path::Path,
+    log: &str,
+    config: impl Fn([u16; N]) -> String,
+) -> (Broker, [u16; N]) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let ports = [(); N].map(|_| free_port());
+        match try_start(&config(ports), dir, log) {
+            Ok(broker) => return (broker, ports),
+            Err(e) => last = e,
+        }
+    }
+    panic!("no free ports for mosquitto after 5 tries; last: {last}")
+}
+
+/// A plain listener on 127.0.0.1:`port`.
+fn plain_listener(port: u16) -> String {
+    format!("listener {port} 127.0.0.1\n")
 }
 
 type Messages = Arc<Mutex<Vec<(String, String)>>>;
@@ -134,12 +166,14 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
     let dir = common::temp_dir("mqtt");
-    let port = free_port();
+    // The broker's port is proven bindable first, then the broker goes down.
+    let (broker, [port]) = start_on_free_ports(&dir, "first.log", |[p]| plain_listener(p));
+    drop(broker);
     let config = events_config(&dir, port, 30);
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     // Broker down: events are accepted, attempts fail, rows stay pending.
-    let (stop, shutdown) = watch::channel(false);
-    let (bus, handles) = webhook::start(outbox.clone(), &config, shutdown);
+    let shutdown = Shutdown::new();
+    let (bus, handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
     let mut sent = Vec::new();
     for (k, kind) in [
         EventType::IdentityRecognized,
@@ -158,15 +192,16 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(outbox.depth("broker").unwrap(), 6);
-    let _ = stop.send(true);
+    shutdown.request();
     for h in handles {
         h.abort();
     }
     // Broker up, a subscriber listening; delivery resumes from the outbox.
-    let _broker = start_broker(port);
+    let _broker = try_start(&plain_listener(port), &dir, "mosquitto.log")
+        .unwrap_or_else(|e| panic!("restarting the broker on port {port}: {e}"));
     let messages = subscriber(port).await;
-    let (_stop, shutdown) = watch::channel(false);
-    let (_bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+    let shutdown = Shutdown::new();
+    let (_bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
     let deadline = Instant::now() + Duration::from_secs(15);
     while messages.lock().unwrap().len() < 6 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -198,16 +233,15 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_sends_keep_alive_pings_and_then_still_delivers() {
     let dir = common::temp_dir("mqtt-idle");
-    let port = free_port();
+    let (_broker, [port]) = start_on_free_ports(&dir, "mosquitto.log", |[p]| plain_listener(p));
     let log = dir.join("mosquitto.log");
-    let _broker = start_broker_logging(port, Some(&log));
     let messages = subscriber(port).await;
     let config = events_config(&dir, port, 1);
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
-    let (_stop, shutdown) = watch::channel(false);
-    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+    let shutdown = Shutdown::new();
+    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
     // No event is published: the client must still ping the broker (a broker drops a
-    // client silent for 1.5 × its keep-alive). Mosquitto -v logs every PINGREQ.
+    // client silent for 1.5 × its keep-alive). `log_type all` logs every PINGREQ.
     let pings = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -294,37 +328,20 @@ fn private_ca_files(dir: &std::path::Path) -> [String; 5] {
 async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
     let dir = common::temp_dir("mqtt-tls");
     let [ca, server, server_key, client, client_key] = private_ca_files(&dir);
-    let (plain, tls, mutual) = (free_port(), free_port(), free_port());
     // one broker: a plain listener for the test's subscriber, a TLS one, and a TLS one
     // that requires a client certificate of the CA
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "log_dest stderr\nallow_anonymous true\n\
-             listener {plain} 127.0.0.1\n\
-             listener {tls} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
-             listener {mutual} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
-             require_certificate true\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(mosquitto())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let _broker = Broker(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while [plain, tls, mutual]
-        .iter()
-        .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
-    {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_broker, [plain, tls, mutual]) = start_on_free_ports(
+        &dir,
+        "mosquitto.log",
+        |[plain, tls, mutual]| {
+            format!(
+                "listener {plain} 127.0.0.1\n\
+                 listener {tls} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
+                 listener {mutual} 127.0.0.1\ncafile {ca}\ncertfile {server}\nkeyfile {server_key}\n\
+                 require_certificate true\n"
+            )
+        },
+    );
     let messages = subscriber(plain).await;
 
     let mut config = events_config(&dir, tls, 30);
@@ -350,8 +367,8 @@ async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
         assert!(m.tls_config().unwrap().is_some(), "{}", m.name);
     }
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
-    let (_stop, shutdown) = watch::channel(false);
-    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown);
+    let shutdown = Shutdown::new();
+    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
     let sent: Vec<Event> = (0..3)
         .map(|k| {
             let mut e = Event::new(EventType::IdentityRecognized);
