@@ -14,7 +14,9 @@ use litert::{
     TensorShape,
 };
 
-use super::{check_batch, Backend, InferenceError, Session, SessionOptions, ShapeCache, Tensor};
+use super::native::check_batch;
+use super::native::shape_cache::ShapeCache;
+use super::{Backend, InferenceError, Session, SessionOptions, Tensor};
 use crate::models::VerifiedModel;
 
 const NAME: &str = "litert";

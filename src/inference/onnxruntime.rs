@@ -16,9 +16,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session as OrtSession;
 use ort::value::TensorRef;
 
+use super::native::check_batch;
 use super::{
-    check_batch, Backend, InferenceError, OnnxRuntimeConfig, Precision, Session, SessionOptions,
-    Tensor,
+    Backend, InferenceError, OnnxRuntimeConfig, Precision, Session, SessionOptions, Tensor,
 };
 use crate::models::VerifiedModel;
 
@@ -71,7 +71,7 @@ fn find_library(config: &OnnxRuntimeConfig) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FACESTREAM_ONNXRUNTIME_LIB").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    let found = super::find_in_venv("onnxruntime/capi", "libonnxruntime.so");
+    let found = super::native::find_in_venv("onnxruntime/capi", "libonnxruntime.so");
     found.or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
 }
 

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use openvino::{Core, DeviceType, ElementType, PartialShape, RwPropertyKey, Shape};
 
-use super::{
-    check_batch, Backend, InferenceError, Precision, Session, SessionOptions, ShapeCache, Tensor,
-};
+use super::native::check_batch;
+use super::native::shape_cache::ShapeCache;
+use super::{Backend, InferenceError, Precision, Session, SessionOptions, Tensor};
 use crate::inference::OpenVinoConfig;
 use crate::models::VerifiedModel;
 
@@ -81,7 +81,7 @@ fn find_library(config: &OpenVinoConfig) -> Option<PathBuf> {
     if !config.library.is_empty() {
         return Some(PathBuf::from(&config.library));
     }
-    super::find_in_venv("openvino/libs", "libopenvino_c.so")
+    super::native::find_in_venv("openvino/libs", "libopenvino_c.so")
 }
 
 impl Backend for OpenVinoBackend {

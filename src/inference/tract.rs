@@ -7,7 +7,9 @@
 
 use tract_onnx::prelude::*;
 
-use super::{check_batch, Backend, InferenceError, Session, SessionOptions, ShapeCache};
+use super::native::check_batch;
+use super::native::shape_cache::ShapeCache;
+use super::{Backend, InferenceError, Session, SessionOptions};
 use crate::models::VerifiedModel;
 
 const NAME: &str = "tract";
