@@ -3,16 +3,11 @@
 //! Declared once in `inference/mod.rs` with `allow(dead_code)` for a build without any
 //! backend feature.
 
-use std::path::{Path, PathBuf};
-
 use super::InferenceError;
 
-/// The per-shape cache: used by the backends that compile per shape (OpenVINO, LiteRT,
-/// tract), not by ONNX Runtime.
-#[cfg_attr(
-    not(any(feature = "openvino", feature = "litert", feature = "tract")),
-    allow(dead_code)
-)]
+/// The per-shape cache: built with the backends that compile per shape (OpenVINO, LiteRT,
+/// tract), not with ONNX Runtime.
+#[cfg(any(feature = "openvino", feature = "litert", feature = "tract"))]
 pub(crate) mod shape_cache {
     /// Per-session cache of things built for one concrete input shape (compiled models,
     /// optimised plans), least recently used dropped past `capacity`. Backends that run
@@ -115,7 +110,9 @@ pub(crate) fn check_batch(
 /// Find `<prefix>*` in `site-packages/<subdir>` of the set-up's `.cache/venv`, looked for
 /// under the working directory and the executable's ancestors (so both `cargo test` and
 /// `target/release/facestream` find it). The highest-sorting match wins.
-pub(crate) fn find_in_venv(subdir: &str, prefix: &str) -> Option<PathBuf> {
+#[cfg(any(feature = "openvino", feature = "onnxruntime"))]
+pub(crate) fn find_in_venv(subdir: &str, prefix: &str) -> Option<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
     let mut roots: Vec<PathBuf> = vec![PathBuf::from(".")];
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
