@@ -202,6 +202,20 @@ fn backends_lists_every_backend_and_refuses_an_unloadable_library() {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     assert!(v["auto"].is_string());
+    // the detector follows `inference.detect_backend = "auto"`: ONNX Runtime beside
+    // OpenVINO when both are usable (the set-up installs both), else the selected backend
+    let usable = |name: &str| {
+        v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == name && b["usable"] == true)
+    };
+    let expected = match v["selected"].as_str().unwrap() {
+        "openvino" if usable("onnxruntime") => "onnxruntime",
+        selected => selected,
+    };
+    assert_eq!(v["detector"], expected, "{v}");
 
     // Naming a backend whose library cannot be loaded is a start-up error naming it.
     let out = facestream()

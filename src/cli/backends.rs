@@ -25,6 +25,16 @@ pub fn run(config: &Config, args: BackendsArgs) -> anyhow::Result<ExitCode> {
             .find(|s| s.name == name && s.usable)
             .map(|s| s.name.to_string()),
     };
+    let usable = |name: &str| statuses.iter().any(|s| s.name == name && s.usable);
+    let detector = match config.inference.detect_backend.as_str() {
+        "auto" => configured.as_deref().map(|selected| {
+            inference::auto_detect_backend(selected)
+                .filter(|name| usable(name))
+                .unwrap_or(selected)
+                .to_string()
+        }),
+        name => usable(name).then(|| name.to_string()),
+    };
     if args.json {
         println!(
             "{}",
@@ -34,6 +44,7 @@ pub fn run(config: &Config, args: BackendsArgs) -> anyhow::Result<ExitCode> {
                 "auto": auto,
                 "configured": config.inference.backend,
                 "selected": configured,
+                "detector": detector,
                 "nvidia_gpu": inference::nvidia_gpu_present(),
                 "arch": std::env::consts::ARCH,
             })
@@ -68,6 +79,11 @@ pub fn run(config: &Config, args: BackendsArgs) -> anyhow::Result<ExitCode> {
             "configured inference.backend = {} → {}",
             config.inference.backend,
             configured.as_deref().unwrap_or("NOT USABLE")
+        );
+        println!(
+            "inference.detect_backend = {} → the detector runs on {}",
+            config.inference.detect_backend,
+            detector.as_deref().unwrap_or("NOT USABLE")
         );
     }
     Ok(if configured.is_some() {

@@ -159,12 +159,26 @@ impl FaceEngine {
     }
 }
 
-/// The detector session on the selected backend, and that backend's description.
-/// The streaming pipeline builds one per detector worker.
-/// `inference.detect_backend` when it names a backend, else the selected one.
+/// The detector session and its backend's description: on `inference.detect_backend`
+/// when it names a backend; under `auto` on [`inference::auto_detect_backend`]'s pick
+/// when that is usable here, else on the selected backend. The streaming pipeline builds
+/// one per detector worker.
 pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
     match config.inference.detect_backend.as_str() {
-        "auto" => build_detect_on(config, None),
+        "auto" => {
+            let selected = inference::select(&config.inference)?;
+            match inference::auto_detect_backend(selected.name()) {
+                Some(name) => match build_detect_on(config, Some(name)) {
+                    Ok(built) => Ok(built),
+                    Err(e) => {
+                        tracing::info!(backend = name, reason = %e,
+                            "detector stays on the selected backend");
+                        build_detect_on(config, None)
+                    }
+                },
+                None => build_detect_on(config, None),
+            }
+        }
         name => build_detect_on(config, Some(name)),
     }
 }

@@ -45,11 +45,10 @@ pub struct InferenceConfig {
     /// one: `openvino`, `onnxruntime`, `onnxruntime-cuda`, `onnxruntime-tensorrt`,
     /// `litert`, `tract`. `facestream backends` lists them and what `auto` picks here.
     pub backend: String,
-    /// Where the face detector runs: `auto` (the backend above) or a backend name. Runtimes
-    /// rank differently per model and CPU (`facestream bench` times both models on each);
-    /// on a 2-core AVX2 EPYC ONNX Runtime runs the detector alone 1.7× faster than
-    /// OpenVINO, yet four cameras in the pipeline drop as many frames on either
-    /// (BENCHMARKS.md §7), so `auto` does not split the models.
+    /// Where the face detector runs: `auto` ([`auto_detect_backend`]: ONNX Runtime where
+    /// the models otherwise run on OpenVINO and ONNX Runtime is usable, else the backend
+    /// above) or a backend name. Runtimes rank differently per model
+    /// (`facestream bench` times both models on each).
     #[serde(default = "default_auto")]
     pub detect_backend: String,
     /// Threads per session. 0: for the streaming pipeline, the cores split evenly between
@@ -268,6 +267,17 @@ pub fn auto_order() -> Vec<&'static str> {
     order
 }
 
+/// The detector's backend under `inference.detect_backend = "auto"`, given the selected
+/// backend: ONNX Runtime's CPU provider when the models otherwise run on OpenVINO (the
+/// x86-64 CPU case), else the selected backend itself (`None`). YuNet runs faster on
+/// ONNX Runtime on both x86 CPU kinds measured (BENCHMARKS.md §2 and §7: 1.4× with
+/// AVX-512, 1.7× with AVX2, one thread), SFace faster on OpenVINO; and four cameras in
+/// the streaming pipeline dropped fewer frames with the split (BENCHMARKS.md §7). Where
+/// ONNX Runtime is not usable the detector stays on the selected backend.
+pub fn auto_detect_backend(selected: &str) -> Option<&'static str> {
+    (selected == "openvino").then_some("onnxruntime")
+}
+
 /// True when an NVIDIA driver is present (device node or the driver's proc entry).
 pub fn nvidia_gpu_present() -> bool {
     Path::new("/dev/nvidia0").exists() || Path::new("/proc/driver/nvidia/version").exists()
@@ -432,6 +442,19 @@ fn open_tract() -> Result<Box<dyn Backend>, InferenceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auto_detector_moves_to_onnxruntime_only_beside_openvino() {
+        assert_eq!(auto_detect_backend("openvino"), Some("onnxruntime"));
+        for other in [
+            "onnxruntime",
+            "onnxruntime-cuda",
+            "onnxruntime-tensorrt",
+            "litert",
+        ] {
+            assert_eq!(auto_detect_backend(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn auto_order_ends_with_the_portable_backends() {
