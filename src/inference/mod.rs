@@ -271,8 +271,9 @@ pub fn auto_order() -> Vec<&'static str> {
 /// backend: ONNX Runtime's CPU provider when the models otherwise run on OpenVINO (the
 /// x86-64 CPU case), else the selected backend itself (`None`). YuNet runs faster on
 /// ONNX Runtime on both x86 CPU kinds measured (BENCHMARKS.md §2 and §7: 1.4× with
-/// AVX-512, 1.7× with AVX2, one thread), SFace faster on OpenVINO; and four cameras in
-/// the streaming pipeline dropped fewer frames with the split (BENCHMARKS.md §7). Where
+/// AVX-512, 1.7× with AVX2, one thread), SFace faster on OpenVINO; with four cameras in
+/// the streaming pipeline the split spent less time detecting and had a lower p50
+/// latency in every run (fewer dropped frames is not proven: BENCHMARKS.md §7). Where
 /// ONNX Runtime is not usable the detector stays on the selected backend.
 pub fn auto_detect_backend(selected: &str) -> Option<&'static str> {
     (selected == "openvino").then_some("onnxruntime")
