@@ -164,40 +164,24 @@ impl FaceEngine {
 /// when that is usable here, else on the selected backend. The streaming pipeline builds
 /// one per detector worker.
 pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
-    match config.inference.detect_backend.as_str() {
+    let backend = match config.inference.detect_backend.as_str() {
         "auto" => {
             let selected = inference::select(&config.inference)?;
-            match inference::auto_detect_backend(selected.name()) {
-                Some(name) => match build_detect_on(config, Some(name)) {
-                    Ok(built) => Ok(built),
-                    Err(e) => {
+            let moved = inference::auto_detect_backend(selected.name()).and_then(|name| {
+                inference::open(name, &config.inference)
+                    .inspect_err(|e| {
                         tracing::info!(backend = name, reason = %e,
-                            "detector stays on the selected backend");
-                        build_detect_on(config, None)
-                    }
-                },
-                None => build_detect_on(config, None),
-            }
+                            "detector stays on the selected backend")
+                    })
+                    .ok()
+            });
+            moved.unwrap_or(selected)
         }
-        name => build_detect_on(config, Some(name)),
-    }
-}
-
-/// The detector session on backend `name` (`None`: the selected backend).
-pub fn build_detect_on(
-    config: &Config,
-    name: Option<&str>,
-) -> Result<(Detect, String), EngineError> {
+        name => inference::open(name, &config.inference)?,
+    };
     let store = ModelStore::open(&config.models.dir)?;
     let model = store.model("yunet")?;
-    let backend = match name {
-        Some(name) => inference::for_model(
-            inference::open(name, &config.inference)?,
-            &model,
-            &config.inference,
-        )?,
-        None => selected_backend(config, &model)?,
-    };
+    let backend = inference::for_model(backend, &model, &config.inference)?;
     let options = SessionOptions::from(&config.inference);
     let detect = Detect::new(backend.as_ref(), &model, &options, config.detect.clone())?;
     Ok((detect, backend.describe()))
