@@ -16,7 +16,7 @@ export FACESTREAM_MODELS_DIR := $(CURDIR)/$(CACHE)/models
 export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
-.PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-backends \
+.PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-identify bench-backends \
 	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz fuzz-api clean-cache
 
 setup: apt venv models fixtures build
@@ -59,6 +59,11 @@ test: setup
 # facestream and OpenCV's reference pipeline on the same LFW copy, one after the other.
 bench-lfw: setup
 	scripts/bench_verification.sh $(LFW)
+
+# Open-set 1:N on LFW by quality split (high/high, low/high, low/low), facestream beside
+# OpenCV's reference on the same images and low-quality copies.
+bench-identify: setup
+	scripts/bench_identify.sh $(LFW)
 
 # Inference speed per backend (every usable one in a build with tract too).
 bench-backends: setup build-tract

@@ -175,3 +175,77 @@ fn strangers_are_unknown_in_a_gallery_of_56_identities() {
     let _ = primary_face;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `eval lfw-identify`'s protocol end to end on real faces, in an LFW-style folder:
+/// Obama (3 photos) and Biden (his photo and its mirror image) enrolled from their first
+/// photo, Tom Hanks the stranger. Low-quality copies are written first and analysed too.
+#[test]
+fn identify_protocol_scores_three_quality_splits_on_real_faces() {
+    use facestream::eval::degrade::{write_copies, LowQuality};
+    use facestream::eval::identify::{evaluate, IdentifyInputs};
+
+    let dir = common::temp_dir("identify-protocol");
+    let (images, low_dir) = (dir.join("images"), dir.join("low"));
+    let put = |person: &str, n: u32, image: image::DynamicImage| {
+        let folder = images.join(person);
+        std::fs::create_dir_all(&folder).unwrap();
+        image
+            .save(folder.join(format!("{person}_{n:04}.jpg")))
+            .unwrap();
+    };
+    let open = |name: &str| image::open(common::fixture(name)).unwrap();
+    for (n, f) in ["obama.jpg", "obama2.jpg", "obama3.jpg"].iter().enumerate() {
+        put("Barack_Obama", n as u32 + 1, open(f));
+    }
+    put("Joe_Biden", 1, open("biden.jpg"));
+    put("Joe_Biden", 2, open("biden.jpg").fliph());
+    put(
+        "Tom_Hanks",
+        1,
+        image::DynamicImage::ImageRgb8(open("Tom_Hanks_54745.png").to_rgb8()),
+    );
+
+    let low = LowQuality {
+        scale: 0.5,
+        ..LowQuality::default()
+    };
+    assert_eq!(write_copies(&images, &low_dir, &low, |_, _| {}).unwrap(), 6);
+    let config = common::config();
+    let mut engine = FaceEngine::new(&config).unwrap();
+    let dump = dir.join("embeddings.jsonl");
+    let mut seen = 0;
+    let report = evaluate(
+        &mut engine,
+        &IdentifyInputs {
+            images: &images,
+            low_images: &low_dir,
+            low_quality: low,
+            max_people: None,
+            embeddings_out: Some(&dump),
+        },
+        &config.matching,
+        |done, _| seen = done,
+    )
+    .unwrap();
+    assert_eq!(seen, 12, "every photo twice: as it is and its low copy");
+    assert_eq!(report.gallery_identities, 2);
+    assert_eq!(std::fs::read_to_string(&dump).unwrap().lines().count(), 12);
+    assert_eq!(report.splits.len(), 3);
+    for (name, split) in &report.splits {
+        assert_eq!(
+            (split.mated_probes, split.non_mated_probes),
+            (3, 1),
+            "{name}"
+        );
+        assert_eq!(split.det.len(), 41, "{name}");
+    }
+    let hh = &report.splits["high_high"];
+    assert_eq!(
+        hh.rank1, 1.0,
+        "all three mated probes name the right person"
+    );
+    // One stranger, FPIR 1 %: the threshold is his own score and every mated probe beats it.
+    assert_eq!(hh.fnir_at_fpir_1e2, 0.0, "{hh:?}");
+    let op = hh.operating_point.as_ref().unwrap();
+    assert_eq!((op.tpir, op.wrong_identity_rate, op.fpir), (1.0, 0.0, 0.0));
+}

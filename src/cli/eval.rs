@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use facestream::config::Config;
 use facestream::engine::FaceEngine;
-use facestream::eval::{pairs as lfw, roc};
+use facestream::eval::degrade::LowQuality;
+use facestream::eval::identify::{IdentifyInputs, ReferenceReport, SplitReport, SPLITS};
+use facestream::eval::{det, pairs as lfw, roc};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Subcommand)]
@@ -15,7 +17,11 @@ pub enum EvalCommand {
     Lfw(LfwArgs),
     /// Open-set 1:N identification on an LFW-style folder: first photo of each person with
     /// several photos enrolled, the rest probe; single-photo people are the strangers.
+    /// Three splits by image quality (high/high, low probe/high gallery, low/low).
     LfwIdentify(IdentifyArgs),
+    /// Write low-quality copies of an image folder (downscaled, blurred, recompressed),
+    /// the probes of `lfw-identify`'s low splits, for facestream and the reference alike.
+    Degrade(DegradeArgs),
 }
 
 #[derive(clap::Args)]
@@ -23,18 +29,64 @@ pub struct IdentifyArgs {
     /// The image folder (`<Name>/<Name>_NNNN.jpg`).
     #[arg(long)]
     images: PathBuf,
+    /// The low-quality copies of the same images; written first when the folder is
+    /// missing or incomplete (see `eval degrade`).
+    #[arg(long)]
+    low_images: PathBuf,
+    #[command(flatten)]
+    low: LowQualityArgs,
     /// Use only the first N people (alphabetical), for quick runs.
     #[arg(long)]
     max_people: Option<usize>,
-    /// Downscale a deterministic share of the images by this factor (see `eval lfw`).
-    #[arg(long, value_parser = parse_scale)]
-    degrade_scale: Option<f32>,
-    /// Share of images to degrade when --degrade-scale is given.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
-    degrade_fraction: f64,
+    /// OpenCV's reference on the same images (`scripts/opencv_identify_reference.py
+    /// --report`): printed side by side and drawn dashed on the DET plot.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Also write every embedding (JSON lines) for offline analysis.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "eval-lfw-identify.json")]
     report: PathBuf,
+    /// Where to write the DET curves (SVG).
+    #[arg(long, default_value = "eval-lfw-identify-det.svg")]
+    det: PathBuf,
+}
+
+/// How the low-quality copies are made.
+#[derive(clap::Args)]
+pub struct LowQualityArgs {
+    /// Downscale factor.
+    #[arg(long, default_value_t = LowQuality::default().scale)]
+    low_scale: f32,
+    /// Gaussian blur sigma at the reduced size, in pixels.
+    #[arg(long, default_value_t = LowQuality::default().blur_sigma)]
+    low_blur: f32,
+    /// JPEG quality of the recompression.
+    #[arg(long, default_value_t = LowQuality::default().jpeg_quality)]
+    low_jpeg_quality: u8,
+}
+
+impl LowQualityArgs {
+    fn get(&self) -> LowQuality {
+        LowQuality {
+            scale: self.low_scale,
+            blur_sigma: self.low_blur,
+            jpeg_quality: self.low_jpeg_quality,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct DegradeArgs {
+    /// The image folder (`<Name>/<file>`).
+    #[arg(long)]
+    images: PathBuf,
+    /// Where to write the copies (same layout, plus `DEGRADE.json`).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    low: LowQualityArgs,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +136,11 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         EvalCommand::Lfw(args) => args,
         EvalCommand::LfwIdentify(args) => return identify(config, args),
+        EvalCommand::Degrade(args) => {
+            let written = degrade(&args.images, &args.out, &args.low.get())?;
+            println!("{written} copies written to {}", args.out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let mut config = config.clone();
     if let Some(t) = args.threads {
@@ -169,19 +226,58 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn degrade(
+    images: &std::path::Path,
+    out: &std::path::Path,
+    low: &LowQuality,
+) -> anyhow::Result<usize> {
+    let bar = images_bar();
+    let written = facestream::eval::degrade::write_copies(images, out, low, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(written)
+}
+
 fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
+    let low = args.low.get();
+    let reference: Option<ReferenceReport> = match &args.reference {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the reference report {}", path.display()))?;
+            let r: ReferenceReport = serde_json::from_str(&text)
+                .with_context(|| format!("parsing the reference report {}", path.display()))?;
+            anyhow::ensure!(
+                r.low_quality == low,
+                "the reference report {} was made on copies degraded with {:?}, not {:?}",
+                path.display(),
+                r.low_quality,
+                low
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    let written = degrade(&args.images, &args.low_images, &low)?;
+    if written > 0 {
+        println!(
+            "{written} low-quality copies written to {}",
+            args.low_images.display()
+        );
+    }
     let mut engine = FaceEngine::new(config)?;
     let bar = images_bar();
-    let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
-        fraction: args.degrade_fraction,
-        scale,
-    });
     let report = facestream::eval::identify::evaluate(
         &mut engine,
-        &args.images,
+        &IdentifyInputs {
+            images: &args.images,
+            low_images: &args.low_images,
+            low_quality: low,
+            max_people: args.max_people,
+            embeddings_out: args.embeddings.as_deref(),
+        },
         &config.matching,
-        degrade,
-        args.max_people,
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -190,29 +286,110 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     write_report(&args.report, &report)?;
     println!(
-        "gallery={} identities  threshold={} margin={}  detector_misses={}",
-        report.gallery_identities, report.threshold, report.margin, report.detector_misses
+        "gallery={} identities  model={}  backend={}",
+        report.gallery_identities, report.model, report.backend
     );
-    let line = |name: &str, r: &facestream::eval::identify::Rates| {
+    println!(
+        "low quality: scale {} blur {} jpeg {}  detector misses high={} low={}  seconds/image high={:.4} low={:.4}",
+        low.scale,
+        low.blur_sigma,
+        low.jpeg_quality,
+        report.detector_misses_high,
+        report.detector_misses_low,
+        report.seconds_per_image_high,
+        report.seconds_per_image_low
+    );
+    if let Some(r) = &reference {
         println!(
-            "{name:<6} mated={:>5} TPIR={:.2}% wrong-identity={:.2}%   non-mated={:>5} FPIR={:.2}%",
-            r.mated_probes,
-            r.tpir * 100.0,
-            r.wrong_identity_rate * 100.0,
-            r.non_mated_probes,
-            r.fpir * 100.0
-        )
-    };
-    line("all", &report.all);
-    for (k, r) in &report.by_probe_quality {
-        line(k, r);
+            "reference (OpenCV {}): detector misses high={} low={}  seconds/image={:.4}",
+            r.opencv_version, r.detector_misses_high, r.detector_misses_low, r.seconds_per_image
+        );
     }
-    println!("threshold sweep (margin {}):", report.margin);
-    for (t, r) in &report.threshold_sweep {
-        line(&format!("{t:.2}"), r);
+    let pct = |v: f64| format!("{:6.2}%", v * 100.0);
+    println!(
+        "{:<10} {:>6} {:>6} | {:>8} {:>9} {:>10} | {}",
+        "split",
+        "mated",
+        "non-m",
+        "rank-1",
+        "FNIR@1%",
+        "FNIR@0.1%",
+        if reference.is_some() {
+            "reference rank-1 FNIR@1% FNIR@0.1% | FNIR@1% difference"
+        } else {
+            "at match.threshold/margin: TPIR wrong FPIR"
+        }
+    );
+    let mut curves = Vec::new();
+    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c"];
+    for ((split, _, _), colour) in SPLITS.iter().zip(colours) {
+        let f = &report.splits[*split];
+        let tail = match reference.as_ref().and_then(|r| r.splits.get(*split)) {
+            Some(r) => {
+                curves.push(det::DetCurve {
+                    label: format!("{split} OpenCV reference"),
+                    points: &r.det,
+                    colour,
+                    dashed: true,
+                });
+                format!(
+                    "{} {} {} | {:+.2} pt",
+                    pct(r.rank1),
+                    pct(r.fnir_at_fpir_1e2),
+                    pct(r.fnir_at_fpir_1e3),
+                    (f.fnir_at_fpir_1e2 - r.fnir_at_fpir_1e2) * 100.0
+                )
+            }
+            None => operating(f),
+        };
+        curves.push(det::DetCurve {
+            label: format!("{split} facestream"),
+            points: &f.det,
+            colour,
+            dashed: false,
+        });
+        println!(
+            "{:<10} {:>6} {:>6} | {} {:>9} {:>10} | {tail}",
+            split,
+            f.mated_probes,
+            f.non_mated_probes,
+            pct(f.rank1),
+            pct(f.fnir_at_fpir_1e2),
+            pct(f.fnir_at_fpir_1e3)
+        );
     }
-    println!("report: {}", args.report.display());
+    if reference.is_some() {
+        println!(
+            "at match.threshold {} / margin {}:",
+            report.threshold, report.margin
+        );
+        for (split, _, _) in SPLITS {
+            println!("{split:<10} {}", operating(&report.splits[split]));
+        }
+    }
+    std::fs::write(
+        &args.det,
+        det::svg("LFW open-set identification: DET by quality split", &curves),
+    )
+    .with_context(|| format!("writing {}", args.det.display()))?;
+    println!(
+        "report: {}  det: {}",
+        args.report.display(),
+        args.det.display()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+fn operating(f: &SplitReport) -> String {
+    match &f.operating_point {
+        Some(o) => format!(
+            "TPIR {:.2}% wrong {:.2}% FPIR {:.2}%",
+            o.tpir * 100.0,
+            o.wrong_identity_rate * 100.0,
+            o.fpir * 100.0
+        ),
+        None => String::new(),
+    }
 }
 
 fn images_bar() -> ProgressBar {

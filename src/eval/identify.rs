@@ -1,80 +1,188 @@
-//! Open-set 1:N identification on an LFW-style folder (`<Name>/<Name>_NNNN.jpg`).
+//! Open-set 1:N identification on an LFW-style folder (`<Name>/<Name>_NNNN.jpg`), split by
+//! image quality.
 //!
-//! Gallery: the first photo of every person with at least two photos. Mated probes: their
-//! other photos (should match that person). Non-mated probes: every photo of the people
-//! with a single photo (not enrolled; should come out unknown). Decisions use the
-//! configured threshold and margin ([`crate::stages::matching`]), over the exact search
-//! index ([`crate::gallery::index`]). Results are split by probe quality class.
+//! Gallery: the first photo of every person with at least two photos (one template per
+//! identity). Mated probes: their other photos. Non-mated probes: every photo of the
+//! people with a single photo (not enrolled; they should come out unknown). On LFW that is
+//! 1,680 identities, 7,484 mated and 4,069 non-mated probes.
+//!
+//! Each image is analysed twice: as it is (*high*) and as its low-quality copy
+//! ([`super::degrade`]; downscaled, blurred, recompressed). Three splits:
+//! `high_high` (high probes against the high gallery), `low_high` (low probes, high
+//! gallery: a camera against enrolment photos) and `low_low` (both low). Per split:
+//! - **rank-1**: mated probes whose best identity is the right one (closed set);
+//! - **FNIR at FPIR x**: the threshold is set so that at most a share x of non-mated
+//!   probes score above it; FNIR is the share of mated probes *not* returned at rank 1
+//!   above it (the NIST FRVT definition, rank 1);
+//! - the DET curve (FNIR against FPIR), and the decisions at the configured
+//!   `match.threshold`/`match.margin` ([`crate::stages::matching`]).
+//!
+//! Search is exact over [`crate::gallery::index`], as in the service.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::pairs::{Degrade, ImageKey, LfwError};
+use super::degrade::LowQuality;
+use super::pairs::{centre_face, LfwError};
 use crate::engine::{FaceEngine, Timings};
 use crate::gallery::index::{Scan, SearchIndex};
 use crate::stages::matching::{decide, Decision, MatchConfig};
-use crate::stages::quality::QualityClass;
 
-/// Rates for one slice of probes.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Rates {
-    pub mated_probes: usize,
+/// The three splits, in report order: (name, probe variant, gallery variant).
+pub const SPLITS: [(&str, Variant, Variant); 3] = [
+    ("high_high", Variant::High, Variant::High),
+    ("low_high", Variant::Low, Variant::High),
+    ("low_low", Variant::Low, Variant::Low),
+];
+
+/// Which copy of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    High,
+    Low,
+}
+
+/// One search as the metrics need it: was the probe enrolled, did rank 1 name the right
+/// identity, and the rank-1 similarity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Search {
+    pub mated: bool,
+    pub correct: bool,
+    pub score: f32,
+}
+
+/// Decisions at the configured threshold and margin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OperatingPoint {
     /// Mated probes matched to the right person (true positive identification rate).
     pub tpir: f64,
     /// Mated probes matched to the wrong person.
     pub wrong_identity_rate: f64,
-    pub non_mated_probes: usize,
     /// Non-mated probes matched to anyone (false positive identification rate).
     pub fpir: f64,
+}
+
+/// Metrics of one split. The OpenCV reference script writes the same fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SplitReport {
+    pub mated_probes: usize,
+    pub non_mated_probes: usize,
+    pub rank1: f64,
+    pub fnir_at_fpir_1e2: f64,
+    pub fnir_at_fpir_1e3: f64,
+    /// Rank-1 similarity a probe must exceed for FPIR 1e-2 / 1e-3 on this split.
+    pub threshold_at_fpir_1e2: f32,
+    pub threshold_at_fpir_1e3: f32,
+    /// `(fpir, fnir)` points, FPIR from 1e-4 to 1.
+    pub det: Vec<(f64, f64)>,
+    /// At the configured `match.threshold`/`match.margin`; absent in the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPoint>,
 }
 
 /// The report of `facestream eval lfw-identify`.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdentifyReport {
     pub gallery_identities: usize,
+    pub model: String,
+    pub backend: String,
     pub threshold: f32,
     pub margin: f32,
-    pub all: Rates,
-    /// By the probe's quality class.
-    pub by_probe_quality: BTreeMap<String, Rates>,
-    pub degrade: Option<Degrade>,
-    pub detector_misses: usize,
-    /// The same probes at other thresholds (margin unchanged), to choose an operating point.
-    pub threshold_sweep: Vec<(f32, Rates)>,
+    pub low_quality: LowQuality,
+    pub low_images: PathBuf,
+    pub detector_misses_high: usize,
+    pub detector_misses_low: usize,
+    pub seconds_per_image_high: f64,
+    pub seconds_per_image_low: f64,
+    pub splits: BTreeMap<String, SplitReport>,
 }
 
-#[derive(Default)]
-struct Tally {
-    mated: usize,
-    correct: usize,
-    wrong: usize,
-    non_mated: usize,
-    false_matches: usize,
+/// Share of `hits` in `of`; NaN when `of` is 0.
+fn rate(hits: usize, of: usize) -> f64 {
+    if of == 0 {
+        f64::NAN
+    } else {
+        hits as f64 / of as f64
+    }
 }
 
-impl Tally {
-    fn rates(&self) -> Rates {
-        let rate = |a: usize, b: usize| {
-            if b == 0 {
-                f64::NAN
-            } else {
-                a as f64 / b as f64
-            }
-        };
-        Rates {
-            mated_probes: self.mated,
-            tpir: rate(self.correct, self.mated),
-            wrong_identity_rate: rate(self.wrong, self.mated),
-            non_mated_probes: self.non_mated,
-            fpir: rate(self.false_matches, self.non_mated),
+/// FNIR at the threshold that lets at most `fpir` of the non-mated probes through, and
+/// that threshold (a probe is accepted when its score is strictly above it).
+pub fn fnir_at_fpir(searches: &[Search], fpir: f64) -> (f64, f32) {
+    let mut non_mated: Vec<f32> = searches
+        .iter()
+        .filter(|s| !s.mated)
+        .map(|s| s.score)
+        .collect();
+    non_mated.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (fpir * non_mated.len() as f64).floor() as usize;
+    let threshold = non_mated.get(allowed).copied().unwrap_or(f32::NEG_INFINITY);
+    (fnir_above(searches, threshold), threshold)
+}
+
+fn fnir_above(searches: &[Search], threshold: f32) -> f64 {
+    let mated = searches.iter().filter(|s| s.mated);
+    let missed = mated
+        .clone()
+        .filter(|s| !(s.correct && s.score > threshold))
+        .count();
+    rate(missed, mated.count())
+}
+
+/// The split's metrics from its searches.
+pub fn split_metrics(searches: &[Search]) -> SplitReport {
+    let mated = searches.iter().filter(|s| s.mated).count();
+    let non_mated = searches.len() - mated;
+    let correct = searches.iter().filter(|s| s.mated && s.correct).count();
+    let (fnir_1e2, t_1e2) = fnir_at_fpir(searches, 1e-2);
+    let (fnir_1e3, t_1e3) = fnir_at_fpir(searches, 1e-3);
+    let det = (0..=40)
+        .map(|k| {
+            let target = 10f64.powf(-4.0 + 0.1 * f64::from(k));
+            let (fnir, threshold) = fnir_at_fpir(searches, target);
+            let through = searches
+                .iter()
+                .filter(|s| !s.mated && s.score > threshold)
+                .count();
+            (rate(through, non_mated), fnir)
+        })
+        .collect();
+    SplitReport {
+        mated_probes: mated,
+        non_mated_probes: non_mated,
+        rank1: rate(correct, mated),
+        fnir_at_fpir_1e2: fnir_1e2,
+        fnir_at_fpir_1e3: fnir_1e3,
+        threshold_at_fpir_1e2: t_1e2,
+        threshold_at_fpir_1e3: t_1e3,
+        det,
+        operating_point: None,
+    }
+}
+
+/// One photo of the protocol.
+struct Photo {
+    /// Index of the identity when the photo is in the gallery or a mated probe.
+    person: Option<usize>,
+    gallery: bool,
+    high: Vec<f32>,
+    low: Vec<f32>,
+}
+
+impl Photo {
+    fn embedding(&self, v: Variant) -> &[f32] {
+        match v {
+            Variant::High => &self.high,
+            Variant::Low => &self.low,
         }
     }
 }
 
-fn list_people(images: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, LfwError> {
+fn list_people(images: &Path) -> Result<Vec<(String, Vec<String>)>, LfwError> {
     let read = |p: &Path| {
         std::fs::read_dir(p).map_err(|source| LfwError::Read {
             path: p.to_path_buf(),
@@ -84,8 +192,11 @@ fn list_people(images: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, LfwError> {
     let mut people = Vec::new();
     for entry in read(images)?.flatten() {
         if entry.path().is_dir() {
-            let mut photos: Vec<PathBuf> =
-                read(&entry.path())?.flatten().map(|e| e.path()).collect();
+            let mut photos: Vec<String> = read(&entry.path())?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
             photos.sort();
             if !photos.is_empty() {
                 people.push((entry.file_name().to_string_lossy().into_owned(), photos));
@@ -96,126 +207,208 @@ fn list_people(images: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, LfwError> {
     Ok(people)
 }
 
-/// Run the protocol; `progress(done, total)` after each image.
+/// Where to read the images and what to write besides the report.
+pub struct IdentifyInputs<'a> {
+    pub images: &'a Path,
+    /// The low-quality copies ([`super::degrade::write_copies`]), same layout.
+    pub low_images: &'a Path,
+    pub low_quality: LowQuality,
+    pub max_people: Option<usize>,
+    /// Write every embedding here as JSON lines (`person`, `file`, `variant`, `quality`,
+    /// `embedding`) for offline analysis.
+    pub embeddings_out: Option<&'a Path>,
+}
+
+/// Run the protocol; `progress(done, total)` after each analysed image.
 pub fn evaluate(
     engine: &mut FaceEngine,
-    images: &Path,
+    inputs: &IdentifyInputs<'_>,
     matching: &MatchConfig,
-    degrade: Option<Degrade>,
-    max_people: Option<usize>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<IdentifyReport, LfwError> {
-    let mut people = list_people(images)?;
-    if let Some(n) = max_people {
+    let mut people = list_people(inputs.images)?;
+    if let Some(n) = inputs.max_people {
         people.truncate(n);
     }
-    let total: usize = people.iter().map(|(_, p)| p.len()).sum();
-    let mut done = 0;
-    let mut misses = 0;
-    let mut timings = Timings::default();
-    let mut embed = |engine: &mut FaceEngine,
-                     key: &ImageKey,
-                     path: &Path|
-     -> Result<(Vec<f32>, QualityClass), LfwError> {
-        let (face, _) =
-            super::pairs::centre_face(engine, path, key, degrade, &mut timings, &mut misses)?;
-        done += 1;
-        progress(done, total);
-        Ok((face.embedding, face.quality.class))
+    let total = 2 * people.iter().map(|(_, p)| p.len()).sum::<usize>();
+    let mut dump = match inputs.embeddings_out {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| LfwError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )),
+        None => None,
     };
-    let model = engine.model_id().to_string();
-    let mut index = SearchIndex::new(&model, 128);
-    let mut identity_of: BTreeMap<String, Uuid> = BTreeMap::new();
-    let mut probes: Vec<(Option<Uuid>, Vec<f32>, QualityClass)> = Vec::new();
-    for (name, photos) in &people {
-        let key = |i: usize| (name.clone(), i as u32 + 1);
-        if photos.len() >= 2 {
-            let id = Uuid::now_v7();
-            identity_of.insert(name.clone(), id);
-            let (e, _) = embed(engine, &key(0), &photos[0])?;
-            index
-                .insert(id, Uuid::now_v7(), &model, &e)
-                .map_err(|e| LfwError::Parse {
-                    path: photos[0].clone(),
-                    line: 0,
-                    message: e.to_string(),
-                })?;
-            for (i, p) in photos.iter().enumerate().skip(1) {
-                let (e, q) = embed(engine, &key(i), p)?;
-                probes.push((Some(id), e, q));
-            }
-        } else {
-            let (e, q) = embed(engine, &key(0), &photos[0])?;
-            probes.push((None, e, q));
-        }
-    }
-    let sweep_thresholds: Vec<f32> = (0..=8).map(|k| 0.30 + 0.05 * k as f32).collect();
-    let mut sweep: Vec<Tally> = sweep_thresholds.iter().map(|_| Tally::default()).collect();
-    let mut all = Tally::default();
-    let mut by_quality: BTreeMap<String, Tally> = BTreeMap::new();
-    for (truth, embedding, class) in &probes {
-        let hits = index
-            .search(embedding, 2, Scan::Exact)
-            .map_err(|e| LfwError::Parse {
-                path: images.to_path_buf(),
-                line: 0,
-                message: e.to_string(),
-            })?;
-        for (t, threshold) in sweep.iter_mut().zip(&sweep_thresholds) {
-            let config = MatchConfig {
-                threshold: *threshold,
-                ..matching.clone()
-            };
-            tally(t, truth, &decide(&hits, &config));
-        }
-        let decision = decide(&hits, matching);
-        let slice = by_quality
-            .entry(
-                if *class == QualityClass::High {
-                    "high"
-                } else {
-                    "low"
+    let mut done = 0;
+    let (mut misses, mut timings) = ([0usize; 2], [Timings::default(), Timings::default()]);
+    let mut photos = Vec::new();
+    let mut identities = 0;
+    for (name, files) in &people {
+        let enrolled = files.len() >= 2;
+        for (i, file) in files.iter().enumerate() {
+            let mut variant = |slot: usize, root: &Path| -> Result<Vec<f32>, LfwError> {
+                let path = root.join(name).join(file);
+                let key = (name.clone(), i as u32 + 1);
+                let (face, _) = centre_face(
+                    engine,
+                    &path,
+                    &key,
+                    None,
+                    &mut timings[slot],
+                    &mut misses[slot],
+                )?;
+                done += 1;
+                progress(done, total);
+                if let Some(out) = dump.as_mut() {
+                    let line = serde_json::json!({
+                        "person": name, "file": file,
+                        "variant": if slot == 0 { "high" } else { "low" },
+                        "quality": face.quality.score,
+                        "interocular_px": face.quality.measures.interocular_px,
+                        "embedding": face.embedding,
+                    });
+                    writeln!(out, "{line}").map_err(|source| LfwError::Read {
+                        path: PathBuf::from("embeddings dump"),
+                        source,
+                    })?;
                 }
-                .to_string(),
-            )
-            .or_default();
-        for t in [&mut all, slice] {
-            tally(t, truth, &decision);
+                Ok(face.embedding)
+            };
+            let high = variant(0, inputs.images)?;
+            let low = variant(1, inputs.low_images)?;
+            photos.push(Photo {
+                person: enrolled.then_some(identities),
+                gallery: enrolled && i == 0,
+                high,
+                low,
+            });
         }
+        identities += usize::from(enrolled);
     }
+    if let Some(mut out) = dump {
+        out.flush().map_err(|source| LfwError::Read {
+            path: PathBuf::from("embeddings dump"),
+            source,
+        })?;
+    }
+    let model = engine.model_id().to_string();
+    let index_err = |e: crate::gallery::GalleryError| LfwError::Parse {
+        path: inputs.images.to_path_buf(),
+        line: 0,
+        message: e.to_string(),
+    };
+    let ids: Vec<Uuid> = (0..identities).map(|_| Uuid::now_v7()).collect();
+    let mut splits = BTreeMap::new();
+    for (split, probe_variant, gallery_variant) in SPLITS {
+        let mut index = SearchIndex::new(&model, 128);
+        for p in photos.iter().filter(|p| p.gallery) {
+            let id = ids[p.person.expect("gallery photos are enrolled")];
+            index
+                .insert(id, Uuid::now_v7(), &model, p.embedding(gallery_variant))
+                .map_err(index_err)?;
+        }
+        let mut searches = Vec::new();
+        let (mut correct, mut wrong, mut false_matches) = (0, 0, 0);
+        for p in photos.iter().filter(|p| !p.gallery) {
+            let hits = index
+                .search(p.embedding(probe_variant), 2, Scan::Exact)
+                .map_err(index_err)?;
+            let truth = p.person.map(|k| ids[k]);
+            let best = hits.first().expect("the gallery is not empty");
+            searches.push(Search {
+                mated: truth.is_some(),
+                correct: truth == Some(best.identity),
+                score: best.score,
+            });
+            if let Decision::Match { identity, .. } = decide(&hits, matching) {
+                match truth {
+                    Some(t) if t == identity => correct += 1,
+                    Some(_) => wrong += 1,
+                    None => false_matches += 1,
+                }
+            }
+        }
+        let mut report = split_metrics(&searches);
+        report.operating_point = Some(OperatingPoint {
+            tpir: rate(correct, report.mated_probes),
+            wrong_identity_rate: rate(wrong, report.mated_probes),
+            fpir: rate(false_matches, report.non_mated_probes),
+        });
+        splits.insert(split.to_string(), report);
+    }
+    let per_image = |t: &Timings| t.total().as_secs_f64() / photos.len().max(1) as f64;
     Ok(IdentifyReport {
-        gallery_identities: identity_of.len(),
+        gallery_identities: identities,
+        model,
+        backend: engine.backend_description().to_string(),
         threshold: matching.threshold,
         margin: matching.margin,
-        all: all.rates(),
-        by_probe_quality: by_quality
-            .into_iter()
-            .map(|(k, v)| (k, v.rates()))
-            .collect(),
-        degrade,
-        detector_misses: misses,
-        threshold_sweep: sweep_thresholds
-            .into_iter()
-            .zip(sweep.iter().map(Tally::rates))
-            .collect(),
+        low_quality: inputs.low_quality,
+        low_images: inputs.low_images.to_path_buf(),
+        detector_misses_high: misses[0],
+        detector_misses_low: misses[1],
+        seconds_per_image_high: per_image(&timings[0]),
+        seconds_per_image_low: per_image(&timings[1]),
+        splits,
     })
 }
 
-fn tally(t: &mut Tally, truth: &Option<Uuid>, decision: &Decision) {
-    match (truth, decision) {
-        (Some(id), Decision::Match { identity, .. }) => {
-            t.mated += 1;
-            if identity == id {
-                t.correct += 1;
-            } else {
-                t.wrong += 1;
-            }
+/// What `scripts/opencv_identify_reference.py` writes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferenceReport {
+    pub splits: BTreeMap<String, SplitReport>,
+    pub detector_misses_high: usize,
+    pub detector_misses_low: usize,
+    pub seconds_per_image: f64,
+    pub low_quality: LowQuality,
+    #[serde(default)]
+    pub opencv_version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(mated: bool, correct: bool, score: f32) -> Search {
+        Search {
+            mated,
+            correct,
+            score,
         }
-        (Some(_), Decision::Unknown { .. }) => t.mated += 1,
-        (None, Decision::Match { .. }) => {
-            t.non_mated += 1;
-            t.false_matches += 1;
+    }
+
+    #[test]
+    fn fnir_at_fpir_sets_the_threshold_from_the_strangers() {
+        // 10 strangers scoring 0.1..1.0; 4 mated probes.
+        let mut v: Vec<Search> = (1..=10).map(|k| s(false, false, k as f32 / 10.0)).collect();
+        v.extend([
+            s(true, true, 0.95),  // right and above every stranger but one
+            s(true, true, 0.75),  // right, mid
+            s(true, false, 0.99), // wrong person at rank 1: always a miss
+            s(true, true, 0.05),  // right, below every stranger
+        ]);
+        // FPIR 0.1: one stranger may pass; threshold = the second highest (0.9).
+        let (fnir, t) = fnir_at_fpir(&v, 0.1);
+        assert_eq!(t, 0.9);
+        assert_eq!(fnir, 0.75);
+        // FPIR 0.3: three may pass; threshold 0.7.
+        let (fnir, t) = fnir_at_fpir(&v, 0.3);
+        assert_eq!(t, 0.7);
+        assert_eq!(fnir, 0.5);
+        // FPIR below 1/10: nobody may pass; threshold = the top stranger.
+        assert_eq!(fnir_at_fpir(&v, 0.05).1, 1.0);
+        let m = split_metrics(&v);
+        assert_eq!((m.mated_probes, m.non_mated_probes), (4, 10));
+        assert_eq!(m.rank1, 0.75);
+        // DET: FPIR never rises above its target, FNIR never rises with FPIR.
+        for w in m.det.windows(2) {
+            assert!(w[1].0 >= w[0].0 && w[1].1 <= w[0].1, "{:?}", m.det);
         }
-        (None, Decision::Unknown { .. }) => t.non_mated += 1,
+        assert_eq!(
+            m.det.last().unwrap().1,
+            0.25,
+            "at FPIR 1 only the wrong rank-1 misses"
+        );
     }
 }

@@ -126,7 +126,7 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
     s
 }
 
-fn escape(t: &str) -> String {
+pub(crate) fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
