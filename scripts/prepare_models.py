@@ -55,10 +55,15 @@ MODELS = {
         "input": "data",
         "input_size": [112, 112],
         "embedding_dim": 128,
+        # Open-set score calibration (src/stages/matching): mean and standard deviation of
+        # the cosine between good faces of different people, from LFW's 4,069 strangers
+        # against 1,680 enrolled photos (BENCHMARKS.md section 3).
+        "calibration": {"impostors": {"mean": 0.079, "std": 0.090},
+                        "fitted_on": "LFW (grayscale), eval lfw-identify high/high non-mated scores"},
     },
 }
 # Bump when the preparation changes, so existing caches are prepared again.
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 
 
 def sha256_file(path):
@@ -314,8 +319,9 @@ def main():
                 "folded_nodes": folded,
                 "max_abs_diff_vs_original": diff,
             }
-            if "embedding_dim" in spec:
-                entry["embedding_dim"] = spec["embedding_dim"]
+            for key in ("embedding_dim", "calibration"):
+                if key in spec:
+                    entry[key] = spec[key]
             manifest["models"][name] = entry
             print(f"models: {file}: folded {folded} constant nodes, max |diff| vs original = {diff}")
     with open(os.path.join(args.out, "manifest.json.tmp"), "w") as f:

@@ -43,7 +43,10 @@ fn run_backend(backend: &dyn Backend, batch: usize) -> Reference {
         backend,
         &store.model("sface").unwrap(),
         &options,
-        &EmbedConfig { batch_size: batch },
+        &EmbedConfig {
+            batch_size: batch,
+            flip_average: false,
+        },
     )
     .unwrap();
     let mut detections = Vec::new();
@@ -79,7 +82,10 @@ fn embed_crops(backend: &dyn Backend, crops: &[AlignedFace], batch: usize) -> Ve
         backend,
         &store.model("sface").unwrap(),
         &options,
-        &EmbedConfig { batch_size: batch },
+        &EmbedConfig {
+            batch_size: batch,
+            flip_average: false,
+        },
     )
     .unwrap();
     embed.embed(&crops.iter().collect::<Vec<_>>()).unwrap()

@@ -188,3 +188,33 @@ fn a_tampered_model_file_is_refused() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `embed.flip_average`: a face and its mirror image embed to the same vector (the
+/// average is symmetric), which differs from the plain embedding and still recognises.
+#[test]
+fn flip_averaging_is_mirror_invariant_and_still_recognises() {
+    let mut config = common::config();
+    config.embed.flip_average = true;
+    let mut flip = FaceEngine::new(&config).unwrap();
+    let mut plain = common::engine();
+    let face = main_face(&mut plain, "obama.jpg");
+    let mut mirrored = face.aligned.clone();
+    let side = 112;
+    for y in 0..side {
+        for x in 0..side {
+            let (a, b) = ((y * side + x) * 3, (y * side + side - 1 - x) * 3);
+            mirrored.rgb[a..a + 3].copy_from_slice(&face.aligned.rgb[b..b + 3]);
+        }
+    }
+    let e = flip.embed_crops(&[&face.aligned, &mirrored]).unwrap();
+    let norm: f32 = e[0].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "unit length: {norm}");
+    assert!(cosine(&e[0], &e[1]) > 0.9999, "{}", cosine(&e[0], &e[1]));
+    let alone = cosine(&e[0], &face.embedding);
+    assert!(
+        alone < 0.9999 && alone > 0.8,
+        "differs from the plain embedding: {alone}"
+    );
+    let other = main_face(&mut flip, "obama2.jpg");
+    assert!(cosine(&e[0], &other.embedding) > config.verify.threshold);
+}

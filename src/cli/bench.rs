@@ -164,7 +164,10 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
                     backend.as_ref(),
                     &sface,
                     &options,
-                    &EmbedConfig { batch_size: batch },
+                    &EmbedConfig {
+                        batch_size: batch,
+                        flip_average: false,
+                    },
                 )?;
                 let batch_crops: Vec<&AlignedFace> = crops.iter().cycle().take(batch).collect();
                 measure(budget, || {

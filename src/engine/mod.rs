@@ -96,6 +96,18 @@ impl FaceEngine {
         self.embed.model_id()
     }
 
+    /// `matching` with the embedding model's calibration (manifest) filled in.
+    pub fn calibrate(
+        &self,
+        matching: &crate::stages::matching::MatchConfig,
+    ) -> crate::stages::matching::MatchConfig {
+        let mut m = matching.clone();
+        if let Some(c) = self.embed.calibration() {
+            m.impostors = c.impostors;
+        }
+        m
+    }
+
     pub fn limits(&self) -> &imageio::LimitsConfig {
         &self.limits
     }

@@ -17,6 +17,9 @@
 //! - the DET curve (FNIR against FPIR), and the decisions at the configured
 //!   `match.threshold`/`match.margin` ([`crate::stages::matching`]).
 //!
+//! Scores are the service's decision score (calibrated against the gallery cohort,
+//! [`calibrated_score`]); the same metrics on the raw cosine are reported beside them.
+//!
 //! Search is exact over [`crate::gallery::index`], as in the service.
 
 use std::collections::BTreeMap;
@@ -30,7 +33,7 @@ use super::degrade::LowQuality;
 use super::pairs::{centre_face, LfwError};
 use crate::engine::{FaceEngine, Timings};
 use crate::gallery::index::{Scan, SearchIndex};
-use crate::stages::matching::{decide, Decision, MatchConfig};
+use crate::stages::matching::{calibrated_score, decide, Decision, MatchConfig};
 
 /// The three splits, in report order: (name, probe variant, gallery variant).
 pub const SPLITS: [(&str, Variant, Variant); 3] = [
@@ -98,7 +101,13 @@ pub struct IdentifyReport {
     pub detector_misses_low: usize,
     pub seconds_per_image_high: f64,
     pub seconds_per_image_low: f64,
+    /// `match.cohort` and the model's impostor scores: the calibration the decisions used.
+    pub cohort: usize,
+    pub impostors: crate::stages::matching::ImpostorModel,
+    /// On the score the service decides on (cohort-calibrated; raw when `match.cohort` is 0).
     pub splits: BTreeMap<String, SplitReport>,
+    /// The same searches ranked by the raw rank-1 cosine, for comparison.
+    pub splits_raw: BTreeMap<String, SplitReport>,
 }
 
 /// Share of `hits` in `of`; NaN when `of` is 0.
@@ -299,7 +308,8 @@ pub fn evaluate(
         message: e.to_string(),
     };
     let ids: Vec<Uuid> = (0..identities).map(|_| Uuid::now_v7()).collect();
-    let mut splits = BTreeMap::new();
+    let matching = engine.calibrate(matching);
+    let (mut splits, mut splits_raw) = (BTreeMap::new(), BTreeMap::new());
     for (split, probe_variant, gallery_variant) in SPLITS {
         let mut index = SearchIndex::new(&model, 128);
         for p in photos.iter().filter(|p| p.gallery) {
@@ -308,20 +318,28 @@ pub fn evaluate(
                 .insert(id, Uuid::now_v7(), &model, p.embedding(gallery_variant))
                 .map_err(index_err)?;
         }
-        let mut searches = Vec::new();
+        let (mut searches, mut raw) = (Vec::new(), Vec::new());
         let (mut correct, mut wrong, mut false_matches) = (0, 0, 0);
         for p in photos.iter().filter(|p| !p.gallery) {
             let hits = index
-                .search(p.embedding(probe_variant), 2, Scan::Exact)
+                .search(
+                    p.embedding(probe_variant),
+                    matching.hits_needed(2),
+                    Scan::Exact,
+                )
                 .map_err(index_err)?;
             let truth = p.person.map(|k| ids[k]);
             let best = hits.first().expect("the gallery is not empty");
-            searches.push(Search {
+            let search = |score| Search {
                 mated: truth.is_some(),
                 correct: truth == Some(best.identity),
-                score: best.score,
-            });
-            if let Decision::Match { identity, .. } = decide(&hits, matching) {
+                score,
+            };
+            raw.push(search(best.score));
+            searches.push(search(
+                calibrated_score(&hits, &matching, identities).expect("the gallery is not empty"),
+            ));
+            if let Decision::Match { identity, .. } = decide(&hits, &matching, identities) {
                 match truth {
                     Some(t) if t == identity => correct += 1,
                     Some(_) => wrong += 1,
@@ -336,6 +354,7 @@ pub fn evaluate(
             fpir: rate(false_matches, report.non_mated_probes),
         });
         splits.insert(split.to_string(), report);
+        splits_raw.insert(split.to_string(), split_metrics(&raw));
     }
     let per_image = |t: &Timings| t.total().as_secs_f64() / photos.len().max(1) as f64;
     Ok(IdentifyReport {
@@ -350,7 +369,10 @@ pub fn evaluate(
         detector_misses_low: misses[1],
         seconds_per_image_high: per_image(&timings[0]),
         seconds_per_image_low: per_image(&timings[1]),
+        cohort: matching.cohort,
+        impostors: matching.impostors,
         splits,
+        splits_raw,
     })
 }
 

@@ -87,7 +87,12 @@ pub struct Event {
     pub track_id: Option<String>,
     /// The recognised identity; null for unknown faces and camera events.
     pub identity: Option<EventIdentity>,
+    /// Raw cosine similarity to the identity (recognised) or the nearest one (unknown).
     pub similarity: Option<f32>,
+    /// The similarity calibrated against the gallery cohort: what `match.threshold` was
+    /// applied to (see `stages::matching`). Absent in events written before it existed.
+    #[serde(default)]
+    pub calibrated_similarity: Option<f32>,
     pub margin: Option<f32>,
     pub quality: Option<f32>,
     pub first_seen: Option<DateTime<Utc>>,
@@ -112,6 +117,7 @@ impl Event {
             track_id: None,
             identity: None,
             similarity: None,
+            calibrated_similarity: None,
             margin: None,
             quality: None,
             first_seen: None,

@@ -102,6 +102,11 @@ impl SearchIndex {
         self.template_ids.len()
     }
 
+    /// Identities with at least one template.
+    pub fn identities(&self) -> usize {
+        self.counts.iter().filter(|&&c| c > 0).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.template_ids.is_empty()
     }

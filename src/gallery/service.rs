@@ -244,6 +244,7 @@ impl GalleryService {
         verify_threshold: f32,
     ) -> Result<GalleryService, ServiceError> {
         let model = engine.model_id().to_string();
+        let matching = engine.calibrate(&matching);
         let limits = engine.limits().clone();
         let limits_capacity = limits.max_concurrent_decodes.max(1);
         let seen_version = store.external_version()?;
@@ -543,7 +544,7 @@ impl GalleryService {
         embedding: &[f32],
         top_k: usize,
     ) -> Result<(Decision, Vec<Candidate>), ServiceError> {
-        let hits: Vec<IdentityHit> = {
+        let (hits, identities): (Vec<IdentityHit>, usize) = {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
             let scan = if self.matching.compact {
                 Scan::Compact {
@@ -552,10 +553,13 @@ impl GalleryService {
             } else {
                 Scan::Exact
             };
-            // At least two identities, so the margin test always sees the runner-up.
-            index.search(embedding, top_k.max(2), scan)?
+            // The runner-up for the margin and the cohort for calibration too.
+            (
+                index.search(embedding, self.matching.hits_needed(top_k), scan)?,
+                index.identities(),
+            )
         };
-        let decision = decide(&hits, &self.matching);
+        let decision = decide(&hits, &self.matching, identities);
         let names = self.store.names(
             &hits
                 .iter()

@@ -47,9 +47,23 @@ pub struct ManifestEntry {
     pub input_size: [u32; 2],
     #[serde(default)]
     pub embedding_dim: Option<usize>,
+    /// Score calibration of an embedding model, fitted on data by the project.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     /// The same model in other formats, by kind (`tflite`), each with its own sha256.
     #[serde(default)]
     pub variants: BTreeMap<String, VariantEntry>,
+}
+
+/// How an embedding model's scores are calibrated for open-set decisions
+/// (`stages::matching`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Cosine similarity between good faces of different people.
+    pub impostors: crate::stages::matching::ImpostorModel,
+    /// What it was fitted on.
+    #[serde(default)]
+    pub fitted_on: String,
 }
 
 /// Another file of the same model (e.g. the TFLite conversion for LiteRT).

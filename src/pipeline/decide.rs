@@ -61,6 +61,7 @@ fn prune_states(states: &mut HashMap<u64, TrackState>, tracker: &Tracker) {
 struct Decided {
     identity: Option<EventIdentity>,
     similarity: Option<f32>,
+    calibrated: Option<f32>,
     margin: Option<f32>,
 }
 
@@ -246,6 +247,7 @@ impl DecideActor {
             Decision::Match {
                 identity,
                 score,
+                calibrated,
                 margin,
             } => Decided {
                 identity: Some(EventIdentity {
@@ -257,14 +259,16 @@ impl DecideActor {
                         .unwrap_or_default(),
                 }),
                 similarity: Some(score),
+                calibrated: Some(calibrated),
                 margin: Some(margin),
             },
-            Decision::Unknown { score, .. }
-                if last_chance || now_ms - track.first_seen_ms >= self.config.unknown_after_ms =>
-            {
+            Decision::Unknown {
+                score, calibrated, ..
+            } if last_chance || now_ms - track.first_seen_ms >= self.config.unknown_after_ms => {
                 Decided {
                     identity: None,
                     similarity: score,
+                    calibrated,
                     margin: None,
                 }
             }
@@ -307,6 +311,7 @@ impl DecideActor {
         event.track_id = Some(id.to_string());
         event.identity = decided.identity.clone();
         event.similarity = decided.similarity;
+        event.calibrated_similarity = decided.calibrated;
         event.margin = decided.margin;
         event.quality = Some(track.best_quality());
         event.first_seen = time(track.first_seen_ms);

@@ -18,6 +18,10 @@ pub struct EmbedConfig {
     /// Most faces per inference call. Larger batches raise throughput on multi-core CPUs
     /// and GPUs at the cost of latency; 1 gives the lowest single-face latency.
     pub batch_size: usize,
+    /// Test-time augmentation: embed each crop and its mirror image, average the two
+    /// normalised vectors and normalise again. Twice the embedding work per face.
+    #[serde(default)]
+    pub flip_average: bool,
 }
 
 impl EmbedConfig {
@@ -51,8 +55,10 @@ pub type Embedding = Vec<f32>;
 pub struct Embed {
     session: Box<dyn Session>,
     model_id: String,
+    calibration: Option<crate::models::Calibration>,
     dim: usize,
     batch_size: usize,
+    flip_average: bool,
     input: Vec<f32>,
 }
 
@@ -66,8 +72,10 @@ impl Embed {
         Ok(Embed {
             session: backend.load(model, options)?,
             model_id: model.id.clone(),
+            calibration: model.entry.calibration.clone(),
             dim: model.entry.embedding_dim.unwrap_or(128),
             batch_size: config.batch_size,
+            flip_average: config.flip_average,
             input: Vec::new(),
         })
     }
@@ -75,6 +83,11 @@ impl Embed {
     /// `name@version` of the model, stored with every embedding.
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// The model's score calibration from its manifest, when it has one.
+    pub fn calibration(&self) -> Option<&crate::models::Calibration> {
+        self.calibration.as_ref()
     }
 
     pub fn dim(&self) -> usize {
@@ -89,10 +102,16 @@ impl Embed {
     /// never recompiles, and [`Embed::warm_up`] can compile them all before the first
     /// camera frame. Rows are independent: padding changes no embedding.
     pub fn embed(&mut self, faces: &[&AlignedFace]) -> Result<Vec<Embedding>, EmbedError> {
+        let copies = if self.flip_average { 2 } else { 1 };
+        let per_call = (self.batch_size / copies).max(1);
         let mut out = Vec::with_capacity(faces.len());
-        for chunk in faces.chunks(self.batch_size) {
-            let n = padded_batch(chunk.len(), self.batch_size);
+        for chunk in faces.chunks(per_call) {
+            let rows = chunk.len() * copies;
+            let n = padded_batch(rows, self.batch_size.max(rows));
             pack_rgb_planar(chunk, &mut self.input);
+            if self.flip_average {
+                append_mirrored(chunk, &mut self.input);
+            }
             self.input.resize(n * 3 * CROP * CROP, 0.0);
             let shape = [n, 3, CROP, CROP];
             let outputs = self.session.run(&shape, &self.input)?;
@@ -104,11 +123,20 @@ impl Embed {
                     dim: self.dim,
                 });
             }
-            out.extend(
-                data.chunks_exact(self.dim)
-                    .take(chunk.len())
-                    .map(l2_normalised),
-            );
+            let rows: Vec<Embedding> = data
+                .chunks_exact(self.dim)
+                .take(rows)
+                .map(l2_normalised)
+                .collect();
+            if self.flip_average {
+                let (plain, mirrored) = rows.split_at(chunk.len());
+                out.extend(plain.iter().zip(mirrored).map(|(a, b)| {
+                    let sum: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+                    l2_normalised(&sum)
+                }));
+            } else {
+                out.extend(rows);
+            }
         }
         Ok(out)
     }
@@ -150,6 +178,23 @@ pub fn pack_rgb_planar(faces: &[&AlignedFace], out: &mut Vec<f32>) {
     }
 }
 
+/// Append the crops' mirror images (left-right) to a tensor packed by [`pack_rgb_planar`].
+pub fn append_mirrored(faces: &[&AlignedFace], out: &mut Vec<f32>) {
+    let plane = CROP * CROP;
+    let start = out.len();
+    out.resize(start + faces.len() * 3 * plane, 0.0);
+    for (n, face) in faces.iter().enumerate() {
+        let base = start + n * 3 * plane;
+        for (i, px) in face.rgb.chunks_exact(3).enumerate() {
+            let (y, x) = (i / CROP, i % CROP);
+            let j = y * CROP + (CROP - 1 - x);
+            out[base + j] = px[0] as f32;
+            out[base + plane + j] = px[1] as f32;
+            out[base + 2 * plane + j] = px[2] as f32;
+        }
+    }
+}
+
 /// `v / |v|`; a zero vector stays zero.
 pub fn l2_normalised(v: &[f32]) -> Embedding {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -167,6 +212,30 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mirrored_rows_follow_the_plain_ones_flipped_left_to_right() {
+        use super::{append_mirrored, pack_rgb_planar, AlignedFace, CROP};
+        let mut face = AlignedFace::blank();
+        // A distinct value per pixel and channel.
+        for (i, v) in face.rgb.iter_mut().enumerate() {
+            *v = (i % 251) as u8;
+        }
+        let mut t = Vec::new();
+        pack_rgb_planar(&[&face], &mut t);
+        append_mirrored(&[&face], &mut t);
+        let plane = CROP * CROP;
+        assert_eq!(t.len(), 2 * 3 * plane);
+        for c in 0..3 {
+            for y in [0, 57, CROP - 1] {
+                for x in [0, 3, CROP - 1] {
+                    let plain = t[c * plane + y * CROP + x];
+                    let mirrored = t[3 * plane + c * plane + y * CROP + (CROP - 1 - x)];
+                    assert_eq!(plain, mirrored, "channel {c} at ({x}, {y})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn batches_run_at_powers_of_two_up_to_the_configured_size() {

@@ -4,12 +4,26 @@
 //! decides whether the best one is *this* person or whether the face is unknown. Both must
 //! hold for a match:
 //!
-//! - the best score is at least `match.threshold` (a stranger is far from everyone), and
+//! - the best score, **calibrated against the gallery cohort**, is at least
+//!   `match.threshold` (a stranger is far from everyone), and
 //! - it beats the second-best **identity** by at least `match.margin` (a face equally close
 //!   to two enrolled people is not confidently either).
 //!
 //! Otherwise the result is unknown, with the reason, so an operator can tell "no one like
 //! this enrolled" from "looks like two people".
+//!
+//! **Cohort calibration.** A poor face (small, blurred, compressed) is more similar to
+//! *everyone*: its impostor scores rise, so one raw threshold lets strangers through on low
+//! quality while it holds on good faces. The probe's own scores against the other enrolled
+//! identities measure that directly. The calibrated score is the best cosine minus how far
+//! the mean of the next `match.cohort` identities' cosines lies above what it is for a good
+//! face in a gallery of this size: the expected mean of the top k of n − 1 impostor scores,
+//! from the model's impostor score distribution (mean and spread, in the model manifest;
+//! a normal model, whose order statistics match LFW's measured ones within 0.01 from 21 to
+//! 1,680 identities). For a good face it equals the raw cosine, so `match.threshold` keeps
+//! its meaning at every gallery size; a gallery of one decides on the raw cosine. On LFW
+//! (BENCHMARKS.md §3) it holds the false-positive rate on low-quality faces near the one
+//! on good faces (0.61 % where the raw score let 3.69 % through).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,6 +46,108 @@ pub struct MatchConfig {
     /// Search the int8 form with exact re-ranking (4× less memory traffic) instead of
     /// scanning every f32 template.
     pub compact: bool,
+    /// Identities after the best whose mean score calibrates it (0 = decide on the raw
+    /// cosine). See the module documentation.
+    #[serde(default = "default_cohort")]
+    pub cohort: usize,
+    /// The model's impostor score distribution; set from the model manifest's
+    /// `calibration` when the engine loads (not a setting).
+    #[serde(skip, default)]
+    pub impostors: ImpostorModel,
+}
+
+fn default_cohort() -> usize {
+    20
+}
+
+/// Cosine similarity between faces of different people, for good faces of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImpostorModel {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Default for ImpostorModel {
+    /// SFace 2021dec on LFW (BENCHMARKS.md §3), for a manifest without calibration.
+    fn default() -> Self {
+        ImpostorModel {
+            mean: 0.079,
+            std: 0.090,
+        }
+    }
+}
+
+impl ImpostorModel {
+    /// Expected mean of the `k` highest of `n` impostor scores (Blom's approximation of
+    /// normal order statistics).
+    pub fn expected_top_mean(&self, k: usize, n: usize) -> f32 {
+        let k = k.min(n);
+        if k == 0 {
+            return self.mean;
+        }
+        let nf = n as f64;
+        let sum: f64 = (1..=k)
+            .map(|i| probit((nf - i as f64 + 1.0 - 0.375) / (nf + 0.25)))
+            .sum();
+        self.mean + self.std * (sum / k as f64) as f32
+    }
+}
+
+/// The standard normal quantile function (Acklam's rational approximation, relative error
+/// below 1.2e-9).
+fn probit(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e+01,
+        2.209460984245205e+02,
+        -2.759285104469687e+02,
+        1.383_577_518_672_69e+02,
+        -3.066479806614716e+01,
+        2.506628277459239e+00,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e+01,
+        1.615858368580409e+02,
+        -1.556989798598866e+02,
+        6.680131188771972e+01,
+        -1.328068155288572e+01,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e+00,
+        -2.549732539343734e+00,
+        4.374664141464968e+00,
+        2.938163982698783e+00,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-03,
+        3.224671290700398e-01,
+        2.445134137142996e+00,
+        3.754408661907416e+00,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+impl MatchConfig {
+    /// How many identities a search must return for [`decide`]: the best, the runner-up
+    /// for the margin, and the cohort.
+    pub fn hits_needed(&self, top_k: usize) -> usize {
+        top_k.max(2).max(self.cohort + 1)
+    }
 }
 
 impl MatchConfig {
@@ -46,6 +162,12 @@ impl MatchConfig {
             problems.push(format!(
                 "match.margin = {} must be within [0, 2]",
                 self.margin
+            ));
+        }
+        if self.cohort > 1000 {
+            problems.push(format!(
+                "match.cohort = {} must be within [0, 1000]",
+                self.cohort
             ));
         }
         if !(1..=1000).contains(&self.top_k) {
@@ -72,7 +194,10 @@ pub enum UnknownReason {
 pub enum Decision {
     Match {
         identity: Uuid,
+        /// Raw cosine similarity to the identity.
         score: f32,
+        /// The score the threshold was applied to (cohort-calibrated; see the module doc).
+        calibrated: f32,
         /// Lead over the second-best identity (the score itself when there is none).
         margin: f32,
     },
@@ -81,16 +206,45 @@ pub enum Decision {
         /// The nearest identity and its score, for review.
         nearest: Option<Uuid>,
         score: Option<f32>,
+        calibrated: Option<f32>,
     },
 }
 
-/// Apply threshold and margin to search hits (best first).
-pub fn decide(hits: &[IdentityHit], config: &MatchConfig) -> Decision {
-    let Some(best) = hits.first() else {
+/// The best hit's score calibrated against the cohort of the next `config.cohort`
+/// identities, in a gallery of `identities` (see the module documentation); the raw score
+/// when the cohort is off or the gallery holds one identity. `hits` are best first.
+pub fn calibrated_score(
+    hits: &[IdentityHit],
+    config: &MatchConfig,
+    identities: usize,
+) -> Option<f32> {
+    let best = hits.first()?.score;
+    let cohort: Vec<f32> = hits
+        .iter()
+        .skip(1)
+        .take(config.cohort)
+        .map(|h| h.score)
+        .collect();
+    if cohort.is_empty() {
+        return Some(best);
+    }
+    let mean = cohort.iter().sum::<f32>() / cohort.len() as f32;
+    let expected = config
+        .impostors
+        .expected_top_mean(cohort.len(), identities.saturating_sub(1).max(cohort.len()));
+    Some(best - (mean - expected))
+}
+
+/// Apply threshold (to the calibrated score) and margin to search hits (best first) from a
+/// gallery of `identities`.
+pub fn decide(hits: &[IdentityHit], config: &MatchConfig, identities: usize) -> Decision {
+    let (Some(best), Some(calibrated)) = (hits.first(), calibrated_score(hits, config, identities))
+    else {
         return Decision::Unknown {
             reason: UnknownReason::EmptyGallery,
             nearest: None,
             score: None,
+            calibrated: None,
         };
     };
     let margin = best.score - hits.get(1).map_or(0.0, |h| h.score.max(0.0));
@@ -98,8 +252,9 @@ pub fn decide(hits: &[IdentityHit], config: &MatchConfig) -> Decision {
         reason,
         nearest: Some(best.identity),
         score: Some(best.score),
+        calibrated: Some(calibrated),
     };
-    if best.score < config.threshold {
+    if calibrated < config.threshold {
         unknown(UnknownReason::BelowThreshold)
     } else if margin < config.margin {
         unknown(UnknownReason::AmbiguousMargin)
@@ -107,6 +262,7 @@ pub fn decide(hits: &[IdentityHit], config: &MatchConfig) -> Decision {
         Decision::Match {
             identity: best.identity,
             score: best.score,
+            calibrated,
             margin,
         }
     }
@@ -130,6 +286,8 @@ mod tests {
             margin: 0.05,
             top_k: 5,
             compact: true,
+            cohort: 0,
+            impostors: ImpostorModel::default(),
         }
     }
 
@@ -137,27 +295,93 @@ mod tests {
     fn threshold_and_margin_both_gate_a_match() {
         let (a, b) = (hit(0.7), hit(0.3));
         assert!(
-            matches!(decide(&[a.clone(), b], &cfg()), Decision::Match { margin, .. } if (margin - 0.4).abs() < 1e-6)
+            matches!(decide(&[a.clone(), b], &cfg(), 2), Decision::Match { margin, .. } if (margin - 0.4).abs() < 1e-6)
         );
         assert!(matches!(
-            decide(&[hit(0.39)], &cfg()),
+            decide(&[hit(0.39)], &cfg(), 1),
             Decision::Unknown {
                 reason: UnknownReason::BelowThreshold,
                 ..
             }
         ));
-        let close = decide(&[hit(0.62), hit(0.60)], &cfg());
+        let close = decide(&[hit(0.62), hit(0.60)], &cfg(), 2);
         assert!(
             matches!(close, Decision::Unknown { reason: UnknownReason::AmbiguousMargin, score: Some(s), .. } if s == 0.62)
         );
         assert!(matches!(
-            decide(&[], &cfg()),
+            decide(&[], &cfg(), 0),
             Decision::Unknown {
                 reason: UnknownReason::EmptyGallery,
                 ..
             }
         ));
         // A lone identity: margin is its score.
-        assert!(matches!(decide(&[a], &cfg()), Decision::Match { .. }));
+        assert!(matches!(decide(&[a], &cfg(), 1), Decision::Match { .. }));
+    }
+
+    #[test]
+    fn expected_top_scores_follow_normal_order_statistics() {
+        assert!((probit(0.975) - 1.959964).abs() < 1e-5);
+        assert!((probit(0.5)).abs() < 1e-9);
+        assert!((probit(0.001) + 3.090232).abs() < 1e-5);
+        let m = ImpostorModel::default();
+        // LFW's measured medians of the top-20 mean (BENCHMARKS.md §3): 0.071 with 21
+        // identities, 0.227 with 200, 0.304 with 1,680.
+        for (n, measured) in [(20, 0.071), (199, 0.227), (1679, 0.304)] {
+            let e = m.expected_top_mean(20, n);
+            assert!((e - measured).abs() < 0.012, "n={n}: {e} vs {measured}");
+        }
+        assert!(m.expected_top_mean(20, 5000) > m.expected_top_mean(20, 1000));
+    }
+
+    #[test]
+    fn the_cohort_calibrates_the_threshold_at_every_gallery_size() {
+        let config = MatchConfig { cohort: 4, ..cfg() };
+        let scores = |v: &[f32]| v.iter().map(|&s| hit(s)).collect::<Vec<_>>();
+        let expected = config.impostors.expected_top_mean(4, 4);
+        // A poor face close to everyone: its cohort sits 0.3 above a good face's.
+        let poor = scores(&[
+            0.6,
+            expected + 0.3,
+            expected + 0.3,
+            expected + 0.3,
+            expected + 0.3,
+        ]);
+        let c = calibrated_score(&poor, &config, 5).unwrap();
+        assert!((c - 0.3).abs() < 1e-5, "{c}");
+        assert!(matches!(
+            decide(&poor, &MatchConfig { threshold: 0.5, margin: 0.0, ..config.clone() }, 5),
+            Decision::Unknown { reason: UnknownReason::BelowThreshold, calibrated: Some(x), .. } if (x - 0.3).abs() < 1e-5
+        ));
+        // The same raw score from a clear face (cohort as expected) stays and matches.
+        let clear = scores(&[0.6, expected, expected, expected, expected]);
+        assert!(matches!(
+            decide(&clear, &MatchConfig { threshold: 0.5, ..config.clone() }, 5),
+            Decision::Match { calibrated, .. } if (calibrated - 0.6).abs() < 1e-5
+        ));
+        // A larger gallery expects a higher cohort: the same cohort is then "clearer".
+        assert!(calibrated_score(&poor, &config, 2000).unwrap() > c + 0.2);
+        // One enrolled identity, or the cohort off: the raw score.
+        assert_eq!(calibrated_score(&scores(&[0.52]), &config, 1), Some(0.52));
+        assert_eq!(
+            calibrated_score(
+                &poor,
+                &MatchConfig {
+                    cohort: 0,
+                    ..config.clone()
+                },
+                5
+            ),
+            Some(0.6)
+        );
+        assert_eq!(config.hits_needed(5), 5);
+        assert_eq!(
+            MatchConfig {
+                cohort: 20,
+                ..config
+            }
+            .hits_needed(5),
+            21
+        );
     }
 }
