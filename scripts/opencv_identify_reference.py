@@ -114,7 +114,7 @@ def main():
         splits[split] = split_metrics(ok[mated], top[mated], top[~mated])
     report = dict(splits=splits, detector_misses_high=misses['high'], detector_misses_low=misses['low'],
                   seconds_per_image=busy / max(count, 1), low_quality=low_quality,
-                  opencv_version=cv2.__version__, threads=a.threads)
+                  opencv_version=cv2.__version__, threads=a.threads, max_people=a.max_people)
     json.dump(report, open(a.report, 'w'), indent=1)
     print(f"gallery={identities} identities  detector misses high={misses['high']} low={misses['low']}  "
           f"seconds/image={busy / max(count, 1):.4f} (OpenCV {cv2.__version__})")

@@ -249,6 +249,13 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
             let r: ReferenceReport = serde_json::from_str(&text)
                 .with_context(|| format!("parsing the reference report {}", path.display()))?;
             anyhow::ensure!(
+                r.max_people == args.max_people.unwrap_or(0),
+                "the reference report {} covers --max-people {} (0: all), this run {}: rerun one of them",
+                path.display(),
+                r.max_people,
+                args.max_people.unwrap_or(0)
+            );
+            anyhow::ensure!(
                 r.low_quality == low,
                 "the reference report {} was made on copies degraded with {:?}, not {:?}",
                 path.display(),
@@ -320,6 +327,16 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
             "at match.threshold/margin: TPIR wrong FPIR"
         }
     );
+    if let Some(r) = &reference {
+        for (split, _, _) in SPLITS {
+            let (ours, theirs) = (&report.splits[split], r.splits.get(split));
+            anyhow::ensure!(
+                theirs.is_some_and(|t| (t.mated_probes, t.non_mated_probes)
+                    == (ours.mated_probes, ours.non_mated_probes)),
+                "the reference report's {split} split has other probes than this run: not the same protocol"
+            );
+        }
+    }
     let mut curves = Vec::new();
     let colours = ["#1f77b4", "#ff7f0e", "#2ca02c"];
     for ((split, _, _), colour) in SPLITS.iter().zip(colours) {
@@ -350,6 +367,22 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         });
         println!(
             "{:<10} {:>6} {:>6} | {} {:>9} {:>10} | {tail}",
+            split,
+            f.mated_probes,
+            f.non_mated_probes,
+            pct(f.rank1),
+            pct(f.fnir_at_fpir_1e2),
+            pct(f.fnir_at_fpir_1e3)
+        );
+    }
+    println!(
+        "the same searches on the raw cosine (above: calibrated, match.cohort {}, impostor scores mean {} std {}):",
+        report.cohort, report.impostors.mean, report.impostors.std
+    );
+    for (split, _, _) in SPLITS {
+        let f = &report.splits_raw[split];
+        println!(
+            "{:<10} {:>6} {:>6} | {} {:>9} {:>10} |",
             split,
             f.mated_probes,
             f.non_mated_probes,

@@ -384,6 +384,9 @@ pub struct ReferenceReport {
     pub detector_misses_low: usize,
     pub seconds_per_image: f64,
     pub low_quality: LowQuality,
+    /// `--max-people` of the reference run (0: everyone).
+    #[serde(default)]
+    pub max_people: usize,
     #[serde(default)]
     pub opencv_version: String,
 }

@@ -21,7 +21,8 @@
 //! from the model's impostor score distribution (mean and spread, in the model manifest;
 //! a normal model, whose order statistics match LFW's measured ones within 0.01 from 21 to
 //! 1,680 identities). For a good face it equals the raw cosine, so `match.threshold` keeps
-//! its meaning at every gallery size; a gallery of one decides on the raw cosine. On LFW
+//! its meaning at every gallery size; a gallery of fewer than [`MIN_COHORT`] + 1 identities
+//! decides on the raw cosine (a cohort of a few is too noisy to correct by). On LFW
 //! (BENCHMARKS.md §3) it holds the false-positive rate on low-quality faces near the one
 //! on good faces (0.61 % where the raw score let 3.69 % through).
 
@@ -210,9 +211,14 @@ pub enum Decision {
     },
 }
 
+/// Fewest identities a cohort needs: the mean of fewer scores is itself too noisy (one
+/// other identity alone moves a good face's score by ±0.09, the spread of impostor scores),
+/// so a smaller gallery decides on the raw cosine.
+pub const MIN_COHORT: usize = 10;
+
 /// The best hit's score calibrated against the cohort of the next `config.cohort`
 /// identities, in a gallery of `identities` (see the module documentation); the raw score
-/// when the cohort is off or the gallery holds one identity. `hits` are best first.
+/// when the cohort is off or smaller than [`MIN_COHORT`]. `hits` are best first.
 pub fn calibrated_score(
     hits: &[IdentityHit],
     config: &MatchConfig,
@@ -225,7 +231,7 @@ pub fn calibrated_score(
         .take(config.cohort)
         .map(|h| h.score)
         .collect();
-    if cohort.is_empty() {
+    if cohort.len() < MIN_COHORT {
         return Some(best);
     }
     let mean = cohort.iter().sum::<f32>() / cohort.len() as f32;
@@ -336,52 +342,47 @@ mod tests {
 
     #[test]
     fn the_cohort_calibrates_the_threshold_at_every_gallery_size() {
-        let config = MatchConfig { cohort: 4, ..cfg() };
-        let scores = |v: &[f32]| v.iter().map(|&s| hit(s)).collect::<Vec<_>>();
-        let expected = config.impostors.expected_top_mean(4, 4);
+        let config = MatchConfig {
+            cohort: 10,
+            ..cfg()
+        };
+        let with_cohort = |best: f32, other: f32, k: usize| {
+            let mut v = vec![hit(best)];
+            v.extend((0..k).map(|_| hit(other)));
+            v
+        };
+        let strict = MatchConfig {
+            threshold: 0.5,
+            margin: 0.0,
+            ..config.clone()
+        };
+        let expected = config.impostors.expected_top_mean(10, 10);
         // A poor face close to everyone: its cohort sits 0.3 above a good face's.
-        let poor = scores(&[
-            0.6,
-            expected + 0.3,
-            expected + 0.3,
-            expected + 0.3,
-            expected + 0.3,
-        ]);
-        let c = calibrated_score(&poor, &config, 5).unwrap();
+        let poor = with_cohort(0.6, expected + 0.3, 10);
+        let c = calibrated_score(&poor, &config, 11).unwrap();
         assert!((c - 0.3).abs() < 1e-5, "{c}");
         assert!(matches!(
-            decide(&poor, &MatchConfig { threshold: 0.5, margin: 0.0, ..config.clone() }, 5),
+            decide(&poor, &strict, 11),
             Decision::Unknown { reason: UnknownReason::BelowThreshold, calibrated: Some(x), .. } if (x - 0.3).abs() < 1e-5
         ));
         // The same raw score from a clear face (cohort as expected) stays and matches.
-        let clear = scores(&[0.6, expected, expected, expected, expected]);
+        let clear = with_cohort(0.6, expected, 10);
         assert!(matches!(
-            decide(&clear, &MatchConfig { threshold: 0.5, ..config.clone() }, 5),
+            decide(&clear, &strict, 11),
             Decision::Match { calibrated, .. } if (calibrated - 0.6).abs() < 1e-5
         ));
         // A larger gallery expects a higher cohort: the same cohort is then "clearer".
         assert!(calibrated_score(&poor, &config, 2000).unwrap() > c + 0.2);
-        // One enrolled identity, or the cohort off: the raw score.
-        assert_eq!(calibrated_score(&scores(&[0.52]), &config, 1), Some(0.52));
-        assert_eq!(
-            calibrated_score(
-                &poor,
-                &MatchConfig {
-                    cohort: 0,
-                    ..config.clone()
-                },
-                5
-            ),
-            Some(0.6)
-        );
-        assert_eq!(config.hits_needed(5), 5);
-        assert_eq!(
-            MatchConfig {
-                cohort: 20,
-                ..config
-            }
-            .hits_needed(5),
-            21
-        );
+        // Fewer than MIN_COHORT others, or the cohort off: the raw score.
+        let small = with_cohort(0.6, 0.5, MIN_COHORT - 1);
+        assert_eq!(calibrated_score(&small, &config, MIN_COHORT), Some(0.6));
+        assert_eq!(calibrated_score(&[hit(0.52)], &config, 1), Some(0.52));
+        let off = MatchConfig {
+            cohort: 0,
+            ..config.clone()
+        };
+        assert_eq!(calibrated_score(&poor, &off, 11), Some(0.6));
+        assert_eq!(config.hits_needed(5), 11);
+        assert_eq!(off.hits_needed(5), 5);
     }
 }
