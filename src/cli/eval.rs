@@ -365,31 +365,14 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
             colour,
             dashed: false,
         });
-        println!(
-            "{:<10} {:>6} {:>6} | {} {:>9} {:>10} | {tail}",
-            split,
-            f.mated_probes,
-            f.non_mated_probes,
-            pct(f.rank1),
-            pct(f.fnir_at_fpir_1e2),
-            pct(f.fnir_at_fpir_1e3)
-        );
+        println!("{} | {tail}", split_row(split, f));
     }
     println!(
         "the same searches on the raw cosine (above: calibrated, match.cohort {}, impostor scores mean {} std {}):",
         report.cohort, report.impostors.mean, report.impostors.std
     );
     for (split, _, _) in SPLITS {
-        let f = &report.splits_raw[split];
-        println!(
-            "{:<10} {:>6} {:>6} | {} {:>9} {:>10} |",
-            split,
-            f.mated_probes,
-            f.non_mated_probes,
-            pct(f.rank1),
-            pct(f.fnir_at_fpir_1e2),
-            pct(f.fnir_at_fpir_1e3)
-        );
+        println!("{} |", split_row(split, &report.splits_raw[split]));
     }
     if reference.is_some() {
         println!(
@@ -411,6 +394,20 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         args.det.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `split  mated  non-mated | rank-1  FNIR@1%  FNIR@0.1%`.
+fn split_row(split: &str, f: &SplitReport) -> String {
+    let pct = |v: f64| format!("{:6.2}%", v * 100.0);
+    format!(
+        "{:<10} {:>6} {:>6} | {} {:>9} {:>10}",
+        split,
+        f.mated_probes,
+        f.non_mated_probes,
+        pct(f.rank1),
+        pct(f.fnir_at_fpir_1e2),
+        pct(f.fnir_at_fpir_1e3)
+    )
 }
 
 fn operating(f: &SplitReport) -> String {

@@ -18,22 +18,12 @@ const FNIR_MIN: f64 = 1e-3;
 /// Render the curves; points with FPIR below 1e-4 or FNIR below 1e-3 are clamped to the
 /// frame.
 pub fn svg(title: &str, curves: &[DetCurve<'_>]) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 480.0, 70.0, 20.0, 40.0, 60.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
+    let frame = super::roc::Frame::standard();
+    let (left, top, pw, ph) = (frame.left, frame.top, frame.pw, frame.ph);
     let x = |v: f64| left + (1.0 - v.max(FPIR_MIN).log10() / FPIR_MIN.log10()) * pw;
     let y = |v: f64| top + (v.max(FNIR_MIN).log10() / FNIR_MIN.log10()) * ph;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        w / 2.0,
-        super::roc::escape(title)
-    );
+    frame.open(&mut s, title);
     for d in 0..=4 {
         let gx = x(10f64.powi(-d));
         let _ = writeln!(
@@ -53,20 +43,10 @@ pub fn svg(title: &str, curves: &[DetCurve<'_>]) -> String {
             gy + 4.0
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">false positive identification rate (strangers matched; log)</text>"#,
-        left + pw / 2.0,
-        h - 14.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">false negative identification rate (log)</text>"#,
-        top + ph / 2.0
+    frame.axes(
+        &mut s,
+        "false positive identification rate (strangers matched; log)",
+        "false negative identification rate (log)",
     );
     for (i, c) in curves.iter().enumerate() {
         let path: String = c

@@ -19,24 +19,13 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
         .filter_map(|c| c.points.iter().find(|p| p.0 >= min_far).map(|p| p.1))
         .fold(1.0f64, f64::min);
     let y_min = ((tar_low * 20.0).floor() / 20.0).clamp(0.0, 0.95);
-    let (w, h, left, right, top, bottom) = (640.0, 480.0, 70.0, 20.0, 40.0, 60.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
+    let frame = Frame::standard();
+    let (left, top, pw, ph) = (frame.left, frame.top, frame.pw, frame.ph);
     let lo = min_far.log10();
     let x = |far: f64| left + ((far.max(min_far).log10() - lo) / -lo) * pw;
     let y = |tar: f64| top + (1.0 - (tar.max(y_min) - y_min) / (1.0 - y_min)) * ph;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        w / 2.0,
-        escape(title)
-    );
+    frame.open(&mut s, title);
     let decades = (-lo).round() as i32;
     for d in 0..=decades {
         let far = 10f64.powi(-d);
@@ -74,22 +63,7 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
             gy + 4.0
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">false accept rate (log)</text>"#,
-        left + pw / 2.0,
-        h - 14.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">true accept rate</text>"#,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
+    frame.axes(&mut s, "false accept rate (log)", "true accept rate");
     for (i, c) in curves.iter().enumerate() {
         let mut path = String::new();
         for (k, &(far, tar, _)) in c.points.iter().enumerate() {
@@ -124,6 +98,70 @@ pub fn svg(title: &str, curves: &[Curve<'_>], min_far: f64) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The plot area both curve plots ([`svg`], [`super::det::svg`]) draw in: a 640×480 SVG
+/// with margins for the axis labels.
+pub(crate) struct Frame {
+    pub w: f64,
+    pub h: f64,
+    pub left: f64,
+    pub top: f64,
+    /// Plot width and height.
+    pub pw: f64,
+    pub ph: f64,
+}
+
+impl Frame {
+    pub(crate) fn standard() -> Frame {
+        let (w, h, left, right, top, bottom) = (640.0, 480.0, 70.0, 20.0, 40.0, 60.0);
+        Frame {
+            w,
+            h,
+            left,
+            top,
+            pw: w - left - right,
+            ph: h - top - bottom,
+        }
+    }
+
+    /// The SVG element, a white background and the title.
+    pub(crate) fn open(&self, s: &mut String, title: &str) {
+        let (w, h) = (self.w, self.h);
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+            w / 2.0,
+            escape(title)
+        );
+    }
+
+    /// The plot's border and the two axis labels.
+    pub(crate) fn axes(&self, s: &mut String, x_label: &str, y_label: &str) {
+        let (left, top, pw, ph) = (self.left, self.top, self.pw, self.ph);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            left + pw / 2.0,
+            self.h - 14.0,
+            escape(x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">{1}</text>"#,
+            top + ph / 2.0,
+            escape(y_label)
+        );
+    }
 }
 
 pub(crate) fn escape(t: &str) -> String {
