@@ -240,9 +240,13 @@ pub fn evaluate(
         people.truncate(n);
     }
     let total = 2 * people.iter().map(|(_, p)| p.len()).sum::<usize>();
+    let dump_err = |source| LfwError::Write {
+        path: inputs.embeddings_out.unwrap_or(Path::new("")).to_path_buf(),
+        source,
+    };
     let mut dump = match inputs.embeddings_out {
         Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|source| LfwError::Read {
+            std::fs::File::create(path).map_err(|source| LfwError::Write {
                 path: path.to_path_buf(),
                 source,
             })?,
@@ -277,10 +281,7 @@ pub fn evaluate(
                         "interocular_px": face.quality.measures.interocular_px,
                         "embedding": face.embedding,
                     });
-                    writeln!(out, "{line}").map_err(|source| LfwError::Read {
-                        path: PathBuf::from("embeddings dump"),
-                        source,
-                    })?;
+                    writeln!(out, "{line}").map_err(dump_err)?;
                 }
                 Ok(face.embedding)
             };
@@ -296,17 +297,9 @@ pub fn evaluate(
         identities += usize::from(enrolled);
     }
     if let Some(mut out) = dump {
-        out.flush().map_err(|source| LfwError::Read {
-            path: PathBuf::from("embeddings dump"),
-            source,
-        })?;
+        out.flush().map_err(dump_err)?;
     }
     let model = engine.model_id().to_string();
-    let index_err = |e: crate::gallery::GalleryError| LfwError::Parse {
-        path: inputs.images.to_path_buf(),
-        line: 0,
-        message: e.to_string(),
-    };
     let ids: Vec<Uuid> = (0..identities).map(|_| Uuid::now_v7()).collect();
     let matching = engine.calibrate(matching);
     let (mut splits, mut splits_raw) = (BTreeMap::new(), BTreeMap::new());
@@ -314,20 +307,16 @@ pub fn evaluate(
         let mut index = SearchIndex::new(&model, 128);
         for p in photos.iter().filter(|p| p.gallery) {
             let id = ids[p.person.expect("gallery photos are enrolled")];
-            index
-                .insert(id, Uuid::now_v7(), &model, p.embedding(gallery_variant))
-                .map_err(index_err)?;
+            index.insert(id, Uuid::now_v7(), &model, p.embedding(gallery_variant))?;
         }
         let (mut searches, mut raw) = (Vec::new(), Vec::new());
         let (mut correct, mut wrong, mut false_matches) = (0, 0, 0);
         for p in photos.iter().filter(|p| !p.gallery) {
-            let hits = index
-                .search(
-                    p.embedding(probe_variant),
-                    matching.hits_needed(2),
-                    Scan::Exact,
-                )
-                .map_err(index_err)?;
+            let hits = index.search(
+                p.embedding(probe_variant),
+                matching.hits_needed(2),
+                Scan::Exact,
+            )?;
             let truth = p.person.map(|k| ids[k]);
             let best = hits.first().expect("the gallery is not empty");
             let search = |score| Search {

@@ -20,11 +20,18 @@ use crate::stages::{BBox, Detection};
 /// Errors reading the LFW protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum LfwError {
-    #[error("pairs file {path}: {source}")]
+    #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("search index: {0}")]
+    Index(#[from] crate::gallery::GalleryError),
     #[error("pairs file {path}, line {line}: {message}")]
     Parse {
         path: PathBuf,
