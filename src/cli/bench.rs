@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use facestream::config::Config;
-use facestream::inference::{self, SessionOptions};
+use facestream::inference::{self, Precision, SessionOptions};
 use facestream::models::ModelStore;
 use facestream::stages::align::{self, AlignedFace};
 use facestream::stages::detect::Detect;
@@ -51,6 +51,8 @@ struct Row {
     detect_tile320_ms_p50: Option<f64>,
     /// A small tile ([`facestream::stages::motion::plan::SMALL_TILE`]).
     detect_tile160_ms_p50: Option<f64>,
+    /// Precision of the embedding model (`f32` or `int8`, from `inference.precision`).
+    embed_precision: &'static str,
     embed_b1_ms_p50: f64,
     embed_b8_faces_per_s: f64,
     embed_b32_faces_per_s: f64,
@@ -159,6 +161,9 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             let det_wide = detect_at(&wide, 640)?;
             let det_tile = detect_at(&tile, TILE)?;
             let det_small = detect_at(&small_tile, SMALL_TILE)?;
+            // The embedding model inference.precision selects on this backend (int8 or f32).
+            let (sface, precision) =
+                facestream::engine::embedding_model(&sface, backend.name(), config)?;
             let embed_at = |batch: usize| -> anyhow::Result<Vec<f64>> {
                 let mut embed = Embed::new(
                     backend.as_ref(),
@@ -179,7 +184,11 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             let b8 = embed_at(8)?;
             let b32 = embed_at(32)?;
             let row = Row {
-                backend: name.clone(),
+                backend: match precision {
+                    Precision::Int8 => format!("{name} int8"),
+                    _ => name.clone(),
+                },
+                embed_precision: precision.as_str(),
                 threads,
                 detect_640_ms_p50: det.as_ref().map(|d| pct(d, 0.5)),
                 detect_640_ms_p90: det.as_ref().map(|d| pct(d, 0.9)),

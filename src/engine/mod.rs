@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::imageio::{self, ImageError};
-use crate::inference::{self, InferenceError, SessionOptions};
-use crate::models::{ModelError, ModelStore};
+use crate::inference::{self, InferenceError, Precision, SessionOptions};
+use crate::models::{ModelError, ModelStore, VerifiedModel};
 use crate::stages::align::{self, AlignedFace};
 use crate::stages::detect::{Detect, DetectError};
 use crate::stages::embed::{Embed, EmbedError, Embedding};
@@ -32,6 +32,11 @@ pub enum EngineError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(
+        "inference.precision = \"int8\" runs on {:?}; the embedding model runs on `{backend}` here",
+        inference::INT8_BACKENDS
+    )]
+    Int8Backend { backend: String },
 }
 
 /// One analysed face.
@@ -199,19 +204,48 @@ pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
     Ok((detect, backend.describe()))
 }
 
-/// The embedding session on the selected backend, and that backend's description.
+/// The embedding session on the selected backend, and that backend's description (with
+/// the model's precision when it is int8).
 pub fn build_embed(config: &Config) -> Result<(Embed, String), EngineError> {
     let store = ModelStore::open(&config.models.dir)?;
     let model = store.model("sface")?;
     let backend = selected_backend(config, &model)?;
+    let (model, precision) = embedding_model(&model, backend.name(), config)?;
     let options = SessionOptions::from(&config.inference);
     let embed = Embed::new(backend.as_ref(), &model, &options, &config.embed)?;
-    Ok((embed, backend.describe()))
+    let description = match precision {
+        Precision::Int8 => format!("{}, int8 embedding model", backend.describe()),
+        _ => backend.describe(),
+    };
+    Ok((embed, description))
+}
+
+/// The embedding model file for `inference.precision` on `backend` (see
+/// [`Precision::for_embedding`]): the int8 variant when that resolves to int8, else the
+/// f32 file; with the resolved precision.
+pub fn embedding_model(
+    sface: &VerifiedModel,
+    backend: &str,
+    config: &Config,
+) -> Result<(VerifiedModel, Precision), EngineError> {
+    let precision = config
+        .inference
+        .precision
+        .for_embedding(backend, inference::cpu_has_int8_dot_product());
+    if precision != Precision::Int8 {
+        return Ok((sface.clone(), precision));
+    }
+    if !inference::INT8_BACKENDS.contains(&backend) {
+        return Err(EngineError::Int8Backend {
+            backend: backend.to_string(),
+        });
+    }
+    Ok((sface.with_variant("int8")?, precision))
 }
 
 fn selected_backend(
     config: &Config,
-    model: &crate::models::VerifiedModel,
+    model: &VerifiedModel,
 ) -> Result<Box<dyn inference::Backend>, EngineError> {
     let preferred = inference::select(&config.inference)?;
     Ok(inference::for_model(preferred, model, &config.inference)?)

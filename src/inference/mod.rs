@@ -56,7 +56,10 @@ pub struct InferenceConfig {
     pub threads: usize,
     /// Arithmetic precision: `f32` (bit-faithful to the reference), `bf16` or `f16`
     /// (faster on CPUs/GPUs that have the units; small accuracy cost, measure with
-    /// `facestream eval lfw`).
+    /// `facestream eval lfw`); `int8` runs the post-training-quantized embedding model
+    /// (`make models`; OpenVINO or ONNX Runtime on CPU; the detector stays f32); `auto`
+    /// is `int8` on CPUs with int8 dot-product instructions (VNNI, AMX) and those
+    /// backends, else `f32`. [`Precision::for_embedding`] has the rule.
     pub precision: Precision,
     /// Compiled input shapes kept per session (detection at several image sizes, embedding
     /// at several batch sizes); the least recently used is dropped past this.
@@ -94,23 +97,73 @@ pub struct OpenVinoConfig {
     pub device: String,
 }
 
-/// Arithmetic precision requested from the backend.
+/// Precision of inference (`inference.precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// `int8` where it is faster, else `f32` ([`Precision::for_embedding`]).
+    Auto,
     F32,
     Bf16,
     F16,
+    /// The int8 variant of the embedding model; its remaining ops and the detector in f32.
+    Int8,
 }
+
+/// Backends that run the int8 (QDQ) embedding model with int8 kernels on the CPU.
+pub const INT8_BACKENDS: [&str; 2] = ["openvino", "onnxruntime"];
 
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {
+            Precision::Auto => "auto",
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
+            Precision::Int8 => "int8",
         }
     }
+
+    /// What a backend is asked to compute in: an int8 model's remaining ops, and every
+    /// model under `auto`, in f32.
+    pub fn arithmetic(self) -> Precision {
+        match self {
+            Precision::Auto | Precision::Int8 => Precision::F32,
+            p => p,
+        }
+    }
+
+    /// The precision the embedding model runs at on `backend`: `auto` is `int8` only on
+    /// a CPU backend of [`INT8_BACKENDS`] when `int8_dot_product` (the CPU has VNNI or
+    /// AMX: [`cpu_has_int8_dot_product`]); without those instructions int8 convolutions
+    /// are slower than f32 (BENCHMARKS.md section 2.2), so it is `f32`.
+    pub fn for_embedding(self, backend: &str, int8_dot_product: bool) -> Precision {
+        match self {
+            Precision::Auto if int8_dot_product && INT8_BACKENDS.contains(&backend) => {
+                Precision::Int8
+            }
+            Precision::Auto => Precision::F32,
+            p => p,
+        }
+    }
+}
+
+/// Whether this CPU has int8 dot-product instructions (x86-64: AVX-512 VNNI, AVX-VNNI or
+/// AMX-INT8), read from `/proc/cpuinfo`; false where that cannot be read.
+pub fn cpu_has_int8_dot_product() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|text| cpuinfo_has_int8_dot_product(&text))
+        .unwrap_or(false)
+}
+
+fn cpuinfo_has_int8_dot_product(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .is_some_and(|line| {
+            line.split_whitespace()
+                .any(|flag| matches!(flag, "avx512_vnni" | "avx_vnni" | "amx_int8"))
+        })
 }
 
 fn default_auto() -> String {
@@ -134,6 +187,15 @@ impl InferenceConfig {
         }
         if self.max_cached_shapes == 0 {
             problems.push("inference.max_cached_shapes must be at least 1".into());
+        }
+        if self.precision == Precision::Int8
+            && self.backend != "auto"
+            && !INT8_BACKENDS.contains(&self.backend.as_str())
+        {
+            problems.push(format!(
+                "inference.precision = \"int8\" runs on {INT8_BACKENDS:?}, not on inference.backend = {:?}",
+                self.backend
+            ));
         }
     }
 }
@@ -217,7 +279,7 @@ impl From<&InferenceConfig> for SessionOptions {
     fn from(c: &InferenceConfig) -> Self {
         SessionOptions {
             threads: c.threads,
-            precision: c.precision,
+            precision: c.precision.arithmetic(),
             max_cached_shapes: c.max_cached_shapes,
         }
     }
@@ -443,6 +505,71 @@ fn open_tract() -> Result<Box<dyn Backend>, InferenceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_precision_is_int8_only_on_a_cpu_backend_with_int8_dot_products() {
+        for backend in INT8_BACKENDS {
+            assert_eq!(
+                Precision::Auto.for_embedding(backend, true),
+                Precision::Int8
+            );
+            assert_eq!(
+                Precision::Auto.for_embedding(backend, false),
+                Precision::F32
+            );
+        }
+        for backend in [
+            "onnxruntime-cuda",
+            "onnxruntime-tensorrt",
+            "litert",
+            "tract",
+        ] {
+            assert_eq!(Precision::Auto.for_embedding(backend, true), Precision::F32);
+        }
+        // An explicit choice is kept; backends are only ever asked for f32/bf16/f16.
+        assert_eq!(
+            Precision::Int8.for_embedding("openvino", false),
+            Precision::Int8
+        );
+        assert_eq!(
+            Precision::Bf16.for_embedding("openvino", true),
+            Precision::Bf16
+        );
+        assert_eq!(Precision::Int8.arithmetic(), Precision::F32);
+        assert_eq!(Precision::Auto.arithmetic(), Precision::F32);
+        assert_eq!(Precision::F16.arithmetic(), Precision::F16);
+    }
+
+    #[test]
+    fn int8_dot_products_are_read_from_the_cpu_flags() {
+        let flags = |f: &str| format!("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma {f}\n");
+        assert!(!cpuinfo_has_int8_dot_product(&flags("avx512f avx512bw")));
+        assert!(cpuinfo_has_int8_dot_product(&flags("avx512f avx512_vnni")));
+        assert!(cpuinfo_has_int8_dot_product(&flags("avx_vnni")));
+        assert!(cpuinfo_has_int8_dot_product(&flags("amx_bf16 amx_int8")));
+        assert!(!cpuinfo_has_int8_dot_product("processor\t: 0\n"));
+    }
+
+    #[test]
+    fn int8_on_a_backend_without_int8_kernels_is_a_config_error() {
+        let mut config = crate::config::Config::load_with_env(None, &[])
+            .expect("default config")
+            .inference;
+        config.precision = Precision::Int8;
+        config.backend = "tract".into();
+        let mut problems = Vec::new();
+        config.validate(&mut problems);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("int8") && p.contains("tract")),
+            "{problems:?}"
+        );
+        config.backend = "openvino".into();
+        problems.clear();
+        config.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
 
     #[test]
     fn the_auto_detector_moves_to_onnxruntime_only_beside_openvino() {

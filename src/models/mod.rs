@@ -74,6 +74,9 @@ pub struct VariantEntry {
     /// Tensor layout of the variant's input (`NHWC` for TFLite conversions).
     #[serde(default)]
     pub layout: Option<String>,
+    /// Numeric precision of its weights and activations when not f32 (`int8`).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +117,20 @@ impl VerifiedModel {
         let path = self.dir.join(&variant.file);
         verify(&path, &variant.sha256)?;
         Ok((path, variant))
+    }
+}
+
+impl VerifiedModel {
+    /// The same network run from its variant file `kind` (e.g. `int8`), verified now.
+    /// The id is kept: a variant computes the same embeddings within its stated error,
+    /// so templates stay comparable across variants (the int8 variant's cosine to f32 is
+    /// recorded in the manifest and measured on LFW in BENCHMARKS.md section 2.2).
+    pub fn with_variant(&self, kind: &str) -> Result<VerifiedModel, ModelError> {
+        let (path, _) = self.variant(kind)?;
+        Ok(VerifiedModel {
+            path,
+            ..self.clone()
+        })
     }
 }
 
