@@ -402,6 +402,10 @@ fn every_endpoint_and_error_status_over_http() {
     assert_eq!(s, StatusCode::CREATED, "{face}");
     assert_eq!(face["model"], "sface@2021dec");
     assert_eq!(face["source"], "obama.jpg");
+    // What the face counts for in the identity's pooled template; a good photo needs no
+    // advice.
+    assert_eq!(face["weight"].as_f64(), face["quality"].as_f64(), "{face}");
+    assert!(face["advice"].is_null(), "{face}");
     let (s, e) = api.call(
         "POST",
         &faces,

@@ -187,3 +187,75 @@ fn decodes_wait_for_a_free_slot() {
     assert_eq!(service.decodes_in_use(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A low-quality enrolment face is accepted with a weight and a reason by default, and
+/// refused with the limit named when `gallery.min_enroll_quality` is above it; a refusal
+/// leaves what was enrolled before untouched.
+#[test]
+fn poor_enrolment_faces_count_less_or_are_refused_with_the_reason() {
+    let mut config = common::config();
+    let dir = common::temp_dir("gallery-enrol-quality");
+    let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
+    let photo = image::open(common::fixture("obama.jpg")).unwrap().to_rgb8();
+    // The same photo at a surveillance camera's scale: the eyes ~15 px apart.
+    let small = image::imageops::resize(
+        &photo,
+        photo.width() / 9,
+        photo.height() / 9,
+        image::imageops::FilterType::Triangle,
+    );
+    let obama = store
+        .create_identity(NewIdentity {
+            name: "Obama".into(),
+            metadata: None,
+        })
+        .unwrap()
+        .id;
+    let service = |config: &facestream::config::Config| {
+        GalleryService::new(
+            store.clone(),
+            FaceEngine::new(config).unwrap(),
+            config.matching.clone(),
+            config.gallery.clone(),
+            0.363,
+        )
+        .unwrap()
+    };
+    let accepting = service(&config);
+    let good = accepting
+        .enroll(obama, &photo, "obama.jpg", FaceChoice::Only)
+        .unwrap();
+    assert!(good.advice.is_none(), "{:?}", good.advice);
+    assert_eq!(good.weight, good.template.quality.clamp(0.05, 1.0));
+    let poor = accepting
+        .enroll(obama, &small, "obama-small.jpg", FaceChoice::Only)
+        .unwrap();
+    assert!(poor.template.quality < good.template.quality);
+    assert!(poor.weight < good.weight);
+    let advice = poor.advice.unwrap_or_else(|| {
+        panic!(
+            "a low-quality face comes with advice (quality {} against {})",
+            poor.template.quality, good.template.quality
+        )
+    });
+    assert!(
+        advice.contains("low quality") && advice.contains("size"),
+        "{advice}"
+    );
+
+    config.gallery.min_enroll_quality = (poor.template.quality + good.template.quality) / 2.0;
+    let strict = service(&config);
+    let refused = strict
+        .enroll(obama, &small, "obama-small.jpg", FaceChoice::Only)
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("gallery.min_enroll_quality") && message.contains("size"),
+        "{message}"
+    );
+    assert_eq!(strict.templates(), 2, "the refusal removed nothing");
+    strict
+        .enroll(obama, &photo, "obama.jpg", FaceChoice::Only)
+        .unwrap();
+    assert_eq!(strict.templates(), 3);
+}

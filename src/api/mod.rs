@@ -186,6 +186,10 @@ impl From<ServiceError> for ApiError {
                     faces: Some(found),
                 }
             }
+            ServiceError::PoorFace { .. } => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: Some(1),
+            },
             ServiceError::NoFace(_) => ApiError::Unprocessable {
                 message: e.to_string(),
                 faces: Some(0),

@@ -59,6 +59,8 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     );
     let (mut enrolled, mut created) = (0usize, 0usize);
     let mut rejected: Vec<(String, String)> = Vec::new();
+    // Enrolled, but of low quality: they count less in their identity's template.
+    let mut low_quality: Vec<(String, String)> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for (name, photos) in &people {
         bar.set_message(name.clone());
@@ -86,10 +88,18 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         for photo in photos {
             let result = service.enroll_file(id, photo, args.face);
             match result {
-                Ok(_) => enrolled += 1,
+                Ok(done) => {
+                    enrolled += 1;
+                    if let Some(advice) = done.advice {
+                        low_quality.push((photo.display().to_string(), advice));
+                    }
+                }
                 Err(e) => {
                     let reason = match &e {
                         ServiceError::FaceCount { found: 0 } => "no face".to_string(),
+                        ServiceError::PoorFace { .. } => {
+                            "quality under gallery.min_enroll_quality".to_string()
+                        }
                         ServiceError::FaceCount { .. } => "several faces".to_string(),
                         ServiceError::Image(i) => format!("bad image ({})", i.kind()),
                         other => other.to_string(),
@@ -113,10 +123,20 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     for (photo, why) in &rejected {
         println!("  rejected {photo}: {why}");
     }
+    if !low_quality.is_empty() {
+        println!(
+            "{} enrolled photos are of low quality and count less:",
+            low_quality.len()
+        );
+        for (photo, advice) in &low_quality {
+            println!("  {photo}: {advice}");
+        }
+    }
     if let Some(path) = &args.report {
         let report = serde_json::json!({
             "photos": total, "enrolled": enrolled, "people": people.len(), "new_identities": created,
             "rejected": rejected.iter().map(|(p, w)| serde_json::json!({"photo": p, "reason": w})).collect::<Vec<_>>(),
+            "low_quality": low_quality.iter().map(|(p, a)| serde_json::json!({"photo": p, "advice": a})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

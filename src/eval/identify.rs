@@ -307,7 +307,14 @@ pub fn evaluate(
         let mut index = SearchIndex::new(&model, 128);
         for p in photos.iter().filter(|p| p.gallery) {
             let id = ids[p.person.expect("gallery photos are enrolled")];
-            index.insert(id, Uuid::now_v7(), &model, p.embedding(gallery_variant))?;
+            // One photo per identity: its pooled row is that photo whatever its weight.
+            index.insert(
+                id,
+                Uuid::now_v7(),
+                &model,
+                p.embedding(gallery_variant),
+                1.0,
+            )?;
         }
         let (mut searches, mut raw) = (Vec::new(), Vec::new());
         let (mut correct, mut wrong, mut false_matches) = (0, 0, 0);

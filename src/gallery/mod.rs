@@ -28,12 +28,24 @@ pub struct GalleryConfig {
     pub keep_crops: bool,
     /// Candidates the int8 pre-selection passes to exact f32 re-ranking.
     pub rerank_candidates: usize,
+    /// How an identity's templates make its score: `quality_mean` (the cosine to their
+    /// quality-weighted mean) or `max` (to the closest one); see [`index::Pooling`].
+    pub pooling: index::Pooling,
+    /// Enrolment refuses a face whose quality score is under this (0: accept every face;
+    /// a low-quality face then counts less through `pooling`).
+    pub min_enroll_quality: f32,
 }
 
 impl GalleryConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if self.database.is_empty() {
             problems.push("gallery.database must not be empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_enroll_quality) {
+            problems.push(format!(
+                "gallery.min_enroll_quality = {} must be within [0, 1]",
+                self.min_enroll_quality
+            ));
         }
         if !(1..=100_000).contains(&self.rerank_candidates) {
             problems.push(format!(

@@ -18,12 +18,13 @@ use image::RgbImage;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::index::{IdentityHit, Scan, SearchIndex};
+use super::index::{pooling_weight, IdentityHit, Scan, SearchIndex};
 use super::{GalleryConfig, GalleryError, GalleryStore, Template};
 use crate::engine::{primary_face, EngineError, Face, FaceEngine};
 use crate::imageio::ImageError;
 use crate::stages::embed::cosine;
 use crate::stages::matching::{decide, Decision, MatchConfig};
+use crate::stages::quality::QualityClass;
 use crate::stages::BBox;
 
 /// Errors from enrolment and search.
@@ -49,6 +50,27 @@ pub enum ServiceError {
     Engine(String),
     #[error("busy: {0} images are being decoded (limits.max_concurrent_decodes); retry later")]
     Busy(usize),
+    #[error(
+        "face quality {quality:.2} is under gallery.min_enroll_quality {limit}; its weakest part is {weakest} ({value:.2}): enrol a larger, sharper, frontal, evenly lit photo"
+    )]
+    PoorFace {
+        quality: f32,
+        limit: f32,
+        weakest: &'static str,
+        value: f32,
+    },
+}
+
+/// An enrolled face and how much it counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    #[serde(flatten)]
+    pub template: Template,
+    /// Its weight in the identity's pooled template (`gallery.pooling = "quality_mean"`):
+    /// the quality score, at least [`crate::gallery::index::MIN_POOLING_WEIGHT`].
+    pub weight: f32,
+    /// Set when the face is of low quality (under `quality.high_cut`): what limits it.
+    pub advice: Option<String>,
 }
 
 /// Which face of an enrolment photo is enrolled.
@@ -249,7 +271,7 @@ impl GalleryService {
         let limits_capacity = limits.max_concurrent_decodes.max(1);
         let seen_version = store.external_version()?;
         let templates = store.templates_for_model(&model)?;
-        let index = SearchIndex::build(&model, 128, &templates)?;
+        let index = SearchIndex::build(&model, 128, gallery.pooling, &templates)?;
         let stale = store.stale_identities(&model)?;
         if !stale.is_empty() {
             tracing::warn!(
@@ -291,7 +313,7 @@ impl GalleryService {
         // between the read and the swap.
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let templates = self.store.templates_for_model(&self.model)?;
-        *index = SearchIndex::build(&self.model, index.dim(), &templates)?;
+        *index = SearchIndex::build(&self.model, index.dim(), index.pooling(), &templates)?;
         *seen = self.store.external_version()?;
         tracing::info!(
             templates = index.len(),
@@ -375,11 +397,26 @@ impl GalleryService {
         image: &RgbImage,
         source: &str,
         choice: FaceChoice,
-    ) -> Result<Template, ServiceError> {
+    ) -> Result<Enrolled, ServiceError> {
         self.store.get_identity(identity)?;
         let faces = self.analyze(image)?;
         let boxes: Vec<BBox> = faces.iter().map(|f| f.detection.bbox).collect();
         let face = &faces[choice.pick(&boxes, image.width(), image.height())?];
+        let (weakest, value) = face.quality.components.weakest();
+        if face.quality.score < self.gallery.min_enroll_quality {
+            return Err(ServiceError::PoorFace {
+                quality: face.quality.score,
+                limit: self.gallery.min_enroll_quality,
+                weakest,
+                value,
+            });
+        }
+        let advice = (face.quality.class == QualityClass::Low).then(|| {
+            format!(
+                "low quality ({:.2}; weakest part: {weakest} {value:.2}): this face counts less in the identity's template; a larger, sharper, frontal photo would count fully",
+                face.quality.score
+            )
+        });
         let template = Template {
             id: Uuid::now_v7(),
             identity_id: identity,
@@ -392,8 +429,18 @@ impl GalleryService {
         };
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         self.store.add_template(&template)?;
-        index.insert(identity, template.id, &template.model, &template.embedding)?;
-        Ok(template)
+        index.insert(
+            identity,
+            template.id,
+            &template.model,
+            &template.embedding,
+            template.quality,
+        )?;
+        Ok(Enrolled {
+            weight: pooling_weight(template.quality),
+            template,
+            advice,
+        })
     }
 
     /// Enrol the chosen face of the photo at `path` (read with the configured limits;
@@ -403,7 +450,7 @@ impl GalleryService {
         identity: Uuid,
         path: &std::path::Path,
         choice: FaceChoice,
-    ) -> Result<Template, ServiceError> {
+    ) -> Result<Enrolled, ServiceError> {
         let image = crate::imageio::load_image(path, &self.limits)?;
         self.enroll(identity, &image, &path.display().to_string(), choice)
     }
@@ -453,6 +500,7 @@ impl GalleryService {
             template.id,
             &template.model,
             &template.embedding,
+            template.quality,
         )?;
         Ok(())
     }

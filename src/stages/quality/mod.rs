@@ -119,6 +119,22 @@ pub struct QualityComponents {
     pub confidence: f32,
 }
 
+impl QualityComponents {
+    /// The lowest component and its value: what limits the face most.
+    pub fn weakest(&self) -> (&'static str, f32) {
+        [
+            ("size", self.size),
+            ("sharpness", self.sharpness),
+            ("pose", self.pose),
+            ("exposure", self.exposure),
+            ("detector confidence", self.confidence),
+        ]
+        .into_iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("five components")
+    }
+}
+
 /// The raw measures behind the components.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct QualityMeasures {
