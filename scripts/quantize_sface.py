@@ -12,7 +12,7 @@ Runs after `prepare_models.py`, in the set-up's virtualenv, offline:
    asymmetric uint8 activations, min/max ranges) on the fp32 SFace, with the first
    convolution and the first depthwise convolution kept in fp32: quantized alone, the
    first cost 0.13 of mean cosine to the fp32 embedding on these faces, the second 0.014,
-   every later layer under 0.005 (BENCHMARKS.md section 2.2);
+   every later layer under 0.005 (BENCHMARKS.md section 2.1);
 3. check: cosine between the int8 and the fp32 embedding of every calibration face,
    refused below `MIN_COSINE`;
 4. record it as `models.sface.variants.int8` in `manifest.json`, with its sha256 (the

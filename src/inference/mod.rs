@@ -136,7 +136,7 @@ impl Precision {
     /// The precision the embedding model runs at on `backend`: `auto` is `int8` only on
     /// a CPU backend of [`INT8_BACKENDS`] when `int8_dot_product` (the CPU has VNNI or
     /// AMX: [`cpu_has_int8_dot_product`]); without those instructions int8 convolutions
-    /// are slower than f32 (BENCHMARKS.md section 2.2), so it is `f32`.
+    /// are slower than f32 (BENCHMARKS.md section 2.1), so it is `f32`.
     pub fn for_embedding(self, backend: &str, int8_dot_product: bool) -> Precision {
         match self {
             Precision::Auto if int8_dot_product && INT8_BACKENDS.contains(&backend) => {

@@ -124,7 +124,7 @@ impl VerifiedModel {
     /// The same network run from its variant file `kind` (e.g. `int8`), verified now.
     /// The id is kept: a variant computes the same embeddings within its stated error,
     /// so templates stay comparable across variants (the int8 variant's cosine to f32 is
-    /// recorded in the manifest and measured on LFW in BENCHMARKS.md section 2.2).
+    /// recorded in the manifest and measured on LFW in BENCHMARKS.md section 2.1).
     pub fn with_variant(&self, kind: &str) -> Result<VerifiedModel, ModelError> {
         let (path, _) = self.variant(kind)?;
         Ok(VerifiedModel {
