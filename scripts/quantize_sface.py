@@ -26,7 +26,6 @@ sha256 and was made from the current fp32 file.
 """
 import argparse
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -39,20 +38,14 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from prepare_models import sha256_file
+
 # Kept in fp32 (see step 2 of the docstring).
 EXCLUDED_NODES = ["conv_1_conv2d", "conv_2_dw_conv2d"]
 # Below this cosine to the fp32 embedding on any calibration face the variant is refused.
 MIN_COSINE = 0.9
 # Bump when the recipe changes, so existing variants are made again.
 RECIPE_VERSION = 1
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def calibration_faces(fixtures, detector_path, recognizer_path):
