@@ -296,10 +296,7 @@ impl SearchIndex {
         let mut index = SearchIndex::with_pooling(model, dim, pooling);
         index.reserve(templates.len());
         for t in templates {
-            index.add(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
-        }
-        for slot in 0..index.identities.len() {
-            index.repool(slot);
+            index.insert(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
         }
         Ok(index)
     }
@@ -341,7 +338,7 @@ impl SearchIndex {
     }
 
     /// Add one template (its embedding must be L2-normalised) of quality score `quality`
-    /// (its weight in the identity's pooled row).
+    /// (its weight in the identity's pooled row, which is recomputed).
     pub fn insert(
         &mut self,
         identity: Uuid,
@@ -350,20 +347,6 @@ impl SearchIndex {
         embedding: &[f32],
         quality: f32,
     ) -> Result<(), GalleryError> {
-        let slot = self.add(identity, template, model, embedding, quality)?;
-        self.repool(slot);
-        Ok(())
-    }
-
-    /// [`SearchIndex::insert`] without updating the pooled row.
-    fn add(
-        &mut self,
-        identity: Uuid,
-        template: Uuid,
-        model: &str,
-        embedding: &[f32],
-        quality: f32,
-    ) -> Result<usize, GalleryError> {
         if model != self.model {
             return Err(GalleryError::Invalid {
                 field: "model",
@@ -394,7 +377,8 @@ impl SearchIndex {
         self.members[slot as usize].push(self.templates.len() as u32);
         self.templates.push(template, slot, embedding);
         self.qualities.push(quality);
-        Ok(slot as usize)
+        self.repool(slot as usize);
+        Ok(())
     }
 
     /// Recompute the pooled row of `slot` from its templates (none: the row goes).
