@@ -219,6 +219,7 @@ fn every_endpoint_and_error_status_over_http() {
         "/v1/ready",
         "/v1/gallery/stale",
         "/v1/cameras",
+        "/v1/events/stream",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
@@ -993,4 +994,156 @@ fn pending_events_survive_sigkill_of_the_service() {
     );
     assert_eq!(receiver.state.lock().unwrap().rejected_signatures, 0);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Opens `GET /v1/events/stream` and forwards each complete server-sent message (the lines
+/// before a blank line) through the returned channel, until the stream ends.
+fn open_stream(
+    base: &str,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let client = Client::builder().timeout(None).build().unwrap();
+    let mut req = client
+        .get(format!("{base}/events/stream{query}"))
+        .bearer_auth(READER);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut message = String::new();
+        for line in std::io::BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            if line.is_empty() {
+                if tx.send(std::mem::take(&mut message)).is_err() {
+                    break;
+                }
+            } else {
+                message.push_str(&line);
+                message.push('\n');
+            }
+        }
+    });
+    rx
+}
+
+/// The next message that is not a keep-alive comment (generous deadline: a correctness
+/// check, not a latency target).
+fn next_message(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    loop {
+        let m = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a server-sent message");
+        if !m.starts_with(':') {
+            return m;
+        }
+    }
+}
+
+/// `GET /v1/events/stream`: events arrive as they are published, as server-sent events
+/// with the event id, type and JSON; a client reconnecting with `Last-Event-ID` gets
+/// what it missed, and one whose id is no longer held is told so; bad input is refused.
+#[test]
+fn the_event_stream_delivers_live_events_and_resumes_after_a_reconnect() {
+    let dir = common::temp_dir("api-stream");
+    let server = start(&write_config(&dir, 1 << 20));
+    let api = Api {
+        http: Client::new(),
+        base: &server.base,
+    };
+    assert_eq!(
+        api.call("GET", "/events/stream", None, None).0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, e) = api.call(
+        "GET",
+        "/events/stream?types=test,person",
+        Some(READER),
+        None,
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("identity.recognized"),
+        "{e}"
+    );
+    let bad_resume = api
+        .http
+        .get(format!("{}/events/stream", server.base))
+        .bearer_auth(READER)
+        .header("last-event-id", "yesterday")
+        .send()
+        .unwrap();
+    assert_eq!(bad_resume.status(), StatusCode::BAD_REQUEST);
+
+    let all = open_stream(&server.base, "", None);
+    let tests_only = open_stream(&server.base, "?types=test", None);
+    for rx in [&all, &tests_only] {
+        assert_eq!(next_message(rx), "retry: 3000\n");
+    }
+    let publish = || {
+        let (s, v) = api.call("POST", "/events/test", Some(ADMIN), None);
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    };
+    let first = publish();
+    let second = publish();
+    for rx in [&all, &tests_only] {
+        for id in [&first, &second] {
+            let m = next_message(rx);
+            let lines: Vec<&str> = m.lines().collect();
+            assert_eq!(lines[0], format!("id: {id}"), "{m}");
+            assert_eq!(lines[1], "event: test", "{m}");
+            let data: Value = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap())
+                .unwrap_or_else(|e| panic!("{e}: {m}"));
+            assert_eq!(
+                (data["id"].as_str(), data["type"].as_str()),
+                (Some(id.as_str()), Some("test"))
+            );
+        }
+    }
+
+    // A client that saw `first` and reconnects gets `second` replayed, then live events.
+    let resumed = open_stream(&server.base, "", Some(&first));
+    assert_eq!(next_message(&resumed), "retry: 3000\n");
+    assert!(next_message(&resumed).starts_with(&format!("id: {second}\n")));
+    let third = publish();
+    assert!(next_message(&resumed).starts_with(&format!("id: {third}\n")));
+    assert!(next_message(&all).starts_with(&format!("id: {third}\n")));
+    // An id that is not held any more (or never was): a gap, then live events.
+    let lost = open_stream(&server.base, "", Some(&uuid::Uuid::now_v7().to_string()));
+    assert_eq!(next_message(&lost), "retry: 3000\n");
+    let m = next_message(&lost);
+    assert!(
+        m.starts_with("event: gap\n") && m.contains("last_event_id"),
+        "{m}"
+    );
+    let fourth = publish();
+    assert!(next_message(&lost).starts_with(&format!("id: {fourth}\n")));
+
+    // Stopping the service ends open streams instead of waiting for them.
+    let mut server = server;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        match all.recv_timeout(Duration::from_secs(60)) {
+            Ok(_) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the stream did not end at shutdown: {e}"),
+        }
+    }
+    assert!(server.child.wait().unwrap().success());
 }

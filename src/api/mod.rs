@@ -11,6 +11,7 @@
 //! 500.
 
 mod routes;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::Path;

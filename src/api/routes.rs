@@ -26,6 +26,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub top_k: usize,
     pub events: EventBus,
+    /// Ends long-lived responses (the event stream) when the service stops.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -64,6 +66,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/gallery/stale", "GET").route(web::get().to(stale)))
             .service(resource("/cameras", "GET").route(web::get().to(cameras)))
             .service(resource("/events/recent", "GET").route(web::get().to(recent_events)))
+            .service(
+                resource("/events/stream", "GET").route(web::get().to(super::stream::event_stream)),
+            )
             .service(resource("/events/schema", "GET").route(web::get().to(event_schema)))
             .service(resource("/events/test", "POST").route(web::post().to(test_event)))
             .service(resource("/events/dead-letters", "GET").route(web::get().to(dead_letters)))
@@ -82,7 +87,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 }
 
 /// The key presented, checked against `needed`.
-fn authorize<'a>(
+pub(super) fn authorize<'a>(
     req: &HttpRequest,
     state: &'a AppState,
     needed: Scope,

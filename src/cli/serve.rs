@@ -130,6 +130,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             max_body_bytes: config.api.max_body_bytes,
             top_k: config.matching.top_k,
             events,
+            shutdown: shutdown.clone(),
         });
         let served = api::serve(state, &config.api, tls, shutdown.clone()).await;
         // the API also ends on its own when it fails: everything else stops with it

@@ -120,9 +120,15 @@ struct Endpoint {
 pub struct EventBus {
     outbox: Arc<Outbox>,
     endpoints: Arc<Vec<Endpoint>>,
-    /// The latest events, newest last, for `GET /v1/events/recent` (memory only).
+    /// The latest events, newest last, for `GET /v1/events/recent` and for resuming
+    /// `GET /v1/events/stream` (memory only).
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<Event>>>,
+    /// Every event as it is published, for `GET /v1/events/stream` (memory only).
+    live: tokio::sync::broadcast::Sender<Event>,
 }
+
+/// Events a live stream may fall behind by before it is told it missed some.
+pub const LIVE_BUFFER: usize = 1024;
 
 /// Events kept for `GET /v1/events/recent`.
 pub const RECENT_EVENTS: usize = 200;
@@ -139,6 +145,9 @@ impl EventBus {
                 recent.pop_front();
             }
             recent.push_back(event.clone());
+            // Under the same lock, so a stream that subscribes and then reads the recent
+            // events sees every event in one or the other. No subscriber is not an error.
+            let _ = self.live.send(event.clone());
         }
         let m = crate::telemetry::metrics();
         m.events_published
@@ -164,6 +173,26 @@ impl EventBus {
     pub fn recent(&self, limit: usize) -> Vec<Event> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Follow published events: a receiver of every event from now on, and the recent
+    /// events after `after` (oldest first) taken at the same instant, so that together
+    /// they miss nothing and repeat nothing. The replay is `None` when `after` is not among
+    /// the recent events (older than the last [`RECENT_EVENTS`], or unknown).
+    pub fn follow(
+        &self,
+        after: Option<uuid::Uuid>,
+    ) -> (tokio::sync::broadcast::Receiver<Event>, Option<Vec<Event>>) {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.subscribe();
+        let replay = match after {
+            None => Some(Vec::new()),
+            Some(id) => recent
+                .iter()
+                .position(|e| e.id == id)
+                .map(|at| recent.iter().skip(at + 1).cloned().collect()),
+        };
+        (live, replay)
     }
 }
 
@@ -256,6 +285,7 @@ pub fn start(
             outbox,
             endpoints: Arc::new(endpoints),
             recent: Default::default(),
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         },
         handles,
     )
