@@ -135,6 +135,8 @@ delivery = dashboard("facestream-delivery", "facestream / Event delivery", "Even
           description="failed attempts are retried with backoff"),
     panel("Outbox depth (pending)", [("facestream_outbox_depth", "{{endpoint}}")]),
     panel("Dead letters (1 h)", [("sum by (endpoint) (increase(facestream_events_dead_lettered_total[1h]))", "{{endpoint}}")]),
+    panel("Event stream clients", [("facestream_event_streams", "connected")],
+          description="clients on GET /v1/events/stream (server-sent events)"),
     panel("Delivery latency p95 (enqueue → 2xx)", [(
         "histogram_quantile(0.95, sum by (le, endpoint) (rate(facestream_event_delivery_latency_seconds_bucket[5m])))", "{{endpoint}}")], unit="s", w=24),
 ], camera_var=False)

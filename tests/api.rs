@@ -1091,6 +1091,22 @@ fn the_event_stream_delivers_live_events_and_resumes_after_a_reconnect() {
     for rx in [&all, &tests_only] {
         assert_eq!(next_message(rx), "retry: 3000\n");
     }
+    let metrics = api
+        .http
+        .get(server.base.replace("/v1", "/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "facestream_event_streams 2"),
+        "two open streams: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("event_streams"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let publish = || {
         let (s, v) = api.call("POST", "/events/test", Some(ADMIN), None);
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");

@@ -99,7 +99,25 @@ fn gap(data: serde_json::Value) -> Bytes {
     Bytes::from(format!("event: gap\ndata: {data}\n\n"))
 }
 
+/// Counts itself in `facestream_event_streams` while it lives (until the stream ends or
+/// the client goes away).
+struct Connected;
+
+impl Connected {
+    fn new() -> Connected {
+        crate::telemetry::metrics().event_streams.inc();
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        crate::telemetry::metrics().event_streams.dec();
+    }
+}
+
 struct Stream {
+    _connected: Connected,
     pending: VecDeque<Bytes>,
     live: Receiver<Event>,
     /// Ids of replayed events, which the live receiver may deliver again.
@@ -176,6 +194,7 @@ pub(super) async fn event_stream(
     }
     let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let stream = Stream {
+        _connected: Connected::new(),
         pending,
         live,
         replayed,

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub event_delivery_latency: Family<EndpointLabel, Histogram>,
     /// Templates in the search index.
     pub gallery_templates: Gauge,
+    /// Clients connected to `GET /v1/events/stream`.
+    pub event_streams: Gauge,
     /// 1 while the camera delivers frames.
     pub camera_up: Family<CameraLabel, Gauge>,
     /// 1 for the camera's current state (connecting, live, backing-off, failed, stopped).
@@ -172,6 +174,12 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let gallery_templates = Gauge::default();
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Clients connected to GET /v1/events/stream",
+            event_streams.clone(),
+        );
         registry.register(
             "events_published",
             "Events accepted into the outbox",
@@ -404,6 +412,7 @@ impl Metrics {
             outbox_depth,
             event_delivery_latency,
             gallery_templates,
+            event_streams,
         }
     }
 
