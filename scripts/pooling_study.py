@@ -28,6 +28,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from opencv_identify_reference import fnir_at_fpir
+
 ENROLLED_PHOTOS = 3
 MIN_WEIGHT = 0.05  # gallery::index::MIN_POOLING_WEIGHT
 
@@ -42,10 +44,7 @@ def load(path):
 
 
 def fnir_at(correct, score, stranger_scores, fpir):
-    s = np.sort(stranger_scores)[::-1]
-    k = int(np.floor(fpir * len(s)))
-    t = s[k] if k < len(s) else -np.inf
-    return 1 - np.mean(correct & (score > t))
+    return fnir_at_fpir(correct, score, stranger_scores, fpir)[0]
 
 
 def main():

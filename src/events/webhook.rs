@@ -146,8 +146,10 @@ impl EventBus {
             }
             recent.push_back(event.clone());
             // Under the same lock, so a stream that subscribes and then reads the recent
-            // events sees every event in one or the other. No subscriber is not an error.
-            let _ = self.live.send(event.clone());
+            // events sees every event in one or the other. No clone without a subscriber.
+            if self.live.receiver_count() > 0 {
+                let _ = self.live.send(event.clone());
+            }
         }
         let m = crate::telemetry::metrics();
         m.events_published

@@ -123,19 +123,18 @@ impl Embed {
                     dim: self.dim,
                 });
             }
-            let rows: Vec<Embedding> = data
-                .chunks_exact(self.dim)
-                .take(rows)
-                .map(l2_normalised)
-                .collect();
+            let dim = self.dim;
             if self.flip_average {
-                let (plain, mirrored) = rows.split_at(chunk.len());
-                out.extend(plain.iter().zip(mirrored).map(|(a, b)| {
-                    let sum: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
-                    l2_normalised(&sum)
-                }));
+                let (plain, mirrored) = data.split_at(chunk.len() * dim);
+                out.extend(plain.chunks_exact(dim).zip(mirrored.chunks_exact(dim)).map(
+                    |(a, b)| {
+                        let (a, b) = (l2_normalised(a), l2_normalised(b));
+                        let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+                        l2_normalised(&sum)
+                    },
+                ));
             } else {
-                out.extend(rows);
+                out.extend(data.chunks_exact(dim).take(rows).map(l2_normalised));
             }
         }
         Ok(out)
