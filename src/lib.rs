@@ -14,6 +14,8 @@
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
 //! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
 //! - [`events`]: identity events: schema, durable outbox, signed webhooks and MQTT.
+//! - [`review`]: unknown tracks kept for review (off by default), grouped by probable
+//!   person, enrolled or dismissed by an operator.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
 //! - [`tls`]: PEM certificates and keys for rustls (API server, MQTT brokers).
 //! - [`shutdown`]: the one stop signal (SIGINT/SIGTERM, drop guards) and `serve`'s stop order.
@@ -34,6 +36,7 @@ pub mod ingest;
 pub mod models;
 pub mod pipeline;
 pub mod private_files;
+pub mod review;
 pub mod shutdown;
 pub mod simulate;
 pub mod stages;

@@ -220,9 +220,38 @@ fn every_endpoint_and_error_status_over_http() {
         "/v1/gallery/stale",
         "/v1/cameras",
         "/v1/events/stream",
+        "/v1/review/unknowns",
+        "/v1/review/tracks/{id}/shots/{n}",
+        "/v1/review/enroll",
+        "/v1/review/dismiss",
+        "/v1/events/{id}/snapshot",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // snapshots and the review queue are off by default, and say which setting turns them on
+    let (s, off) = api.call(
+        "GET",
+        &format!("/events/{}/snapshot", uuid::Uuid::now_v7()),
+        Some(READER),
+        None,
+    );
+    assert_eq!(s, StatusCode::NOT_FOUND, "{off}");
+    assert!(
+        off["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events.snapshots.enabled = true"),
+        "{off}"
+    );
+    let (s, off) = api.call("GET", "/review/unknowns", Some(READER), None);
+    assert_eq!(s, StatusCode::NOT_FOUND, "{off}");
+    assert!(
+        off["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("review.enabled = true"),
+        "{off}"
+    );
     // without cameras configured the list is empty, and it needs a key
     let (s, cams) = api.call("GET", "/cameras", Some(READER), None);
     assert_eq!(

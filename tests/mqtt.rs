@@ -145,6 +145,7 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
         thumbnails: false,
         retention_s: 604_800,
         webhooks: vec![],
+        snapshots: Default::default(),
         mqtt: vec![MqttConfig {
             name: "broker".into(),
             host: "127.0.0.1".into(),

@@ -728,3 +728,259 @@ fn a_small_face_in_a_1080p_stream_is_recognised_through_full_resolution_regions(
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `GET`/`POST` against the API with the generated admin key.
+fn api(api_port: u16, dir: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{api_port}{path}");
+    let request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url).json(&body.unwrap_or(Value::Null)),
+    };
+    let response = request.bearer_auth(key.trim()).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn unknown_tracks_are_grouped_for_review_and_an_enrolled_group_is_recognised_next_time() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-review-{}", uuid::Uuid::now_v7()));
+    // two people nobody enrolled, one after the other, looped
+    let photos = simulate::load_photos(&[
+        common::fixture("Tom_Hanks_54745.png"),
+        common::fixture("biden.jpg"),
+    ]);
+    assert_eq!(photos.len(), 2);
+    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    let extra = format!(
+        "[pipeline]\nframe_queue = 300\n[review]\nenabled = true\ndatabase = \"{dir}/review.db\"\n\
+         [events.snapshots]\nenabled = true\ndir = \"{dir}/snapshots\"\n",
+        dir = dir.display()
+    );
+    let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
+    let (_service, api_port) = serve(&config, &dir);
+    wait_for("camera.up", Duration::from_secs(60), || {
+        events(&receiver).iter().any(|e| e["type"] == "camera.up")
+    });
+    let up_at = time(
+        &events(&receiver)
+            .iter()
+            .find(|e| e["type"] == "camera.up")
+            .unwrap()["occurred_at"],
+    );
+    // which appearance of the looped clip a track belongs to, by its first sighting
+    let slot = |first_seen: &Value| -> usize {
+        let offset = (time(first_seen) - up_at).num_milliseconds() as f32 / 1000.0;
+        let t = offset.rem_euclid(scene.duration_s);
+        scene
+            .appearances
+            .iter()
+            .position(|a| t >= a.start_s - 0.8 && t <= a.start_s + a.duration_s + 0.8)
+            .unwrap_or_else(|| panic!("a track at +{offset:.2} s lies outside every appearance"))
+    };
+
+    // Both people seen at least twice: two groups, one per person, each with its tracks.
+    let mut listed = Value::Null;
+    wait_for(
+        "two review groups of two tracks or more",
+        Duration::from_secs(240),
+        || {
+            let (status, body) = api(api_port, &dir, "GET", "/v1/review/unknowns", None);
+            assert_eq!(status, 200, "{body}");
+            listed = body;
+            let groups = listed["groups"].as_array().unwrap();
+            groups.len() >= 2 && groups.iter().all(|g| g["size"].as_u64().unwrap() >= 2)
+        },
+    );
+    let groups = listed["groups"].as_array().unwrap().clone();
+    assert_eq!(groups.len(), 2, "one group per person: {listed}");
+    let mut slots = Vec::new();
+    for g in &groups {
+        let tracks = g["tracks"].as_array().unwrap();
+        let of_group: Vec<usize> = tracks.iter().map(|t| slot(&t["first_seen"])).collect();
+        assert!(
+            of_group.iter().all(|&s| s == of_group[0]),
+            "a group mixes people: {of_group:?} in {g}"
+        );
+        slots.push(of_group[0]);
+        assert!(g["nearest_identity"].is_null(), "empty gallery: {g}");
+        // every kept track is one that came out identity.unknown
+        for t in tracks {
+            let id = t["id"].as_str().unwrap();
+            assert!(
+                events(&receiver)
+                    .iter()
+                    .any(|e| e["type"] == "identity.unknown" && e["track_id"] == id),
+                "kept track {id} had no identity.unknown event"
+            );
+        }
+    }
+    assert_ne!(slots[0], slots[1], "the two groups are the two people");
+
+    // a best shot is the aligned face
+    let shot_url = groups[0]["best_shots"][0]["url"].as_str().unwrap();
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let shot = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{api_port}{shot_url}"))
+        .bearer_auth(key.trim())
+        .send()
+        .unwrap();
+    assert_eq!(shot.status(), 200);
+    assert_eq!(shot.headers()["content-type"], "image/jpeg");
+    assert_eq!(shot.headers()["cache-control"], "private, no-store");
+    let face = image::load_from_memory(&shot.bytes().unwrap()).unwrap();
+    assert_eq!((face.width(), face.height()), (112, 112));
+
+    let ids = |g: &Value| -> Vec<Value> {
+        g["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].clone())
+            .collect()
+    };
+    // refusals change nothing
+    let (status, body) = api(
+        api_port,
+        &dir,
+        "POST",
+        "/v1/review/enroll",
+        Some(
+            serde_json::json!({"tracks": ids(&groups[0]), "name": "A", "identity": uuid::Uuid::now_v7()}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    let mut with_missing = ids(&groups[0]);
+    let missing = uuid::Uuid::now_v7().to_string();
+    with_missing.push(Value::String(missing.clone()));
+    let (status, body) = api(
+        api_port,
+        &dir,
+        "POST",
+        "/v1/review/enroll",
+        Some(serde_json::json!({"tracks": with_missing, "name": "Visitor A"})),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&missing),
+        "{body}"
+    );
+    let (_, identities) = api(api_port, &dir, "GET", "/v1/identities", None);
+    assert_eq!(identities["total"], 0, "{identities}");
+
+    // "this unknown is Visitor A"; the other group is dismissed
+    let (status, enrolled) = api(
+        api_port,
+        &dir,
+        "POST",
+        "/v1/review/enroll",
+        Some(serde_json::json!({"tracks": ids(&groups[0]), "name": "Visitor A"})),
+    );
+    assert_eq!(status, 201, "{enrolled}");
+    let shots: usize = groups[0]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["shots"].as_array().unwrap().len())
+        .sum();
+    let faces = enrolled["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), shots, "one template per best shot: {enrolled}");
+    assert!(faces
+        .iter()
+        .all(|f| f["source"].as_str().unwrap().starts_with("review: track ")));
+    assert_eq!(enrolled["identity"]["faces"], shots);
+    let enrolled_at = Utc::now();
+    let (status, body) = api(
+        api_port,
+        &dir,
+        "POST",
+        "/v1/review/dismiss",
+        Some(serde_json::json!({"tracks": ids(&groups[1])})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dismissed"], groups[1]["size"]);
+    let (_, after) = api(api_port, &dir, "GET", "/v1/review/unknowns", None);
+    let left: Vec<&Value> = after["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["tracks"].as_array().unwrap())
+        .map(|t| &t["id"])
+        .collect();
+    for id in ids(&groups[0]).iter().chain(&ids(&groups[1])) {
+        assert!(!left.contains(&id), "{id} still in the queue: {after}");
+    }
+
+    // the next appearance of the enrolled person comes out recognised; the other stays unknown
+    let after_enrolment = |kind: &str, person: usize| {
+        events(&receiver).into_iter().find(|e| {
+            e["type"] == kind
+                && time(&e["first_seen"]) > enrolled_at
+                && slot(&e["first_seen"]) == person
+        })
+    };
+    wait_for(
+        "the enrolled person recognised, the other unknown",
+        Duration::from_secs(120),
+        || {
+            after_enrolment("identity.recognized", slots[0]).is_some()
+                && after_enrolment("identity.unknown", slots[1]).is_some()
+        },
+    );
+    let recognised = after_enrolment("identity.recognized", slots[0]).unwrap();
+    assert_eq!(recognised["identity"]["name"], "Visitor A", "{recognised}");
+    // its snapshot: the 960×540 frame shrunk by 2 to fit 640 px, written owner-only
+    let snapshot_url = format!(
+        "http://127.0.0.1:{api_port}/v1/events/{}/snapshot",
+        recognised["id"].as_str().unwrap()
+    );
+    let mut snapshot = None;
+    wait_for("the event's snapshot", Duration::from_secs(30), || {
+        let r = reqwest::blocking::Client::new()
+            .get(&snapshot_url)
+            .bearer_auth(key.trim())
+            .send()
+            .unwrap();
+        if r.status() != 200 {
+            return false;
+        }
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        snapshot = Some(r.bytes().unwrap());
+        true
+    });
+    let frame = image::load_from_memory(&snapshot.unwrap()).unwrap();
+    assert_eq!((frame.width(), frame.height()), (480, 270));
+    let file = dir
+        .join("snapshots")
+        .join(format!("{}.jpg", recognised["id"].as_str().unwrap()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let missing = reqwest::blocking::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{api_port}/v1/events/{}/snapshot",
+            uuid::Uuid::now_v7()
+        ))
+        .bearer_auth(key.trim())
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(
+        after_enrolment("identity.recognized", slots[1]).is_none(),
+        "the dismissed person was named"
+    );
+    let m = scrape(api_port);
+    assert!(sample(&m, "facestream_review_tracks").is_some(), "{m}");
+    assert_eq!(sample(&m, "facestream_review_errors_total"), Some(0.0));
+    let _ = std::fs::remove_dir_all(dir);
+}

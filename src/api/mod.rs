@@ -10,6 +10,7 @@
 //! stack trace or a server path: internal failures are logged and answered with a generic
 //! 500.
 
+mod review;
 mod routes;
 mod stream;
 

@@ -28,6 +28,10 @@ pub struct AppState {
     pub events: EventBus,
     /// Ends long-lived responses (the event stream) when the service stops.
     pub shutdown: crate::shutdown::Shutdown,
+    /// The review store and its settings (`review.enabled`; none when off).
+    /// Folder of event snapshots (`events.snapshots`; none when off).
+    pub snapshots: Option<std::path::PathBuf>,
+    pub review: Option<(Arc<crate::review::ReviewStore>, crate::review::ReviewConfig)>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -74,6 +78,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/events/dead-letters", "GET").route(web::get().to(dead_letters)))
             .service(
                 resource("/events/dead-letters/redeliver", "POST").route(web::post().to(redeliver)),
+            )
+            .service(resource("/events/{id}/snapshot", "GET").route(web::get().to(snapshot)))
+            .service(
+                resource("/review/unknowns", "GET").route(web::get().to(super::review::unknowns)),
+            )
+            .service(
+                resource("/review/tracks/{id}/shots/{n}", "GET")
+                    .route(web::get().to(super::review::shot)),
+            )
+            .service(
+                resource("/review/enroll", "POST").route(web::post().to(super::review::enroll)),
+            )
+            .service(
+                resource("/review/dismiss", "POST").route(web::post().to(super::review::dismiss)),
             ),
     );
 }
@@ -124,7 +142,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Run blocking work on actix's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     web::block(f).await.map_err(|_| ApiError::Internal)?
@@ -151,7 +169,40 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, A
     Ok(body)
 }
 
-fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+/// `GET /v1/events/{id}/snapshot`: the frame an identity event was decided on (JPEG).
+async fn snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let Some(dir) = state.snapshots.clone() else {
+        return Err(ApiError::NotFound(
+            "event snapshots are off: they are kept only with events.snapshots.enabled = true"
+                .into(),
+        ));
+    };
+    let id = parse_id(&path, "event")?;
+    let file = crate::pipeline::snapshot_path(&dir, id);
+    let jpeg = blocking(move || match std::fs::read(&file) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::NotFound(format!(
+            "no snapshot for event {id}: not an identity event, decided when its track ended \
+             (no frame at hand), or past events.snapshots.retention_s"
+        ))),
+        Err(e) => {
+            tracing::error!(event = %id, error = %e, "reading an event snapshot");
+            Err(ApiError::Internal)
+        }
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "private, no-store"))
+        .body(jpeg))
+}
+
+pub(super) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
 }
 

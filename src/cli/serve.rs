@@ -90,6 +90,39 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             config.api.generated_key_file
         );
     }
+    let review = if config.review.enabled {
+        let store =
+            facestream::review::ReviewStore::open(&config.review.database).with_context(|| {
+                format!(
+                    "opening the review store {}",
+                    config.review.database.display()
+                )
+            })?;
+        store
+            .prune(
+                chrono::Utc::now(),
+                config.review.retention_s,
+                config.review.max_tracks,
+            )
+            .context("applying review.retention_s at start")?;
+        facestream::telemetry::metrics()
+            .review_tracks
+            .set(store.count().context("counting kept unknown tracks")? as i64);
+        Some(Arc::new(store))
+    } else {
+        None
+    };
+    if config.events.snapshots.enabled {
+        let dir = Path::new(&config.events.snapshots.dir);
+        facestream::private_files::create_dir(dir)
+            .with_context(|| format!("creating the snapshot folder {}", dir.display()))?;
+        let removed = facestream::pipeline::prune_snapshots(
+            dir,
+            std::time::Duration::from_secs(config.events.snapshots.retention_s),
+        )
+        .with_context(|| format!("applying events.snapshots.retention_s to {}", dir.display()))?;
+        tracing::info!(removed, dir = %dir.display(), "event snapshots past their retention deleted");
+    }
     let outbox = Arc::new(
         Outbox::open(Path::new(&config.events.outbox))
             .with_context(|| format!("opening event outbox {}", config.events.outbox))?,
@@ -116,8 +149,14 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         };
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(
-                Pipeline::start(config, service.clone(), events.clone(), &shutdown)
-                    .context("starting the streaming pipeline")?,
+                Pipeline::start(
+                    config,
+                    service.clone(),
+                    events.clone(),
+                    review.clone(),
+                    &shutdown,
+                )
+                .context("starting the streaming pipeline")?,
             )
         } else {
             tracing::info!("no cameras configured; serving the API only");
@@ -131,6 +170,12 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             top_k: config.matching.top_k,
             events,
             shutdown: shutdown.clone(),
+            review: review.map(|store| (store, config.review.clone())),
+            snapshots: config
+                .events
+                .snapshots
+                .enabled
+                .then(|| std::path::PathBuf::from(&config.events.snapshots.dir)),
         });
         let served = api::serve(state, &config.api, tls, shutdown.clone()).await;
         // the API also ends on its own when it fails: everything else stops with it

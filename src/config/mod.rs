@@ -19,6 +19,7 @@ use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
 use crate::ingest::{CameraConfig, PipelineConfig};
+use crate::review::ReviewConfig;
 use crate::simulate::demo::DemoConfig;
 use crate::stages::detect::DetectConfig;
 use crate::stages::embed::EmbedConfig;
@@ -83,6 +84,8 @@ pub struct Config {
     pub events: EventsConfig,
     pub pipeline: PipelineConfig,
     pub track: TrackConfig,
+    /// Unknown tracks kept for review (`[review]`, off by default).
+    pub review: ReviewConfig,
     pub demo: DemoConfig,
     /// Cameras (`[[cameras]]`); none in the embedded default.
     #[serde(default)]
@@ -182,6 +185,7 @@ impl Config {
         self.events.validate(&mut problems);
         self.pipeline.validate(&mut problems);
         self.track.validate(&mut problems);
+        self.review.validate(&mut problems);
         self.demo.validate(&mut problems);
         for camera in &self.cameras {
             camera.validate(&mut problems);

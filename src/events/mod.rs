@@ -145,6 +145,9 @@ pub struct EventsConfig {
     /// Delivered and dead-lettered rows older than this are deleted from the outbox
     /// (checked every 10 minutes): the outbox is a delivery queue, not an archive.
     pub retention_s: u64,
+    /// Event snapshots (`[events.snapshots]`).
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
     /// Webhook endpoints.
     pub webhooks: Vec<webhook::WebhookConfig>,
     /// MQTT brokers (same outbox, QoS 1).
@@ -152,8 +155,57 @@ pub struct EventsConfig {
     pub mqtt: Vec<mqtt::MqttConfig>,
 }
 
+/// Event snapshots (section `[events.snapshots]`): the frame each identity event was
+/// decided on, shrunk, with the face boxed, at `GET /v1/events/{id}/snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Off by default: a full frame shows everyone in view.
+    pub enabled: bool,
+    /// Folder of the snapshots (created owner-only), one `<event id>.jpg` each.
+    pub dir: String,
+    /// Snapshots older than this are deleted (checked at start and every minute).
+    pub retention_s: u64,
+    /// Longer side of a snapshot; the frame is shrunk by the smallest whole factor that
+    /// fits it.
+    pub max_side: u32,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            enabled: false,
+            dir: "data/snapshots".into(),
+            retention_s: 86_400,
+            max_side: 640,
+        }
+    }
+}
+
+impl SnapshotConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.enabled && self.dir.is_empty() {
+            problems.push("events.snapshots.dir must not be empty when enabled".into());
+        }
+        if !(60..=366 * 86_400).contains(&self.retention_s) {
+            problems.push(format!(
+                "events.snapshots.retention_s = {} must be within [60, {}]",
+                self.retention_s,
+                366 * 86_400
+            ));
+        }
+        if !(64..=4096).contains(&self.max_side) {
+            problems.push(format!(
+                "events.snapshots.max_side = {} must be within [64, 4096]",
+                self.max_side
+            ));
+        }
+    }
+}
+
 impl EventsConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        self.snapshots.validate(problems);
         if self.outbox.is_empty() {
             problems.push("events.outbox must not be empty".into());
         }

@@ -326,6 +326,11 @@ impl GalleryService {
         &self.store
     }
 
+    /// Whether enrolled faces keep their aligned crop (`gallery.keep_crops`).
+    pub fn keeps_crops(&self) -> bool {
+        self.gallery.keep_crops
+    }
+
     pub fn model(&self) -> &str {
         &self.model
     }

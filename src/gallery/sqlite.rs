@@ -62,11 +62,11 @@ fn parse_time(s: String) -> rusqlite::Result<DateTime<Utc>> {
         })
 }
 
-fn embedding_bytes(v: &[f32]) -> Vec<u8> {
+pub(crate) fn embedding_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn embedding_from(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn embedding_from(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

@@ -180,13 +180,16 @@ impl DetectActor {
 pub(super) struct AlignActor {
     next: Next,
     meter: Meter,
+    /// Pass frames with faces on (for event snapshots) instead of releasing them here.
+    keep_frames: bool,
 }
 
 impl AlignActor {
-    pub(super) fn new(next: Next) -> AlignActor {
+    pub(super) fn new(next: Next, keep_frames: bool) -> AlignActor {
         AlignActor {
             next,
             meter: Meter::new("align"),
+            keep_frames,
         }
     }
 }
@@ -227,6 +230,7 @@ impl Handler<Work> for AlignActor {
         self.meter.take();
         let started = Instant::now();
         let meter = &self.meter;
+        let keep_frames = self.keep_frames;
         let work = guarded("align", work, |mut work| {
             if let Some(frame) = work.frame.take() {
                 let before = work.faces.len();
@@ -236,6 +240,9 @@ impl Handler<Work> for AlignActor {
                 });
                 if work.faces.len() < before {
                     meter.error();
+                }
+                if keep_frames && !work.faces.is_empty() {
+                    work.frame = Some(frame);
                 }
             }
             work

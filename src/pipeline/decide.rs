@@ -23,9 +23,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::publish::{Publish, PublishActor};
+use super::review::{Keep, ReviewKeeper};
+use super::snapshot::{SnapshotKeeper, TakeSnapshot};
 use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
+use crate::ingest::frame::I420Frame;
 use crate::stages::align::AlignedFace;
 use crate::stages::matching::Decision;
 use crate::telemetry::{metrics, Metrics};
@@ -45,6 +48,9 @@ struct TrackState {
     counted: bool,
     decided: Option<Decided>,
     best_crop: Option<(f32, AlignedFace)>,
+    /// Best shots with their crops, for review (`review.enabled`): (quality, crop,
+    /// embedding), best first.
+    review_shots: Vec<(f32, AlignedFace, Vec<f32>)>,
     /// Faces of this track whose embedding batch failed.
     embed_failures: u32,
 }
@@ -73,6 +79,16 @@ struct CameraTracks {
     last_frame: Instant,
 }
 
+/// What the decide stage keeps besides the events themselves.
+pub(super) struct Keeping {
+    /// The best aligned face as a JPEG in identity events (`events.thumbnails`).
+    pub thumbnails: bool,
+    /// Where ended unknown tracks go for review, and how many shots each keeps.
+    pub review: Option<(Addr<ReviewKeeper>, usize)>,
+    /// Where identity events' frames go to be kept (`events.snapshots`).
+    pub snapshots: Option<Addr<SnapshotKeeper>>,
+}
+
 pub(super) struct DecideActor {
     config: TrackConfig,
     thumbnails: bool,
@@ -83,6 +99,12 @@ pub(super) struct DecideActor {
     cameras: HashMap<Arc<str>, CameraTracks>,
     decided: Arc<TrackBoard>,
     meter: Meter,
+    /// Where ended unknown tracks go for review, and how many shots each keeps.
+    review: Option<(Addr<ReviewKeeper>, usize)>,
+    /// Where identity events' frames go to be kept (`events.snapshots`).
+    snapshots: Option<Addr<SnapshotKeeper>>,
+    /// The frame being tracked (kept by the align stage only with snapshots on).
+    current_frame: Option<Arc<I420Frame>>,
 }
 
 fn time(ms: i64) -> Option<DateTime<Utc>> {
@@ -92,16 +114,16 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
 impl DecideActor {
     pub(super) fn new(
         config: TrackConfig,
-        thumbnails: bool,
         top_k: usize,
         gallery: Arc<GalleryService>,
         credits: HashMap<Arc<str>, Arc<Credits>>,
         publish: Addr<PublishActor>,
         decided: Arc<TrackBoard>,
+        keeping: Keeping,
     ) -> DecideActor {
         DecideActor {
             config,
-            thumbnails,
+            thumbnails: keeping.thumbnails,
             top_k,
             gallery,
             credits,
@@ -109,6 +131,9 @@ impl DecideActor {
             cameras: HashMap::new(),
             decided,
             meter: Meter::new("decide"),
+            review: keeping.review,
+            snapshots: keeping.snapshots,
+            current_frame: None,
         }
     }
 
@@ -159,6 +184,7 @@ impl DecideActor {
             .collect();
         let thumbnails = self.thumbnails;
         let min_hits = self.config.min_hits;
+        let review_shots = self.review.as_ref().map_or(0, |(_, n)| *n);
         let tracks = self.camera(camera);
         tracks.last_frame = Instant::now();
         let update = tracks.tracker.update(ts, &observations);
@@ -172,6 +198,13 @@ impl DecideActor {
                 if state.best_crop.as_ref().is_none_or(|(bq, _)| q > *bq) {
                     state.best_crop = face.aligned.clone().map(|a| (q, a));
                 }
+            }
+            if let (Some(embedding), Some(crop)) = (&face.embedding, &face.aligned) {
+                keep_best(
+                    &mut state.review_shots,
+                    review_shots,
+                    (face.quality.unwrap_or(0.0), crop, embedding),
+                );
             }
             if let Some(track) = tracks.tracker.track(track_id) {
                 if track.hits >= min_hits {
@@ -190,9 +223,11 @@ impl DecideActor {
             }
         }
         let active = tracks.tracker.tracks().len() as i64;
+        self.current_frame = work.frame.clone();
         for track in to_consider {
             self.consider(camera, &track, ts, Some(work.meta.captured_instant), false);
         }
+        self.current_frame = None;
         for track in update.ended {
             self.end(camera, track);
         }
@@ -293,6 +328,13 @@ impl DecideActor {
         if let Some((_, crop)) = &state.best_crop {
             event.thumbnail_jpeg = jpeg_base64(crop);
         }
+        if let (Some(keeper), Some(frame)) = (&self.snapshots, &self.current_frame) {
+            keeper.do_send(TakeSnapshot {
+                event: event.id,
+                frame: frame.clone(),
+                bbox: track.bbox,
+            });
+        }
         self.send(Publish { event, captured });
     }
 
@@ -353,7 +395,24 @@ impl DecideActor {
             .and_then(|s| s.decided.clone())
             .unwrap_or_default();
         let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
-        self.camera(camera).states.remove(&track.id);
+        let state = self.camera(camera).states.remove(&track.id);
+        if let (Some((keeper, _)), Some(state)) = (&self.review, state) {
+            // an `identity.unknown` went out for this track: keep it for review
+            let unknown = state.decided.as_ref().is_some_and(|d| d.identity.is_none());
+            if let (true, Some(id), Some(template)) = (unknown, state.id, track.template()) {
+                keeper.do_send(Keep {
+                    id,
+                    camera: camera.to_string(),
+                    first_seen: time(track.first_seen_ms).unwrap_or_default(),
+                    last_seen: time(track.last_seen_ms).unwrap_or_default(),
+                    model: self.gallery.model().to_string(),
+                    template,
+                    quality: track.best_quality(),
+                    similarity: decided.similarity,
+                    shots: state.review_shots,
+                });
+            }
+        }
         self.send(Publish {
             event,
             captured: None,
@@ -409,6 +468,21 @@ impl DecideActor {
                 .set(active);
         }
     }
+}
+
+/// Keep `shot` among the `max` best of `shots` (best first); the crop and embedding are
+/// copied only when the shot gets in.
+fn keep_best(
+    shots: &mut Vec<(f32, AlignedFace, Vec<f32>)>,
+    max: usize,
+    (quality, crop, embedding): (f32, &AlignedFace, &Vec<f32>),
+) {
+    if max == 0 || (shots.len() >= max && shots.last().is_some_and(|s| s.0 >= quality)) {
+        return;
+    }
+    let at = shots.partition_point(|s| s.0 >= quality);
+    shots.insert(at, (quality, crop.clone(), embedding.clone()));
+    shots.truncate(max);
 }
 
 fn jpeg_base64(crop: &AlignedFace) -> Option<String> {
@@ -492,5 +566,20 @@ mod tests {
         tracker.update(1_000_000, &[]);
         prune_states(&mut states, &tracker);
         assert!(states.is_empty());
+    }
+
+    #[test]
+    fn review_keeps_the_best_shots_best_first() {
+        let crop = AlignedFace::blank();
+        let mut shots = Vec::new();
+        for (k, q) in [0.4f32, 0.9, 0.1, 0.7, 0.9, 0.5].into_iter().enumerate() {
+            keep_best(&mut shots, 3, (q, &crop, &vec![k as f32]));
+        }
+        let kept: Vec<(f32, f32)> = shots.iter().map(|s| (s.0, s.2[0])).collect();
+        // ties keep the earlier shot first
+        assert_eq!(kept, vec![(0.9, 1.0), (0.9, 4.0), (0.7, 3.0)]);
+        let mut none = Vec::new();
+        keep_best(&mut none, 0, (0.9, &crop, &vec![0.0]));
+        assert!(none.is_empty(), "review off: nothing copied");
     }
 }

@@ -25,6 +25,10 @@ mod batch;
 mod decide;
 mod publish;
 mod regions;
+mod review;
+mod snapshot;
+
+pub use snapshot::{prune as prune_snapshots, snapshot_path};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -421,6 +425,7 @@ impl Pipeline {
         config: &Config,
         gallery: Arc<GalleryService>,
         events: EventBus,
+        review: Option<Arc<crate::review::ReviewStore>>,
         shutdown: &Shutdown,
     ) -> Result<Pipeline, PipelineError> {
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
@@ -454,6 +459,25 @@ impl Pipeline {
             })
             .collect();
         let decided = Arc::new(TrackBoard::default());
+        let snapshots_on = config.events.snapshots.enabled;
+        let snapshots = snapshots_on.then(|| {
+            let sc = config.events.snapshots.clone();
+            SyncArbiter::start(1, move || {
+                snapshot::SnapshotKeeper::new(
+                    std::path::PathBuf::from(&sc.dir),
+                    sc.retention_s,
+                    sc.max_side,
+                )
+            })
+        });
+        let review = review.map(|store| {
+            let config = config.review.clone();
+            let shots = config.shots;
+            let keeper = SyncArbiter::start(1, move || {
+                review::ReviewKeeper::new(store.clone(), config.clone())
+            });
+            (keeper, shots)
+        });
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
             let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
@@ -461,12 +485,16 @@ impl Pipeline {
             move |_| {
                 decide::DecideActor::new(
                     track,
-                    events_cfg.thumbnails,
                     top_k,
                     gallery,
                     credits,
                     publish,
                     decided,
+                    decide::Keeping {
+                        thumbnails: events_cfg.thumbnails,
+                        review,
+                        snapshots,
+                    },
                 )
             }
         });
@@ -504,7 +532,7 @@ impl Pipeline {
         });
         let align = SyncArbiter::start(1, {
             let next = Next::new(quality.recipient(), "quality");
-            move || analyse::AlignActor::new(next.clone())
+            move || analyse::AlignActor::new(next.clone(), snapshots_on)
         });
         let mut detectors = Vec::new();
         for _ in 0..pc.detect_workers {

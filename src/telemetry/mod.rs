@@ -90,6 +90,12 @@ pub struct Metrics {
     pub gallery_templates: Gauge,
     /// Clients connected to `GET /v1/events/stream`.
     pub event_streams: Gauge,
+    /// Unknown tracks kept for review (`review.enabled`).
+    pub review_tracks: Gauge,
+    /// Unknown tracks that could not be written to the review store.
+    pub review_errors: Counter,
+    /// Event snapshots that could not be written (`events.snapshots`).
+    pub snapshot_errors: Counter,
     /// 1 while the camera delivers frames.
     pub camera_up: Family<CameraLabel, Gauge>,
     /// 1 for the camera's current state (connecting, live, backing-off, failed, stopped).
@@ -175,6 +181,24 @@ impl Metrics {
         );
         let gallery_templates = Gauge::default();
         let event_streams = Gauge::default();
+        let review_tracks = Gauge::default();
+        registry.register(
+            "review_tracks",
+            "Unknown tracks kept for review (review.enabled)",
+            review_tracks.clone(),
+        );
+        let snapshot_errors = Counter::default();
+        registry.register(
+            "snapshot_errors",
+            "Event snapshots that could not be written (events.snapshots)",
+            snapshot_errors.clone(),
+        );
+        let review_errors = Counter::default();
+        registry.register(
+            "review_errors",
+            "Unknown tracks that could not be written to the review store",
+            review_errors.clone(),
+        );
         registry.register(
             "event_streams",
             "Clients connected to GET /v1/events/stream",
@@ -413,6 +437,9 @@ impl Metrics {
             event_delivery_latency,
             gallery_templates,
             event_streams,
+            review_tracks,
+            review_errors,
+            snapshot_errors,
         }
     }
 

@@ -1,0 +1,203 @@
+//! Event snapshots (`[events.snapshots]`): the frame an identity event was decided on,
+//! shrunk to `max_side` with the face boxed, as `<event id>.jpg` in `dir` (owner-only),
+//! deleted after `retention_s`.
+//!
+//! A stage on its own thread: converting and encoding a frame takes a few milliseconds,
+//! once per identity event. A snapshot that cannot be written is logged and counted
+//! (`facestream_snapshot_errors_total`); the event itself is unaffected. An event
+//! decided when its track ended (no frame at hand then) has no snapshot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use image::{Rgb, RgbImage};
+use uuid::Uuid;
+
+use crate::ingest::frame::I420Frame;
+use crate::stages::BBox;
+use crate::telemetry::metrics;
+
+/// How often old snapshots are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Snapshot the frame of event `event`, boxing `bbox` (full-frame pixels).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct TakeSnapshot {
+    pub event: Uuid,
+    pub frame: Arc<I420Frame>,
+    pub bbox: BBox,
+}
+
+/// The file of event `id`'s snapshot in `dir`.
+pub fn snapshot_path(dir: &Path, id: Uuid) -> PathBuf {
+    dir.join(format!("{id}.jpg"))
+}
+
+/// Delete snapshots in `dir` modified more than `retention` ago; returns how many.
+pub fn prune(dir: &Path, retention: Duration) -> std::io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.ends_with(".jpg") || name.ends_with(".jpg.tmp")) {
+            continue;
+        }
+        let old = entry
+            .metadata()?
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > retention);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The frame shrunk by the smallest whole factor that fits `max_side`, with a 2-pixel
+/// box around the face.
+pub(crate) fn render(frame: &I420Frame, bbox: BBox, max_side: u32) -> RgbImage {
+    let step = frame
+        .width
+        .max(frame.height)
+        .div_ceil(max_side.max(1))
+        .max(1);
+    let mut rgb = frame.to_rgb(frame.full(), step);
+    let s = step as f32;
+    let (w, h) = (rgb.width() as i64, rgb.height() as i64);
+    let x0 = (bbox.x / s).round() as i64;
+    let y0 = (bbox.y / s).round() as i64;
+    let x1 = ((bbox.x + bbox.w) / s).round() as i64;
+    let y1 = ((bbox.y + bbox.h) / s).round() as i64;
+    let mut put = |x: i64, y: i64| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            rgb.put_pixel(x as u32, y as u32, Rgb([0, 230, 64]));
+        }
+    };
+    for t in 0..2 {
+        for x in x0..=x1 {
+            put(x, y0 + t);
+            put(x, y1 - t);
+        }
+        for y in y0..=y1 {
+            put(x0 + t, y);
+            put(x1 - t, y);
+        }
+    }
+    rgb
+}
+
+pub(super) struct SnapshotKeeper {
+    dir: PathBuf,
+    retention: Duration,
+    max_side: u32,
+    last_prune: Option<std::time::Instant>,
+}
+
+impl SnapshotKeeper {
+    pub(super) fn new(dir: PathBuf, retention_s: u64, max_side: u32) -> SnapshotKeeper {
+        SnapshotKeeper {
+            dir,
+            retention: Duration::from_secs(retention_s),
+            max_side,
+            last_prune: None,
+        }
+    }
+
+    fn write(&self, msg: &TakeSnapshot) -> Result<(), String> {
+        let rgb = render(&msg.frame, msg.bbox, self.max_side);
+        let mut jpeg = Vec::new();
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80);
+        rgb.write_with_encoder(encoder).map_err(|e| e.to_string())?;
+        crate::private_files::create_dir(&self.dir)
+            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        let path = snapshot_path(&self.dir, msg.event);
+        let tmp = path.with_extension("jpg.tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&tmp)
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        file.write_all(&jpeg)
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+    }
+}
+
+impl Actor for SnapshotKeeper {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<TakeSnapshot> for SnapshotKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: TakeSnapshot, _: &mut SyncContext<Self>) {
+        if let Err(e) = self.write(&msg) {
+            metrics().snapshot_errors.inc();
+            tracing::error!(event = %msg.event, error = %e, "event snapshot not kept");
+        }
+        if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.last_prune = Some(std::time::Instant::now());
+            if let Err(e) = prune(&self.dir, self.retention) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "pruning old snapshots");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_shrunk_to_fit_and_boxes_the_face() {
+        let grey = RgbImage::from_pixel(1920, 1080, Rgb([128, 128, 128]));
+        let frame = I420Frame::from_rgb(&grey);
+        let bbox = BBox {
+            x: 900.0,
+            y: 300.0,
+            w: 60.0,
+            h: 75.0,
+        };
+        let rgb = render(&frame, bbox, 640);
+        assert_eq!((rgb.width(), rgb.height()), (640, 360));
+        // the box's corner (300, 100) is green, its inside stays grey
+        let corner = rgb.get_pixel(300, 100);
+        assert!(corner[1] > 200 && corner[0] < 30, "{corner:?}");
+        let inside = rgb.get_pixel(310, 112);
+        assert!(
+            (inside[0] as i32 - inside[1] as i32).abs() < 10,
+            "{inside:?}"
+        );
+        // a frame already small enough is not shrunk
+        let small = I420Frame::from_rgb(&RgbImage::new(320, 240));
+        assert_eq!(render(&small, bbox, 640).dimensions(), (320, 240));
+    }
+
+    #[test]
+    fn old_snapshots_are_pruned_and_other_files_left_alone() {
+        let dir = std::env::temp_dir().join(format!("facestream-snapshots-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keep = snapshot_path(&dir, Uuid::now_v7());
+        std::fs::write(&keep, b"jpeg").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        assert_eq!(prune(&dir, Duration::from_secs(60)).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(prune(&dir, Duration::from_millis(1)).unwrap(), 1);
+        assert!(!keep.exists());
+        assert!(dir.join("notes.txt").exists());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

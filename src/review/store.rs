@@ -1,0 +1,389 @@
+//! The review store: kept unknown tracks in one SQLite file (WAL), shots in their own
+//! table deleted with their track (`ON DELETE CASCADE`). Times are kept as epoch
+//! milliseconds so retention is one indexed range delete.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::{ReviewError, TrackSummary, UnknownTrack};
+use crate::gallery::sqlite::{embedding_bytes, embedding_from};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS unknown_tracks (
+    id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    template BLOB NOT NULL,
+    quality REAL NOT NULL,
+    similarity REAL
+);
+CREATE INDEX IF NOT EXISTS unknown_tracks_last_seen ON unknown_tracks(last_seen_ms);
+CREATE TABLE IF NOT EXISTS shots (
+    track_id TEXT NOT NULL REFERENCES unknown_tracks(id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    quality REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (track_id, n)
+);
+";
+
+fn storage(e: impl std::fmt::Display) -> ReviewError {
+    ReviewError::Storage(e.to_string())
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// SQLite-backed store of unknown tracks kept for review.
+pub struct ReviewStore {
+    conn: Mutex<Connection>,
+}
+
+impl ReviewStore {
+    /// Open (create) the store at `path`: an owner-only file in an owner-only folder.
+    pub fn open(path: &Path) -> Result<ReviewStore, ReviewError> {
+        crate::private_files::prepare_database(path)
+            .map_err(|e| storage(format!("creating {}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(storage)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(storage)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(storage)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(ReviewStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // transactions roll back on a panic, so a poisoned lock is still usable
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep `track` (replacing a track of the same id).
+    pub fn insert(&self, track: &UnknownTrack) -> Result<(), ReviewError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(storage)?;
+        let id = track.id.to_string();
+        tx.execute("DELETE FROM unknown_tracks WHERE id = ?1", params![id])
+            .map_err(storage)?;
+        tx.execute(
+            "INSERT INTO unknown_tracks (id, camera, first_seen_ms, last_seen_ms, model, template, quality, similarity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                track.camera,
+                track.first_seen.timestamp_millis(),
+                track.last_seen.timestamp_millis(),
+                track.model,
+                embedding_bytes(&track.template),
+                track.quality,
+                track.similarity,
+            ],
+        )
+        .map_err(storage)?;
+        for (n, shot) in track.shots.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO shots (track_id, n, quality, embedding, jpeg) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, n as i64, shot.quality, embedding_bytes(&shot.embedding), shot.jpeg],
+            )
+            .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)
+    }
+
+    /// Kept tracks last seen at or after `since`, most recently seen first.
+    pub fn list(&self, since: Option<DateTime<Utc>>) -> Result<Vec<TrackSummary>, ReviewError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT t.id, t.camera, t.first_seen_ms, t.last_seen_ms, t.model, t.template, t.quality, t.similarity,
+                        (SELECT group_concat(s.quality, ',') FROM (SELECT quality FROM shots WHERE track_id = t.id ORDER BY n) s)
+                 FROM unknown_tracks t WHERE t.last_seen_ms >= ?1 ORDER BY t.last_seen_ms DESC, t.id",
+            )
+            .map_err(storage)?;
+        let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
+        let rows = stmt
+            .query_map(params![since], |row| {
+                let id: String = row.get(0)?;
+                let template: Vec<u8> = row.get(5)?;
+                let shots: Option<String> = row.get(8)?;
+                Ok((
+                    id,
+                    TrackSummary {
+                        id: Uuid::nil(),
+                        camera: row.get(1)?,
+                        first_seen: time(row.get(2)?),
+                        last_seen: time(row.get(3)?),
+                        model: row.get(4)?,
+                        template: embedding_from(&template),
+                        quality: row.get(6)?,
+                        similarity: row.get(7)?,
+                        shots: shots
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter_map(|q| q.parse().ok())
+                            .collect(),
+                    },
+                ))
+            })
+            .map_err(storage)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, mut summary) = row.map_err(storage)?;
+            summary.id = Uuid::parse_str(&id).map_err(storage)?;
+            out.push(summary);
+        }
+        Ok(out)
+    }
+
+    /// One kept track with its shots.
+    pub fn get(&self, id: Uuid) -> Result<UnknownTrack, ReviewError> {
+        let conn = self.conn();
+        let key = id.to_string();
+        let track = conn
+            .query_row(
+                "SELECT camera, first_seen_ms, last_seen_ms, model, template, quality, similarity
+                 FROM unknown_tracks WHERE id = ?1",
+                params![key],
+                |row| {
+                    let template: Vec<u8> = row.get(4)?;
+                    Ok(UnknownTrack {
+                        id,
+                        camera: row.get(0)?,
+                        first_seen: time(row.get(1)?),
+                        last_seen: time(row.get(2)?),
+                        model: row.get(3)?,
+                        template: embedding_from(&template),
+                        quality: row.get(5)?,
+                        similarity: row.get(6)?,
+                        shots: Vec::new(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(storage)?
+            .ok_or(ReviewError::NotFound(id))?;
+        let mut stmt = conn
+            .prepare("SELECT quality, embedding, jpeg FROM shots WHERE track_id = ?1 ORDER BY n")
+            .map_err(storage)?;
+        let shots = stmt
+            .query_map(params![key], |row| {
+                let embedding: Vec<u8> = row.get(1)?;
+                Ok(super::ReviewShot {
+                    quality: row.get(0)?,
+                    embedding: embedding_from(&embedding),
+                    jpeg: row.get(2)?,
+                })
+            })
+            .map_err(storage)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        Ok(UnknownTrack { shots, ..track })
+    }
+
+    /// Shot `n` of track `id`, JPEG.
+    pub fn shot_jpeg(&self, id: Uuid, n: usize) -> Result<Vec<u8>, ReviewError> {
+        let conn = self.conn();
+        let key = id.to_string();
+        let jpeg: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT jpeg FROM shots WHERE track_id = ?1 AND n = ?2",
+                params![key, n as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        if let Some(jpeg) = jpeg {
+            return Ok(jpeg);
+        }
+        let shots: Option<i64> = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM shots WHERE track_id = t.id) FROM unknown_tracks t WHERE t.id = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        match shots {
+            None => Err(ReviewError::NotFound(id)),
+            Some(shots) => Err(ReviewError::NoShot {
+                track: id,
+                shots: shots as usize,
+                index: n,
+            }),
+        }
+    }
+
+    /// Delete the tracks `ids` (with their shots); returns how many were kept.
+    pub fn remove(&self, ids: &[Uuid]) -> Result<usize, ReviewError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(storage)?;
+        let mut removed = 0;
+        for id in ids {
+            removed += tx
+                .execute(
+                    "DELETE FROM unknown_tracks WHERE id = ?1",
+                    params![id.to_string()],
+                )
+                .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        Ok(removed)
+    }
+
+    /// Delete tracks last seen before `now - retention_s`, then the oldest past
+    /// `max_tracks`; returns how many went.
+    pub fn prune(
+        &self,
+        now: DateTime<Utc>,
+        retention_s: u64,
+        max_tracks: usize,
+    ) -> Result<usize, ReviewError> {
+        let conn = self.conn();
+        let cutoff = now.timestamp_millis() - (retention_s as i64).saturating_mul(1000);
+        let expired = conn
+            .execute(
+                "DELETE FROM unknown_tracks WHERE last_seen_ms < ?1",
+                params![cutoff],
+            )
+            .map_err(storage)?;
+        let over = conn
+            .execute(
+                "DELETE FROM unknown_tracks WHERE id IN (
+                     SELECT id FROM unknown_tracks ORDER BY last_seen_ms DESC, id LIMIT -1 OFFSET ?1)",
+                params![max_tracks as i64],
+            )
+            .map_err(storage)?;
+        Ok(expired + over)
+    }
+
+    /// Number of kept tracks.
+    pub fn count(&self) -> Result<usize, ReviewError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM unknown_tracks", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as usize)
+            .map_err(storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::ReviewShot;
+
+    fn kept(n: u128, seen_s: i64, shots: usize) -> UnknownTrack {
+        let t = DateTime::from_timestamp(1_800_000_000 + seen_s, 0).unwrap();
+        UnknownTrack {
+            id: Uuid::from_u128(n),
+            camera: format!("cam{}", n % 2),
+            first_seen: t - chrono::Duration::seconds(3),
+            last_seen: t,
+            model: "sface@1".into(),
+            template: vec![0.6, 0.8],
+            quality: 0.7,
+            similarity: Some(0.21),
+            shots: (0..shots)
+                .map(|k| ReviewShot {
+                    quality: 0.7 - k as f32 * 0.1,
+                    embedding: vec![1.0, k as f32],
+                    jpeg: vec![0xFF, 0xD8, k as u8],
+                })
+                .collect(),
+        }
+    }
+
+    fn store() -> (ReviewStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("facestream-review-{}", Uuid::now_v7()));
+        (ReviewStore::open(&dir.join("review.db")).unwrap(), dir)
+    }
+
+    #[test]
+    fn tracks_round_trip_with_their_shots_and_leave_with_them() {
+        let (store, dir) = store();
+        store.insert(&kept(1, 10, 3)).unwrap();
+        store.insert(&kept(2, 20, 1)).unwrap();
+        let listed = store.list(None).unwrap();
+        assert_eq!(
+            listed.iter().map(|t| t.id.as_u128()).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(listed[1].shots.len(), 3);
+        assert!((listed[1].shots[2] - 0.5).abs() < 1e-6);
+        assert_eq!(listed[1].template, vec![0.6, 0.8]);
+        assert_eq!(listed[1].similarity, Some(0.21));
+        let one = store.get(Uuid::from_u128(1)).unwrap();
+        assert_eq!(one.shots[1].embedding, vec![1.0, 1.0]);
+        assert_eq!(one.camera, "cam1");
+        assert_eq!(
+            store.shot_jpeg(Uuid::from_u128(1), 2).unwrap(),
+            vec![0xFF, 0xD8, 2]
+        );
+        assert!(matches!(
+            store.shot_jpeg(Uuid::from_u128(2), 1),
+            Err(ReviewError::NoShot {
+                shots: 1,
+                index: 1,
+                ..
+            })
+        ));
+        // since: only the track seen at 20 s
+        let since = DateTime::from_timestamp(1_800_000_015, 0);
+        assert_eq!(store.list(since).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .remove(&[Uuid::from_u128(1), Uuid::from_u128(9)])
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            store.get(Uuid::from_u128(1)),
+            Err(ReviewError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.shot_jpeg(Uuid::from_u128(1), 0),
+            Err(ReviewError::NotFound(_))
+        ));
+        let shots: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM shots", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(shots, 1, "the removed track's shots went with it");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn retention_and_the_track_cap_delete_the_oldest() {
+        let (store, dir) = store();
+        for n in 0..6 {
+            store.insert(&kept(n, n as i64 * 100, 1)).unwrap();
+        }
+        // now = 550 s, retention 300 s: tracks seen before 250 s go (0, 100, 200)
+        let now = DateTime::from_timestamp(1_800_000_550, 0).unwrap();
+        assert_eq!(store.prune(now, 300, 100).unwrap(), 3);
+        // then keep at most 2: the oldest remaining (300) goes
+        assert_eq!(store.prune(now, 300, 2).unwrap(), 1);
+        let left: Vec<u128> = store
+            .list(None)
+            .unwrap()
+            .iter()
+            .map(|t| t.id.as_u128())
+            .collect();
+        assert_eq!(left, vec![5, 4]);
+        assert_eq!(store.count().unwrap(), 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
