@@ -100,12 +100,13 @@ type Messages = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Subscribe to `facestream/#`; returns once the broker acknowledged the subscription.
 async fn subscriber(port: u16) -> Messages {
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("test-subscriber", "127.0.0.1", port), 16);
-    client
-        .subscribe("facestream/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    subscriber_to(port, "facestream/#", "test-subscriber").await
+}
+
+/// Messages on `filter` (retained ones first) as a client named `id`.
+async fn subscriber_to(port: u16, filter: &str, id: &str) -> Messages {
+    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 16);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let messages: Messages = Arc::default();
     let sink = messages.clone();
     let (ready, subscribed) = tokio::sync::oneshot::channel();
@@ -160,6 +161,9 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
             ca_file: String::new(),
             client_cert_file: String::new(),
             client_key_file: String::new(),
+            home_assistant: false,
+            discovery_prefix: "homeassistant".into(),
+            seen_s: 600,
         }],
     }
 }
@@ -423,5 +427,140 @@ async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
         assert_eq!(outbox.depth(name).unwrap(), 3, "{name}");
     }
     assert_eq!(messages.lock().unwrap().len(), 2 * sent.len());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The retained messages under `filter` now, as a fresh client sees them.
+async fn retained(port: u16, filter: &str, id: &str) -> Vec<(String, String)> {
+    let messages = subscriber_to(port, filter, id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = messages.lock().unwrap().clone();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
+    use facestream::events::home_assistant::{seen_topic, Announced};
+    use facestream::events::EventIdentity;
+    let dir = common::temp_dir("mqtt-ha");
+    let (_broker, [port]) = start_on_free_ports(&dir, "mosquitto.log", |[p]| plain_listener(p));
+    let node = "facestream-test";
+    let (alice, bob, erased) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let config_topic = |id: uuid::Uuid| {
+        format!(
+            "homeassistant/binary_sensor/{node}/{}_seen/config",
+            id.simple()
+        )
+    };
+    // a previous run announced someone who was erased while the service was down
+    {
+        let (client, mut eventloop) =
+            AsyncClient::new(MqttOptions::new("leftover", "127.0.0.1", port), 16);
+        client
+            .publish(
+                config_topic(erased),
+                QoS::AtLeastOnce,
+                true,
+                "{\"name\":\"Eve seen\"}",
+            )
+            .await
+            .unwrap();
+        loop {
+            if let Ok(MqttEvent::Incoming(Packet::PubAck(_))) = eventloop.poll().await {
+                break;
+            }
+        }
+    }
+    let live = subscriber_to(port, "homeassistant/#", "ha-live").await;
+    let people = Arc::new(Mutex::new(vec![
+        (alice, "Alice".to_string()),
+        (bob, "Bob".to_string()),
+    ]));
+    let list = people.clone();
+    let announced = Announced {
+        cameras: vec!["front door".into()],
+        identities: Arc::new(move || Ok(list.lock().unwrap().clone())),
+        refresh: Duration::from_millis(300),
+    };
+    let mut config = events_config(&dir, port, 30);
+    config.mqtt[0].home_assistant = true;
+    config.mqtt[0].seen_s = 120;
+    let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
+    let shutdown = Shutdown::new();
+    let (bus, _handles) =
+        webhook::start_with(outbox.clone(), &config, shutdown.clone(), Some(announced));
+    let last = |topic: &str| -> Option<String> {
+        live.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(t, _)| t == topic)
+            .map(|(_, p)| p.clone())
+    };
+    let camera_topic = format!("homeassistant/sensor/{node}/front_door_last_person/config");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(last(&config_topic(alice)).is_some_and(|p| !p.is_empty())
+        && last(&config_topic(bob)).is_some_and(|p| !p.is_empty())
+        && last(&camera_topic).is_some()
+        && last(&config_topic(erased)).as_deref() == Some(""))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let camera: serde_json::Value =
+        serde_json::from_str(&last(&camera_topic).expect("camera sensor announced")).unwrap();
+    assert_eq!(camera["state_topic"], "facestream/front door/identity");
+    assert_eq!(camera["value_template"], "{{ value_json.identity.name }}");
+    let a: serde_json::Value =
+        serde_json::from_str(&last(&config_topic(alice)).expect("Alice announced")).unwrap();
+    assert_eq!(a["name"], "Alice seen");
+    assert_eq!(a["off_delay"], 120);
+    assert_eq!(a["state_topic"], seen_topic("facestream", alice));
+    assert_eq!(
+        last(&config_topic(erased)).as_deref(),
+        Some(""),
+        "the identity erased while the service was down is removed"
+    );
+
+    // a recognition turns Alice's sensor on (Home Assistant turns it off after off_delay)
+    let seen = subscriber_to(port, "facestream/people/#", "ha-seen").await;
+    let mut e = Event::new(EventType::IdentityRecognized);
+    e.camera_id = Some("front door".into());
+    e.identity = Some(EventIdentity {
+        id: alice,
+        name: "Alice".into(),
+    });
+    bus.publish(&e).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![(seen_topic("facestream", alice), "ON".to_string())]
+    );
+
+    // Bob is erased: his config is replaced by an empty retained message
+    people.lock().unwrap().retain(|(id, _)| *id != bob);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while last(&config_topic(bob)).as_deref() != Some("") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last(&config_topic(bob)).as_deref(), Some(""));
+    // what a Home Assistant starting now would find: the camera and Alice, nobody else
+    let mut now: Vec<String> = retained(port, "homeassistant/#", "ha-fresh")
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    now.sort();
+    let mut expected = vec![config_topic(alice), camera_topic];
+    expected.sort();
+    assert_eq!(now, expected);
+    shutdown.request();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -145,7 +145,30 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let _stop_deliveries = deliveries.guard();
         let (events, deliverers) = {
             let _on = delivery.enter();
-            webhook::start(outbox, &config.events, deliveries.clone())
+            let store = service.store().clone();
+            let announced = facestream::events::home_assistant::Announced {
+                cameras: config
+                    .cameras
+                    .iter()
+                    .filter(|c| c.enabled)
+                    .map(|c| c.id.clone())
+                    .collect(),
+                identities: Arc::new(move || {
+                    let mut all = Vec::new();
+                    loop {
+                        let (page, total) = store
+                            .list_identities(all.len(), 1000)
+                            .map_err(|e| e.to_string())?;
+                        let got = page.len();
+                        all.extend(page.into_iter().map(|i| (i.id, i.name)));
+                        if got == 0 || all.len() >= total {
+                            return Ok(all);
+                        }
+                    }
+                }),
+                refresh: facestream::events::home_assistant::REFRESH,
+            };
+            webhook::start_with(outbox, &config.events, deliveries.clone(), Some(announced))
         };
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(

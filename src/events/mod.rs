@@ -13,6 +13,7 @@
 //!
 //! The JSON Schema of the payload is `src/events/event-v1.schema.json` ([`SCHEMA_V1`]).
 
+pub mod home_assistant;
 pub mod mqtt;
 pub mod outbox;
 pub mod signature;

@@ -19,6 +19,7 @@ use rumqttc::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::home_assistant::Announced;
 use super::outbox::Outbox;
 use super::{Event, EventType, EventsConfig};
 use crate::shutdown::Shutdown;
@@ -64,6 +65,24 @@ pub struct MqttConfig {
     pub client_cert_file: String,
     #[serde(default)]
     pub client_key_file: String,
+    /// Home Assistant MQTT discovery: a "last person" sensor per camera and a "seen"
+    /// binary sensor per enrolled identity (`events::home_assistant`).
+    #[serde(default)]
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix.
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+    /// An identity's "seen" sensor turns off this long after its last recognition.
+    #[serde(default = "default_seen")]
+    pub seen_s: u32,
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+
+fn default_seen() -> u32 {
+    600
 }
 
 fn default_keep_alive() -> u16 {
@@ -142,6 +161,17 @@ impl MqttConfig {
                 "{at}.topic_prefix must be non-empty without # or +"
             ));
         }
+        if self.discovery_prefix.is_empty() || self.discovery_prefix.contains(['#', '+']) {
+            problems.push(format!(
+                "{at}.discovery_prefix must be non-empty without # or +"
+            ));
+        }
+        if !(10..=86_400).contains(&self.seen_s) {
+            problems.push(format!(
+                "{at}.seen_s = {} must be within [10, 86400]",
+                self.seen_s
+            ));
+        }
         if self.keep_alive_s == 0 {
             problems.push(format!("{at}.keep_alive_s must be at least 1"));
         }
@@ -174,15 +204,18 @@ impl MqttConfig {
     }
 }
 
-/// The topic of an event.
-pub fn topic(prefix: &str, event: &Event) -> String {
-    let camera: String = event
-        .camera_id
-        .as_deref()
-        .unwrap_or("_")
+/// `<prefix>/<camera>/<leaf>`, with `/`, `#` and `+` in the camera id replaced by `_`.
+pub fn camera_topic(prefix: &str, camera: &str, leaf: &str) -> String {
+    let camera: String = camera
         .chars()
         .map(|c| if matches!(c, '/' | '#' | '+') { '_' } else { c })
         .collect();
+    format!("{prefix}/{camera}/{leaf}")
+}
+
+/// The topic of an event.
+pub fn topic(prefix: &str, event: &Event) -> String {
+    let camera = event.camera_id.as_deref().unwrap_or("_");
     let leaf = match event.kind {
         EventType::IdentityRecognized => "identity",
         EventType::IdentityUnknown => "unknown",
@@ -190,7 +223,7 @@ pub fn topic(prefix: &str, event: &Event) -> String {
         EventType::CameraDown | EventType::CameraUp => "status",
         EventType::Test => "test",
     };
-    format!("{prefix}/{camera}/{leaf}")
+    camera_topic(prefix, camera, leaf)
 }
 
 pub(crate) async fn deliver_loop(
@@ -199,6 +232,7 @@ pub(crate) async fn deliver_loop(
     config: EventsConfig,
     notify: Arc<Notify>,
     shutdown: Shutdown,
+    announced: Option<Announced>,
 ) {
     let mut options = MqttOptions::new(
         endpoint.effective_client_id(),
@@ -231,6 +265,17 @@ pub(crate) async fn deliver_loop(
         config.clone(),
         shutdown.clone(),
     ));
+    let announcer = announced
+        .filter(|_| endpoint.home_assistant)
+        .map(|announced| {
+            tokio::spawn(super::home_assistant::announce_loop(
+                client.clone(),
+                link.clone(),
+                endpoint.clone(),
+                announced,
+                shutdown.clone(),
+            ))
+        });
     let mut queue = super::webhook::EndpointQueue::new(
         outbox.clone(),
         &endpoint.name,
@@ -242,13 +287,25 @@ pub(crate) async fn deliver_loop(
         for row in due {
             let result = match serde_json::from_str::<Event>(&row.payload) {
                 Ok(event) => {
-                    publish(
+                    let result = publish(
                         &client,
                         &link,
                         &topic(&endpoint.topic_prefix, &event),
                         &row.payload,
+                        false,
                     )
-                    .await
+                    .await;
+                    if let (true, Ok(()), Some(identity)) =
+                        (endpoint.home_assistant, &result, &event.identity)
+                    {
+                        // Home Assistant's "seen" sensor; it turns itself off (off_delay)
+                        let seen =
+                            super::home_assistant::seen_topic(&endpoint.topic_prefix, identity.id);
+                        if let Err(e) = publish(&client, &link, &seen, "ON", false).await {
+                            tracing::debug!(endpoint = %endpoint.name, error = %e, "seen state not published");
+                        }
+                    }
+                    result
                 }
                 Err(e) => Err(format!("stored event is not valid JSON: {e}")),
             };
@@ -256,13 +313,16 @@ pub(crate) async fn deliver_loop(
         }
     }
     driver.abort();
+    if let Some(announcer) = announcer {
+        announcer.abort();
+    }
 }
 
 type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// The state the connection's driver shares with the publisher.
 #[derive(Default)]
-struct Link {
+pub(super) struct Link {
     inner: std::sync::Mutex<LinkState>,
     /// Set on CONNACK, cleared when the connection fails.
     connected: tokio::sync::Notify,
@@ -271,6 +331,10 @@ struct Link {
 #[derive(Default)]
 struct LinkState {
     connected: bool,
+    /// Connections made so far (a new one: the broker may have lost retained state).
+    generation: u64,
+    /// Topics of retained, non-empty messages received, while collecting.
+    retained: Option<Vec<String>>,
     /// Publishes handed to the client, in order, not yet written (their packet id is
     /// assigned when the event loop writes them: `Outgoing::Publish(pkid)`).
     unsent: std::collections::VecDeque<Ack>,
@@ -281,6 +345,33 @@ struct LinkState {
 impl Link {
     fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for the connection; its generation, or none at shutdown.
+    pub(super) async fn wait_connected(&self, shutdown: &Shutdown) -> Option<u64> {
+        loop {
+            let up = self.connected.notified();
+            {
+                let state = self.state();
+                if state.connected {
+                    return Some(state.generation);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.requested() => return None,
+                _ = up => {}
+            }
+        }
+    }
+
+    /// Start (`true`) or stop collecting retained topics; stopping returns them.
+    pub(super) fn collect_retained(&self, on: bool) -> Vec<String> {
+        let mut state = self.state();
+        let got = state.retained.take().unwrap_or_default();
+        if on {
+            state.retained = Some(Vec::new());
+        }
+        got
     }
 }
 
@@ -304,8 +395,19 @@ async fn drive(
         match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
-                link.state().connected = true;
+                {
+                    let mut state = link.state();
+                    state.connected = true;
+                    state.generation += 1;
+                }
                 link.connected.notify_waiters();
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                if p.retain && !p.payload.is_empty() {
+                    if let Some(topics) = link.state().retained.as_mut() {
+                        topics.push(p.topic.clone());
+                    }
+                }
             }
             Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                 let mut state = link.state();
@@ -353,11 +455,12 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 const PUBACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Publish with QoS 1 and wait for the broker's PUBACK of this packet.
-async fn publish(
+pub(super) async fn publish(
     client: &AsyncClient,
     link: &Link,
     topic: &str,
     payload: &str,
+    retain: bool,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
     let acked = loop {
@@ -366,7 +469,7 @@ async fn publish(
             let mut state = link.state();
             if state.connected {
                 client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+                    .try_publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
                     .map_err(|e| format!("queueing the publish: {e}"))?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 state.unsent.push_back(tx);

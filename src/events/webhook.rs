@@ -206,6 +206,16 @@ pub fn start(
     config: &EventsConfig,
     shutdown: Shutdown,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
+    start_with(outbox, config, shutdown, None)
+}
+
+/// As [`start`], with what MQTT endpoints with `home_assistant = true` announce.
+pub fn start_with(
+    outbox: Arc<Outbox>,
+    config: &EventsConfig,
+    shutdown: Shutdown,
+    announced: Option<super::home_assistant::Announced>,
+) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
     let configured: Vec<&str> = config
         .webhooks
         .iter()
@@ -274,6 +284,7 @@ pub fn start(
             config.clone(),
             notify.clone(),
             shutdown.clone(),
+            announced.clone(),
         )));
         let filter = broker.clone();
         endpoints.push(Endpoint {
