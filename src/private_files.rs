@@ -54,6 +54,32 @@ pub fn prepare_database(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Open the SQLite database at `path` as an owner-only file ([`prepare_database`]) in WAL
+/// mode, with foreign keys enforced, `synchronous = FULL` when `durable` (a committed
+/// write survives a crash of the machine; else `NORMAL`: it survives a crash of the
+/// process), a 5 s busy timeout, and `schema` applied.
+/// Errors name the file.
+pub fn open_database(
+    path: &Path,
+    schema: &str,
+    durable: bool,
+) -> Result<rusqlite::Connection, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    prepare_database(path).map_err(|e| format!("creating {}", at(&e)))?;
+    let conn = rusqlite::Connection::open(path).map_err(|e| format!("opening {}", at(&e)))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| at(&e))?;
+    let synchronous = if durable { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(|e| at(&e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| at(&e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| at(&e))?;
+    conn.execute_batch(schema).map_err(|e| at(&e))?;
+    Ok(conn)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

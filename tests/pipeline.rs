@@ -143,6 +143,19 @@ fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
+/// When the camera went live (its first `camera.up`), waiting up to a minute for it.
+fn camera_up_at(receiver: &Receiver) -> DateTime<Utc> {
+    wait_for("camera.up", Duration::from_secs(60), || {
+        events(receiver).iter().any(|e| e["type"] == "camera.up")
+    });
+    time(
+        &events(receiver)
+            .iter()
+            .find(|e| e["type"] == "camera.up")
+            .unwrap()["occurred_at"],
+    )
+}
+
 fn scrape(api_port: u16) -> String {
     reqwest::blocking::get(format!("http://127.0.0.1:{api_port}/metrics"))
         .and_then(|r| r.text())
@@ -187,16 +200,7 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
     let config = write_config(&dir, receiver.port, &camera.url("cam"), extra, true);
     enroll(&config, &dir);
     let (service, api_port) = serve(&config, &dir);
-
-    wait_for("camera.up", Duration::from_secs(60), || {
-        events(&receiver).iter().any(|e| e["type"] == "camera.up")
-    });
-    let up_at = time(
-        &events(&receiver)
-            .iter()
-            .find(|e| e["type"] == "camera.up")
-            .unwrap()["occurred_at"],
-    );
+    let up_at = camera_up_at(&receiver);
     let offset = |e: &Value| (time(&e["first_seen"]) - up_at).num_milliseconds() as f32 / 1000.0;
     // The whole scene once: done when the group photo's six tracks (the last appearance)
     // have ended, however long this machine takes to get there.
@@ -764,15 +768,7 @@ fn unknown_tracks_are_grouped_for_review_and_an_enrolled_group_is_recognised_nex
     );
     let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
     let (_service, api_port) = serve(&config, &dir);
-    wait_for("camera.up", Duration::from_secs(60), || {
-        events(&receiver).iter().any(|e| e["type"] == "camera.up")
-    });
-    let up_at = time(
-        &events(&receiver)
-            .iter()
-            .find(|e| e["type"] == "camera.up")
-            .unwrap()["occurred_at"],
-    );
+    let up_at = camera_up_at(&receiver);
     // which appearance of the looped clip a track belongs to, by its first sighting
     let slot = |first_seen: &Value| -> usize {
         let offset = (time(first_seen) - up_at).num_milliseconds() as f32 / 1000.0;

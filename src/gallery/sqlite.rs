@@ -106,19 +106,7 @@ impl SqliteStore {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, GalleryError> {
         // biometric templates: owner-only folder and file
-        crate::private_files::prepare_database(path)
-            .map_err(|e| storage(format!("creating {}: {e}", path.display())))?;
-        let conn = Connection::open(path)
-            .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(storage)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+        let conn = crate::private_files::open_database(path, SCHEMA, true).map_err(storage)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })

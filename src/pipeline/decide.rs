@@ -29,6 +29,7 @@ use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
 use crate::ingest::frame::I420Frame;
+use crate::review::UnknownTrack;
 use crate::stages::align::AlignedFace;
 use crate::stages::matching::Decision;
 use crate::telemetry::{metrics, Metrics};
@@ -401,14 +402,17 @@ impl DecideActor {
             let unknown = state.decided.as_ref().is_some_and(|d| d.identity.is_none());
             if let (true, Some(id), Some(template)) = (unknown, state.id, track.template()) {
                 keeper.do_send(Keep {
-                    id,
-                    camera: camera.to_string(),
-                    first_seen: time(track.first_seen_ms).unwrap_or_default(),
-                    last_seen: time(track.last_seen_ms).unwrap_or_default(),
-                    model: self.gallery.model().to_string(),
-                    template,
-                    quality: track.best_quality(),
-                    similarity: decided.similarity,
+                    track: UnknownTrack {
+                        id,
+                        camera: camera.to_string(),
+                        first_seen: time(track.first_seen_ms).unwrap_or_default(),
+                        last_seen: time(track.last_seen_ms).unwrap_or_default(),
+                        model: self.gallery.model().to_string(),
+                        template,
+                        quality: track.best_quality(),
+                        similarity: decided.similarity,
+                        shots: Vec::new(),
+                    },
                     shots: state.review_shots,
                 });
             }

@@ -6,25 +6,17 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use chrono::Utc;
 
 use crate::review::{ReviewConfig, ReviewShot, ReviewStore, UnknownTrack};
 use crate::stages::align::AlignedFace;
 use crate::telemetry::metrics;
 
-/// An ended unknown track and its best shots (crops not yet encoded).
+/// An ended unknown track (its `shots` empty) and its best shots, crops not yet encoded.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Keep {
-    pub id: Uuid,
-    pub camera: String,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub model: String,
-    pub template: Vec<f32>,
-    pub quality: f32,
-    pub similarity: Option<f32>,
+    pub track: UnknownTrack,
     /// (quality, crop, embedding), best first.
     pub shots: Vec<(f32, AlignedFace, Vec<f32>)>,
 }
@@ -51,17 +43,7 @@ impl ReviewKeeper {
                 })
             })
             .collect();
-        self.store.insert(&UnknownTrack {
-            id: msg.id,
-            camera: msg.camera,
-            first_seen: msg.first_seen,
-            last_seen: msg.last_seen,
-            model: msg.model,
-            template: msg.template,
-            quality: msg.quality,
-            similarity: msg.similarity,
-            shots,
-        })?;
+        self.store.insert(&UnknownTrack { shots, ..msg.track })?;
         self.store
             .prune(Utc::now(), self.config.retention_s, self.config.max_tracks)?;
         metrics().review_tracks.set(self.store.count()? as i64);
@@ -85,7 +67,7 @@ impl Handler<Keep> for ReviewKeeper {
     type Result = ();
 
     fn handle(&mut self, msg: Keep, _: &mut SyncContext<Self>) {
-        let (id, camera) = (msg.id, msg.camera.clone());
+        let (id, camera) = (msg.track.id, msg.track.camera.clone());
         if let Err(e) = self.keep(msg) {
             metrics().review_errors.inc();
             tracing::error!(track = %id, camera = %camera, error = %e, "unknown track not kept for review");

@@ -50,17 +50,8 @@ pub struct ReviewStore {
 impl ReviewStore {
     /// Open (create) the store at `path`: an owner-only file in an owner-only folder.
     pub fn open(path: &Path) -> Result<ReviewStore, ReviewError> {
-        crate::private_files::prepare_database(path)
-            .map_err(|e| storage(format!("creating {}: {e}", path.display())))?;
-        let conn = Connection::open(path)
-            .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(storage)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+        // a convenience queue, not a record: no fsync per track
+        let conn = crate::private_files::open_database(path, SCHEMA, false).map_err(storage)?;
         Ok(ReviewStore {
             conn: Mutex::new(conn),
         })
