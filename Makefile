@@ -81,6 +81,7 @@ bench-search: setup
 # people, degraded scene): recall, drops, latency, CPU against decode-only, per mode.
 bench-cameras: setup
 	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} \
+		--stagger \
 		--variant inference.threads=2 --variant 'inference.detect_backend="openvino"'
 
 # a long run on N cameras: memory and descriptors flat, every event delivered

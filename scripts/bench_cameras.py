@@ -138,9 +138,16 @@ def iso(t):
     return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 
 
-def score(events, schedule, enrolled, t0):
-    """Score one loop of one camera's events against the schedule."""
-    apps = schedule["appearances"]
+def straddles(a, offset):
+    """Whether appearance `a` is in view at clip time `offset` > 0, where a staggered
+    camera's stream starts: its two parts would be two appearances, so it is not scored."""
+    return offset > 0 and a["start_s"] - 0.8 < offset < a["start_s"] + a["duration_s"] + 0.5
+
+
+def score(events, schedule, enrolled, t0, offset=0):
+    """Score one loop of one camera's events against the schedule; the camera's stream
+    starts `offset` seconds into the clip."""
+    apps = [a for a in schedule["appearances"] if not straddles(a, offset)]
     per = [[] for _ in apps]
     for e in events:
         if not e["type"].startswith("identity."):
@@ -148,6 +155,7 @@ def score(events, schedule, enrolled, t0):
         off = iso(e["first_seen"]) - t0
         if off < 0 or off >= schedule["duration_s"]:
             continue
+        off = (off + offset) % schedule["duration_s"]
         cy = e["box"]["y"] + e["box"]["h"] / 2
         for i, a in enumerate(apps):
             if a["start_s"] - 0.8 <= off <= a["start_s"] + a["duration_s"] + 0.5 and \
@@ -176,12 +184,15 @@ def score(events, schedule, enrolled, t0):
     return s
 
 
-def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0, binary=None):
-    """One `facestream serve` over n cameras for one loop of the clip; the metrics."""
+def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0, binary=None,
+                offsets=None):
+    """One `facestream serve` over n cameras for one loop of the clip; the metrics. With
+    `offsets` (mount → seconds into the clip), camera i watches the staggered mount."""
     run_dir = os.path.join(work, name)
     os.makedirs(run_dir)
+    mount = "staggered" if offsets else "cam"
     cams = "".join(
-        f'[[cameras]]\nid = "cam{i}"\nurl = "rtsp://127.0.0.1:{cam_port}/cam{i}"\n'
+        f'[[cameras]]\nid = "cam{i}"\nurl = "rtsp://127.0.0.1:{cam_port}/{mount}{i}"\n'
         f"[cameras.detection]\n{detection}\n" for i in range(1, n + 1))
     config = os.path.join(run_dir, "config.toml")
     with open(config, "w") as f:
@@ -265,7 +276,8 @@ def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, ext
         total = {}
         for i in range(1, n + 1):
             cam = f"cam{i}"
-            sc = score([e for e in events if e.get("camera_id") == cam], schedule, enrolled, t0[cam])
+            offset = (offsets or {}).get(f"staggered{i}", 0)
+            sc = score([e for e in events if e.get("camera_id") == cam], schedule, enrolled, t0[cam], offset)
             for k, v in sc.items():
                 total[k] = total.get(k, 0) + v if k != "misses" else total.get(k, []) + v
         recall = total
@@ -319,16 +331,21 @@ def one_face_photos(paths):
 
 
 def simulator(shown, n, schedule_file, extra):
+    """The simulator; its port and the staggered mounts' offsets (seconds into the clip)."""
     port = free_port()
     sim = subprocess.Popen(
         [BIN, "simulate-camera", *shown, "--port", str(port), "--cameras", str(n),
          "--width", "1920", "--height", "1080", "--fps", "25", "--look", "surveillance",
          "--schedule", schedule_file, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    offsets = {}
     for line in sim.stdout:
         if line.strip() == "ready":
             break
-    return sim, port
+        if line.startswith("offset "):
+            _, mount, seconds = line.split()
+            offsets[mount] = float(seconds)
+    return sim, port, offsets
 
 
 def choose_people(lfw, n_enrolled, n_strangers, work):
@@ -377,6 +394,10 @@ def main():
     ap.add_argument("--compare-bin", action="append", default=[], metavar="LABEL=PATH",
                     help="another facestream binary (e.g. a build of the previous commit) run on the "
                          "first camera count right after this one's, in the same run; repeatable")
+    ap.add_argument("--stagger", action="store_true",
+                    help="also run each camera count on cameras that do not show the clip in step "
+                         "(camera i starts (i-1)/N of the way into it), in the same run; appearances in "
+                         "view where a camera's stream starts are not scored")
     ap.add_argument("--json", default="target/bench-cameras.json")
     args = ap.parse_args()
     counts = [int(c) for c in args.cameras.split(",") if c]
@@ -390,7 +411,7 @@ def main():
     modes = {"regions": 'mode = "regions"', "downscale": 'mode = "downscale"', "full": 'mode = "full"'}
     max_n = max(counts + [1])
     sched_file = os.path.join(work, "schedule.json")
-    sim, cam_port = simulator(shown, max_n, sched_file, SCENE)
+    sim, cam_port, offsets = simulator(shown, max_n, sched_file, SCENE + (["--stagger"] if args.stagger else []))
     schedule = json.load(open(sched_file))
     print(f"simulator ready: {len(shown)} people ({len(enrolled)} enrolled), loop {schedule['duration_s']:.1f} s, "
           f"on up to {max_n} cameras", flush=True)
@@ -409,6 +430,14 @@ def main():
             r["baseline_decode_only_cores"] = baseline(cam_port, n, 30)
             results.append(r)
             print(json.dumps(r), flush=True)
+            if args.stagger:
+                mine = {f"staggered{i}": offsets[f"staggered{i}"] for i in range(1, n + 1)}
+                r = run_service(f"{n}cam-regions-staggered", work, cam_port, n, modes["regions"], schedule,
+                                enrolled_set, sim, offsets=mine)
+                r["offsets_s"] = mine
+                r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+                results.append(r)
+                print(json.dumps(r), flush=True)
             if n == counts[0]:
                 for c in args.compare_bin:
                     label, path = c.split("=", 1)
@@ -431,7 +460,7 @@ def main():
         sim.wait()
     if not args.skip_idle:
         idle_sched = os.path.join(work, "idle.json")
-        sim, port = simulator(shown[:1], 1, idle_sched, ["--empty-seconds", "40"])
+        sim, port, _ = simulator(shown[:1], 1, idle_sched, ["--empty-seconds", "40"])
         try:
             idle = json.load(open(idle_sched))
             r = run_service("1cam-idle", work, port, 1, modes["regions"], idle, enrolled_set, sim, settle=10)

@@ -29,6 +29,11 @@ pub struct SimulateCameraArgs {
     /// Cameras to serve: rtsp://address:port/cam1 … camN, all the same clip.
     #[arg(long, default_value_t = 1)]
     cameras: usize,
+    /// Also serve staggered1 … staggeredN: the same clip, camera i starting (i-1)/N of
+    /// the way into it (at the IDR frame before), so the cameras do not show the same
+    /// moment together; prints `offset staggeredI SECONDS` for each.
+    #[arg(long)]
+    stagger: bool,
     #[arg(long, default_value_t = 1280)]
     width: u32,
     #[arg(long, default_value_t = 720)]
@@ -181,12 +186,25 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
         args.fps
     );
     let clip = Arc::new(simulate::encode_h264(&scene)?);
-    let mounts = (1..=args.cameras)
-        .map(|i| (format!("cam{i}"), clip.clone()))
+    let mut mounts: Vec<(String, Arc<simulate::Clip>, usize)> = (1..=args.cameras)
+        .map(|i| (format!("cam{i}"), clip.clone(), 0))
         .collect();
-    let server = RtspServer::start(&args.address, args.port, mounts)?;
+    let fps = clip.fps as usize;
+    let staggered: Vec<(String, usize)> = (1..=args.cameras)
+        .filter(|_| args.stagger)
+        .map(|i| {
+            let start = (i - 1) * clip.units.len() / args.cameras / fps * fps;
+            (format!("staggered{i}"), start)
+        })
+        .collect();
+    mounts.extend(staggered.iter().map(|(m, s)| (m.clone(), clip.clone(), *s)));
+    let server = RtspServer::start_at(&args.address, args.port, mounts)?;
     for i in 1..=args.cameras {
         println!("{}", server.url(&format!("cam{i}")));
+    }
+    for (mount, start) in &staggered {
+        println!("{}", server.url(mount));
+        println!("offset {mount} {}", start / fps);
     }
     println!("ready");
     use std::io::Write;

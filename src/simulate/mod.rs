@@ -403,7 +403,8 @@ pub fn write_mp4(clip: &Clip, path: &std::path::Path) -> Result<(), SimulateErro
 }
 
 /// An RTSP server on its own thread serving clips at `rtsp://address:port/<mount>`.
-/// Each client gets the clip from its start, looped, in real time.
+/// Each client gets the clip from its mount's start (the clip's first frame, or a later
+/// IDR frame: [`RtspServer::start_at`]), looped, in real time.
 pub struct RtspServer {
     pub address: String,
     pub port: u16,
@@ -417,6 +418,18 @@ impl RtspServer {
         address: &str,
         port: u16,
         mounts: Vec<(String, Arc<Clip>)>,
+    ) -> Result<RtspServer, SimulateError> {
+        let mounts = mounts.into_iter().map(|(m, c)| (m, c, 0)).collect();
+        RtspServer::start_at(address, port, mounts)
+    }
+
+    /// As [`RtspServer::start`], each mount's clients starting at access unit `start`
+    /// (rounded down to the IDR frame before it: the clip has one every second), so
+    /// cameras showing one clip need not show it in step.
+    pub fn start_at(
+        address: &str,
+        port: u16,
+        mounts: Vec<(String, Arc<Clip>, usize)>,
     ) -> Result<RtspServer, SimulateError> {
         gst::init().map_err(gst_err)?;
         let context = glib::MainContext::new();
@@ -432,8 +445,8 @@ impl RtspServer {
                         server.set_address(&address);
                         server.set_service(&port.to_string());
                         let points = server.mount_points().expect("server has mount points");
-                        for (mount, clip) in mounts {
-                            points.add_factory(&format!("/{mount}"), clip_factory(clip));
+                        for (mount, clip, start) in mounts {
+                            points.add_factory(&format!("/{mount}"), clip_factory(clip, start));
                         }
                         match server.attach(Some(&context)) {
                             Ok(source) => {
@@ -486,7 +499,9 @@ impl Drop for RtspServer {
     }
 }
 
-fn clip_factory(clip: Arc<Clip>) -> rtsp::RTSPMediaFactory {
+fn clip_factory(clip: Arc<Clip>, start: usize) -> rtsp::RTSPMediaFactory {
+    // an IDR every `fps` units (encode_h264), so a decoder can start there
+    let start = (start % clip.units.len().max(1)) / clip.fps as usize * clip.fps as usize;
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(
         "( appsrc name=src format=time ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
@@ -513,10 +528,11 @@ fn clip_factory(clip: Arc<Clip>) -> rtsp::RTSPMediaFactory {
         let clip = clip.clone();
         let mut index = 0u64;
         let frame_ns = 1_000_000_000u64 / clip.fps as u64;
+        let first = start as u64;
         src.set_callbacks(
             gst_app::AppSrcCallbacks::builder()
                 .need_data(move |src, _| {
-                    let unit = &clip.units[(index % clip.units.len() as u64) as usize];
+                    let unit = &clip.units[((first + index) % clip.units.len() as u64) as usize];
                     let mut buffer = unit.copy();
                     {
                         let b = buffer.get_mut().expect("copied buffer is writable");
