@@ -265,7 +265,7 @@ pub(super) async fn enroll(
         let mut added = Vec::new();
         for track in &tracks {
             for shot in &track.shots {
-                let template = Template {
+                added.push(Template {
                     id: Uuid::now_v7(),
                     identity_id: identity.id,
                     model: track.model.clone(),
@@ -278,10 +278,15 @@ pub(super) async fn enroll(
                         .then(|| image::load_from_memory(&shot.jpeg).ok())
                         .flatten()
                         .map(|img| img.to_rgb8().into_raw()),
-                };
-                service.import_template(&template)?;
-                added.push(template);
+                });
             }
+        }
+        // every shot or none: a failure leaves the gallery and the queue as they were
+        if let Err(e) = service.import_templates(&added) {
+            if created {
+                let _ = service.delete_identity(identity.id);
+            }
+            return Err(e.into());
         }
         store.remove(&ids)?;
         metrics().review_tracks.set(store.count()? as i64);

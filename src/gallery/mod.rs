@@ -151,6 +151,8 @@ pub trait GalleryStore: Send + Sync {
     /// Delete the identity and every template of it; returns the number of templates removed.
     fn delete_identity(&self, id: Uuid) -> Result<usize, GalleryError>;
     fn add_template(&self, template: &Template) -> Result<(), GalleryError>;
+    /// Add every template or none (one transaction).
+    fn add_templates(&self, templates: &[Template]) -> Result<(), GalleryError>;
     fn list_templates(&self, identity: Uuid) -> Result<Vec<Template>, GalleryError>;
     fn delete_template(&self, identity: Uuid, face: Uuid) -> Result<(), GalleryError>;
     /// Every template of `model` with its embedding (to build the search index).

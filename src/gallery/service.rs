@@ -480,6 +480,30 @@ impl GalleryService {
     /// Add a template made elsewhere (a migration, another node): it must be of this
     /// gallery's model and dimension.
     pub fn import_template(&self, template: &Template) -> Result<(), ServiceError> {
+        self.import_templates(std::slice::from_ref(template))
+    }
+
+    /// Add templates made elsewhere, all or none: each must be of this gallery's model
+    /// and dimension; they are stored in one transaction, then indexed.
+    pub fn import_templates(&self, templates: &[Template]) -> Result<(), ServiceError> {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for template in templates {
+            self.check_importable(template, index.dim())?;
+        }
+        self.store.add_templates(templates)?;
+        for template in templates {
+            index.insert(
+                template.identity_id,
+                template.id,
+                &template.model,
+                &template.embedding,
+                template.quality,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn check_importable(&self, template: &Template, dim: usize) -> Result<(), ServiceError> {
         if template.model != self.model {
             return Err(GalleryError::Invalid {
                 field: "model",
@@ -490,23 +514,14 @@ impl GalleryService {
             }
             .into());
         }
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        if template.embedding.len() != index.dim() {
+        if template.embedding.len() != dim {
             return Err(GalleryError::Dimension {
                 model: self.model.clone(),
-                expected: index.dim(),
+                expected: dim,
                 got: template.embedding.len(),
             }
             .into());
         }
-        self.store.add_template(template)?;
-        index.insert(
-            template.identity_id,
-            template.id,
-            &template.model,
-            &template.embedding,
-            template.quality,
-        )?;
         Ok(())
     }
 

@@ -230,29 +230,39 @@ impl GalleryStore for SqliteStore {
     }
 
     fn add_template(&self, t: &Template) -> Result<(), GalleryError> {
-        let result = self.conn().execute(
-            "INSERT INTO templates (id, identity_id, model, embedding, quality, source, created, crop)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                t.id.to_string(),
-                t.identity_id.to_string(),
-                t.model,
-                embedding_bytes(&t.embedding),
-                f64::from(t.quality),
-                t.source,
-                t.created.to_rfc3339(),
-                t.crop
-            ],
-        );
-        match result {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(GalleryError::IdentityNotFound(t.identity_id))
+        self.add_templates(std::slice::from_ref(t))
+    }
+
+    fn add_templates(&self, templates: &[Template]) -> Result<(), GalleryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(storage)?;
+        for t in templates {
+            let result = tx.execute(
+                "INSERT INTO templates (id, identity_id, model, embedding, quality, source, created, crop)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    t.id.to_string(),
+                    t.identity_id.to_string(),
+                    t.model,
+                    embedding_bytes(&t.embedding),
+                    f64::from(t.quality),
+                    t.source,
+                    t.created.to_rfc3339(),
+                    t.crop
+                ],
+            );
+            match result {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(GalleryError::IdentityNotFound(t.identity_id));
+                }
+                Err(e) => return Err(storage(e)),
             }
-            Err(e) => Err(storage(e)),
         }
+        // dropped without commit on an error above: nothing was added
+        tx.commit().map_err(storage)
     }
 
     fn list_templates(&self, identity: Uuid) -> Result<Vec<Template>, GalleryError> {
@@ -381,6 +391,34 @@ mod tests {
             created: Utc::now(),
             crop: crop.then(|| vec![1, 2, 3]),
         }
+    }
+
+    #[test]
+    fn templates_added_together_are_all_kept_or_none() {
+        let (_d, s) = store();
+        let a = s
+            .create_identity(NewIdentity {
+                name: "Ada".into(),
+                metadata: None,
+            })
+            .unwrap();
+        let both = [
+            template(a.id, "m@1", 0.5, false),
+            template(a.id, "m@1", 0.25, true),
+        ];
+        s.add_templates(&both).unwrap();
+        assert_eq!(s.get_identity(a.id).unwrap().faces, 2);
+        // the second names an identity that does not exist: the first is not kept either
+        let gone = Uuid::now_v7();
+        let mixed = [
+            template(a.id, "m@1", 0.1, false),
+            template(gone, "m@1", 0.2, false),
+        ];
+        assert!(matches!(
+            s.add_templates(&mixed),
+            Err(GalleryError::IdentityNotFound(id)) if id == gone
+        ));
+        assert_eq!(s.get_identity(a.id).unwrap().faces, 2);
     }
 
     #[test]
