@@ -430,10 +430,14 @@ async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The retained messages under `filter` now, as a fresh client sees them.
-async fn retained(port: u16, filter: &str, id: &str) -> Vec<(String, String)> {
+/// The retained messages under `filter` as a fresh client sees them, once at least
+/// `expected` have arrived (the broker sends them together, right after the SUBACK).
+async fn retained(port: u16, filter: &str, id: &str, expected: usize) -> Vec<(String, String)> {
     let messages = subscriber_to(port, filter, id).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while messages.lock().unwrap().len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let got = messages.lock().unwrap().clone();
     got
 }
@@ -552,7 +556,7 @@ async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
     }
     assert_eq!(last(&config_topic(bob)).as_deref(), Some(""));
     // what a Home Assistant starting now would find: the camera and Alice, nobody else
-    let mut now: Vec<String> = retained(port, "homeassistant/#", "ha-fresh")
+    let mut now: Vec<String> = retained(port, "homeassistant/#", "ha-fresh", 2)
         .await
         .into_iter()
         .map(|(t, _)| t)
