@@ -21,11 +21,13 @@
 //! - [`shutdown`]: the one stop signal (SIGINT/SIGTERM, drop guards) and `serve`'s stop order.
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
+//! - [`console`]: the operator console in the browser (at `/`), over that API.
 //! - [`eval`]: LFW verification protocol, ROC and reports.
 
 pub mod api;
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod eval;
 pub mod events;

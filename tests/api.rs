@@ -149,32 +149,6 @@ enum Body {
     Text(&'static str),
 }
 
-/// obama.jpg with biden.jpg at a quarter of its size in the upper left corner: a portrait
-/// with a bystander.
-fn portrait_with_bystander() -> Vec<u8> {
-    let mut portrait = image::load_from_memory(&photo("obama.jpg"))
-        .unwrap()
-        .to_rgb8();
-    let other = image::load_from_memory(&photo("biden.jpg"))
-        .unwrap()
-        .to_rgb8();
-    let small = image::imageops::resize(
-        &other,
-        other.width() / 4,
-        other.height() / 4,
-        image::imageops::FilterType::Triangle,
-    );
-    image::imageops::replace(&mut portrait, &small, 0, 0);
-    let mut out = Vec::new();
-    portrait
-        .write_to(
-            &mut std::io::Cursor::new(&mut out),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
-    out
-}
-
 fn blank_jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(320, 240, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 80])
@@ -225,6 +199,9 @@ fn every_endpoint_and_error_status_over_http() {
         "/v1/review/enroll",
         "/v1/review/dismiss",
         "/v1/events/{id}/snapshot",
+        "/v1/session",
+        "/v1/cameras/{id}/snapshot",
+        "/v1/identities/{id}/faces/{face}/crop",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
@@ -464,7 +441,7 @@ fn every_endpoint_and_error_status_over_http() {
             .contains("no clear choice"),
         "{e}"
     );
-    let bystander = portrait_with_bystander();
+    let bystander = common::portrait_with_bystander();
     let (s, e) = api.call(
         "POST",
         &faces,
@@ -1191,4 +1168,129 @@ fn the_event_stream_delivers_live_events_and_resumes_after_a_reconnect() {
         }
     }
     assert!(server.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
+    let dir = common::temp_dir("api-session");
+    let config = write_config(&dir, 2 * 1024 * 1024);
+    let server = start(&config);
+    let http = Client::new();
+    let url = |path: &str| format!("{}{path}", server.base);
+    let login = |key: &str| {
+        http.post(url("/session"))
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .unwrap()
+    };
+    let cookie_of = |r: &reqwest::blocking::Response| -> String {
+        r.headers()["set-cookie"].to_str().unwrap().to_string()
+    };
+
+    assert_eq!(
+        login("not-a-key-of-this-service").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let read = login(READER);
+    assert_eq!(read.status(), StatusCode::OK);
+    let set = cookie_of(&read);
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    let read_cookie = set.split(';').next().unwrap().to_string();
+    assert!(read_cookie.starts_with("facestream_session="));
+    let who: Value = read.json().unwrap();
+    assert_eq!(
+        (&who["name"], &who["scope"]),
+        (&"viewer".into(), &"read".into())
+    );
+
+    let with = |cookie: &str, method: &str, path: &str, header: bool| {
+        let mut r = http
+            .request(method.parse().unwrap(), url(path))
+            .header("cookie", cookie);
+        if header {
+            r = r.header("x-facestream-console", "1");
+        }
+        if method == "POST" {
+            r = r.json(&serde_json::json!({"name": "via the console"}));
+        }
+        let response = r.send().unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    // the cookie authenticates reads with the key's scope
+    let (s, me) = with(&read_cookie, "GET", "/session", false);
+    assert_eq!((s, &me["scope"]), (StatusCode::OK, &"read".into()));
+    assert!(me["expires_in_s"].as_u64().unwrap() <= 28800);
+    assert_eq!(
+        with(&read_cookie, "GET", "/identities", false).0,
+        StatusCode::OK
+    );
+    // a change needs the console header, then the admin scope
+    let (s, e) = with(&read_cookie, "POST", "/identities", false);
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Facestream-Console"),
+        "{e}"
+    );
+    let (s, e) = with(&read_cookie, "POST", "/identities", true);
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("admin"),
+        "{e}"
+    );
+
+    let admin = login(ADMIN);
+    let admin_cookie = cookie_of(&admin).split(';').next().unwrap().to_string();
+    let (s, created) = with(&admin_cookie, "POST", "/identities", true);
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    // a bearer header is checked on its own: a bad one is not rescued by a good cookie
+    let r = http
+        .get(url("/identities"))
+        .header("cookie", &admin_cookie)
+        .bearer_auth("not-a-key-of-this-service")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // logging out ends the session on the server, not only in the browser
+    let out = http
+        .delete(url("/session"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(cookie_of(&out).contains("Max-Age=0"), "{}", cookie_of(&out));
+    assert_eq!(
+        with(&admin_cookie, "GET", "/identities", false).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        with(&read_cookie, "GET", "/identities", false).0,
+        StatusCode::OK
+    );
+
+    // the console itself: a page that may only load this origin's script and style
+    let root = server.base.trim_end_matches("/v1");
+    let page = http.get(format!("{root}/")).send().unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(page.text().unwrap().contains("/console/console.js"));
+    let script = http
+        .get(format!("{root}/console/console.js"))
+        .send()
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.text().unwrap().contains("X-Facestream-Console"));
+    let _ = std::fs::remove_dir_all(dir);
 }

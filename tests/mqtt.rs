@@ -537,6 +537,7 @@ async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
     e.identity = Some(EventIdentity {
         id: alice,
         name: "Alice".into(),
+        face_id: None,
     });
     bus.publish(&e).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);

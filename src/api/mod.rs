@@ -12,6 +12,7 @@
 
 mod review;
 mod routes;
+pub mod session;
 mod stream;
 
 use std::net::SocketAddr;
@@ -49,6 +50,20 @@ pub struct ApiConfig {
     pub tls_cert_file: String,
     #[serde(default)]
     pub tls_key_file: String,
+    /// Serve the web console at `/` (its pages use this same API, with the same keys).
+    #[serde(default = "default_console")]
+    pub console: bool,
+    /// How long a console login lasts, in seconds (60 … 2,592,000).
+    #[serde(default = "default_session_ttl_s")]
+    pub session_ttl_s: u64,
+}
+
+fn default_console() -> bool {
+    true
+}
+
+fn default_session_ttl_s() -> u64 {
+    8 * 3600
 }
 
 /// Errors from setting up TLS for the API.
@@ -116,6 +131,12 @@ impl ApiConfig {
                     .into(),
             );
         }
+        if !(60..=30 * 86400).contains(&self.session_ttl_s) {
+            problems.push(format!(
+                "api.session_ttl_s = {} must be within [60, 2592000] (one minute to 30 days)",
+                self.session_ttl_s
+            ));
+        }
         if self.max_body_bytes < 1024 {
             problems.push("api.max_body_bytes must be at least 1024".into());
         }
@@ -137,6 +158,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("this key's scope does not allow this operation (admin required)")]
     Forbidden,
+    #[error(
+        "a request authenticated by the session cookie that changes something must carry \
+         the header X-Facestream-Console: 1"
+    )]
+    ConsoleHeader,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -160,7 +186,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden | ApiError::ConsoleHeader => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::TooLarge { .. } => "too_large",
@@ -229,7 +255,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ConsoleHeader => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -357,6 +383,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listen = config.listen.clone();
     let max_body = config.max_body_bytes;
+    let console = config.console;
     let data = web::Data::from(state);
     let server =
         HttpServer::new(move || {
@@ -377,6 +404,11 @@ pub async fn serve(
                     ApiError::NotFound(format!("invalid id in path: {e}")).into()
                 }))
                 .configure(routes::configure)
+                .configure(|cfg| {
+                    if console {
+                        crate::console::configure(cfg)
+                    }
+                })
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
                 }))

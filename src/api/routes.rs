@@ -28,9 +28,11 @@ pub struct AppState {
     pub events: EventBus,
     /// Ends long-lived responses (the event stream) when the service stops.
     pub shutdown: crate::shutdown::Shutdown,
-    /// The review store and its settings (`review.enabled`; none when off).
     /// Folder of event snapshots (`events.snapshots`; none when off).
     pub snapshots: Option<std::path::PathBuf>,
+    /// Console sessions (API keys exchanged for a cookie).
+    pub sessions: super::session::Sessions,
+    /// The review store and its settings (`review.enabled`; none when off).
     pub review: Option<(Arc<crate::review::ReviewStore>, crate::review::ReviewConfig)>,
 }
 
@@ -45,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/health", "GET").route(web::get().to(health)))
             .service(resource("/ready", "GET").route(web::get().to(ready)))
             .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
+            .service(
+                resource("/session", "GET, POST, DELETE")
+                    .route(web::post().to(super::session::login))
+                    .route(web::get().to(super::session::current))
+                    .route(web::delete().to(super::session::logout)),
+            )
             .service(
                 resource("/identities", "GET, POST")
                     .route(web::post().to(create_identity))
@@ -65,10 +73,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/identities/{id}/faces/{face}", "DELETE")
                     .route(web::delete().to(delete_face)),
             )
+            .service(
+                resource("/identities/{id}/faces/{face}/crop", "GET")
+                    .route(web::get().to(face_crop)),
+            )
             .service(resource("/search", "POST").route(web::post().to(search)))
             .service(resource("/verify", "POST").route(web::post().to(verify)))
             .service(resource("/gallery/stale", "GET").route(web::get().to(stale)))
             .service(resource("/cameras", "GET").route(web::get().to(cameras)))
+            .service(
+                resource("/cameras/{id}/snapshot", "GET").route(web::get().to(camera_snapshot)),
+            )
             .service(resource("/events/recent", "GET").route(web::get().to(recent_events)))
             .service(
                 resource("/events/stream", "GET").route(web::get().to(super::stream::event_stream)),
@@ -104,34 +119,61 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     }))
 }
 
-/// The key presented, checked against `needed`.
+/// The caller's key, checked against `needed`: from `Authorization: Bearer <key>`, else
+/// from a console session cookie ([`super::session`]), which must also carry
+/// `X-Facestream-Console` on anything but GET and HEAD.
 pub(super) fn authorize<'a>(
     req: &HttpRequest,
     state: &'a AppState,
     needed: Scope,
 ) -> Result<&'a ApiKey, ApiError> {
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    // Compare every key in full so timing does not reveal a prefix match.
-    let key = state
-        .keys
-        .iter()
-        .fold(None, |found, k| {
-            if constant_time_eq(k.key.as_bytes(), token.trim().as_bytes()) {
-                Some(k)
-            } else {
-                found
+    let index = match req.headers().get("authorization") {
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(ApiError::Unauthorized)?;
+            authorize_key(state, token)?
+        }
+        None => {
+            let token = super::session::cookie_token(req).ok_or(ApiError::Unauthorized)?;
+            let (index, _) = state
+                .sessions
+                .lookup(&token)
+                .ok_or(ApiError::Unauthorized)?;
+            let safe = matches!(
+                *req.method(),
+                actix_web::http::Method::GET | actix_web::http::Method::HEAD
+            );
+            if !safe && !req.headers().contains_key(super::session::CONSOLE_HEADER) {
+                return Err(ApiError::ConsoleHeader);
             }
-        })
-        .ok_or(ApiError::Unauthorized)?;
+            index
+        }
+    };
+    let key = &state.keys[index];
     if needed == Scope::Admin && key.scope != Scope::Admin {
         return Err(ApiError::Forbidden);
     }
     Ok(key)
+}
+
+/// The number of the key equal to `token`. Every key is compared in full so timing does
+/// not reveal a prefix match.
+pub(super) fn authorize_key(state: &AppState, token: &str) -> Result<usize, ApiError> {
+    state
+        .keys
+        .iter()
+        .enumerate()
+        .fold(None, |found, (i, k)| {
+            if constant_time_eq(k.key.as_bytes(), token.trim().as_bytes()) {
+                Some(i)
+            } else {
+                found
+            }
+        })
+        .ok_or(ApiError::Unauthorized)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -209,6 +251,85 @@ pub(super) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 async fn cameras(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "cameras": state.cameras.snapshot() })))
+}
+
+/// Longest side of a camera preview, in pixels.
+const PREVIEW_SIDE: u32 = 640;
+
+/// `GET /v1/cameras/{id}/snapshot`: the camera's latest analysed frame (JPEG, shrunk to
+/// fit 640 pixels), with `Last-Modified` saying when it was captured.
+async fn camera_snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let id = path.into_inner();
+    let camera = state
+        .cameras
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} not found")))?;
+    let (frame, at) = camera.latest_frame.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "camera {id:?} has not delivered a frame yet (state: {})",
+            camera.state.as_str()
+        ))
+    })?;
+    let jpeg = blocking(move || {
+        crate::imageio::encode_jpeg(&crate::pipeline::preview(&frame, PREVIEW_SIDE), 80).map_err(
+            |e| {
+                tracing::error!(error = %e, "encoding a camera preview");
+                ApiError::Internal
+            },
+        )
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "private, no-store"))
+        .insert_header((
+            "Last-Modified",
+            at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ))
+        .body(jpeg))
+}
+
+/// `GET /v1/identities/{id}/faces/{face}/crop`: the enrolled face's aligned 112×112 crop
+/// (JPEG), kept only with `gallery.keep_crops`.
+async fn face_crop(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let (id, face) = path.into_inner();
+    let (id, face) = (parse_id(&id, "identity")?, parse_id(&face, "face")?);
+    let service = state.service.clone();
+    let jpeg = blocking(move || {
+        let template = service
+            .store()
+            .list_templates(id)?
+            .into_iter()
+            .find(|t| t.id == face)
+            .ok_or_else(|| ApiError::NotFound(format!("face {face} of identity {id} not found")))?;
+        let crop = template
+            .crop
+            .and_then(|rgb| image::RgbImage::from_raw(112, 112, rgb))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "face {face} has no crop: crops are kept only with gallery.keep_crops = true"
+                ))
+            })?;
+        crate::imageio::encode_jpeg(&crop, 90).map_err(|e| {
+            tracing::error!(error = %e, "encoding a face crop");
+            ApiError::Internal
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "private, no-store"))
+        .body(jpeg))
 }
 
 #[derive(Deserialize)]
@@ -404,7 +525,19 @@ async fn list_faces(
     let id = parse_id(&path, "identity")?;
     let service = state.service.clone();
     let faces = blocking(move || Ok(service.store().list_templates(id)?)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"items": faces})))
+    // where the face's crop can be fetched, when one was kept (`gallery.keep_crops`)
+    let items: Vec<serde_json::Value> = faces
+        .iter()
+        .map(|t| {
+            let mut v = serde_json::to_value(t).unwrap_or_default();
+            v["crop_url"] = match t.crop {
+                Some(_) => format!("/v1/identities/{id}/faces/{}/crop", t.id).into(),
+                None => serde_json::Value::Null,
+            };
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
 }
 
 async fn delete_face(

@@ -193,6 +193,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             top_k: config.matching.top_k,
             events,
             shutdown: shutdown.clone(),
+            sessions: api::session::Sessions::new(std::time::Duration::from_secs(
+                config.api.session_ttl_s,
+            )),
             review: review.map(|store| (store, config.review.clone())),
             snapshots: config
                 .events

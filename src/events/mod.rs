@@ -73,6 +73,10 @@ impl EventType {
 pub struct EventIdentity {
     pub id: Uuid,
     pub name: String,
+    /// The identity's enrolled face closest to the track (recognitions only): the
+    /// template to remove when the match was wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_id: Option<Uuid>,
 }
 
 /// One event, as delivered (schema version 1).
@@ -245,6 +249,7 @@ mod tests {
         e.identity = Some(EventIdentity {
             id: Uuid::now_v7(),
             name: "Ada".into(),
+            face_id: Some(Uuid::now_v7()),
         });
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "identity.recognized");
@@ -272,5 +277,16 @@ mod tests {
             .map(|t| t.as_str().unwrap())
             .collect();
         assert_eq!(types, EventType::ALL.map(EventType::as_str));
+        // and the identity's fields
+        for field in serde_json::to_value(&e).unwrap()["identity"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(
+                schema["properties"]["identity"]["properties"][field].is_object(),
+                "schema lacks identity.{field}"
+            );
+        }
     }
 }

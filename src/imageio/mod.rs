@@ -224,6 +224,14 @@ fn corrupt(input: &str, e: image::ImageError) -> ImageError {
     }
 }
 
+/// `image` as a baseline JPEG of `quality` (1–100): snapshots, review shots, thumbnails.
+pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality);
+    image.write_with_encoder(encoder)?;
+    Ok(bytes)
+}
+
 /// Read a list file: one image path per line, blank lines and `#` comments ignored;
 /// relative paths are taken from the list file's folder.
 pub fn read_list(list: &Path) -> std::io::Result<Vec<PathBuf>> {

@@ -321,13 +321,15 @@ impl CameraActor {
                         [plane(0)?, plane(1)?, plane(2)?],
                     );
                     sampled.inc();
+                    let frame = Arc::new(copy);
                     let lost = ring.push(CapturedFrame {
-                        frame: Arc::new(copy),
+                        frame: frame.clone(),
                         captured_at: SystemTime::now(),
                         captured_instant: Instant::now(),
                     });
                     let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
                     s.frames_analysed += 1;
+                    s.latest_frame = Some((frame, chrono::Utc::now()));
                     if lost > 0 {
                         dropped.inc_by(lost);
                         s.frames_dropped += lost;

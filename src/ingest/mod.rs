@@ -509,6 +509,10 @@ pub struct CameraStatus {
     pub last_analysis_stall: Option<chrono::DateTime<chrono::Utc>>,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// The latest frame handed to analysis and when (the console's camera view,
+    /// `GET /v1/cameras/{id}/snapshot`); shared with the pipeline, not copied.
+    #[serde(skip)]
+    pub latest_frame: Option<(Arc<I420Frame>, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Every camera's status, shared between the camera actors and the API.
@@ -525,6 +529,17 @@ impl CameraRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .push(entry.clone());
         entry
+    }
+
+    /// One camera's status.
+    pub fn get(&self, id: &str) -> Option<CameraStatus> {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()))
+            .find(|c| c.id == id)
+            .map(|c| c.clone())
     }
 
     pub fn snapshot(&self) -> Vec<CameraStatus> {

@@ -285,19 +285,19 @@ impl DecideActor {
                 score,
                 calibrated,
                 margin,
-            } => Decided {
-                identity: Some(EventIdentity {
-                    id: identity,
-                    name: candidates
-                        .iter()
-                        .find(|c| c.identity == identity)
-                        .map(|c| c.name.clone())
-                        .unwrap_or_default(),
-                }),
-                similarity: Some(score),
-                calibrated: Some(calibrated),
-                margin: Some(margin),
-            },
+            } => {
+                let hit = candidates.iter().find(|c| c.identity == identity);
+                Decided {
+                    identity: Some(EventIdentity {
+                        id: identity,
+                        name: hit.map(|c| c.name.clone()).unwrap_or_default(),
+                        face_id: hit.map(|c| c.face),
+                    }),
+                    similarity: Some(score),
+                    calibrated: Some(calibrated),
+                    margin: Some(margin),
+                }
+            }
             Decision::Unknown {
                 score, calibrated, ..
             } if last_chance || now_ms - track.first_seen_ms >= self.config.unknown_after_ms => {
@@ -490,9 +490,7 @@ fn keep_best(
 }
 
 fn jpeg_base64(crop: &AlignedFace) -> Option<String> {
-    let mut bytes = Vec::new();
-    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85);
-    crop.to_image().write_with_encoder(encoder).ok()?;
+    let bytes = crate::imageio::encode_jpeg(&crop.to_image(), 85).ok()?;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 

@@ -28,7 +28,7 @@ mod regions;
 mod review;
 mod snapshot;
 
-pub use snapshot::{prune as prune_snapshots, snapshot_path};
+pub use snapshot::{preview, prune as prune_snapshots, snapshot_path};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -593,6 +593,7 @@ impl Pipeline {
                 last_analysis_stall: None,
                 width: None,
                 height: None,
+                latest_frame: None,
             });
             let id: Arc<str> = Arc::from(camera.id.as_str());
             let credit = credits[&id].clone();

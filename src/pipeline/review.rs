@@ -53,10 +53,7 @@ impl ReviewKeeper {
 
 /// The aligned crop as JPEG (quality 90: a 112×112 face is 4–6 kB).
 pub(crate) fn jpeg(crop: &AlignedFace) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90);
-    crop.to_image().write_with_encoder(encoder).ok()?;
-    Some(bytes)
+    crate::imageio::encode_jpeg(&crop.to_image(), 90).ok()
 }
 
 impl Actor for ReviewKeeper {

@@ -61,14 +61,25 @@ pub fn prune(dir: &Path, retention: Duration) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-/// The frame shrunk by the smallest whole factor that fits `max_side`, with a 2-pixel
-/// box around the face.
-pub(crate) fn render(frame: &I420Frame, bbox: BBox, max_side: u32) -> RgbImage {
-    let step = frame
+/// The smallest whole factor that shrinks `frame` to fit `max_side`.
+fn shrink_factor(frame: &I420Frame, max_side: u32) -> u32 {
+    frame
         .width
         .max(frame.height)
         .div_ceil(max_side.max(1))
-        .max(1);
+        .max(1)
+}
+
+/// The whole frame shrunk by the smallest whole factor that fits `max_side` (a camera's
+/// latest frame in the console).
+pub fn preview(frame: &I420Frame, max_side: u32) -> RgbImage {
+    frame.to_rgb(frame.full(), shrink_factor(frame, max_side))
+}
+
+/// The frame shrunk by the smallest whole factor that fits `max_side`, with a 2-pixel
+/// box around the face.
+pub(crate) fn render(frame: &I420Frame, bbox: BBox, max_side: u32) -> RgbImage {
+    let step = shrink_factor(frame, max_side);
     let mut rgb = frame.to_rgb(frame.full(), step);
     let s = step as f32;
     let (w, h) = (rgb.width() as i64, rgb.height() as i64);
@@ -113,9 +124,7 @@ impl SnapshotKeeper {
 
     fn write(&self, msg: &TakeSnapshot) -> Result<(), String> {
         let rgb = render(&msg.frame, msg.bbox, self.max_side);
-        let mut jpeg = Vec::new();
-        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80);
-        rgb.write_with_encoder(encoder).map_err(|e| e.to_string())?;
+        let jpeg = crate::imageio::encode_jpeg(&rgb, 80).map_err(|e| e.to_string())?;
         crate::private_files::create_dir(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let path = snapshot_path(&self.dir, msg.event);

@@ -150,3 +150,29 @@ pub fn bomb_png(side: u32) -> Vec<u8> {
     png[29..33].copy_from_slice(&(!crc).to_be_bytes());
     png
 }
+
+/// obama.jpg with biden.jpg at a quarter of its size in the upper left corner: a portrait
+/// with a bystander.
+pub fn portrait_with_bystander() -> Vec<u8> {
+    let mut portrait = image::load_from_memory(&std::fs::read(fixture("obama.jpg")).unwrap())
+        .unwrap()
+        .to_rgb8();
+    let other = image::load_from_memory(&std::fs::read(fixture("biden.jpg")).unwrap())
+        .unwrap()
+        .to_rgb8();
+    let small = image::imageops::resize(
+        &other,
+        other.width() / 4,
+        other.height() / 4,
+        image::imageops::FilterType::Triangle,
+    );
+    image::imageops::replace(&mut portrait, &small, 0, 0);
+    let mut out = Vec::new();
+    portrait
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    out
+}

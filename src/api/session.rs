@@ -1,0 +1,258 @@
+//! Console sessions: an API key exchanged once for a session cookie, so the browser never
+//! keeps the key itself.
+//!
+//! `POST /v1/session` with `{"key": "…"}` checks the key like a bearer token and answers
+//! with `Set-Cookie: facestream_session=<token>; HttpOnly; SameSite=Strict; Path=/;
+//! Max-Age=<api.session_ttl_s>` (plus `Secure` over HTTPS). The session carries the key's
+//! name and scope: a read key's session sees, an admin key's session changes. `GET
+//! /v1/session` says who is logged in; `DELETE /v1/session` logs out.
+//!
+//! Sessions live in memory only (a restart logs everyone out), hold a SHA-256 of the
+//! token rather than the token, expire after `api.session_ttl_s` from login, and are capped
+//! at [`MAX_SESSIONS`] (the oldest goes first). A request authenticated by the cookie that
+//! changes something must also carry `X-Facestream-Console: 1`: a cross-site form cannot
+//! add a header, so this closes what SameSite leaves open (a sibling subdomain, an old
+//! browser).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::routes::{authorize, authorize_key, AppState};
+use super::{ApiError, JsonObject, Scope};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "facestream_session";
+/// The header a cookie-authenticated request must carry to change anything.
+pub const CONSOLE_HEADER: &str = "x-facestream-console";
+/// Most sessions held at once; logging in past this ends the oldest session.
+pub const MAX_SESSIONS: usize = 1024;
+
+struct Session {
+    /// Index into the service's keys.
+    key: usize,
+    /// Login order (the oldest goes first past the cap).
+    serial: u64,
+    expires: Instant,
+}
+
+/// The live sessions.
+pub struct Sessions {
+    ttl: Duration,
+    serial: AtomicU64,
+    live: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Sessions {
+        Sessions {
+            ttl,
+            serial: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A new session for key number `key`; returns its token.
+    pub fn create(&self, key: usize) -> String {
+        use rand::RngCore;
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, s| s.expires > now);
+        while live.len() >= MAX_SESSIONS {
+            let Some(oldest) = live.iter().min_by_key(|(_, s)| s.serial).map(|(d, _)| *d) else {
+                break;
+            };
+            live.remove(&oldest);
+        }
+        live.insert(
+            digest(&token),
+            Session {
+                key,
+                serial: self.serial.fetch_add(1, Ordering::Relaxed),
+                expires: now + self.ttl,
+            },
+        );
+        token
+    }
+
+    /// The key number of a live session, with its remaining time.
+    pub fn lookup(&self, token: &str) -> Option<(usize, Duration)> {
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let d = digest(token);
+        match live.get(&d) {
+            Some(s) if s.expires > now => Some((s.key, s.expires - now)),
+            Some(_) => {
+                live.remove(&d);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// End a session; whether there was one.
+    pub fn remove(&self, token: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest(token))
+            .is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Login {
+    key: String,
+}
+
+fn secure(req: &HttpRequest) -> bool {
+    req.connection_info().scheme() == "https"
+}
+
+fn session_cookie(req: &HttpRequest, value: String, max_age: Duration) -> Cookie<'static> {
+    Cookie::build(COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure(req))
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            max_age.as_secs() as i64,
+        ))
+        .finish()
+}
+
+fn who(state: &AppState, key: usize, left: Option<Duration>) -> serde_json::Value {
+    let k = &state.keys[key];
+    serde_json::json!({
+        "name": k.name,
+        "scope": k.scope,
+        "expires_in_s": left.map(|d| d.as_secs()),
+    })
+}
+
+/// `POST /v1/session`: log in with an API key.
+pub(super) async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonObject<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authorize_key(&state, &body.key)?;
+    let token = state.sessions.create(key);
+    let ttl = state.sessions.ttl();
+    tracing::info!(key = %state.keys[key].name, "console login");
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(&req, token, ttl))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(who(&state, key, Some(ttl))))
+}
+
+/// `GET /v1/session`: who the request is authenticated as.
+pub(super) async fn current(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authorize(&req, &state, Scope::Read)?;
+    let index = state
+        .keys
+        .iter()
+        .position(|k| std::ptr::eq(k, key))
+        .ok_or(ApiError::Internal)?;
+    let left = cookie_token(&req)
+        .and_then(|t| state.sessions.lookup(&t))
+        .map(|(_, left)| left);
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(who(&state, index, left)))
+}
+
+/// `DELETE /v1/session`: log out (ends the session and clears the cookie).
+pub(super) async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = cookie_token(&req) {
+        state.sessions.remove(&token);
+    }
+    let mut gone = session_cookie(&req, String::new(), Duration::ZERO);
+    gone.make_removal();
+    Ok(HttpResponse::NoContent().cookie(gone).finish())
+}
+
+/// The session token the request carries, if any.
+pub(super) fn cookie_token(req: &HttpRequest) -> Option<String> {
+    req.cookie(COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_maps_its_token_to_the_key_until_it_ends() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let a = sessions.create(0);
+        let b = sessions.create(1);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(sessions.lookup(&a).map(|s| s.0), Some(0));
+        assert_eq!(sessions.lookup(&b).map(|s| s.0), Some(1));
+        assert!(sessions.lookup("not-a-token").is_none());
+        assert!(sessions.remove(&a));
+        assert!(sessions.lookup(&a).is_none());
+        assert!(!sessions.remove(&a));
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn expired_sessions_are_refused_and_forgotten() {
+        let sessions = Sessions::new(Duration::from_millis(1));
+        let t = sessions.create(0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(sessions.lookup(&t).is_none());
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_session_makes_room_past_the_cap() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let first = sessions.create(0);
+        let second = sessions.create(0);
+        for _ in 2..MAX_SESSIONS {
+            sessions.create(0);
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        let newest = sessions.create(0);
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(sessions.lookup(&first).is_none());
+        assert!(sessions.lookup(&second).is_some());
+        assert!(sessions.lookup(&newest).is_some());
+    }
+}
