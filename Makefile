@@ -17,7 +17,7 @@ export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
 .PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-identify bench-backends \
-	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz fuzz-api clean-cache
+	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz fuzz-api screenshots clean-cache
 
 setup: apt venv models fixtures build
 
@@ -83,6 +83,10 @@ bench-cameras: setup
 	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} \
 		--stagger \
 		--variant inference.threads=2 --variant 'inference.detect_backend="openvino"'
+
+# README's console screenshots: the browser test, saving each page into docs/console/
+screenshots: setup
+	FACESTREAM_SCREENSHOTS=$(CURDIR)/docs/console cargo test $(CARGO_FLAGS) --test console
 
 # a long run on N cameras: memory and descriptors flat, every event delivered
 soak: setup

@@ -459,6 +459,7 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
         text(&client, &format!("{obama} .count")).await == "1 face"
     );
     assert!(text(&client, obama).await.contains("api upload"));
+    screenshot(&client, "library").await;
 
     // a photo with two faces: the console asks which one, and "the largest" is enrolled
     let two = dir.join("portrait with a bystander.jpg");
@@ -487,7 +488,6 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
         60,
         text(&client, &format!("{second} .count")).await == "1 face"
     );
-    screenshot(&client, "library").await;
     // the face kept is the portrait's (Obama), not the bystander's: its crop searches to him
     let search = reqwest::blocking::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/search"))
