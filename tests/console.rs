@@ -82,22 +82,6 @@ url = "{camera_url}"
     path
 }
 
-fn serve(config: &Path, dir: &Path) -> (Proc, u16) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let proc = Proc(
-        Command::new(env!("CARGO_BIN_EXE_facestream"))
-            .args(["--log", "info", "--config"])
-            .arg(config)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let port = common::api_port_from_log(&dir.join("serve.log"), Duration::from_secs(120));
-    (proc, port)
-}
-
 /// chromedriver on a port of its choosing (it prints it).
 fn chromedriver(dir: &Path) -> (Proc, u16) {
     let log = dir.join("chromedriver.log");
@@ -245,7 +229,7 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
     let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
     let camera = RtspServer::start("127.0.0.1", 0, vec![("entrance".into(), clip)]).unwrap();
     let config = write_config(&dir, &camera.url("entrance"));
-    let (_service, port) = serve(&config, &dir);
+    let (_service, port) = common::serve(&config, &dir);
     let (_driver, driver_port) = chromedriver(&dir);
     let client = browser(driver_port).await;
     let base = format!("http://127.0.0.1:{port}/");

@@ -100,23 +100,6 @@ url = "{camera_url}"
     path
 }
 
-/// Start `facestream serve`; returns the process and its API port.
-fn serve(config: &Path, dir: &Path) -> (Proc, u16) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let proc = Proc(
-        bin()
-            .args(["--log", "info", "--config"])
-            .arg(config)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let port = common::api_port_from_log(&dir.join("serve.log"), Duration::from_secs(120));
-    (proc, port)
-}
-
 fn events(receiver: &Receiver) -> Vec<Value> {
     let state = receiver.state.lock().unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -199,7 +182,7 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
     let extra = "[pipeline]\nframe_queue = 300\n";
     let config = write_config(&dir, receiver.port, &camera.url("cam"), extra, true);
     enroll(&config, &dir);
-    let (service, api_port) = serve(&config, &dir);
+    let (service, api_port) = common::serve(&config, &dir);
     let up_at = camera_up_at(&receiver);
     let offset = |e: &Value| (time(&e["first_seen"]) - up_at).num_milliseconds() as f32 / 1000.0;
     // The whole scene once: done when the group photo's six tracks (the last appearance)
@@ -469,7 +452,7 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     );
     let config = write_config(&dir, receiver.port, &url, &extra, false);
     enroll(&config, &dir);
-    let (_service, api_port) = serve(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
     let key_file = dir.join("admin.key");
     wait_for("the admin key", Duration::from_secs(60), || {
         key_file.exists()
@@ -614,7 +597,7 @@ fn file_and_test_sources_run_end_to_end() {
         .replace("id = \"cam\"\n", "id = \"cam\"\nsource = \"file\"\n");
     std::fs::write(&config, config_text).unwrap();
     enroll(&config, &dir);
-    let (_service, api_port) = serve(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
     wait_for("Obama from the file", Duration::from_secs(60), || {
         events(&receiver)
             .iter()
@@ -673,7 +656,7 @@ fn a_small_face_in_a_1080p_stream_is_recognised_through_full_resolution_regions(
     );
     let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
     enroll(&config, &dir);
-    let (_service, api_port) = serve(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
     let recognised = |camera: &str| {
         events(&receiver).iter().any(|e| {
             e["type"] == "identity.recognized"
@@ -767,7 +750,7 @@ fn unknown_tracks_are_grouped_for_review_and_an_enrolled_group_is_recognised_nex
         dir = dir.display()
     );
     let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
-    let (_service, api_port) = serve(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
     let up_at = camera_up_at(&receiver);
     // which appearance of the looped clip a track belongs to, by its first sighting
     let slot = |first_seen: &Value| -> usize {

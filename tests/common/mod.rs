@@ -120,6 +120,25 @@ impl Drop for Proc {
     }
 }
 
+/// Start `facestream serve --config <config>` logging to `<dir>/serve.log`; returns the
+/// process and the API port it reports (configs bind port 0).
+pub fn serve(config_file: &std::path::Path, dir: &std::path::Path) -> (Proc, u16) {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let proc = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_facestream"))
+            .env("FACESTREAM_MODELS_DIR", config().models.dir)
+            .args(["--log", "info", "--config"])
+            .arg(config_file)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let port = api_port_from_log(&dir.join("serve.log"), std::time::Duration::from_secs(120));
+    (proc, port)
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("facestream-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

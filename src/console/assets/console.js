@@ -47,8 +47,8 @@ async function api(method, path, body) {
       data = text;
     }
   }
-  if (response.status === 401 && path !== "/v1/session") {
-    showLogin("Your session ended: log in again.");
+  if (response.status === 401 && !(path === "/v1/session" && method !== "GET")) {
+    if (me !== null) showLogin("Your session ended: log in again.");
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
@@ -179,6 +179,8 @@ function startLive() {
   stream.onerror = () => {
     status.textContent = "reconnecting…";
     status.className = "status down";
+    // the browser retries on its own; a session that ended sends the operator to login
+    api("GET", "/v1/session").catch(() => {});
   };
   for (const type of LIVE_TYPES.split(",")) {
     stream.addEventListener(type, (m) => addEvent(JSON.parse(m.data)));
