@@ -22,6 +22,9 @@ use serde_json::{json, Value};
 use common::Proc;
 use facestream::simulate::{self, RtspServer, Scene};
 
+/// Each test runs a service, a camera and a browser: one at a time on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ADMIN: &str = "console-admin-key-0123456789";
 const READER: &str = "console-read-key-0123456789";
 
@@ -221,6 +224,7 @@ async fn live_rows(client: &Client, kind: &str, who: &str, after_ms: f64) -> usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a_browser() {
+    let _one = SERIAL.lock().await;
     let dir = common::temp_dir(&format!("console-{}", uuid::Uuid::now_v7()));
     // one person nobody enrolled, walking past the camera again and again
     let photos = simulate::load_photos(&[common::fixture("Tom_Hanks_54745.png")]);
@@ -537,6 +541,47 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
     let (status, _) = call(port, "GET", &format!("/v1/identities/{tom_id}"));
     assert_eq!(status, 404, "the erased identity is gone from the API too");
 
+    client.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The demo camera of the embedded default (what `make run` starts): logged in with the
+/// generated admin key, the console shows its recognitions as they happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_cameras_recognitions_arrive_live_in_the_console() {
+    let _one = SERIAL.lock().await;
+    let dir = common::temp_dir(&format!("console-demo-{}", uuid::Uuid::now_v7()));
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
+             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
+            common::fixtures().display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let (_service, port) = common::serve(&config, &dir);
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let (_driver, driver_port) = chromedriver(&dir);
+    let client = browser(driver_port).await;
+    client
+        .goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    log_in(&client, key.trim()).await;
+    wait_until!("the admin session", 20, shown(&client, "#page-live").await);
+    assert_eq!(text(&client, "#who").await, "generated-admin · admin");
+    let since = browser_now(&client).await;
+    wait_until!(
+        "a demo identity recognised live",
+        120,
+        live_rows(&client, "identity.recognized", "Obama", since).await
+            + live_rows(&client, "identity.recognized", "Biden", since).await
+            > 0
+    );
     client.close().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
