@@ -9,6 +9,8 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav libgstrtspserver-1.0-dev gstreamer1.0-tools
   # MQTT broker for the event-sink tests (started by the tests themselves)
   mosquitto
+  # NATS server with JetStream for the NATS event-sink tests (started by the tests themselves)
+  nats-server
   # headless browser and its WebDriver for the console tests (started by the tests themselves)
   chromium chromium-driver
   # promtool: the tests check /metrics, the alert rules and the scrape config with it

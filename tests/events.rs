@@ -38,6 +38,7 @@ fn config(dir: &std::path::Path, hooks: &[(&str, u16)], dead_after_s: u64) -> Ev
             })
             .collect(),
         mqtt: vec![],
+        nats: vec![],
         snapshots: Default::default(),
     }
 }

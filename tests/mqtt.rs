@@ -165,6 +165,7 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
             discovery_prefix: "homeassistant".into(),
             seen_s: 600,
         }],
+        nats: vec![],
     }
 }
 

@@ -95,6 +95,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
         retention_s: 604_800,
         webhooks: hooks,
         mqtt: vec![],
+        nats: vec![],
         snapshots: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

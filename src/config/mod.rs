@@ -159,6 +159,14 @@ impl Config {
                 broker.password = Some("***".into());
             }
         }
+        for server in &mut c.events.nats {
+            server.url = crate::ingest::redact_url_in(&server.url);
+            for secret in [&mut server.password, &mut server.token] {
+                if secret.is_some() {
+                    *secret = Some("***".into());
+                }
+            }
+        }
         for camera in &mut c.cameras {
             camera.url = crate::ingest::redact_url(&camera.url);
             if let Some(p) = &mut camera.pipeline {

@@ -1,11 +1,12 @@
-//! Identity events: the schema, a durable outbox, and the webhook and MQTT sinks.
+//! Identity events: the schema, a durable outbox, and the webhook, MQTT and NATS sinks.
 //!
 //! Last stage of the pipeline. [`webhook::EventBus::publish`] writes an event to the
 //! [`outbox::Outbox`] (SQLite, the data directory) — one row per subscribed endpoint —
 //! **before** any delivery is tried, so an accepted event survives a crash or `kill -9`.
 //! [`webhook::start`] runs one delivery task per endpoint (in `serve`, on a runtime and
 //! thread of their own): webhooks ([`webhook`]: signed the Standard Webhooks way, their own
-//! concurrency limit) and MQTT brokers ([`mqtt`]: QoS 1, settled by PUBACK). Each retries
+//! concurrency limit), MQTT brokers ([`mqtt`]: QoS 1, settled by PUBACK) and NATS servers
+//! ([`nats`]: JetStream, settled by the publish acknowledgement). Each retries
 //! with exponential backoff and jitter ([`crate::backoff`]) until the endpoint accepts the
 //! row or it is older than `events.dead_letter_after_s`, when it moves to the dead
 //! letters. Delivery is at least once; the event id (UUID v7) is the idempotency key
@@ -15,6 +16,7 @@
 
 pub mod home_assistant;
 pub mod mqtt;
+pub mod nats;
 pub mod outbox;
 pub mod signature;
 pub mod webhook;
@@ -158,6 +160,20 @@ pub struct EventsConfig {
     /// MQTT brokers (same outbox, QoS 1).
     #[serde(default)]
     pub mqtt: Vec<mqtt::MqttConfig>,
+    /// NATS JetStream servers (same outbox, settled by the publish acknowledgement).
+    #[serde(default)]
+    pub nats: Vec<nats::NatsConfig>,
+}
+
+impl EventsConfig {
+    /// Every endpoint's name: webhooks, MQTT brokers, NATS servers.
+    pub fn endpoint_names(&self) -> impl Iterator<Item = &str> {
+        self.webhooks
+            .iter()
+            .map(|w| w.name.as_str())
+            .chain(self.mqtt.iter().map(|b| b.name.as_str()))
+            .chain(self.nats.iter().map(|n| n.name.as_str()))
+    }
 }
 
 /// Event snapshots (section `[events.snapshots]`): the frame each identity event was
@@ -223,17 +239,19 @@ impl EventsConfig {
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
             problems.push("events.retry_initial_ms must be > 0 and ≤ events.retry_max_ms".into());
         }
-        let mut names = std::collections::HashSet::new();
         for w in &self.webhooks {
             w.validate(problems);
-            if !names.insert(&w.name) {
-                problems.push(format!("events: endpoint name `{}` is used twice", w.name));
-            }
         }
         for m in &self.mqtt {
             m.validate(problems);
-            if !names.insert(&m.name) {
-                problems.push(format!("events: endpoint name `{}` is used twice", m.name));
+        }
+        for n in &self.nats {
+            n.validate(problems);
+        }
+        let mut names = std::collections::HashSet::new();
+        for name in self.endpoint_names() {
+            if !names.insert(name) {
+                problems.push(format!("events: endpoint name `{name}` is used twice"));
             }
         }
     }

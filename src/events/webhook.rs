@@ -216,12 +216,7 @@ pub fn start_with(
     shutdown: Shutdown,
     announced: Option<super::home_assistant::Announced>,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
-    let configured: Vec<&str> = config
-        .webhooks
-        .iter()
-        .map(|w| w.name.as_str())
-        .chain(config.mqtt.iter().map(|b| b.name.as_str()))
-        .collect();
+    let configured: Vec<&str> = config.endpoint_names().collect();
     match outbox.dead_letter_removed_endpoints(&configured) {
         Ok(moved) => {
             for (endpoint, rows) in moved {
@@ -255,12 +250,7 @@ pub fn start_with(
     // Every endpoint's series exist from the start (at zero), so dashboards and
     // `increase()` see them before the first failure.
     let m = crate::telemetry::metrics();
-    for name in config
-        .webhooks
-        .iter()
-        .map(|w| &w.name)
-        .chain(config.mqtt.iter().map(|b| &b.name))
-    {
+    for name in config.endpoint_names() {
         let label = crate::telemetry::Metrics::endpoint(name);
         let _ = m.events_dead_lettered.get_or_create(&label);
         let _ = m.outbox_depth.get_or_create(&label);
@@ -289,6 +279,22 @@ pub fn start_with(
         let filter = broker.clone();
         endpoints.push(Endpoint {
             name: broker.name.clone(),
+            wants: Box::new(move |e| filter.wants(e)),
+            notify,
+        });
+    }
+    for server in &config.nats {
+        let notify = Arc::new(Notify::new());
+        handles.push(tokio::spawn(super::nats::deliver_loop(
+            outbox.clone(),
+            server.clone(),
+            config.clone(),
+            notify.clone(),
+            shutdown.clone(),
+        )));
+        let filter = server.clone();
+        endpoints.push(Endpoint {
+            name: server.name.clone(),
             wants: Box::new(move |e| filter.wants(e)),
             notify,
         });

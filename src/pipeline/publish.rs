@@ -193,6 +193,7 @@ mod tests {
                     ca_file: String::new(),
                 }],
                 mqtt: vec![],
+                nats: vec![],
                 snapshots: Default::default(),
             };
             let (bus, _handles) = webhook::start(outbox.clone(), &config, Shutdown::new());
