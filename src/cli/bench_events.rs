@@ -30,6 +30,11 @@ pub struct BenchEventsArgs {
     /// Events written during the simulated outage (outbox growth).
     #[arg(long, default_value_t = 20000)]
     outage_events: usize,
+    /// A NATS server with JetStream (`nats://127.0.0.1:4222`): also deliver the burst
+    /// through an `[[events.nats]]` sink (stream FACESTREAM_BENCH, created if missing),
+    /// in the same run as the webhook burst.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 fn file_bytes(path: &std::path::Path) -> u64 {
@@ -40,7 +45,31 @@ fn file_bytes(path: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// The CPU features that decide which machine kind a figure belongs to.
+fn cpu_flags() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut flags = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx2") {
+            flags.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            flags.push("avx512f");
+        }
+        flags.join(" ")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
 pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
+    println!(
+        "machine: {} cores, flags: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_flags()
+    );
     let dir = std::env::temp_dir().join(format!("facestream-bench-events-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // Receiver: records the arrival time of each webhook-id, answers 204.
@@ -135,6 +164,9 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
         args.events as f64 / took.as_secs_f64(),
         args.concurrency
     );
+    if let Some(url) = &args.nats {
+        nats_burst(&runtime, &outbox, &config(vec![]), url, args.events)?;
+    }
     // Healthy, steady load: enqueue→receiver latency.
     arrivals.lock().unwrap().clear();
     let paced = runtime.block_on(async {
@@ -207,4 +239,56 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     drop(outbox);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The burst through a NATS JetStream sink: every row settled by its publish
+/// acknowledgement (the outbox depth back at zero).
+fn nats_burst(
+    runtime: &tokio::runtime::Runtime,
+    outbox: &Arc<Outbox>,
+    base: &EventsConfig,
+    url: &str,
+    events: usize,
+) -> anyhow::Result<()> {
+    let mut config = base.clone();
+    config.nats = vec![toml::from_str(&format!(
+        "name = \"nats\"\nurl = \"{url}\"\nsubject_prefix = \"facestream-bench\"\nstream = \"FACESTREAM_BENCH\"\n"
+    ))?];
+    let took = runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        let (bus, handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+        // one event first: the sink connects and creates the stream outside the timing
+        bus.publish(&Event::new(EventType::Test))?;
+        let ready = Instant::now();
+        while outbox.depth("nats")? > 0 {
+            anyhow::ensure!(
+                ready.elapsed() < Duration::from_secs(30),
+                "no JetStream acknowledgement from {url} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let start = Instant::now();
+        for k in 0..events {
+            let mut e = Event::new(EventType::IdentityRecognized);
+            e.camera_id = Some(format!("cam{}", k % 8));
+            bus.publish(&e)?;
+        }
+        while outbox.depth("nats")? > 0 {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(600),
+                "JetStream deliveries stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = start.elapsed();
+        shutdown.request();
+        futures_util::future::join_all(handles).await;
+        Ok::<_, anyhow::Error>(took)
+    })?;
+    println!(
+        "burst through NATS JetStream: {events} events acknowledged in {:.2} s: {:.0} events/s",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    Ok(())
 }
