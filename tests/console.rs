@@ -551,18 +551,7 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
 async fn the_demo_cameras_recognitions_arrive_live_in_the_console() {
     let _one = SERIAL.lock().await;
     let dir = common::temp_dir(&format!("console-demo-{}", uuid::Uuid::now_v7()));
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
-             [demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
-            common::fixtures().display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    let config = common::demo_service_config(&dir, "");
     let (_service, port) = common::serve(&config, &dir);
     let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
     let (_driver, driver_port) = chromedriver(&dir);

@@ -29,10 +29,7 @@ impl Drop for Broker {
 }
 
 fn mosquitto() -> &'static str {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("mosquitto is not installed: run `make test` (scripts/install_apt.sh installs it)")
+    common::installed(&["/usr/sbin/mosquitto", "/usr/bin/mosquitto"], "mosquitto")
 }
 
 /// Start Mosquitto on `config` (its listeners, TLS files, ...; logging to stderr, which

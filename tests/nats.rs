@@ -6,8 +6,10 @@
 
 mod common;
 
+use common::Proc;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,37 +20,22 @@ use facestream::events::webhook;
 use facestream::events::{Event, EventIdentity, EventType, EventsConfig};
 use facestream::shutdown::Shutdown;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_server_bin() -> &'static str {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect(
-            "nats-server is not installed: run `make test` (scripts/install_apt.sh installs it)",
-        )
-}
-
 /// `nats-server -js` with its store in `dir/js`, on `port` (`None`: one it chooses);
 /// returns once it is ready, with its port.
-fn nats_server(dir: &Path, port: Option<u16>, log: &str) -> (Server, u16) {
+fn nats_server(dir: &Path, port: Option<u16>, log: &str) -> (Proc, u16) {
     let log = dir.join(log);
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-    let child = Command::new(nats_server_bin())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
-        .arg(dir.join("js"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
+    let child = Command::new(common::installed(
+        &["/usr/sbin/nats-server", "/usr/bin/nats-server"],
+        "nats-server",
+    ))
+    .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+    .arg(dir.join("js"))
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let mut server = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -92,22 +92,8 @@ fn dashboards() -> Vec<(String, Value)> {
     out
 }
 
-/// The embedded default with data paths in `dir`, the API and the demo camera on port 0,
-/// and `events_extra` appended to `[events]`.
 fn service_config(dir: &std::path::Path, events_extra: &str) -> PathBuf {
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
-             {events_extra}[demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
-            common::fixtures().display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    config
+    common::demo_service_config(dir, events_extra)
 }
 
 /// The README's run command in miniature: `facestream serve` on the embedded default

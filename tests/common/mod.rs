@@ -195,3 +195,35 @@ pub fn portrait_with_bystander() -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// The path of a program a Debian package installs (`make setup` installs the package),
+/// the first of `paths` that exists.
+pub fn installed(paths: &[&'static str], package: &str) -> &'static str {
+    paths
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{package} is not installed: run `make test` (scripts/install_apt.sh installs it)"
+            )
+        })
+}
+
+/// The embedded default with data paths in `dir`, the API and the demo camera on port 0,
+/// and `events_extra` appended to `[events]`.
+pub fn demo_service_config(dir: &std::path::Path, events_extra: &str) -> PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[events]\noutbox = \"{d}/outbox.db\"\n\
+             {events_extra}[demo]\nlisten = \"127.0.0.1:0\"\nphotos = \"{}\"\n",
+            fixtures().display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
