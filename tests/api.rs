@@ -1275,6 +1275,28 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         StatusCode::OK
     );
 
+    // a client that keeps guessing keys is refused for a while, even with a right key:
+    // nine more failures make ten with the one above
+    for _ in 0..9 {
+        assert_eq!(
+            login("not-a-key-of-this-service").status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = login(ADMIN);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // sessions already open are not affected
+    assert_eq!(
+        with(&read_cookie, "GET", "/identities", false).0,
+        StatusCode::OK
+    );
+
     // the console itself: a page that may only load this origin's script and style
     let root = server.base.trim_end_matches("/v1");
     let page = http.get(format!("{root}/")).send().unwrap();
@@ -1286,6 +1308,10 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         "{csp}"
     );
     assert!(page.text().unwrap().contains("/console/console.js"));
+    assert_eq!(
+        http.head(format!("{root}/")).send().unwrap().status(),
+        StatusCode::OK
+    );
     let script = http
         .get(format!("{root}/console/console.js"))
         .send()

@@ -174,6 +174,15 @@ pub enum ApiError {
         message: String,
         faces: Option<usize>,
     },
+    #[error(
+        "{failures} failed logins from {from} within {window_s} s: try again in {retry_after_s} s"
+    )]
+    TooManyLogins {
+        from: String,
+        failures: u32,
+        window_s: u64,
+        retry_after_s: u64,
+    },
     #[error("method not allowed here; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("service not ready: {0}")]
@@ -192,6 +201,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::TooManyLogins { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -261,6 +271,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -278,6 +289,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header(("Allow", *allow));
+        }
+        if let ApiError::TooManyLogins { retry_after_s, .. } = self {
+            response.insert_header(("Retry-After", retry_after_s.to_string()));
         }
         response.json(body)
     }

@@ -9,12 +9,15 @@
 //!
 //! Sessions live in memory only (a restart logs everyone out), hold a SHA-256 of the
 //! token rather than the token, expire after `api.session_ttl_s` from login, and are capped
-//! at [`MAX_SESSIONS`] (the oldest goes first). A request authenticated by the cookie that
-//! changes something must also carry `X-Facestream-Console: 1`: a cross-site form cannot
-//! add a header, so this closes what SameSite leaves open (a sibling subdomain, an old
-//! browser).
+//! at [`MAX_SESSIONS`] (the oldest goes first). An address that fails [`MAX_FAILURES`]
+//! logins within [`FAILURE_WINDOW`] is refused (429, `Retry-After`) until the window
+//! ends (behind a reverse proxy, the proxy's address is the one counted). A request
+//! authenticated by the cookie that changes something must also carry
+//! `X-Facestream-Console: 1`: a cross-site form cannot add a header, so this closes what
+//! SameSite leaves open (a sibling subdomain, an old browser).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,6 +36,47 @@ pub const COOKIE: &str = "facestream_session";
 pub const CONSOLE_HEADER: &str = "x-facestream-console";
 /// Most sessions held at once; logging in past this ends the oldest session.
 pub const MAX_SESSIONS: usize = 1024;
+/// Failed logins one address may make within [`FAILURE_WINDOW`]; past them, its logins
+/// are refused (429) until the window has passed.
+pub const MAX_FAILURES: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Most addresses whose failures are remembered (the oldest windows go first).
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed logins per client address, in fixed windows.
+#[derive(Default)]
+pub struct LoginFailures {
+    by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl LoginFailures {
+    /// Refuse a login attempt from `from` while it is over the limit: the seconds left.
+    pub fn check(&self, from: IpAddr) -> Result<(), u64> {
+        let by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        match by.get(&from) {
+            Some(&(n, since)) if n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW => {
+                Err((FAILURE_WINDOW - since.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failed login from `from`.
+    pub fn failed(&self, from: IpAddr) {
+        let mut by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if by.len() >= MAX_TRACKED {
+            by.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            if by.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let entry = by.entry(from).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
 
 struct Session {
     /// Index into the service's keys.
@@ -47,6 +91,7 @@ pub struct Sessions {
     ttl: Duration,
     serial: AtomicU64,
     live: Mutex<HashMap<[u8; 32], Session>>,
+    failures: LoginFailures,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -59,6 +104,7 @@ impl Sessions {
             ttl,
             serial: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
+            failures: LoginFailures::default(),
         }
     }
 
@@ -162,7 +208,24 @@ pub(super) async fn login(
     state: web::Data<AppState>,
     body: JsonObject<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = authorize_key(&state, &body.key)?;
+    // a client that keeps guessing is slowed to MAX_FAILURES guesses per window
+    let from = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let failures = &state.sessions.failures;
+    if let Err(retry_after_s) = failures.check(from) {
+        return Err(ApiError::TooManyLogins {
+            from: from.to_string(),
+            failures: MAX_FAILURES,
+            window_s: FAILURE_WINDOW.as_secs(),
+            retry_after_s,
+        });
+    }
+    let key = authorize_key(&state, &body.key).inspect_err(|_| {
+        failures.failed(from);
+        tracing::warn!(%from, "console login with an invalid key");
+    })?;
     let token = state.sessions.create(key);
     let ttl = state.sessions.ttl();
     tracing::info!(key = %state.keys[key].name, "console login");
@@ -238,6 +301,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(sessions.lookup(&t).is_none());
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn an_address_is_refused_after_too_many_failures_and_others_are_not() {
+        let failures = LoginFailures::default();
+        let guesser = IpAddr::from([10, 0, 0, 1]);
+        let other = IpAddr::from([10, 0, 0, 2]);
+        for _ in 0..MAX_FAILURES {
+            assert!(failures.check(guesser).is_ok());
+            failures.failed(guesser);
+        }
+        let wait = failures.check(guesser).unwrap_err();
+        assert!((1..=FAILURE_WINDOW.as_secs()).contains(&wait), "{wait}");
+        assert!(failures.check(other).is_ok());
     }
 
     #[test]

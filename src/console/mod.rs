@@ -35,6 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(|| asset("text/html; charset=utf-8", INDEX)),
     )
     .route(
+        "/",
+        web::head().to(|| asset("text/html; charset=utf-8", INDEX)),
+    )
+    .route(
         "/console/console.js",
         web::get().to(|| asset("text/javascript; charset=utf-8", SCRIPT)),
     )
