@@ -217,7 +217,7 @@ pub(crate) async fn deliver_loop(
                 }
             }
         }
-        // publish the whole batch, then collect the acknowledgements in order
+        // publish the whole batch, then collect its acknowledgements
         let mut pending = Vec::with_capacity(due.len());
         for row in &due {
             let sent = match serde_json::from_str::<Event>(&row.payload) {
@@ -236,8 +236,10 @@ pub(crate) async fn deliver_loop(
             };
             pending.push(sent);
         }
-        for (row, sent) in due.iter().zip(pending) {
-            let result = match sent {
+        // one deadline for the whole batch: acknowledgements lost with a server that died
+        // time out together, not one after another
+        let acks = pending.into_iter().map(|sent| async {
+            match sent {
                 Ok(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(describe(&e.to_string(), &endpoint)),
@@ -247,7 +249,10 @@ pub(crate) async fn deliver_loop(
                     )),
                 },
                 Err(e) => Err(e),
-            };
+            }
+        });
+        let results = futures_util::future::join_all(acks).await;
+        for (row, result) in due.iter().zip(results) {
             super::webhook::record(&outbox, &endpoint.name, row, result, &config);
         }
     }
