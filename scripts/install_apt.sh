@@ -11,6 +11,9 @@ packages=(
   mosquitto
   # NATS server with JetStream for the NATS event-sink tests (started by the tests themselves)
   nats-server
+  # PostgreSQL for the multi-node gallery tests (initdb + postgres in a temp folder, started
+  # by the tests themselves; the package's own cluster is not used)
+  postgresql
   # headless browser and its WebDriver for the console tests (started by the tests themselves)
   chromium chromium-driver
   # promtool: the tests check /metrics, the alert rules and the scrape config with it

@@ -239,7 +239,9 @@ impl From<ServiceError> for ApiError {
                 faces: None,
             },
             ServiceError::Image(i) => ApiError::BadRequest(i.to_string()),
-            ServiceError::Busy(_) => ApiError::Unavailable(e.to_string()),
+            ServiceError::Busy(_) | ServiceError::Gallery(GalleryError::Unavailable(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::Internal

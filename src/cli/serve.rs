@@ -14,8 +14,10 @@ use facestream::config::Config;
 use facestream::engine::FaceEngine;
 use facestream::events::outbox::Outbox;
 use facestream::events::webhook;
+use facestream::gallery::postgres::PostgresStore;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
+use facestream::gallery::{GalleryStore, StoreKind};
 use facestream::pipeline::Pipeline;
 use facestream::shutdown::Shutdown;
 use facestream::simulate::demo;
@@ -23,10 +25,24 @@ use facestream::simulate::demo;
 /// Open the store and build the gallery service (shared with `enroll`).
 pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
     let engine = FaceEngine::new(config)?;
-    let store = SqliteStore::open(Path::new(&config.gallery.database))
-        .with_context(|| format!("opening gallery {}", config.gallery.database))?;
+    let store: Arc<dyn GalleryStore> = match config.gallery.store {
+        StoreKind::Sqlite => Arc::new(
+            SqliteStore::open(Path::new(&config.gallery.database))
+                .with_context(|| format!("opening gallery {}", config.gallery.database))?,
+        ),
+        StoreKind::Postgres => {
+            let store = PostgresStore::open(&config.gallery.postgres_url).with_context(|| {
+                format!(
+                    "opening the PostgreSQL gallery at {}",
+                    facestream::ingest::redact_url(&config.gallery.postgres_url)
+                )
+            })?;
+            tracing::info!(database = store.target(), "gallery of record in PostgreSQL");
+            Arc::new(store)
+        }
+    };
     Ok(GalleryService::new(
-        Arc::new(store),
+        store,
         engine,
         config.matching.clone(),
         config.gallery.clone(),
@@ -34,19 +50,33 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
     )?)
 }
 
-/// Every second, pick up gallery changes made by another process (`facestream enroll`
-/// or an erasure while the service runs), until `shutdown` is requested.
+/// Pick up gallery changes made elsewhere (another node, `facestream enroll`, an erasure
+/// while the service runs) as soon as the store announces them and at least every
+/// second, until `shutdown` is requested.
 fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
     let weak = Arc::downgrade(service);
     let _ = std::thread::Builder::new()
         .name("gallery-watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
-                return;
-            };
-            if let Err(e) = service.refresh_if_changed() {
-                tracing::warn!(error = %e, "checking the gallery for changes by another process");
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
+                    return;
+                };
+                service.wait_for_change(std::time::Duration::from_secs(1));
+                match service.refresh_if_changed() {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("gallery store reachable again; changes followed");
+                    }
+                    Ok(_) => {}
+                    // said once per outage, not every second
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "following gallery changes made elsewhere");
+                    }
+                    Err(_) => {}
+                }
             }
         });
 }

@@ -167,6 +167,7 @@ impl Config {
                 }
             }
         }
+        c.gallery.postgres_url = crate::ingest::redact_url(&c.gallery.postgres_url);
         for camera in &mut c.cameras {
             camera.url = crate::ingest::redact_url(&camera.url);
             if let Some(p) = &mut camera.pipeline {

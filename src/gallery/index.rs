@@ -469,6 +469,11 @@ impl SearchIndex {
         self.members.iter().map(Vec::len).max().unwrap_or(0)
     }
 
+    /// Whether the template is held (a scan of the ids: for changes, not per probe).
+    pub fn contains_template(&self, template: Uuid) -> bool {
+        self.templates.ids.contains(&template)
+    }
+
     pub fn remove_template(&mut self, template: Uuid) -> usize {
         self.remove_where(|_, t| t == template)
     }

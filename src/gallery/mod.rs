@@ -8,8 +8,14 @@
 //!
 //! Writes go to the store first and to the index only once the store has committed, so a
 //! crash never leaves the index ahead of durable state.
+//!
+//! Several nodes share one gallery of record in PostgreSQL ([`postgres::PostgresStore`],
+//! `gallery.store = "postgres"`): each keeps its own index and follows the store's change
+//! feed ([`GalleryStore::changes_since`]), so search stays local and keeps running while
+//! the database is away.
 
 pub mod index;
+pub mod postgres;
 pub mod service;
 pub mod sqlite;
 
@@ -21,8 +27,14 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GalleryConfig {
+    /// Where identities and templates live: `sqlite` (one file, one machine) or
+    /// `postgres` (the gallery of record shared by several nodes).
+    pub store: StoreKind,
     /// SQLite database file (WAL mode). Relative paths are from the working directory.
     pub database: String,
+    /// `gallery.store = "postgres"`: the connection URL
+    /// (`postgresql://user:password@host:port/dbname`).
+    pub postgres_url: String,
     /// Keep the aligned 112×112 crop of each enrolled face so a model change can re-embed
     /// without the original photos. Off by default: a crop is biometric data.
     pub keep_crops: bool,
@@ -36,10 +48,39 @@ pub struct GalleryConfig {
     pub min_enroll_quality: f32,
 }
 
+/// The kind of [`GalleryStore`] (`gallery.store`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
 impl GalleryConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if self.database.is_empty() {
-            problems.push("gallery.database must not be empty".into());
+        match self.store {
+            StoreKind::Sqlite if self.database.is_empty() => {
+                problems.push("gallery.database must not be empty".into());
+            }
+            StoreKind::Postgres => {
+                match self.postgres_url.parse::<::postgres::Config>() {
+                    Err(e) => problems.push(format!(
+                        "gallery.postgres_url is not a PostgreSQL connection URL ({e}); \
+                         expected postgresql://user:password@host:port/dbname"
+                    )),
+                    Ok(c) if c.get_ssl_mode() == ::postgres::config::SslMode::Require => {
+                        problems.push(
+                            "gallery.postgres_url asks for sslmode=require: this build talks \
+                             to PostgreSQL without TLS (keep it on a private network, or \
+                             tunnel it)"
+                                .into(),
+                        )
+                    }
+                    Ok(_) => {}
+                }
+            }
+            StoreKind::Sqlite => {}
         }
         if !(0.0..=1.0).contains(&self.min_enroll_quality) {
             problems.push(format!(
@@ -76,6 +117,10 @@ pub enum GalleryError {
     },
     #[error("gallery storage failed: {0}")]
     Storage(String),
+    /// The store cannot be reached now (a shared database down or cut off); reads and
+    /// writes of the store fail, search on the node's index goes on.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A person who can be recognised.
@@ -168,6 +213,49 @@ pub trait GalleryStore: Send + Sync {
     fn external_version(&self) -> Result<Option<i64>, GalleryError> {
         Ok(None)
     }
+    /// Stores shared by several nodes: the templates of `model` and the position of the
+    /// change feed they are current to, read in one snapshot. `None` for stores without a
+    /// feed (the index then follows [`GalleryStore::external_version`]).
+    fn snapshot(&self, _model: &str) -> Result<Option<(Vec<Template>, i64)>, GalleryError> {
+        Ok(None)
+    }
+    /// The changes committed after position `after`, oldest first (at most `limit`), as
+    /// they apply to an index of `model`. [`Changes::Gap`] when the feed no longer holds
+    /// them all (pruned): the index must be rebuilt from a [`GalleryStore::snapshot`].
+    fn changes_since(
+        &self,
+        _after: i64,
+        _model: &str,
+        _limit: usize,
+    ) -> Result<Changes, GalleryError> {
+        Ok(Changes::Gap)
+    }
+    /// Block until the store announces a change or `timeout` passes (stores without
+    /// announcements just wait).
+    fn wait_for_change(&self, timeout: std::time::Duration) {
+        std::thread::sleep(timeout);
+    }
+}
+
+/// What a change in the feed does to a node's index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A template of the index's model was added (absent when it is already gone again,
+    /// or of another model: nothing to index).
+    TemplateAdded(Option<Template>),
+    TemplateRemoved(Uuid),
+    IdentityRemoved(Uuid),
+    /// Created or renamed: its name as of the read.
+    IdentityNamed(Uuid),
+}
+
+/// The answer of [`GalleryStore::changes_since`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changes {
+    /// Changes with their feed positions, oldest first.
+    Since(Vec<(i64, Change)>),
+    /// The feed was pruned past the position asked for.
+    Gap,
 }
 
 /// Check a display name: non-empty after trimming, at most 200 characters.

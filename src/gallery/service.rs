@@ -4,12 +4,18 @@
 //! sits behind a mutex (inference is the bottleneck either way); the index behind a
 //! read-write lock (searches in parallel, writes exclusive).
 //!
-//! Consistency: every write holds the index's write lock across the store commit and the
-//! index change, so an erasure cannot slip between an enrolment's commit and its index
-//! insert (the erased person would keep matching). Writes made by another process on the
-//! same store (`facestream enroll` while `serve` runs) are picked up by
-//! [`GalleryService::refresh_if_changed`] — `serve` calls it every second — which
-//! rebuilds the index from the store when the store says another writer committed.
+//! Consistency: every write holds the service's write gate across the store commit and
+//! the index change, so an erasure cannot slip between an enrolment's commit and its index
+//! insert (the erased person would keep matching). Searches never wait for the store: the
+//! index's write lock is taken only for the in-memory change, after the commit.
+//!
+//! Writes made elsewhere are picked up by [`GalleryService::refresh_if_changed`], which
+//! `serve` calls whenever the store announces a change and at least every second:
+//! - a store with a change feed (PostgreSQL, shared by several nodes): the changes after
+//!   the last one applied, in order, so a node that was cut off or started late ends up
+//!   exactly where the store is (no enrolment missed, no erasure undone);
+//! - SQLite, written by another process (`facestream enroll` while `serve` runs): the
+//!   index is rebuilt when the store says another writer committed.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,7 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::index::{pooling_weight, IdentityHit, Scan, SearchIndex};
-use super::{GalleryConfig, GalleryError, GalleryStore, Template};
+use super::{Change, Changes, GalleryConfig, GalleryError, GalleryStore, Template};
 use crate::engine::{primary_face, EngineError, Face, FaceEngine};
 use crate::imageio::ImageError;
 use crate::stages::embed::cosine;
@@ -251,10 +257,22 @@ pub struct GalleryService {
     verify_threshold: f32,
     model: String,
     limits: crate::imageio::LimitsConfig,
-    /// The store's `external_version` when the index was last (re)built.
-    seen_version: Mutex<Option<i64>>,
+    /// The write gate, and how far the index follows the store.
+    writes: Mutex<Follow>,
     decode_slots: DecodeSlots,
 }
+
+/// How far the index is current with the store's changes made elsewhere.
+#[derive(Debug, Clone, Copy)]
+enum Follow {
+    /// The store's `external_version` when the index was last (re)built.
+    Version(Option<i64>),
+    /// The last change-feed position applied.
+    Feed(i64),
+}
+
+/// Changes read from the feed at once.
+const FEED_BATCH: usize = 10_000;
 
 impl GalleryService {
     /// Build the index from the store for the engine's model.
@@ -269,9 +287,15 @@ impl GalleryService {
         let matching = engine.calibrate(&matching);
         let limits = engine.limits().clone();
         let limits_capacity = limits.max_concurrent_decodes.max(1);
-        let seen_version = store.external_version()?;
-        let templates = store.templates_for_model(&model)?;
+        let (templates, follow) = match store.snapshot(&model)? {
+            Some((templates, position)) => (templates, Follow::Feed(position)),
+            None => {
+                let version = store.external_version()?;
+                (store.templates_for_model(&model)?, Follow::Version(version))
+            }
+        };
         let index = SearchIndex::build(&model, 128, gallery.pooling, &templates)?;
+        drop(templates);
         let stale = store.stale_identities(&model)?;
         if !stale.is_empty() {
             tracing::warn!(
@@ -290,7 +314,7 @@ impl GalleryService {
             verify_threshold,
             model,
             limits,
-            seen_version: Mutex::new(seen_version),
+            writes: Mutex::new(follow),
             decode_slots: DecodeSlots {
                 used: Mutex::new(0),
                 freed: std::sync::Condvar::new(),
@@ -299,27 +323,114 @@ impl GalleryService {
         })
     }
 
-    /// Rebuild the index from the store if another process wrote to the store since the
-    /// last check. Returns whether it did.
+    /// Bring the index up to the store's changes made elsewhere (another node through the
+    /// change feed, another process on the same SQLite file). Returns whether the index
+    /// changed.
     pub fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
-        let Some(now) = self.store.external_version()? else {
-            return Ok(false);
-        };
-        let mut seen = self.seen_version.lock().unwrap_or_else(|p| p.into_inner());
-        if *seen == Some(now) {
-            return Ok(false);
+        let mut follow = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        match *follow {
+            Follow::Version(seen) => {
+                let Some(now) = self.store.external_version()? else {
+                    return Ok(false);
+                };
+                if seen == Some(now) {
+                    return Ok(false);
+                }
+                // The write gate is held: no write of this process falls between the
+                // read and the swap.
+                let templates = self.store.templates_for_model(&self.model)?;
+                self.replace_index(&templates)?;
+                *follow = Follow::Version(self.store.external_version()?);
+                tracing::info!(
+                    templates = templates.len(),
+                    "gallery changed by another process: index rebuilt"
+                );
+                Ok(true)
+            }
+            Follow::Feed(mut after) => {
+                let mut applied = 0;
+                loop {
+                    match self.store.changes_since(after, &self.model, FEED_BATCH)? {
+                        Changes::Gap => {
+                            let Some((templates, position)) = self.store.snapshot(&self.model)?
+                            else {
+                                return Ok(false);
+                            };
+                            self.replace_index(&templates)?;
+                            *follow = Follow::Feed(position);
+                            tracing::warn!(
+                                after,
+                                position,
+                                templates = templates.len(),
+                                "gallery change feed pruned past this node's position: index rebuilt"
+                            );
+                            return Ok(true);
+                        }
+                        Changes::Since(changes) => {
+                            let Some(&(last, _)) = changes.last() else {
+                                break;
+                            };
+                            applied += self.apply(&changes)?;
+                            after = last;
+                            *follow = Follow::Feed(after);
+                            if changes.len() < FEED_BATCH {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if applied > 0 {
+                    tracing::info!(
+                        applied,
+                        position = after,
+                        "gallery changes made elsewhere applied to the index"
+                    );
+                }
+                Ok(applied > 0)
+            }
         }
-        // Hold the write lock while reading the store, so no write of this process falls
-        // between the read and the swap.
+    }
+
+    /// Apply feed changes to the index (idempotent: this node's own writes come back
+    /// through the feed too). Returns how many changed it.
+    fn apply(&self, changes: &[(i64, Change)]) -> Result<usize, ServiceError> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let templates = self.store.templates_for_model(&self.model)?;
-        *index = SearchIndex::build(&self.model, index.dim(), index.pooling(), &templates)?;
-        *seen = self.store.external_version()?;
-        tracing::info!(
-            templates = index.len(),
-            "gallery changed by another process: index rebuilt"
-        );
-        Ok(true)
+        let mut applied = 0;
+        for (_, change) in changes {
+            let changed = match change {
+                Change::TemplateAdded(Some(t)) if !index.contains_template(t.id) => {
+                    index.insert(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
+                    true
+                }
+                Change::TemplateRemoved(id) => index.remove_template(*id) > 0,
+                Change::IdentityRemoved(id) => index.remove_identity(*id) > 0,
+                Change::TemplateAdded(_) | Change::IdentityNamed(_) => false,
+            };
+            applied += usize::from(changed);
+        }
+        Ok(applied)
+    }
+
+    /// Build a new index from `templates` and put it in place of the current one
+    /// (searches go on with the old one meanwhile).
+    fn replace_index(&self, templates: &[Template]) -> Result<(), ServiceError> {
+        let (dim, pooling) = {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            (index.dim(), index.pooling())
+        };
+        let fresh = SearchIndex::build(&self.model, dim, pooling, templates)?;
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Take the write gate: held across a store commit and the index change that follows.
+    fn write_gate(&self) -> std::sync::MutexGuard<'_, Follow> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Block until the store announces a change or `timeout` passes.
+    pub fn wait_for_change(&self, timeout: std::time::Duration) {
+        self.store.wait_for_change(timeout);
     }
 
     pub fn store(&self) -> &Arc<dyn GalleryStore> {
@@ -432,8 +543,9 @@ impl GalleryService {
             created: Utc::now(),
             crop: self.gallery.keep_crops.then(|| face.aligned.rgb.clone()),
         };
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = self.write_gate();
         self.store.add_template(&template)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         index.insert(
             identity,
             template.id,
@@ -486,11 +598,13 @@ impl GalleryService {
     /// Add templates made elsewhere, all or none: each must be of this gallery's model
     /// and dimension; they are stored in one transaction, then indexed.
     pub fn import_templates(&self, templates: &[Template]) -> Result<(), ServiceError> {
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = self.write_gate();
+        let dim = self.index.read().unwrap_or_else(|p| p.into_inner()).dim();
         for template in templates {
-            self.check_importable(template, index.dim())?;
+            self.check_importable(template, dim)?;
         }
         self.store.add_templates(templates)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for template in templates {
             index.insert(
                 template.identity_id,
@@ -569,18 +683,24 @@ impl GalleryService {
 
     /// Erase an identity and all its templates (right to erasure); logged.
     pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let gate = self.write_gate();
         let removed = self.store.delete_identity(identity)?;
-        index.remove_identity(identity);
-        drop(index);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_identity(identity);
+        drop(gate);
         tracing::info!(identity = %identity, templates = removed, "identity erased with all its templates");
         Ok(removed)
     }
 
     pub fn delete_face(&self, identity: Uuid, face: Uuid) -> Result<(), ServiceError> {
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = self.write_gate();
         self.store.delete_template(identity, face)?;
-        index.remove_template(face);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_template(face);
         Ok(())
     }
 
