@@ -12,8 +12,11 @@
 //! - [`pipeline`]: the streaming actors (detect → align → quality → embed → decide → publish).
 //! - [`track`]: per-camera face tracks, motion model and best shots (streaming pipeline).
 //! - [`engine`]: the stages composed for still images (CLI, evaluation, enrolment).
-//! - [`gallery`]: enrolled identities (SQLite store) and the exact 1:N search index.
-//! - [`events`]: identity events: schema, durable outbox, signed webhooks and MQTT.
+//! - [`gallery`]: enrolled identities (SQLite, or PostgreSQL shared by several nodes) and
+//!   the exact 1:N search index each node keeps.
+//! - [`cluster`]: several nodes: node ids and camera leases in PostgreSQL.
+//! - [`events`]: identity events: schema, durable outbox, signed webhooks, MQTT and NATS
+//!   JetStream.
 //! - [`review`]: unknown tracks kept for review (off by default), grouped by probable
 //!   person, enrolled or dismissed by an operator.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
@@ -26,6 +29,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod engine;

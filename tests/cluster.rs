@@ -4,11 +4,17 @@
 //! later catches up; with PostgreSQL down, recognition goes on from each node's index and
 //! enrolment is answered 503 with the reason, and once it is back the nodes follow the
 //! changes they missed.
+//!
+//! With camera leases, the cameras declared in the one configuration every node loads are
+//! shared among the live nodes, each watched by exactly one; SIGKILL of the node watching
+//! a camera hands it to another node, identity events resume, and each reaches NATS
+//! JetStream once per id.
 
 mod common;
 
 use common::postgres::Postgres;
 use common::Proc;
+use facestream::simulate;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,7 +31,7 @@ struct Node {
     http: Client,
 }
 
-fn node_config(dir: &Path, name: &str, pg: &Postgres) -> PathBuf {
+fn node_config_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> PathBuf {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
     let config = home.join("config.toml");
@@ -44,7 +50,7 @@ keys = [{{ name = "ops", key = "{ADMIN}", scope = "admin" }}]
 mode = "off"
 [events]
 outbox = "{d}/outbox.db"
-"#,
+{extra}"#,
             url = pg.url(),
             d = home.display()
         ),
@@ -54,7 +60,11 @@ outbox = "{d}/outbox.db"
 }
 
 fn start_node(dir: &Path, name: &str, pg: &Postgres) -> Node {
-    let config = node_config(dir, name, pg);
+    start_node_with(dir, name, pg, "")
+}
+
+fn start_node_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> Node {
+    let config = node_config_with(dir, name, pg, extra);
     let (proc, port) = common::serve(&config, &dir.join(name));
     Node {
         _proc: proc,
@@ -210,4 +220,164 @@ fn nodes_share_one_gallery_of_record_in_postgres() {
         node.wait_search("obama2.jpg", "match", Some(&obama));
         node.wait_search("biden.jpg", "unknown", None);
     }
+}
+
+/// Camera id → the node each node's `GET /v1/cameras` says watches it, with the state.
+type CameraView = Vec<(String, Option<String>, String)>;
+
+fn live(nodes: &[Option<Node>]) -> Vec<&Node> {
+    nodes.iter().flatten().collect()
+}
+
+fn watchers(node: &Node) -> (String, CameraView) {
+    let (s, v) = node.call("GET", "/cameras", None);
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut cameras: CameraView = v["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["node"].as_str().map(str::to_string),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    cameras.sort();
+    (v["node"].as_str().unwrap().to_string(), cameras)
+}
+
+/// Wait until every node in `nodes` sees the cameras watched as `expect` accepts
+/// ((camera, node) sorted by camera), each watching node reporting its camera live and
+/// the others standing by.
+fn wait_watchers(nodes: &[&Node], expect: impl Fn(&[(String, Option<String>)]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let views: Vec<_> = nodes.iter().map(|n| watchers(n)).collect();
+        let agreed = views.iter().all(|(me, cameras)| {
+            let pairs: Vec<(String, Option<String>)> = cameras
+                .iter()
+                .map(|(c, n, _)| (c.clone(), n.clone()))
+                .collect();
+            expect(&pairs)
+                && cameras.iter().all(|(_, n, state)| {
+                    if n.as_deref() == Some(me.as_str()) {
+                        state == "live"
+                    } else {
+                        state == "standby"
+                    }
+                })
+        });
+        if agreed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never agreed on the camera leases: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The recognitions stored in JetStream: (event id, camera, when).
+type Recognition = (String, String, chrono::DateTime<chrono::Utc>);
+
+fn recognitions(rt: &tokio::runtime::Runtime, port: u16) -> Vec<Recognition> {
+    rt.block_on(common::nats::stored(port))
+        .iter()
+        .filter(|m| m.subject.ends_with(".identity.recognized"))
+        .map(|m| {
+            let e: Value = serde_json::from_slice(&m.payload).unwrap();
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["camera_id"].as_str().unwrap().to_string(),
+                e["occurred_at"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cameras_are_shared_by_leases_and_taken_over_when_their_node_is_killed() {
+    let dir = common::temp_dir("cluster-leases");
+    let pg = Postgres::start(&dir);
+    let (_nats, nats_port) = common::nats::nats_server(&dir, None, "nats.log");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Obama walks past two cameras again and again
+    let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
+    let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
+    let rtsp = simulate::RtspServer::start(
+        "127.0.0.1",
+        0,
+        vec![("door".into(), clip.clone()), ("gate".into(), clip)],
+    )
+    .unwrap();
+    let extra = |node: &str| {
+        format!(
+            "[[events.nats]]\nname = \"bus\"\nurl = \"nats://127.0.0.1:{nats_port}\"\n\
+             stream = \"FACESTREAM\"\n[cluster]\nnode_id = \"{node}\"\ncamera_leases = true\n\
+             lease_round_ms = 500\n[[cameras]]\nid = \"door\"\nurl = \"{door}\"\n\
+             [[cameras]]\nid = \"gate\"\nurl = \"{gate}\"\n",
+            door = rtsp.url("door"),
+            gate = rtsp.url("gate"),
+        )
+    };
+    // Obama enrolled through the first node, before the others start
+    let mut nodes = vec![Some(start_node_with(&dir, "a", &pg, &extra("a")))];
+    let a = nodes[0].as_ref().unwrap();
+    let obama = a.create("Barack Obama");
+    a.enrol(&obama, "obama.jpg");
+    nodes.push(Some(start_node_with(&dir, "b", &pg, &extra("b"))));
+    nodes.push(Some(start_node_with(&dir, "c", &pg, &extra("c"))));
+
+    // two cameras, three nodes: two nodes watch one camera each, the third stands by
+    wait_watchers(&live(&nodes), |cams| {
+        cams.len() == 2 && cams.iter().all(|(_, n)| n.is_some()) && cams[0].1 != cams[1].1
+    });
+    let (_, view) = watchers(nodes[0].as_ref().unwrap());
+    let door_node = view[0].1.clone().unwrap();
+    let gate_node = view[1].1.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !recognitions(&rt, nats_port)
+        .iter()
+        .any(|(_, c, _)| c == "door")
+    {
+        assert!(Instant::now() < deadline, "no recognition from the door");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // SIGKILL the node watching the door: another node takes it over, and Obama is
+    // recognised at the door again
+    let victim = ["a", "b", "c"]
+        .iter()
+        .position(|n| *n == door_node)
+        .unwrap();
+    drop(nodes[victim].take());
+    let killed_at = chrono::Utc::now();
+    wait_watchers(&live(&nodes), |cams| {
+        cams[0].1.as_deref().is_some_and(|n| n != door_node)
+            && cams[1].1.as_deref() == Some(gate_node.as_str())
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !recognitions(&rt, nats_port)
+        .iter()
+        .any(|(_, c, t)| c == "door" && *t > killed_at)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no recognition from the door after its node was killed"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // every event in the stream once
+    let all = recognitions(&rt, nats_port);
+    let distinct: std::collections::HashSet<&String> = all.iter().map(|(id, _, _)| id).collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "an event reached the stream twice"
+    );
 }

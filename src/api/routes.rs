@@ -22,6 +22,8 @@ pub struct AppState {
     pub service: Arc<GalleryService>,
     /// Camera status (empty without cameras).
     pub cameras: Arc<CameraRegistry>,
+    /// This node's id (`cluster.node_id`).
+    pub node: String,
     pub keys: Vec<ApiKey>,
     pub max_body_bytes: usize,
     pub top_k: usize,
@@ -250,7 +252,8 @@ pub(super) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 async fn cameras(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "cameras": state.cameras.snapshot() })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "node": state.node, "cameras": state.cameras.snapshot() })))
 }
 
 /// Longest side of a camera preview, in pixels.

@@ -201,7 +201,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             webhook::start_with(outbox, &config.events, deliveries.clone(), Some(announced))
         };
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
-            Some(
+            Some(Arc::new(
                 Pipeline::start(
                     config,
                     service.clone(),
@@ -210,13 +210,34 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                     &shutdown,
                 )
                 .context("starting the streaming pipeline")?,
-            )
+            ))
         } else {
             tracing::info!("no cameras configured; serving the API only");
             None
         };
+        // With camera leases the cluster decides which cameras run here, round by round.
+        let leases = match &pipeline {
+            Some(pipeline) if config.cluster.camera_leases => {
+                let leases = facestream::cluster::Leases::new(
+                    &config.cluster,
+                    &config.gallery.postgres_url,
+                    pipeline.camera_ids(),
+                );
+                Some(actix_web::rt::spawn(
+                    leases.run(pipeline.clone(), shutdown.clone()),
+                ))
+            }
+            _ => None,
+        };
+        facestream::telemetry::metrics()
+            .node_info
+            .get_or_create(&facestream::telemetry::NodeLabel {
+                node: config.cluster.node_id(),
+            })
+            .set(1);
         let state = Arc::new(AppState {
             cameras: pipeline.as_ref().map(|p| p.registry()).unwrap_or_default(),
+            node: config.cluster.node_id(),
             service,
             keys,
             max_body_bytes: config.api.max_body_bytes,
@@ -236,9 +257,19 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let served = api::serve(state, &config.api, tls, shutdown.clone()).await;
         // the API also ends on its own when it fails: everything else stops with it
         shutdown.request();
+        // The lease loop stops first; its connection (and so the leases) goes only once
+        // the cameras have stopped, so no other node starts one while it still runs here.
+        let lease_connection = match leases {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        };
         if let Some(pipeline) = pipeline {
-            pipeline.shutdown(std::time::Duration::from_secs(10)).await;
+            match Arc::try_unwrap(pipeline) {
+                Ok(pipeline) => pipeline.shutdown(std::time::Duration::from_secs(10)).await,
+                Err(_) => tracing::warn!("pipeline still shared at shutdown; not drained"),
+            }
         }
+        drop(lease_connection);
         deliveries.request();
         let drain = futures_util::future::join_all(deliverers);
         if tokio::time::timeout(std::time::Duration::from_secs(10), drain)

@@ -87,6 +87,9 @@ pub struct Config {
     /// Unknown tracks kept for review (`[review]`, off by default).
     pub review: ReviewConfig,
     pub demo: DemoConfig,
+    /// Several nodes (`[cluster]`): node id, camera leases.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
     /// Cameras (`[[cameras]]`); none in the embedded default.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -189,6 +192,11 @@ impl Config {
         self.quality.validate(&mut problems);
         self.embed.validate(&mut problems);
         self.gallery.validate(&mut problems);
+        self.cluster.validate(
+            self.gallery.store == crate::gallery::StoreKind::Postgres,
+            &self.cameras,
+            &mut problems,
+        );
         self.matching.validate(&mut problems);
         self.api.validate(&mut problems);
         self.events.validate(&mut problems);

@@ -63,23 +63,19 @@ impl GalleryConfig {
             StoreKind::Sqlite if self.database.is_empty() => {
                 problems.push("gallery.database must not be empty".into());
             }
-            StoreKind::Postgres => {
-                match self.postgres_url.parse::<::postgres::Config>() {
-                    Err(e) => problems.push(format!(
-                        "gallery.postgres_url is not a PostgreSQL connection URL ({e}); \
+            StoreKind::Postgres => match self.postgres_url.parse::<::postgres::Config>() {
+                Err(e) => problems.push(format!(
+                    "gallery.postgres_url is not a PostgreSQL connection URL ({e}); \
                          expected postgresql://user:password@host:port/dbname"
-                    )),
-                    Ok(c) if c.get_ssl_mode() == ::postgres::config::SslMode::Require => {
-                        problems.push(
-                            "gallery.postgres_url asks for sslmode=require: this build talks \
+                )),
+                Ok(c) if c.get_ssl_mode() == ::postgres::config::SslMode::Require => problems.push(
+                    "gallery.postgres_url asks for sslmode=require: this build talks \
                              to PostgreSQL without TLS (keep it on a private network, or \
                              tunnel it)"
-                                .into(),
-                        )
-                    }
-                    Ok(_) => {}
-                }
-            }
+                        .into(),
+                ),
+                Ok(_) => {}
+            },
             StoreKind::Sqlite => {}
         }
         if !(0.0..=1.0).contains(&self.min_enroll_quality) {

@@ -287,6 +287,7 @@ impl GalleryService {
         let matching = engine.calibrate(&matching);
         let limits = engine.limits().clone();
         let limits_capacity = limits.max_concurrent_decodes.max(1);
+        let loading = std::time::Instant::now();
         let (templates, follow) = match store.snapshot(&model)? {
             Some((templates, position)) => (templates, Follow::Feed(position)),
             None => {
@@ -304,7 +305,12 @@ impl GalleryService {
                 "identities enrolled with another model need re-enrolment (GET /v1/gallery/stale)"
             );
         }
-        tracing::info!(templates = index.len(), model = %model, "gallery index built");
+        tracing::info!(
+            templates = index.len(),
+            model = %model,
+            seconds = loading.elapsed().as_secs_f32(),
+            "gallery index built"
+        );
         Ok(GalleryService {
             store,
             index: RwLock::new(index),

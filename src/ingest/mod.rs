@@ -468,15 +468,19 @@ pub enum CameraState {
     /// Not retried: the pipeline cannot be built (missing element, bad description).
     Failed,
     Stopped,
+    /// Not watched by this node: another node of the cluster holds its lease, or none
+    /// does yet (`cluster.camera_leases`).
+    Standby,
 }
 
 impl CameraState {
-    pub const ALL: [CameraState; 5] = [
+    pub const ALL: [CameraState; 6] = [
         CameraState::Connecting,
         CameraState::Live,
         CameraState::BackingOff,
         CameraState::Failed,
         CameraState::Stopped,
+        CameraState::Standby,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -486,6 +490,7 @@ impl CameraState {
             CameraState::BackingOff => "backing-off",
             CameraState::Failed => "failed",
             CameraState::Stopped => "stopped",
+            CameraState::Standby => "standby",
         }
     }
 }
@@ -513,6 +518,8 @@ pub struct CameraStatus {
     /// `GET /v1/cameras/{id}/snapshot`); shared with the pipeline, not copied.
     #[serde(skip)]
     pub latest_frame: Option<(Arc<I420Frame>, chrono::DateTime<chrono::Utc>)>,
+    /// The node watching it (`cluster.node_id`); absent while no node does.
+    pub node: Option<String>,
 }
 
 /// Every camera's status, shared between the camera actors and the API.
@@ -529,6 +536,16 @@ impl CameraRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .push(entry.clone());
         entry
+    }
+
+    /// One camera's shared status entry.
+    pub fn entry(&self, id: &str) -> Option<Arc<Mutex<CameraStatus>>> {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|c| c.lock().unwrap_or_else(|p| p.into_inner()).id == id)
+            .cloned()
     }
 
     /// One camera's status.

@@ -406,8 +406,10 @@ impl Credits {
 
 /// The running pipeline.
 pub struct Pipeline {
-    cameras: Vec<Addr<CameraActor>>,
-    pumps: Vec<std::thread::JoinHandle<()>>,
+    /// What it takes to start one more camera on the running stages.
+    launcher: Launcher,
+    /// The cameras running now, by id.
+    running: Mutex<HashMap<String, RunningCamera>>,
     /// The pumps' token: a child of the service's, also requested by [`Pipeline::shutdown`].
     stop: Shutdown,
     credits: Vec<Arc<Credits>>,
@@ -415,6 +417,27 @@ pub struct Pipeline {
     publish: Addr<publish::PublishActor>,
     arbiters: Vec<Arbiter>,
     registry: Arc<CameraRegistry>,
+}
+
+/// One camera's ingest: its actor, its pump thread and the pump's token.
+struct RunningCamera {
+    actor: Addr<CameraActor>,
+    pump: std::thread::JoinHandle<()>,
+    stop: Shutdown,
+}
+
+/// The shared stages a camera is connected to.
+struct Launcher {
+    cameras: Vec<crate::ingest::CameraConfig>,
+    pipeline: crate::ingest::PipelineConfig,
+    max_side: u32,
+    min_face_px: f32,
+    events: EventBus,
+    credits: HashMap<Arc<str>, Arc<Credits>>,
+    detect: Next,
+    decided: Arc<TrackBoard>,
+    /// This node's id in the cameras' status (`cluster.node_id`).
+    node: String,
 }
 
 impl Pipeline {
@@ -428,6 +451,8 @@ impl Pipeline {
         review: Option<Arc<crate::review::ReviewStore>>,
         shutdown: &Shutdown,
     ) -> Result<Pipeline, PipelineError> {
+        // with camera leases the cluster decides which cameras run here
+        let leased = config.cluster.camera_leases;
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = session_threads(
@@ -575,14 +600,23 @@ impl Pipeline {
 
         let registry = Arc::new(CameraRegistry::default());
         let stop = shutdown.child();
-        let (mut addrs, mut pumps, mut credit_list) = (Vec::new(), Vec::new(), Vec::new());
-        for camera in cameras {
-            let ring = FrameRing::new(pc.frame_queue);
-            let status = registry.add(CameraStatus {
+        let launcher = Launcher {
+            cameras: cameras.iter().map(|c| (*c).clone()).collect(),
+            pipeline: pc.clone(),
+            max_side: config.detect.max_side,
+            min_face_px: config.detect.min_face_px,
+            events,
+            credits: credits.clone(),
+            detect: detect_next,
+            decided,
+            node: config.cluster.node_id(),
+        };
+        for camera in &cameras {
+            registry.add(CameraStatus {
                 id: camera.id.clone(),
                 url: camera.redacted_url(),
                 source: camera.source.clone(),
-                state: CameraState::Connecting,
+                state: CameraState::Standby,
                 since: chrono::Utc::now(),
                 last_error: None,
                 reconnects: 0,
@@ -594,53 +628,150 @@ impl Pipeline {
                 width: None,
                 height: None,
                 latest_frame: None,
+                node: None,
             });
-            let id: Arc<str> = Arc::from(camera.id.as_str());
-            let credit = credits[&id].clone();
-            credit_list.push(credit.clone());
-            let planner = CameraPlanner::new(
-                &camera.id,
-                camera.detection.clone(),
-                config.detect.max_side,
-                config.detect.min_face_px,
-                camera.detect_fps,
-            );
-            pumps.push(spawn_pump(Pump {
-                camera: id,
-                ring: ring.clone(),
-                credits: credit,
-                detect: detect_next.clone(),
-                stop: stop.clone(),
-                planner,
-                tracks: decided.clone(),
-                status: status.clone(),
-                stage_timeout: Duration::from_millis(pc.stage_timeout_ms),
-            }));
-            let actor = CameraActor::new(
-                camera.clone(),
-                pc.clone(),
-                status,
-                ring,
-                Some(events.clone()),
-            );
-            addrs.push(actor.start());
         }
-        tracing::info!(
-            cameras = addrs.len(),
-            detect_workers = pc.detect_workers,
-            model = %model,
-            "streaming pipeline started"
-        );
-        Ok(Pipeline {
-            cameras: addrs,
-            pumps,
+        let pipeline = Pipeline {
+            launcher,
+            running: Mutex::new(HashMap::new()),
             stop,
-            credits: credit_list,
+            credits: credits.into_values().collect(),
             decide,
             publish,
             arbiters: vec![publish_arbiter, decide_arbiter, embed_arbiter],
             registry,
-        })
+        };
+        if !leased {
+            for camera in &cameras {
+                pipeline.start_camera(&camera.id);
+            }
+        }
+        tracing::info!(
+            cameras = cameras.len(),
+            started = pipeline.running_cameras().len(),
+            leased,
+            detect_workers = pc.detect_workers,
+            model = %model,
+            "streaming pipeline started"
+        );
+        Ok(pipeline)
+    }
+
+    /// The ids of the cameras this pipeline may run (the enabled ones).
+    pub fn camera_ids(&self) -> Vec<String> {
+        self.launcher.cameras.iter().map(|c| c.id.clone()).collect()
+    }
+
+    /// The ids of the cameras running now.
+    pub fn running_cameras(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Start watching camera `id` on the running stages (nothing when it runs already or
+    /// is not one of the enabled cameras). Call inside the actix `System`.
+    pub fn start_camera(&self, id: &str) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(camera) = self.launcher.cameras.iter().find(|c| c.id == id) else {
+            return false;
+        };
+        if running.contains_key(id) || self.stop.is_requested() {
+            return false;
+        }
+        let l = &self.launcher;
+        let status = self
+            .registry
+            .entry(id)
+            .expect("every enabled camera is registered");
+        {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.state = CameraState::Connecting;
+            s.since = chrono::Utc::now();
+            s.node = Some(l.node.clone());
+        }
+        let ring = FrameRing::new(l.pipeline.frame_queue);
+        let key: Arc<str> = Arc::from(id);
+        let stop = self.stop.child();
+        let planner = CameraPlanner::new(
+            &camera.id,
+            camera.detection.clone(),
+            l.max_side,
+            l.min_face_px,
+            camera.detect_fps,
+        );
+        let pump = spawn_pump(Pump {
+            camera: key.clone(),
+            ring: ring.clone(),
+            credits: l.credits[&key].clone(),
+            detect: l.detect.clone(),
+            stop: stop.clone(),
+            planner,
+            tracks: l.decided.clone(),
+            status: status.clone(),
+            stage_timeout: Duration::from_millis(l.pipeline.stage_timeout_ms),
+        });
+        let actor = CameraActor::new(
+            camera.clone(),
+            l.pipeline.clone(),
+            status,
+            ring,
+            Some(l.events.clone()),
+        )
+        .start();
+        running.insert(id.to_string(), RunningCamera { actor, pump, stop });
+        tracing::info!(camera = %id, "camera started");
+        true
+    }
+
+    /// Record which node watches camera `id` while this one does not (`None`: nobody).
+    pub fn set_watcher(&self, id: &str, node: Option<String>) {
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return;
+        }
+        if let Some(status) = self.registry.entry(id) {
+            status.lock().unwrap_or_else(|p| p.into_inner()).node = node;
+        }
+    }
+
+    /// Stop watching camera `id` (its frames in flight still finish); it is left in
+    /// `standby`. Returns once its ingest has stopped.
+    pub async fn stop_camera(&self, id: &str) -> bool {
+        let Some(camera) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        else {
+            return false;
+        };
+        Self::stop_running(camera).await;
+        if let Some(status) = self.registry.entry(id) {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.state = CameraState::Standby;
+            s.since = chrono::Utc::now();
+            s.node = None;
+        }
+        tracing::info!(camera = %id, "camera stopped");
+        true
+    }
+
+    async fn stop_running(camera: RunningCamera) {
+        let _ = camera.actor.send(camera::Stop).await;
+        camera.stop.request();
+        let pump = camera.pump;
+        let _ = tokio::task::spawn_blocking(move || pump.join()).await;
     }
 
     /// Every camera's status (for the API).
@@ -651,15 +782,15 @@ impl Pipeline {
     /// Stop ingest, drain the stages, decide open tracks and write their events.
     pub async fn shutdown(self, drain: Duration) {
         // every camera tears down at once (each waits up to 5 s for GStreamer)
-        futures_util::future::join_all(self.cameras.iter().map(|c| c.send(camera::Stop))).await;
         self.stop.request();
-        let pumps = self.pumps;
-        let _ = tokio::task::spawn_blocking(move || {
-            for p in pumps {
-                let _ = p.join();
-            }
-        })
-        .await;
+        let running: Vec<RunningCamera> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        futures_util::future::join_all(running.into_iter().map(Self::stop_running)).await;
         let deadline = Instant::now() + drain;
         while !self.credits.iter().all(|c| c.all_returned()) {
             if Instant::now() > deadline {

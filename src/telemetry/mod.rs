@@ -32,6 +32,12 @@ pub struct DeliveryLabel {
     pub outcome: String,
 }
 
+/// `node` label (`cluster.node_id`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
 /// `camera` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CameraLabel {
@@ -92,6 +98,13 @@ pub struct Metrics {
     pub event_streams: Gauge,
     /// Unknown tracks kept for review (`review.enabled`).
     pub review_tracks: Gauge,
+    /// 1, labelled with this node's id (`cluster.node_id`): join it on `instance` to name
+    /// the node of any series.
+    pub node_info: Family<NodeLabel, Gauge>,
+    /// Live nodes this node sees in the cluster (`cluster.camera_leases`).
+    pub cluster_nodes: Gauge,
+    /// Cameras whose lease this node holds (`cluster.camera_leases`).
+    pub camera_leases: Gauge,
     /// Unknown tracks that could not be written to the review store.
     pub review_errors: Counter,
     /// Event snapshots that could not be written (`events.snapshots`).
@@ -182,6 +195,24 @@ impl Metrics {
         let gallery_templates = Gauge::default();
         let event_streams = Gauge::default();
         let review_tracks = Gauge::default();
+        let node_info = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "node_info",
+            "This node (cluster.node_id); always 1",
+            node_info.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        registry.register(
+            "cluster_nodes",
+            "Live facestream nodes seen through PostgreSQL (cluster.camera_leases)",
+            cluster_nodes.clone(),
+        );
+        let camera_leases = Gauge::default();
+        registry.register(
+            "camera_leases",
+            "Cameras whose lease this node holds, so it watches them (cluster.camera_leases)",
+            camera_leases.clone(),
+        );
         registry.register(
             "review_tracks",
             "Unknown tracks kept for review (review.enabled)",
@@ -438,6 +469,9 @@ impl Metrics {
             gallery_templates,
             event_streams,
             review_tracks,
+            node_info,
+            cluster_nodes,
+            camera_leases,
             review_errors,
             snapshot_errors,
         }
