@@ -297,6 +297,7 @@ def main():
     only = args.only.split(",")
     print(f"machine: {machine()}")
     root = tempfile.mkdtemp(prefix="facestream-bench-cluster-")
+    os.chmod(root, 0o755)  # the postgres account reaches its folder inside
     photo = open(os.path.join(FIXTURES, "obama.jpg"), "rb").read()
     nodes = []
     pg = Postgres(root)

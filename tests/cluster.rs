@@ -8,13 +8,18 @@
 //! With camera leases, the cameras declared in the one configuration every node loads are
 //! shared among the live nodes, each watched by exactly one; SIGKILL of the node watching
 //! a camera hands it to another node, identity events resume, and each reaches NATS
-//! JetStream once per id.
+//! JetStream once per id, also across a restart of the NATS server.
 
 mod common;
 
 use common::postgres::Postgres;
 use common::Proc;
+use facestream::engine::FaceEngine;
+use facestream::gallery::postgres::PostgresStore;
+use facestream::gallery::service::GalleryService;
+use facestream::gallery::{GalleryStore, NewIdentity, Template};
 use facestream::simulate;
+use std::sync::Arc;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -302,7 +307,7 @@ fn recognitions(rt: &tokio::runtime::Runtime, port: u16) -> Vec<Recognition> {
 fn cameras_are_shared_by_leases_and_taken_over_when_their_node_is_killed() {
     let dir = common::temp_dir("cluster-leases");
     let pg = Postgres::start(&dir);
-    let (_nats, nats_port) = common::nats::nats_server(&dir, None, "nats.log");
+    let (nats, nats_port) = common::nats::nats_server(&dir, None, "nats.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Obama walks past two cameras again and again
     let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
@@ -372,12 +377,197 @@ fn cameras_are_shared_by_leases_and_taken_over_when_their_node_is_killed() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // NATS killed while both cameras keep producing events, then started again on its
+    // store: every event the live nodes wrote, also during the outage, reaches the stream
+    // once
+    let survivors: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != door_node)
+        .collect();
+    drop(nats);
+    let down_ms = chrono::Utc::now().timestamp_millis();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !survivors.iter().any(|n| {
+        outbox_ids(&dir, n, i64::MAX)
+            .iter()
+            .any(|(_, at)| *at > down_ms)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no event written while NATS was down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_nats, again) = common::nats::nats_server(&dir, Some(nats_port), "nats-2.log");
+    assert_eq!(again, nats_port);
+    let cutoff = chrono::Utc::now().timestamp_millis();
+    let written: Vec<String> = survivors
+        .iter()
+        .flat_map(|n| outbox_ids(&dir, n, cutoff))
+        .map(|(id, _)| id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stored: std::collections::HashSet<String> =
+            stream_ids(&rt, nats_port).into_iter().collect();
+        let missing = written.iter().filter(|id| !stored.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} events written by the live nodes never reached the stream",
+            written.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // every event in the stream once
-    let all = recognitions(&rt, nats_port);
-    let distinct: std::collections::HashSet<&String> = all.iter().map(|(id, _, _)| id).collect();
+    let all = stream_ids(&rt, nats_port);
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!(
         distinct.len(),
         all.len(),
         "an event reached the stream twice"
     );
+}
+
+/// The ids of every event in the stream.
+fn stream_ids(rt: &tokio::runtime::Runtime, port: u16) -> Vec<String> {
+    rt.block_on(common::nats::stored(port))
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The events node `node` wrote for the `bus` endpoint before `before_ms`, with when.
+fn outbox_ids(dir: &Path, node: &str, before_ms: i64) -> Vec<(String, i64)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join(node).join("outbox.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT event_id, created_ms FROM outbox WHERE endpoint = 'bus' AND created_ms < ?1",
+        )
+        .unwrap();
+    stmt.query_map([before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Two in-process followers of one PostgreSQL gallery, driven by hand.
+fn follower(pg: &Postgres) -> GalleryService {
+    let config = common::config();
+    let store: Arc<dyn GalleryStore> = Arc::new(PostgresStore::open(&pg.url()).unwrap());
+    GalleryService::new(
+        store,
+        FaceEngine::new(&config).unwrap(),
+        config.matching.clone(),
+        config.gallery.clone(),
+        config.verify.threshold,
+    )
+    .unwrap()
+}
+
+fn synthetic(identity: uuid::Uuid, service: &GalleryService, seed: u32) -> Template {
+    let mut v: Vec<f32> = (0..128)
+        .map(|i| ((i * 7 + seed) % 13) as f32 - 6.0)
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    Template {
+        id: uuid::Uuid::now_v7(),
+        identity_id: identity,
+        model: service.model().to_string(),
+        embedding: v,
+        quality: 0.8,
+        source: format!("synthetic {seed}"),
+        created: chrono::Utc::now(),
+        crop: None,
+    }
+}
+
+#[test]
+fn followers_apply_changes_in_order_and_rebuild_past_a_pruned_feed() {
+    let dir = common::temp_dir("cluster-feed");
+    let pg = Postgres::start(&dir);
+    let writer = follower(&pg);
+    let reader = follower(&pg);
+    let new = |name: &str| NewIdentity {
+        name: name.into(),
+        metadata: None,
+    };
+
+    // Writers on four connections at once, then one catch-up: every template arrives.
+    let ids: Vec<uuid::Uuid> = (0..4)
+        .map(|i| {
+            writer
+                .store()
+                .create_identity(new(&format!("w{i}")))
+                .unwrap()
+                .id
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (i, id) in ids.iter().enumerate() {
+            let url = pg.url();
+            let writer = &writer;
+            s.spawn(move || {
+                let store = PostgresStore::open(&url).unwrap();
+                for n in 0..25 {
+                    store
+                        .add_template(&synthetic(*id, writer, (i * 100 + n) as u32))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(reader.templates(), 0);
+    assert!(reader.refresh_if_changed().unwrap());
+    assert_eq!(reader.templates(), 100);
+    assert!(
+        !reader.refresh_if_changed().unwrap(),
+        "nothing new: no change"
+    );
+
+    // Own writes come back through the feed without doubling the index.
+    writer
+        .import_template(&synthetic(ids[0], &writer, 999))
+        .unwrap();
+    writer.refresh_if_changed().unwrap();
+    assert_eq!(writer.templates(), 101);
+
+    // An erasure and a face removal reach the reader; the erased identity's templates
+    // do not come back from the adds before it.
+    writer.delete_identity(ids[1]).unwrap();
+    let faces = writer.store().list_templates(ids[2]).unwrap();
+    writer.delete_face(ids[2], faces[0].id).unwrap();
+    assert!(reader.refresh_if_changed().unwrap());
+    assert_eq!(reader.templates(), 101 - 25 - 1);
+
+    // The feed pruned past the reader's position: it rebuilds from a snapshot.
+    let mut admin = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    admin
+        .execute("UPDATE gallery_feed SET pruned_through = 1000000", &[])
+        .unwrap();
+    writer
+        .import_template(&synthetic(ids[3], &writer, 1234))
+        .unwrap();
+    assert!(reader.refresh_if_changed().unwrap());
+    assert_eq!(reader.templates(), 76);
+    let versions: Vec<i32> = admin
+        .query("SELECT version FROM facestream_migrations", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1], "the schema is migrated once");
 }
