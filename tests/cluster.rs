@@ -344,6 +344,31 @@ fn cameras_are_shared_by_leases_and_taken_over_when_their_node_is_killed() {
     let (_, view) = watchers(nodes[0].as_ref().unwrap());
     let door_node = view[0].1.clone().unwrap();
     let gate_node = view[1].1.clone().unwrap();
+    // a node reports camera_up only for the cameras it watches: a camera handed over (a
+    // took both before b and c joined) leaves no `camera_up 0` behind to raise an alert
+    for (name, node) in ["a", "b", "c"].iter().zip(&nodes) {
+        let metrics = node
+            .as_ref()
+            .unwrap()
+            .http
+            .get(node.as_ref().unwrap().base.replace("/v1", "/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        for (camera, watcher) in [("door", &door_node), ("gate", &gate_node)] {
+            let up = format!("facestream_camera_up{{camera=\"{camera}\"}} 1");
+            let series = format!("facestream_camera_up{{camera=\"{camera}\"}}");
+            if watcher == name {
+                assert!(metrics.contains(&up), "{name} watches {camera}:\n{metrics}");
+            } else {
+                assert!(
+                    !metrics.contains(&series),
+                    "{name} does not watch {camera}:\n{metrics}"
+                );
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while !recognitions(&rt, nats_port)
         .iter()

@@ -254,6 +254,21 @@ pub enum Changes {
     Gap,
 }
 
+impl NewIdentity {
+    /// The identity to store: name and metadata checked, a new id, created now, no faces.
+    pub fn into_identity(self) -> Result<Identity, GalleryError> {
+        let now = chrono::Utc::now();
+        Ok(Identity {
+            id: Uuid::now_v7(),
+            name: validate_name(&self.name)?,
+            metadata: validate_metadata(self.metadata)?,
+            created: now,
+            updated: now,
+            faces: 0,
+        })
+    }
+}
+
 /// Check a display name: non-empty after trimming, at most 200 characters.
 pub fn validate_name(name: &str) -> Result<String, GalleryError> {
     let trimmed = name.trim();

@@ -379,27 +379,17 @@ fn templates_of(
 
 impl GalleryStore for PostgresStore {
     fn create_identity(&self, new: NewIdentity) -> Result<Identity, GalleryError> {
-        let name = validate_name(&new.name)?;
-        let metadata = validate_metadata(new.metadata)?;
-        let now = Utc::now();
-        let id = Uuid::now_v7();
+        let identity = new.into_identity()?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO identities (id, name, metadata, created, updated) VALUES ($1, $2, $3, $4, $4)",
-                &[&id, &name, &metadata, &now],
+                &[&identity.id, &identity.name, &identity.metadata, &identity.created],
             )?;
-            record(tx, "identity_named", id, None)?;
+            record(tx, "identity_named", identity.id, None)?;
             Ok(())
         })?;
-        self.set_name(id, Some(&name));
-        Ok(Identity {
-            id,
-            name,
-            metadata,
-            created: now,
-            updated: now,
-            faces: 0,
-        })
+        self.set_name(identity.id, Some(&identity.name));
+        Ok(identity)
     }
 
     fn list_identities(

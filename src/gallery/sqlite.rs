@@ -129,24 +129,19 @@ impl GalleryStore for SqliteStore {
     }
 
     fn create_identity(&self, new: NewIdentity) -> Result<Identity, GalleryError> {
-        let name = validate_name(&new.name)?;
-        let metadata = validate_metadata(new.metadata)?;
-        let now = Utc::now();
-        let id = Uuid::now_v7();
+        let identity = new.into_identity()?;
         self.conn()
             .execute(
                 "INSERT INTO identities (id, name, metadata, created, updated) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![id.to_string(), name, metadata.to_string(), now.to_rfc3339()],
+                params![
+                    identity.id.to_string(),
+                    identity.name,
+                    identity.metadata.to_string(),
+                    identity.created.to_rfc3339()
+                ],
             )
             .map_err(storage)?;
-        Ok(Identity {
-            id,
-            name,
-            metadata,
-            created: now,
-            updated: now,
-            faces: 0,
-        })
+        Ok(identity)
     }
 
     fn list_identities(

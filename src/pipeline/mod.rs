@@ -441,7 +441,8 @@ struct Launcher {
 }
 
 impl Pipeline {
-    /// Build the stages and start every enabled camera. Call inside an actix `System`.
+    /// Build the stages and start every enabled camera (with `cluster.camera_leases`,
+    /// none: the lease loop starts and stops them). Call inside an actix `System`.
     /// The pumps stop handing frames to the stages once `shutdown` is requested; the
     /// rest stops in [`Pipeline::shutdown`].
     pub fn start(
@@ -757,6 +758,8 @@ impl Pipeline {
             return false;
         };
         Self::stop_running(camera).await;
+        let states: Vec<&str> = CameraState::ALL.iter().map(|s| s.as_str()).collect();
+        metrics().forget_camera_state(id, &states);
         if let Some(status) = self.registry.entry(id) {
             let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
             s.state = CameraState::Standby;

@@ -484,6 +484,18 @@ impl Metrics {
         out
     }
 
+    /// Drop a camera's up/state series: it is watched by another node of the cluster now,
+    /// and a lingering `camera_up 0` here would raise `FacestreamCameraDown`.
+    pub fn forget_camera_state(&self, camera: &str, states: &[&str]) {
+        self.camera_up.remove(&Metrics::camera(camera));
+        for state in states {
+            self.camera_state.remove(&CameraStateLabel {
+                camera: camera.to_string(),
+                state: state.to_string(),
+            });
+        }
+    }
+
     pub fn camera(id: &str) -> CameraLabel {
         CameraLabel {
             camera: id.to_string(),
