@@ -354,6 +354,9 @@ name = "broker"
 host = "127.0.0.1"
 username = "fs"
 password = "mqtt-pa55"
+[gallery]
+store = "postgres"
+postgres_url = "postgresql://fs:pg-pa55@db.internal:5432/facestream"
 [[cameras]]
 id = "door"
 url = "rtsp://admin:cam/pa55@10.0.0.5/ch1"
@@ -369,10 +372,48 @@ url = "rtsp://admin:cam/pa55@10.0.0.5/ch1"
             "whsec_MfKQ",
             "mqtt-pa55",
             "cam/pa55",
+            "pg-pa55",
         ] {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }
         assert!(text.contains("rtsp://admin:***@10.0.0.5/ch1"), "{text}");
+        assert!(
+            text.contains("postgresql://fs:***@db.internal:5432/facestream"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let load = |extra: &str| {
+            let file =
+                std::env::temp_dir().join(format!("fs-cluster-{}.toml", uuid::Uuid::now_v7()));
+            std::fs::write(&file, extra).unwrap();
+            let loaded = Config::load_with_env(Some(&file), &[]);
+            let _ = std::fs::remove_file(&file);
+            loaded
+        };
+        let problems = |extra: &str| match load(extra) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(problems("[cluster]\ncamera_leases = true\n")
+            .contains("cluster.camera_leases needs gallery.store = \"postgres\""));
+        assert!(problems("[cluster]\nnode_id = \"node a\"\n").contains("cluster.node_id"));
+        assert!(
+            problems("[gallery]\nstore = \"postgres\"\npostgres_url = \"http://x\"\n")
+                .contains("gallery.postgres_url")
+        );
+        assert!(problems(
+            "[gallery]\nstore = \"postgres\"\npostgres_url = \"postgresql://h/db?sslmode=require\"\n"
+        )
+        .contains("sslmode=require"));
+        let fine = load(
+            "[gallery]\nstore = \"postgres\"\npostgres_url = \"postgresql://fs@db/fs\"\n\
+             [cluster]\nnode_id = \"node-a\"\ncamera_leases = true\n",
+        )
+        .unwrap();
+        assert_eq!(fine.cluster.node_id(), "node-a");
     }
 
     #[test]
