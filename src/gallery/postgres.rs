@@ -41,8 +41,11 @@ const WRITE_LOCK: i64 = 0x6673_6777;
 const MIGRATION_LOCK: i64 = 0x6673_676d;
 /// The NOTIFY channel of the change feed.
 pub const CHANNEL: &str = "facestream_gallery";
-/// Feed rows older than this are pruned at start-up (a node offline longer rebuilds).
+/// Feed rows older than this are pruned, at start-up and daily (a node offline longer
+/// rebuilds from a snapshot).
 pub const FEED_RETENTION_DAYS: i32 = 30;
+/// How often a running node prunes the feed.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How long to wait for a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection unused this long is checked before use.
@@ -78,6 +81,8 @@ pub struct PostgresStore {
     /// Identity names for search results, kept current by this node's writes and by the
     /// feed: recognition never reads the database.
     names: RwLock<HashMap<Uuid, String>>,
+    /// When the feed was last pruned.
+    pruned: Mutex<Instant>,
 }
 
 /// Run `f` on a thread outside any async runtime: the synchronous driver runs its own
@@ -135,9 +140,25 @@ impl PostgresStore {
             client: Mutex::new(None),
             listener: Mutex::new(None),
             names: RwLock::new(HashMap::new()),
+            pruned: Mutex::new(Instant::now()),
         };
         store.call(|c| migrate(c).map_err(Fail::from))?;
-        let pruned = store.write(|tx| {
+        store.prune_feed()?;
+        let names = store.call(|c| {
+            Ok(c.query("SELECT id, name FROM identities", &[])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect::<HashMap<Uuid, String>>())
+        })?;
+        *store.names.write().unwrap_or_else(|p| p.into_inner()) = names;
+        Ok(store)
+    }
+
+    /// Delete feed rows older than [`FEED_RETENTION_DAYS`] (the newest always stays) and
+    /// record how far: at start-up and then once a day, from the node's feed follower.
+    fn prune_feed(&self) -> Result<(), GalleryError> {
+        *self.pruned.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let pruned = self.write(|tx| {
             let rows = tx.query(
                 "DELETE FROM gallery_changes WHERE at < now() - make_interval(days => $1)
                  AND seq < (SELECT max(seq) FROM gallery_changes) RETURNING seq",
@@ -158,14 +179,7 @@ impl PostgresStore {
                 "gallery change feed: old entries pruned"
             );
         }
-        let names = store.call(|c| {
-            Ok(c.query("SELECT id, name FROM identities", &[])?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect::<HashMap<Uuid, String>>())
-        })?;
-        *store.names.write().unwrap_or_else(|p| p.into_inner()) = names;
-        Ok(store)
+        Ok(())
     }
 
     /// The database as `host:port/dbname`.
@@ -574,6 +588,15 @@ impl GalleryStore for PostgresStore {
         model: &str,
         limit: usize,
     ) -> Result<Changes, GalleryError> {
+        let prune_due = self
+            .pruned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            > PRUNE_EVERY;
+        if prune_due {
+            self.prune_feed()?;
+        }
         let rows = self.call(|c| {
             let pruned: i64 = c
                 .query_one("SELECT pruned_through FROM gallery_feed", &[])?

@@ -147,10 +147,24 @@ impl Postgres {
 
     /// Stop the server (fast shutdown: open connections are cut) and wait for it.
     pub fn stop(&mut self) {
-        let mut server = self.server.take().expect("running");
+        self.stop_server();
+    }
+
+    fn stop_server(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
         let _ = Command::new("kill")
             .args(["-INT", &server.0.id().to_string()])
             .status();
         let _ = server.0.wait();
+    }
+}
+
+impl Drop for Postgres {
+    /// A fast shutdown rather than the SIGKILL of [`Proc`]: PostgreSQL then removes its
+    /// shared memory and lock files itself.
+    fn drop(&mut self) {
+        self.stop_server();
     }
 }
