@@ -31,7 +31,7 @@ use serde_json::Value;
 const ADMIN: &str = "cluster-admin-key-0123456789";
 
 struct Node {
-    _proc: Proc,
+    proc: Proc,
     base: String,
     http: Client,
 }
@@ -72,7 +72,7 @@ fn start_node_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> Node {
     let config = node_config_with(dir, name, pg, extra);
     let (proc, port) = common::serve(&config, &dir.join(name));
     Node {
-        _proc: proc,
+        proc,
         base: format!("http://127.0.0.1:{port}/v1"),
         http: Client::builder()
             .timeout(Duration::from_secs(60))
@@ -503,21 +503,7 @@ fn follower(pg: &Postgres) -> GalleryService {
 }
 
 fn synthetic(identity: uuid::Uuid, service: &GalleryService, seed: u32) -> Template {
-    let mut v: Vec<f32> = (0..128)
-        .map(|i| ((i * 7 + seed) % 13) as f32 - 6.0)
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
-    Template {
-        id: uuid::Uuid::now_v7(),
-        identity_id: identity,
-        model: service.model().to_string(),
-        embedding: v,
-        quality: 0.8,
-        source: format!("synthetic {seed}"),
-        created: chrono::Utc::now(),
-        crop: None,
-    }
+    common::synthetic_template(identity, service.model(), seed)
 }
 
 #[test]
@@ -595,4 +581,179 @@ fn followers_apply_changes_in_order_and_rebuild_past_a_pruned_feed() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(versions, vec![1], "the schema is migrated once");
+}
+
+/// The events node `node` wrote for the `hook` endpoint at or after `since_ms`:
+/// (type, camera).
+fn events_since(dir: &Path, node: &str, since_ms: i64) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join(node).join("outbox.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT event_type, payload FROM outbox WHERE endpoint = 'hook' AND created_ms >= ?1",
+        )
+        .unwrap();
+    stmt.query_map([since_ms], |r| {
+        let payload: String = r.get(1)?;
+        let event: Value = serde_json::from_str(&payload).unwrap();
+        Ok((
+            r.get(0)?,
+            event["camera_id"].as_str().unwrap_or_default().to_string(),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
+    let dir = common::temp_dir("cluster-freeze");
+    let mut pg = Postgres::start(&dir);
+    let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
+    let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
+    let rtsp = simulate::RtspServer::start(
+        "127.0.0.1",
+        0,
+        vec![("door".into(), clip.clone()), ("gate".into(), clip)],
+    )
+    .unwrap();
+    // events wait in each node's outbox (nothing listens on the hook's port): the test
+    // reads who reported what from there
+    let hook = common::ReservedPort::new();
+    let extra = |node: &str| {
+        format!(
+            "[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             secret = \"{secret}\"\n[cluster]\nnode_id = \"{node}\"\ncamera_leases = true\n\
+             lease_round_ms = 500\nlease_timeout_ms = 4000\n[[cameras]]\nid = \"door\"\n\
+             url = \"{door}\"\n[[cameras]]\nid = \"gate\"\nurl = \"{gate}\"\n",
+            port = hook.port,
+            secret = common::receiver::SECRET,
+            door = rtsp.url("door"),
+            gate = rtsp.url("gate"),
+        )
+    };
+    let names = ["a", "b", "c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(start_node_with(&dir, name, &pg, &extra(name)));
+        if name == "a" {
+            let obama = nodes[0].create("Barack Obama");
+            nodes[0].enrol(&obama, "obama.jpg");
+        }
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_watchers(&all, |cams| {
+        cams.len() == 2 && cams.iter().all(|(_, n)| n.is_some()) && cams[0].1 != cams[1].1
+    });
+    let (_, view) = watchers(&nodes[0]);
+    let door_node = view[0].1.clone().unwrap();
+    let gate_node = view[1].1.clone().unwrap();
+    let watcher_of = |camera: &str| {
+        if camera == "door" {
+            door_node.clone()
+        } else {
+            gate_node.clone()
+        }
+    };
+    wait_until("a recognition at the door", || {
+        events_since(&dir, &door_node, 0)
+            .iter()
+            .any(|(t, c)| t == "identity.recognized" && c == "door")
+    });
+
+    // PostgreSQL restarts: every session ends at once. Each node takes back the leases of
+    // the cameras it runs; none takes another's in the grace period.
+    let restart_ms = chrono::Utc::now().timestamp_millis();
+    pg.stop();
+    pg.resume();
+    let mut admin = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    wait_until("three nodes reconnected and the grace period over", || {
+        let row = admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_stat_activity
+                         WHERE application_name LIKE 'facestream node=%'),
+                        EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())::float8",
+                &[],
+            )
+            .unwrap();
+        row.get::<_, i64>(0) == 3 && row.get::<_, f64>(1) > 6.0
+    });
+    wait_watchers(&all, |cams| {
+        cams[0].1.as_deref() == Some(door_node.as_str())
+            && cams[1].1.as_deref() == Some(gate_node.as_str())
+    });
+    for name in names {
+        for (kind, camera) in events_since(&dir, name, restart_ms) {
+            assert!(
+                !kind.starts_with("camera."),
+                "node {name} reported {kind} for {camera} after the PostgreSQL restart: \
+                 a camera changed node"
+            );
+            assert_eq!(
+                watcher_of(&camera),
+                name,
+                "node {name} reported {kind} for {camera}, watched by {}",
+                watcher_of(&camera)
+            );
+        }
+    }
+
+    // The door's node freezes (SIGSTOP: its socket stays open, so PostgreSQL alone would
+    // not notice for hours). The live nodes end its session after the lease timeout and
+    // take the door.
+    let victim = names.iter().position(|n| *n == door_node).unwrap();
+    nodes[victim].proc.signal("STOP");
+    let frozen = Instant::now();
+    let others: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n)
+        .collect();
+    wait_watchers(&others, |cams| {
+        cams[0].1.as_deref().is_some_and(|n| n != door_node)
+            && cams[1].1.as_deref() == Some(gate_node.as_str())
+    });
+    eprintln!(
+        "door taken over {:.1} s after its node froze",
+        frozen.elapsed().as_secs_f32()
+    );
+    let (_, view) = watchers(others[0]);
+    let new_door = view[0].1.clone().unwrap();
+
+    // Resumed, the frozen node finds its session gone and stops the door.
+    let resumed_ms = chrono::Utc::now().timestamp_millis();
+    nodes[victim].proc.signal("CONT");
+    let resumed = Instant::now();
+    wait_watchers(&all, |cams| {
+        cams[0].1.as_deref() == Some(new_door.as_str())
+            && cams[1].1.as_deref() == Some(gate_node.as_str())
+    });
+    eprintln!(
+        "the resumed node stood by {:.1} s after SIGCONT",
+        resumed.elapsed().as_secs_f32()
+    );
+    let down: Vec<_> = events_since(&dir, &door_node, resumed_ms);
+    assert!(
+        down.iter().any(|(t, c)| t == "camera.down" && c == "door"),
+        "the resumed node did not report the door down: {down:?}"
+    );
+    let log = std::fs::read_to_string(dir.join(&door_node).join("serve.log")).unwrap();
+    assert!(
+        log.contains("another node took this camera meanwhile"),
+        "{log}"
+    );
 }

@@ -8,7 +8,7 @@ use common::Proc;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,15 +19,6 @@ use serde_json::Value;
 
 /// The pipeline tests share two cores; one at a time keeps them real-time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name} failed");
-}
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_facestream"));
@@ -364,7 +355,7 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
 
     // graceful shutdown: SIGTERM ends the process cleanly after draining
     let mut service = service;
-    signal(&service.0, "TERM");
+    service.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = service.0.try_wait().unwrap() {
@@ -529,7 +520,7 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     );
 
     // a frozen server sends nothing and closes nothing: only the watchdog can tell
-    signal(&camera.0, "STOP");
+    camera.signal("STOP");
     wait_for("the watchdog", Duration::from_secs(15), || {
         camera_status(api_port, &key)["last_error"]
             .as_str()
@@ -537,7 +528,7 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     });
     let status = camera_status(api_port, &key);
     assert_ne!(status["state"], "live", "{status}");
-    signal(&camera.0, "CONT");
+    camera.signal("CONT");
     wait_for("live after the freeze", Duration::from_secs(30), || {
         camera_status(api_port, &key)["state"] == "live"
     });

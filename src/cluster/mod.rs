@@ -8,9 +8,24 @@
 //! - the lease lives exactly as long as the node's database session, with no clock and no
 //!   TTL to tune: a node that dies (SIGKILL, crash) drops its connection, PostgreSQL
 //!   releases its locks at once, and another node takes its cameras on its next round
-//!   (`cluster.lease_round_ms`); a machine that vanishes without closing its connection
-//!   is noticed by TCP keepalive (configured on the connection: about a minute);
+//!   (`cluster.lease_round_ms`);
 //! - PostgreSQL is already the gallery of record of a cluster: no second quorum system.
+//!
+//! A session can also outlive its node: a frozen process (SIGSTOP, a stalled VM), a
+//! machine that lost power or its network keeps its socket open on the server, and
+//! PostgreSQL notices only by its own TCP keepalive (the OS default: two hours). So the
+//! lease session is also a **heartbeat**: every round runs queries on it, and each node
+//! reads, with the lock holders, how long every other node's session has been silent
+//! (`now() - pg_stat_activity.state_change`, on the server's clock: no clock of the nodes
+//! is compared). A node silent for over `cluster.lease_timeout_ms` has its session ended
+//! (`pg_terminate_backend`), which releases its leases, and the live nodes take its cameras
+//! on their next round. The frozen node, once it runs again, finds its session gone,
+//! reconnects at once and stops the cameras another node took meanwhile.
+//!
+//! A **PostgreSQL restart** ends every session at once. So that the first node to
+//! reconnect does not take every camera (and the others then stop theirs), a node takes
+//! no free camera while the server has been up for less than the lease timeout: in that
+//! grace period each node only takes back the leases of the cameras it runs.
 //!
 //! Every round a node reads who holds what (`pg_locks` joined with `pg_stat_activity`,
 //! whose `application_name` is `facestream node=<id>`), then takes or hands back leases so
@@ -50,6 +65,10 @@ pub struct ClusterConfig {
     /// How often a node checks and rebalances its leases (ms); also the bound on how long
     /// a dead node's cameras wait for another node.
     pub lease_round_ms: u64,
+    /// A node whose lease session has been silent this long (ms: frozen, powered off, cut
+    /// off from PostgreSQL) loses its leases to the live nodes; also the grace period
+    /// after a PostgreSQL restart in which nodes only take back their own cameras.
+    pub lease_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -58,28 +77,21 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             camera_leases: false,
             lease_round_ms: 1000,
+            lease_timeout_ms: 10_000,
         }
     }
 }
 
 impl ClusterConfig {
-    /// The node id: `node_id`, or the host name.
+    /// The node id: `node_id`, or one derived from the host name ([`node_id_from_host`]).
     pub fn node_id(&self) -> String {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| {
-                h.trim()
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-                    .take(MAX_NODE_ID)
-                    .collect::<String>()
-            })
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "facestream".into())
+            .map(|h| node_id_from_host(h.trim()))
+            .unwrap_or_else(|_| "facestream".into())
     }
 
     pub(crate) fn validate(
@@ -104,6 +116,16 @@ impl ClusterConfig {
                 self.lease_round_ms
             ));
         }
+        if !(2_000..=300_000).contains(&self.lease_timeout_ms)
+            || self.lease_timeout_ms < 3 * self.lease_round_ms
+        {
+            problems.push(format!(
+                "cluster.lease_timeout_ms = {} must be within [2000, 300000] and at least three \
+                 rounds (3 × cluster.lease_round_ms = {})",
+                self.lease_timeout_ms,
+                3 * self.lease_round_ms
+            ));
+        }
         if self.camera_leases && !postgres {
             problems.push(
                 "cluster.camera_leases needs gallery.store = \"postgres\" (the leases live there)"
@@ -120,6 +142,23 @@ impl ClusterConfig {
             }
         }
     }
+}
+
+/// The default node id for host name `host`: the name itself when it is a valid id (at
+/// most [`MAX_NODE_ID`] of `A-Z a-z 0-9 . _ -`), otherwise a readable prefix of its valid
+/// characters, `-`, and 8 hex digits of a hash of the **whole** name. Host names that
+/// differ only past the 40th character (StatefulSet pods of a long-named set, FQDNs of
+/// one domain) or only in characters an id cannot hold still give different ids.
+pub fn node_id_from_host(host: &str) -> String {
+    let valid = |c: &char| c.is_ascii_alphanumeric() || "._-".contains(*c);
+    if host.is_empty() {
+        return "facestream".into();
+    }
+    if host.len() <= MAX_NODE_ID && host.chars().all(|c| valid(&c)) {
+        return host.to_string();
+    }
+    let prefix: String = host.chars().filter(valid).take(MAX_NODE_ID - 9).collect();
+    format!("{prefix}-{:08x}", camera_key(host) as u32)
 }
 
 /// A camera's lease key: FNV-1a of its id (stable across builds and machines).
@@ -168,6 +207,9 @@ struct View {
     holders: HashMap<i32, String>,
     /// live node ids
     nodes: Vec<String>,
+    /// Other nodes whose session has been silent past the lease timeout: (node, backend
+    /// pid, seconds silent).
+    silent: Vec<(String, i32, f64)>,
 }
 
 /// The lease loop of one node.
@@ -175,6 +217,9 @@ pub struct Leases {
     node: String,
     url: String,
     round: Duration,
+    /// How long a node's session may be silent before the others end it; also the grace
+    /// period after a PostgreSQL restart.
+    timeout: Duration,
     /// (camera id, key), in configuration order.
     cameras: Vec<(String, i32)>,
     client: Option<tokio_postgres::Client>,
@@ -182,6 +227,8 @@ pub struct Leases {
     held: HashSet<String>,
     /// Whether the last round failed (to log an outage once).
     failing: bool,
+    /// Whether the grace period after a PostgreSQL restart was logged.
+    grace_logged: bool,
 }
 
 impl Leases {
@@ -190,6 +237,7 @@ impl Leases {
             node: config.node_id(),
             url: postgres_url.to_string(),
             round: Duration::from_millis(config.lease_round_ms),
+            timeout: Duration::from_millis(config.lease_timeout_ms),
             cameras: cameras
                 .into_iter()
                 .map(|id| {
@@ -200,6 +248,7 @@ impl Leases {
             client: None,
             held: HashSet::new(),
             failing: false,
+            grace_logged: false,
         }
     }
 
@@ -218,7 +267,16 @@ impl Leases {
             .set(1);
         tracing::info!(node = %self.node, cameras = self.cameras.len(), "camera leases: joining the cluster");
         loop {
-            match self.round(&pipeline).await {
+            let had_session = self.client.as_ref().is_some_and(|c| !c.is_closed());
+            let mut outcome = self.timed_round(&pipeline).await;
+            if outcome.is_err() && had_session {
+                // The session broke under this round (ended by the other nodes after this
+                // one was frozen, or by a PostgreSQL restart): reconnect at once, so
+                // cameras another node took meanwhile stop here within this round.
+                self.client = None;
+                outcome = self.timed_round(&pipeline).await;
+            }
+            match outcome {
                 Ok(()) if self.failing => {
                     self.failing = false;
                     tracing::info!(node = %self.node, "camera leases: PostgreSQL reachable again");
@@ -239,6 +297,22 @@ impl Leases {
             tokio::select! {
                 _ = shutdown.requested() => return self.client,
                 _ = tokio::time::sleep(self.round) => {}
+            }
+        }
+    }
+
+    /// One round, bounded by the lease timeout: a PostgreSQL that stops answering without
+    /// closing the connection (a silent partition) fails the round instead of hanging it.
+    async fn timed_round(&mut self, pipeline: &Arc<Pipeline>) -> Result<(), String> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.round(pipeline)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.client = None;
+                Err(format!(
+                    "no answer from PostgreSQL within {} ms",
+                    timeout.as_millis()
+                ))
             }
         }
     }
@@ -278,9 +352,13 @@ impl Leases {
         Ok(())
     }
 
+    fn client(&self) -> Result<&tokio_postgres::Client, String> {
+        self.client.as_ref().ok_or_else(|| "not connected".into())
+    }
+
     async fn try_lock(&self, key: i32) -> Result<bool, String> {
-        let client = self.client.as_ref().ok_or("not connected")?;
-        Ok(client
+        Ok(self
+            .client()?
             .query_one(
                 "SELECT pg_try_advisory_lock($1, $2)",
                 &[&CAMERA_CLASS, &key],
@@ -290,11 +368,40 @@ impl Leases {
             .get(0))
     }
 
+    /// Run `work` (stopping a camera can take seconds) while keeping this node's session
+    /// from looking silent to the others.
+    async fn beating<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let Some(client) = self.client.as_ref() else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(self.round) => {
+                    let _ = client.simple_query("SELECT 1").await;
+                }
+            }
+        }
+    }
+
+    /// Stop camera `id` here. The stop runs as a task of its own, so a round cut short by
+    /// the lease timeout never leaves a camera half stopped.
+    async fn stop_camera(&self, pipeline: &Arc<Pipeline>, id: &str) {
+        let (pipeline, id) = (pipeline.clone(), id.to_string());
+        let _ = self
+            .beating(actix_web::rt::spawn(async move {
+                pipeline.stop_camera(&id).await
+            }))
+            .await;
+    }
+
     async fn view(&self) -> Result<View, String> {
-        let client = self.client.as_ref().ok_or("not connected")?;
-        let rows = client
+        let rows = self
+            .client()?
             .query(
-                "SELECT l.classid::int8, l.objid::int8, a.application_name
+                "SELECT l.classid::int8, l.objid::int8, a.application_name, l.pid,
+                        EXTRACT(EPOCH FROM now() - COALESCE(a.state_change, a.backend_start))::float8
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                    AND l.classid::int8 IN ($1, $2)
@@ -306,13 +413,27 @@ impl Leases {
         let mut view = View {
             holders: HashMap::new(),
             nodes: Vec::new(),
+            silent: Vec::new(),
         };
-        for r in rows {
-            let (class, key, app): (i64, i64, Option<String>) = (r.get(0), r.get(1), r.get(2));
-            let Some(node) = app.and_then(|a| a.strip_prefix(APP_PREFIX).map(str::to_string))
-            else {
-                continue;
-            };
+        let timeout = self.timeout.as_secs_f64();
+        let mut silent_nodes = HashSet::new();
+        let mut rows: Vec<(i64, i64, String, i32, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let app: Option<String> = r.get(2);
+                let node = app?.strip_prefix(APP_PREFIX)?.to_string();
+                Some((r.get(0), r.get(1), node, r.get(3), r.get(4)))
+            })
+            .collect();
+        for (class, _, node, pid, quiet) in &rows {
+            if *class == i64::from(NODE_CLASS) && *node != self.node && *quiet > timeout {
+                silent_nodes.insert(node.clone());
+                view.silent.push((node.clone(), *pid, *quiet));
+            }
+        }
+        // a silent node counts neither as live nor as holding its cameras
+        rows.retain(|(_, _, node, _, _)| !silent_nodes.contains(node));
+        for (class, key, node, _, _) in rows {
             // objid is the key's bit pattern as an unsigned oid
             let key = key as u32 as i32;
             if class == i64::from(NODE_CLASS) {
@@ -326,7 +447,48 @@ impl Leases {
         Ok(view)
     }
 
-    async fn round(&mut self, pipeline: &Pipeline) -> Result<(), String> {
+    /// End the sessions of nodes silent past the lease timeout, releasing their leases.
+    async fn end_silent(&self, silent: &[(String, i32, f64)]) -> Result<(), String> {
+        for (node, pid, quiet) in silent {
+            // a role without the right to end another's session gets an error here:
+            // reported, and the round goes on
+            match self
+                .client()?
+                .query_one("SELECT pg_terminate_backend($1)", &[pid])
+                .await
+            {
+                Ok(_) => tracing::warn!(
+                    node = %node,
+                    silent_s = format!("{quiet:.1}"),
+                    "camera leases: node silent past cluster.lease_timeout_ms (frozen, \
+                     powered off or cut off); its session is ended and its cameras go to \
+                     the live nodes"
+                ),
+                Err(e) => tracing::error!(
+                    node = %node,
+                    error = %e,
+                    "camera leases: cannot end a silent node's session (every node must \
+                     connect as the same role, or one with pg_signal_backend)"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Seconds since the PostgreSQL server started.
+    async fn server_uptime(&self) -> Result<f64, String> {
+        Ok(self
+            .client()?
+            .query_one(
+                "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())::float8",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0))
+    }
+
+    async fn round(&mut self, pipeline: &Arc<Pipeline>) -> Result<(), String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.connect().await?;
         }
@@ -343,10 +505,11 @@ impl Leases {
                 self.held.insert(id);
             } else {
                 tracing::info!(camera = %id, "camera leases: another node took this camera meanwhile; stopping it here");
-                pipeline.stop_camera(&id).await;
+                self.stop_camera(pipeline, &id).await;
             }
         }
         let view = self.view().await?;
+        self.end_silent(&view.silent).await?;
         let mut counts: HashMap<String, usize> =
             view.nodes.iter().map(|n| (n.clone(), 0)).collect();
         counts.insert(self.node.clone(), 0);
@@ -360,10 +523,9 @@ impl Leases {
         mine.sort();
         while self.held.len() > keep {
             let id = mine.pop().expect("more held than kept");
-            pipeline.stop_camera(&id).await;
+            self.stop_camera(pipeline, &id).await;
             let key = camera_key(&id);
-            let client = self.client.as_ref().ok_or("not connected")?;
-            client
+            self.client()?
                 .execute("SELECT pg_advisory_unlock($1, $2)", &[&CAMERA_CLASS, &key])
                 .await
                 .map_err(|e| e.to_string())?;
@@ -377,6 +539,25 @@ impl Leases {
             .filter(|(id, key)| !view.holders.contains_key(key) && !self.held.contains(id))
             .collect();
         free.sort_by_key(|(id, _)| camera_key(&format!("{}/{id}", self.node)));
+        if !free.is_empty() && self.held.len() < take {
+            // Just after a PostgreSQL restart every lease looks free: wait until each node
+            // has had the time to take back its own before taking anyone else's.
+            let uptime = self.server_uptime().await?;
+            if uptime < self.timeout.as_secs_f64() {
+                if !self.grace_logged {
+                    self.grace_logged = true;
+                    tracing::info!(
+                        uptime_s = format!("{uptime:.1}"),
+                        grace_ms = self.timeout.as_millis() as u64,
+                        "camera leases: PostgreSQL started recently; taking only the cameras \
+                         running here until the grace period is over"
+                    );
+                }
+                free.clear();
+            } else {
+                self.grace_logged = false;
+            }
+        }
         let mut taken = Vec::new();
         for (id, key) in free {
             if self.held.len() + taken.len() >= take {
@@ -440,6 +621,47 @@ mod tests {
         let c = counts(&[("a", 1), ("b", 1)]);
         assert_eq!(share(4, "a", &c), (1, 2));
         assert_eq!(share(4, "b", &c), (1, 2));
+    }
+
+    #[test]
+    fn long_host_names_give_distinct_valid_node_ids() {
+        // two pods of a StatefulSet whose names share their first 40 characters
+        let a = "facestream-recognition-production-eu-west-1-0";
+        let b = "facestream-recognition-production-eu-west-1-1";
+        let (ia, ib) = (node_id_from_host(a), node_id_from_host(b));
+        assert_ne!(ia, ib, "{ia}");
+        for id in [&ia, &ib] {
+            assert!(id.len() <= MAX_NODE_ID, "{id}");
+            assert!(id.starts_with("facestream-recognition-product"), "{id}");
+            let mut problems = Vec::new();
+            ClusterConfig {
+                node_id: id.to_string(),
+                ..ClusterConfig::default()
+            }
+            .validate(false, &[], &mut problems);
+            assert!(problems.is_empty(), "{problems:?}");
+        }
+        // names that differ only in characters an id cannot hold
+        assert_ne!(node_id_from_host("cam+1"), node_id_from_host("cam*1"));
+        // a short valid name is kept as it is
+        assert_eq!(node_id_from_host("node-a.site"), "node-a.site");
+        assert_eq!(node_id_from_host(""), "facestream");
+    }
+
+    #[test]
+    fn a_lease_timeout_shorter_than_three_rounds_is_refused() {
+        let mut problems = Vec::new();
+        ClusterConfig {
+            lease_round_ms: 5_000,
+            lease_timeout_ms: 10_000,
+            ..ClusterConfig::default()
+        }
+        .validate(false, &[], &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("cluster.lease_timeout_ms"),
+            "{problems:?}"
+        );
     }
 
     #[test]

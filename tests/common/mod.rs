@@ -111,6 +111,18 @@ pub fn api_port_from_log(log: &std::path::Path, timeout: std::time::Duration) ->
 /// have stopped it with SIGSTOP).
 pub struct Proc(pub std::process::Child);
 
+impl Proc {
+    /// Send signal `name` (`STOP`, `CONT`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
@@ -228,4 +240,27 @@ pub fn demo_service_config(dir: &std::path::Path, events_extra: &str) -> PathBuf
     )
     .unwrap();
     config
+}
+
+/// A unit-length 128-d template of `model` for `identity`, different for each `seed`.
+pub fn synthetic_template(
+    identity: uuid::Uuid,
+    model: &str,
+    seed: u32,
+) -> facestream::gallery::Template {
+    let mut v: Vec<f32> = (0..128)
+        .map(|i| ((i * 7 + seed) % 13) as f32 - 6.0)
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    facestream::gallery::Template {
+        id: uuid::Uuid::now_v7(),
+        identity_id: identity,
+        model: model.to_string(),
+        embedding: v,
+        quality: 0.8,
+        source: format!("synthetic {seed}"),
+        created: chrono::Utc::now(),
+        crop: None,
+    }
 }
