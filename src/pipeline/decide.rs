@@ -13,7 +13,7 @@
 //!
 //! Every confirmed track ends with `track.ended` carrying its final identity (if any).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::publish::{Publish, PublishActor};
 use super::review::{Keep, ReviewKeeper};
+use super::sequence::Sequencer;
 use super::snapshot::{SnapshotKeeper, TakeSnapshot};
 use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
@@ -34,9 +35,6 @@ use crate::stages::align::AlignedFace;
 use crate::stages::matching::Decision;
 use crate::telemetry::{metrics, Metrics};
 use crate::track::{Observation, Track, TrackConfig, Tracker};
-
-/// Frames held for reordering before a missing one is given up on.
-const MAX_HELD: usize = 32;
 
 /// Decide every open track now and write its events (shutdown).
 #[derive(Message)]
@@ -74,8 +72,7 @@ struct Decided {
 
 struct CameraTracks {
     tracker: Tracker,
-    next_seq: u64,
-    held: BTreeMap<u64, Work>,
+    frames: Sequencer<Work>,
     states: HashMap<u64, TrackState>,
     last_frame: Instant,
 }
@@ -144,8 +141,7 @@ impl DecideActor {
             .entry(id.clone())
             .or_insert_with(|| CameraTracks {
                 tracker: Tracker::new(config),
-                next_seq: 0,
-                held: BTreeMap::new(),
+                frames: Sequencer::new(),
                 states: HashMap::new(),
                 last_frame: Instant::now(),
             })
@@ -154,18 +150,7 @@ impl DecideActor {
     /// Process `camera`'s held frames that are next in sequence (all of them when
     /// `force`, gaps or not).
     fn drain(&mut self, camera: &Arc<str>, force: bool) {
-        loop {
-            let tracks = self.camera(camera);
-            let next = match tracks.held.first_key_value() {
-                Some((&seq, _))
-                    if seq == tracks.next_seq || force || tracks.held.len() > MAX_HELD =>
-                {
-                    seq
-                }
-                _ => break,
-            };
-            let work = tracks.held.remove(&next).expect("key just seen");
-            tracks.next_seq = next + 1;
+        while let Some(work) = self.camera(camera).frames.pop(force) {
             // a panic (a bug) loses this frame's tracking, not the stage
             let _ = super::catch_panic("decide", camera, || self.track_frame(camera, work));
         }
@@ -511,7 +496,11 @@ impl Handler<Work> for DecideActor {
         if let Some(c) = self.credits.get(&camera) {
             c.release();
         }
-        self.camera(&camera).held.insert(work.meta.seq, work);
+        let (run, seq) = (work.meta.run, work.meta.seq);
+        if self.camera(&camera).frames.push(run, seq, work).is_some() {
+            // the last frames of a stopped run, after the camera started again
+            return;
+        }
         self.drain(&camera, false);
     }
 }

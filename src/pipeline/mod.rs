@@ -26,6 +26,7 @@ mod decide;
 mod publish;
 mod regions;
 mod review;
+mod sequence;
 mod snapshot;
 
 pub use snapshot::{preview, prune as prune_snapshots, snapshot_path};
@@ -75,11 +76,18 @@ pub fn session_threads(configured: usize, cores: usize, detect_workers: usize) -
     (cores / (detect_workers + 1)).max(1)
 }
 
+/// Camera runs started in this process: each start of a camera takes the next number,
+/// so the decide stage tells a camera started again from its previous run.
+static CAMERA_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Where a frame came from and when.
 #[derive(Debug, Clone)]
 pub struct FrameMeta {
     pub camera: Arc<str>,
-    /// Per-camera sequence number of frames sent into the stages (no gaps).
+    /// Which start of the camera on this node the frame belongs to (increasing).
+    pub run: u64,
+    /// Sequence number of the frames of this camera run sent into the stages, from 0
+    /// (no gaps).
     pub seq: u64,
     pub captured_at: SystemTime,
     pub captured_instant: Instant,
@@ -709,6 +717,7 @@ impl Pipeline {
         );
         let pump = spawn_pump(Pump {
             camera: key.clone(),
+            run: CAMERA_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ring: ring.clone(),
             credits: l.credits[&key].clone(),
             detect: l.detect.clone(),
@@ -842,6 +851,7 @@ fn warm_up_detect(
 /// What a camera's pump thread owns.
 struct Pump {
     camera: Arc<str>,
+    run: u64,
     ring: FrameRing,
     credits: Arc<Credits>,
     detect: Next,
@@ -857,6 +867,7 @@ struct Pump {
 fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
     let Pump {
         camera,
+        run,
         ring,
         credits,
         detect,
@@ -898,6 +909,7 @@ fn spawn_pump(pump: Pump) -> std::thread::JoinHandle<()> {
                     Ok(captured) => {
                         let meta = FrameMeta {
                             camera: camera.clone(),
+                            run,
                             seq,
                             captured_at: captured.captured_at,
                             captured_instant: captured.captured_instant,
@@ -989,6 +1001,7 @@ mod tests {
     fn a_panic_in_a_stage_is_counted_and_the_frame_goes_on_without_faces() {
         let meta = FrameMeta {
             camera: Arc::from("guard-test"),
+            run: 1,
             seq: 7,
             captured_at: SystemTime::now(),
             captured_instant: Instant::now(),
