@@ -146,6 +146,52 @@ fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `facestream enroll` commits while `serve` rebuilds its index: every commit ends up in
+/// the index, also one that lands between the rebuild's read of the templates and its
+/// read of SQLite's change counter.
+#[test]
+fn commits_during_a_refresh_are_never_lost() {
+    let config = common::config();
+    let dir = common::temp_dir("gallery-concurrent-refresh");
+    let serving = service_on(&dir.join("g.db"), &config);
+    let model = serving.model().to_string();
+    let finished = std::sync::atomic::AtomicU32::new(0);
+    const WRITERS: u32 = 2;
+    const EACH: u32 = 150;
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (db, model, finished) = (dir.join("g.db"), model.clone(), &finished);
+            s.spawn(move || {
+                let store = SqliteStore::open(&db).unwrap();
+                let id = store
+                    .create_identity(NewIdentity {
+                        name: format!("writer {w}"),
+                        metadata: None,
+                    })
+                    .unwrap()
+                    .id;
+                for n in 0..EACH {
+                    store
+                        .add_template(&common::synthetic_template(id, &model, w * 1000 + n))
+                        .unwrap();
+                }
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        // the serving side refreshes as fast as it can while the writers commit
+        while finished.load(std::sync::atomic::Ordering::SeqCst) < WRITERS {
+            serving.refresh_if_changed().unwrap();
+        }
+    });
+    serving.refresh_if_changed().unwrap();
+    assert_eq!(
+        serving.templates(),
+        (WRITERS * EACH) as usize,
+        "commits made during a refresh were never indexed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Uploaded images are decoded in `limits.max_concurrent_decodes` slots: with one slot, a
 /// second decode waits until the first image is dropped; a request's several images take
 /// their slots together.

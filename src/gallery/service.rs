@@ -343,10 +343,12 @@ impl GalleryService {
                     return Ok(false);
                 }
                 // The write gate is held: no write of this process falls between the
-                // read and the swap.
+                // read and the swap. The version was read before the templates: a commit
+                // of another process after it is either in this read or makes the next
+                // check differ, never lost between the two reads.
                 let templates = self.store.templates_for_model(&self.model)?;
                 self.replace_index(&templates)?;
-                *follow = Follow::Version(self.store.external_version()?);
+                *follow = Follow::Version(Some(now));
                 tracing::info!(
                     templates = templates.len(),
                     "gallery changed by another process: index rebuilt"
