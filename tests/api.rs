@@ -1276,12 +1276,19 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
     );
 
     // a client that keeps guessing keys is refused for a while, even with a right key:
-    // nine more failures make ten with the one above
-    for _ in 0..9 {
+    // guesses by login and by bearer header on any route count together, and with the
+    // bad login and the bad bearer above these eight make ten
+    for _ in 0..4 {
         assert_eq!(
             login("not-a-key-of-this-service").status(),
             StatusCode::UNAUTHORIZED
         );
+        let r = http
+            .get(url("/cameras"))
+            .bearer_auth("not-a-key-of-this-service")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
     let refused = login(ADMIN);
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -1291,6 +1298,17 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    let refused = http
+        .get(url("/identities"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a bearer request from the guessing address is refused too"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
     // sessions already open are not affected
     assert_eq!(
         with(&read_cookie, "GET", "/identities", false).0,

@@ -130,14 +130,14 @@ pub(super) fn authorize<'a>(
     needed: Scope,
 ) -> Result<&'a ApiKey, ApiError> {
     let index = match req.headers().get("authorization") {
-        Some(value) => {
+        Some(value) => state.sessions.guarded(req, || {
             let token = value
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthorized)?;
-            authorize_key(state, token)?
-        }
+            authorize_key(state, token)
+        })?,
         None => {
             let token = super::session::cookie_token(req).ok_or(ApiError::Unauthorized)?;
             let (index, _) = state

@@ -11,7 +11,9 @@
 //! token rather than the token, expire after `api.session_ttl_s` from login, and are capped
 //! at [`MAX_SESSIONS`] (the oldest goes first). An address that fails [`MAX_FAILURES`]
 //! logins within [`FAILURE_WINDOW`] is refused (429, `Retry-After`) until the window
-//! ends (behind a reverse proxy, the proxy's address is the one counted). A request
+//! ends (behind a reverse proxy, the proxy's address is the one counted). A wrong key in
+//! an `Authorization: Bearer` header, on any route, counts as a failed login, and an
+//! address over the limit is refused there too: the header is no way around the limit. A request
 //! authenticated by the cookie that changes something must also carry
 //! `X-Facestream-Console: 1`: a cross-site form cannot add a header, so this closes what
 //! SameSite leaves open (a sibling subdomain, an old browser).
@@ -61,13 +63,21 @@ impl LoginFailures {
         }
     }
 
-    /// Count a failed login from `from`.
+    /// Count a failed login (or bearer key) from `from`.
     pub fn failed(&self, from: IpAddr) {
         let mut by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if by.len() >= MAX_TRACKED {
+        if by.len() >= MAX_TRACKED && !by.contains_key(&from) {
             by.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            // still full of live windows (a guesser with many addresses): the oldest
+            // window makes room, so a new address is always counted
             if by.len() >= MAX_TRACKED {
-                return;
+                if let Some(oldest) = by
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(a, _)| *a)
+                {
+                    by.remove(&oldest);
+                }
             }
         }
         let entry = by.entry(from).or_insert((0, Instant::now()));
@@ -94,6 +104,13 @@ pub struct Sessions {
     failures: LoginFailures,
 }
 
+/// The address a request came from (the proxy's, behind a reverse proxy).
+fn peer(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -106,6 +123,28 @@ impl Sessions {
             live: Mutex::new(HashMap::new()),
             failures: LoginFailures::default(),
         }
+    }
+
+    /// Check a key presented by `req` with `check`, under the failed-login limit: an
+    /// address over it is refused (429) before the check, and a failed check counts.
+    pub(super) fn guarded(
+        &self,
+        req: &HttpRequest,
+        check: impl FnOnce() -> Result<usize, ApiError>,
+    ) -> Result<usize, ApiError> {
+        let from = peer(req);
+        if let Err(retry_after_s) = self.failures.check(from) {
+            return Err(ApiError::TooManyLogins {
+                from: from.to_string(),
+                failures: MAX_FAILURES,
+                window_s: FAILURE_WINDOW.as_secs(),
+                retry_after_s,
+            });
+        }
+        check().inspect_err(|_| {
+            self.failures.failed(from);
+            tracing::warn!(%from, path = %req.path(), "request with an invalid API key");
+        })
     }
 
     pub fn ttl(&self) -> Duration {
@@ -209,23 +248,9 @@ pub(super) async fn login(
     body: JsonObject<Login>,
 ) -> Result<HttpResponse, ApiError> {
     // a client that keeps guessing is slowed to MAX_FAILURES guesses per window
-    let from = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let failures = &state.sessions.failures;
-    if let Err(retry_after_s) = failures.check(from) {
-        return Err(ApiError::TooManyLogins {
-            from: from.to_string(),
-            failures: MAX_FAILURES,
-            window_s: FAILURE_WINDOW.as_secs(),
-            retry_after_s,
-        });
-    }
-    let key = authorize_key(&state, &body.key).inspect_err(|_| {
-        failures.failed(from);
-        tracing::warn!(%from, "console login with an invalid key");
-    })?;
+    let key = state
+        .sessions
+        .guarded(&req, || authorize_key(&state, &body.key))?;
     let token = state.sessions.create(key);
     let ttl = state.sessions.ttl();
     tracing::info!(key = %state.keys[key].name, "console login");
@@ -315,6 +340,27 @@ mod tests {
         let wait = failures.check(guesser).unwrap_err();
         assert!((1..=FAILURE_WINDOW.as_secs()).contains(&wait), "{wait}");
         assert!(failures.check(other).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_still_counts_new_addresses() {
+        let failures = LoginFailures::default();
+        // the table full of live windows (a guesser spread over many addresses)
+        for i in 0..MAX_TRACKED as u32 {
+            failures.failed(IpAddr::from((0x0b00_0000 + i).to_be_bytes()));
+        }
+        let guesser = IpAddr::from([10, 0, 0, 1]);
+        for _ in 0..MAX_FAILURES {
+            failures.failed(guesser);
+        }
+        assert!(
+            failures.check(guesser).is_err(),
+            "failures past a full table were not counted"
+        );
+        assert!(
+            failures.by_address.lock().unwrap().len() <= MAX_TRACKED,
+            "the table stays bounded"
+        );
     }
 
     #[test]
