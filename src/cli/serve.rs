@@ -34,7 +34,7 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
             let store = PostgresStore::open(&config.gallery.postgres_url).with_context(|| {
                 format!(
                     "opening the PostgreSQL gallery at {}",
-                    facestream::ingest::redact_url(&config.gallery.postgres_url)
+                    facestream::ingest::redact_secrets(&config.gallery.postgres_url)
                 )
             })?;
             tracing::info!(database = store.target(), "gallery of record in PostgreSQL");

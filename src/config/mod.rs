@@ -170,7 +170,7 @@ impl Config {
                 }
             }
         }
-        c.gallery.postgres_url = crate::ingest::redact_url(&c.gallery.postgres_url);
+        c.gallery.postgres_url = crate::ingest::redact_secrets(&c.gallery.postgres_url);
         for camera in &mut c.cameras {
             camera.url = crate::ingest::redact_url(&camera.url);
             if let Some(p) = &mut camera.pipeline {
@@ -379,6 +379,15 @@ url = "rtsp://admin:cam/pa55@10.0.0.5/ch1"
         assert!(text.contains("rtsp://admin:***@10.0.0.5/ch1"), "{text}");
         assert!(
             text.contains("postgresql://fs:***@db.internal:5432/facestream"),
+            "{text}"
+        );
+        // libpq's key=value form too
+        let mut kv = config.clone();
+        kv.gallery.postgres_url = "host=db.internal user=fs password='kv pa55' dbname=fs".into();
+        let text = toml::to_string_pretty(&kv.redacted()).unwrap();
+        assert!(!text.contains("kv pa55"), "{text}");
+        assert!(
+            text.contains("host=db.internal user=fs password=*** dbname=fs"),
             "{text}"
         );
     }

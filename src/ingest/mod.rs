@@ -308,12 +308,19 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let rest = match rest.rfind('@') {
+    // the user information ends at the last `@` before the path (a query may hold `@`)
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end]
+        .rfind('@')
+        .or_else(|| rest.rfind('@').filter(|at| rest[..*at].contains(':')));
+    let rest = match at {
         Some(at) if rest[..at].contains(':') => {
             let user = rest[..at].split(':').next().unwrap_or("");
             format!("{user}:***{}", &rest[at..])
         }
-        _ => rest.to_string(),
+        // `https://TOKEN@host/…`: a lone user part is as often a token as a name
+        Some(at) => format!("***{}", &rest[at..]),
+        None => rest.to_string(),
     };
     let Some((before, query)) = rest.split_once('?') else {
         return format!("{scheme}://{rest}");
@@ -336,6 +343,60 @@ pub fn redact_url(url: &str) -> String {
         Some(f) => format!("{scheme}://{before}?{query}#{f}"),
         None => format!("{scheme}://{before}?{query}"),
     }
+}
+
+/// Keys of a libpq `key=value` connection string whose values are secrets.
+const SECRET_CONNINFO_KEYS: &[&str] = &["password", "sslpassword"];
+
+/// A connection string in either form: a URL through [`redact_url`], or libpq's
+/// `host=db user=fs password='pa ss'` with the password's value (quoted or not) replaced.
+pub fn redact_secrets(text: &str) -> String {
+    if text.contains("://") {
+        return redact_url_in(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        // copy the white space, then one `key = value` pair
+        let word = rest.trim_start();
+        out.push_str(&rest[..rest.len() - word.len()]);
+        rest = word;
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let Some(value) = after_key.strip_prefix('=') else {
+            out.push_str(key);
+            rest = &rest[key_end..];
+            continue;
+        };
+        let value = value.trim_start();
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            // up to the closing quote; `\'` and `\\` are escapes
+            let mut escaped = false;
+            let close = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let end = !escaped && c == '\'';
+                    escaped = !escaped && c == '\\';
+                    end
+                })
+                .map_or(quoted.len(), |(i, _)| i + 1);
+            1 + close
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        let value_start = rest.len() - value.len();
+        if SECRET_CONNINFO_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+            out.push_str(key);
+            out.push_str("=***");
+        } else {
+            out.push_str(&rest[..value_start + value_len]);
+        }
+        rest = &rest[value_start + value_len..];
+    }
+    out
 }
 
 /// Every URL inside a text (a custom gst-launch `pipeline`) passed through [`redact_url`].
@@ -619,12 +680,44 @@ mod tests {
             ),
             ("rtsp://cam/x", "rtsp://cam/x"),
             ("file:///videos/door.mp4", "file:///videos/door.mp4"),
+            // a token as the user part, with or without a path
+            (
+                "https://t0k3n@hooks.example/in",
+                "https://***@hooks.example/in",
+            ),
+            (
+                "postgresql://s3cret@db.internal:5432/fs",
+                "postgresql://***@db.internal:5432/fs",
+            ),
+            ("nats://t0k3n@bus:4222", "nats://***@bus:4222"),
+            // an `@` in the query is not user information
+            ("http://cam/x?mail=a@b", "http://cam/x?mail=a@b"),
         ] {
             let got = redact_url(url);
             assert_eq!(got, expected, "{url}");
-            for secret in ["pa/ss", "p?w#d", "p@ss", "s3cret"] {
+            for secret in ["pa/ss", "p?w#d", "p@ss", "s3cret", "t0k3n"] {
                 assert!(!got.contains(secret), "{got}");
             }
+        }
+    }
+
+    #[test]
+    fn key_value_connection_strings_are_redacted() {
+        for (text, expected) in [
+            (
+                "host=db.internal user=fs password=pg-pa55 dbname=facestream",
+                "host=db.internal user=fs password=*** dbname=facestream",
+            ),
+            (
+                "host=db password = 'it\\'s pa55' dbname=x",
+                "host=db password=*** dbname=x",
+            ),
+            ("host=db PASSWORD='a b'", "host=db PASSWORD=***"),
+            ("host=db sslpassword=k3y", "host=db sslpassword=***"),
+            ("host=db user=fs", "host=db user=fs"),
+            ("postgresql://fs:pg-pa55@db/x", "postgresql://fs:***@db/x"),
+        ] {
+            assert_eq!(redact_secrets(text), expected, "{text}");
         }
     }
 
