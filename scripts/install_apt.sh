@@ -14,6 +14,9 @@ packages=(
   # PostgreSQL for the multi-node gallery tests (initdb + postgres in a temp folder, started
   # by the tests themselves; the package's own cluster is not used)
   postgresql
+  # nftables: the partition tests drop a test server's packets on loopback (a silent
+  # network partition) with a table of their own
+  nftables
   # headless browser and its WebDriver for the console tests (started by the tests themselves)
   chromium chromium-driver
   # promtool: the tests check /metrics, the alert rules and the scrape config with it

@@ -227,6 +227,64 @@ fn nodes_share_one_gallery_of_record_in_postgres() {
     }
 }
 
+/// A silent partition between a node and PostgreSQL (its packets dropped: the connection
+/// stays open and nothing answers) is answered within seconds: enrolment, listing and
+/// readiness say 503 with the reason instead of hanging for the kernel's ~15 minutes of
+/// retransmissions, recognition goes on, and once the network heals writes work again.
+#[test]
+fn a_silent_partition_from_postgres_is_answered_503_not_hung() {
+    let dir = common::temp_dir("cluster-partition");
+    let pg = Postgres::start(&dir);
+    let a = start_node(&dir, "a", &pg);
+    let obama = a.create("Barack Obama");
+    a.enrol(&obama, "obama.jpg");
+    // the watcher and the API have connections open and in use
+    a.wait_search("obama2.jpg", "match", Some(&obama));
+
+    let cut = common::partition::Partition::drop_port(pg.port);
+    let started = Instant::now();
+    let body = serde_json::to_vec(&serde_json::json!({ "name": "Tom Hanks" })).unwrap();
+    for (method, path, body) in [
+        ("POST", "/identities", Some(body.clone())),
+        ("GET", "/identities", None),
+        ("GET", "/ready", None),
+    ] {
+        let asked = Instant::now();
+        let (s, v) = a.call(method, path, body);
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("PostgreSQL") || message.contains("gallery"),
+            "{method} {path}: {v}"
+        );
+        eprintln!(
+            "{method} {path}: 503 after {:.1} s of partition",
+            asked.elapsed().as_secs_f32()
+        );
+    }
+    eprintln!(
+        "three requests answered within {:.1} s",
+        started.elapsed().as_secs_f32()
+    );
+    // recognition goes on from this node's index
+    assert_eq!(a.search("obama2.jpg").1.as_deref(), Some(obama.as_str()));
+
+    drop(cut);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, v) = a.call("POST", "/identities", Some(body.clone()));
+        if s == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "enrolment never worked again: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Camera id → the node each node's `GET /v1/cameras` says watches it, with the state.
 type CameraView = Vec<(String, Option<String>, String)>;
 

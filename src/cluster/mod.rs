@@ -323,7 +323,10 @@ impl Leases {
             .application_name(format!("{APP_PREFIX}{}", self.node))
             .connect_timeout(crate::gallery::postgres::CONNECT_TIMEOUT)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(15));
+            .keepalives_idle(crate::gallery::postgres::KEEPALIVE_IDLE)
+            .keepalives_interval(crate::gallery::postgres::KEEPALIVE_INTERVAL)
+            .keepalives_retries(crate::gallery::postgres::KEEPALIVE_RETRIES)
+            .tcp_user_timeout(crate::gallery::postgres::TCP_USER_TIMEOUT);
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await

@@ -94,7 +94,7 @@ impl GalleryConfig {
 }
 
 /// Errors at the gallery boundary.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GalleryError {
     #[error("identity {0} not found")]
     IdentityNotFound(Uuid),

@@ -50,6 +50,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection unused this long is checked before use.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Data sent and not acknowledged this long fails the connection (`TCP_USER_TIMEOUT`): a
+/// silent network partition fails a query within this, not the kernel's ~15 minutes of
+/// retransmissions.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle connection is probed after this long, every [`KEEPALIVE_INTERVAL`], and given
+/// up after [`KEEPALIVE_RETRIES`] unanswered probes.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const KEEPALIVE_RETRIES: u32 = 3;
+/// Server-side bound on one statement (set at connection unless the URL sets `options`).
+pub const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
 /// A failure inside a database call: the driver's, or the gallery's own.
 enum Fail {
@@ -83,6 +94,9 @@ pub struct PostgresStore {
     names: RwLock<HashMap<Uuid, String>>,
     /// When the feed was last pruned.
     pruned: Mutex<Instant>,
+    /// The last failure to reach the database, and when: calls that were waiting for the
+    /// connection meanwhile fail at once with it instead of each waiting out a timeout.
+    failed: Mutex<Option<(Instant, GalleryError)>>,
 }
 
 /// Run `f` on a thread outside any async runtime: the synchronous driver runs its own
@@ -130,10 +144,17 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("facestream");
         }
-        // a dead peer is noticed within about a minute instead of the kernel's two hours
+        // a dead peer or a silent partition is noticed within seconds instead of the
+        // kernel's two hours (idle) or ~15 minutes (a query waiting on its answer)
         config
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(15));
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT);
+        if config.get_options().is_none() {
+            config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        }
         let store = PostgresStore {
             target: describe(&config),
             config,
@@ -141,6 +162,7 @@ impl PostgresStore {
             listener: Mutex::new(None),
             names: RwLock::new(HashMap::new()),
             pruned: Mutex::new(Instant::now()),
+            failed: Mutex::new(None),
         };
         store.call(|c| migrate(c).map_err(Fail::from))?;
         store.prune_feed()?;
@@ -224,7 +246,11 @@ impl PostgresStore {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, Fail> + Send,
     ) -> Result<T, GalleryError> {
+        let waiting = Instant::now();
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        // A call that failed to reach the database while this one waited for the
+        // connection: its answer is this one's too, rather than a second timeout.
+        self.failed_since(waiting)?;
         // A connection idle for a while may have been cut (a database restart): check it
         // first rather than fail the caller's request on it.
         let stale = slot.as_mut().is_none_or(|(client, used)| {
@@ -233,7 +259,9 @@ impl PostgresStore {
                     && off_runtime(|| client.is_valid(CONNECT_TIMEOUT)).is_err())
         });
         if stale {
-            *slot = Some((self.connect()?, Instant::now()));
+            *slot = None;
+            let client = self.connect().inspect_err(|e| self.remember_failure(e))?;
+            *slot = Some((client, Instant::now()));
         }
         let (client, used) = slot.as_mut().expect("connected above");
         match off_runtime(move || f(client)) {
@@ -246,10 +274,23 @@ impl PostgresStore {
                 let e = self.classify(e);
                 if matches!(e, GalleryError::Unavailable(_)) {
                     *slot = None;
+                    self.remember_failure(&e);
                 }
                 Err(e)
             }
         }
+    }
+
+    /// A failure to reach the database after `since`, if any.
+    fn failed_since(&self, since: Instant) -> Result<(), GalleryError> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, e)) if *at > since => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn remember_failure(&self, e: &GalleryError) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
     }
 
     /// Run `f` in a write transaction holding the writers' lock, so its feed positions

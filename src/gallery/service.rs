@@ -17,6 +17,7 @@
 //! - SQLite, written by another process (`facestream enroll` while `serve` runs): the
 //!   index is rebuilt when the store says another writer committed.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
@@ -259,7 +260,23 @@ pub struct GalleryService {
     limits: crate::imageio::LimitsConfig,
     /// The write gate, and how far the index follows the store.
     writes: Mutex<Follow>,
+    /// Bumped when a local write takes the gate and again when it lets it go: a feed read
+    /// made without the gate is applied only if no local write began or ended meanwhile.
+    local_writes: std::sync::atomic::AtomicU64,
     decode_slots: DecodeSlots,
+}
+
+/// The write gate held by a local write ([`GalleryService::write_gate`]).
+struct WriteGate<'a> {
+    _follow: std::sync::MutexGuard<'a, Follow>,
+    local_writes: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for WriteGate<'_> {
+    fn drop(&mut self) {
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How far the index is current with the store's changes made elsewhere.
@@ -321,6 +338,7 @@ impl GalleryService {
             model,
             limits,
             writes: Mutex::new(follow),
+            local_writes: std::sync::atomic::AtomicU64::new(0),
             decode_slots: DecodeSlots {
                 used: Mutex::new(0),
                 freed: std::sync::Condvar::new(),
@@ -355,10 +373,27 @@ impl GalleryService {
                 );
                 Ok(true)
             }
-            Follow::Feed(mut after) => {
+            Follow::Feed(start) => {
+                // The feed is read without the write gate, so enrolments and erasures of
+                // this node never wait on the watcher's network round trip (nor on a
+                // database that stopped answering). A read is applied under the gate,
+                // and only if no local write began or ended while it was made: otherwise
+                // it could bring back a face erased here meanwhile, so it is read again.
+                drop(follow);
+                let mut after = start;
                 let mut applied = 0;
                 loop {
-                    match self.store.changes_since(after, &self.model, FEED_BATCH)? {
+                    let writes_before = self.local_writes.load(Ordering::SeqCst);
+                    let read = self.store.changes_since(after, &self.model, FEED_BATCH)?;
+                    let mut follow = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                    let moved = !matches!(*follow, Follow::Feed(p) if p == after);
+                    if moved || self.local_writes.load(Ordering::SeqCst) != writes_before {
+                        if let Follow::Feed(p) = *follow {
+                            after = p;
+                        }
+                        continue;
+                    }
+                    match read {
                         Changes::Gap => {
                             let Some((templates, position)) = self.store.snapshot(&self.model)?
                             else {
@@ -432,8 +467,14 @@ impl GalleryService {
     }
 
     /// Take the write gate: held across a store commit and the index change that follows.
-    fn write_gate(&self) -> std::sync::MutexGuard<'_, Follow> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    fn write_gate(&self) -> WriteGate<'_> {
+        let follow = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        WriteGate {
+            _follow: follow,
+            local_writes: &self.local_writes,
+        }
     }
 
     /// Block until the store announces a change or `timeout` passes.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod partition;
 pub mod postgres;
 pub mod receiver;
 
