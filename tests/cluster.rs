@@ -17,7 +17,7 @@ use common::Proc;
 use facestream::engine::FaceEngine;
 use facestream::gallery::postgres::PostgresStore;
 use facestream::gallery::service::GalleryService;
-use facestream::gallery::{GalleryStore, NewIdentity, Template};
+use facestream::gallery::{GalleryError, GalleryStore, NewIdentity, Template};
 use facestream::simulate;
 use std::sync::Arc;
 
@@ -283,6 +283,40 @@ fn a_silent_partition_from_postgres_is_answered_503_not_hung() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The store used from inside an async runtime (as the Home Assistant announcer reads the
+/// identities) while PostgreSQL goes away and comes back: the calls fail and then succeed,
+/// and dropping the broken connection never panics the runtime's thread.
+#[test]
+fn the_store_survives_a_lost_connection_inside_an_async_runtime() {
+    let dir = common::temp_dir("cluster-async-drop");
+    let mut pg = Postgres::start(&dir);
+    let store = Arc::new(PostgresStore::open(&pg.url()).unwrap());
+    store
+        .create_identity(NewIdentity {
+            name: "Barack Obama".into(),
+            metadata: None,
+        })
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let list = |store: &Arc<PostgresStore>| {
+        let store = store.clone();
+        rt.block_on(async move {
+            // on a runtime thread, like an async task
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                store.list_identities(0, 10).map(|(ids, _)| ids.len())
+            }))
+        })
+        .unwrap_or_else(|_| panic!("a gallery call panicked inside the async runtime"))
+    };
+    assert_eq!(list(&store).unwrap(), 1);
+    pg.stop();
+    assert!(matches!(list(&store), Err(GalleryError::Unavailable(_))));
+    pg.resume();
+    assert_eq!(list(&store).unwrap(), 1);
+    // and the store itself is dropped on a runtime thread
+    rt.block_on(async move { drop(store) });
 }
 
 /// Camera id → the node each node's `GET /v1/cameras` says watches it, with the state.

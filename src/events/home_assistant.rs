@@ -150,7 +150,12 @@ pub(super) async fn announce_loop(
             }
             generation = current;
         }
-        match (announced.identities)() {
+        // a database read: on a blocking thread, never on the event-delivery runtime
+        let read = announced.identities.clone();
+        let listed = tokio::task::spawn_blocking(move || read())
+            .await
+            .unwrap_or_else(|e| Err(format!("the identity reader failed: {e}")));
+        match listed {
             Ok(list) => identities = list,
             Err(e) => tracing::warn!(endpoint = %endpoint.name, error = %e,
                 "Home Assistant discovery: reading the identities failed; the last list stays announced"),

@@ -112,6 +112,15 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Close and drop a connection off any async runtime: the synchronous driver's drop runs
+/// its own runtime, which panics inside another (and would kill, say, an async task that
+/// read the gallery when the database went away).
+fn discard<C: Send>(client: Option<C>) {
+    if let Some(client) = client {
+        off_runtime(move || drop(client));
+    }
+}
+
 /// The connection target of `config`, without credentials.
 fn describe(config: &::postgres::Config) -> String {
     let host = config
@@ -259,7 +268,7 @@ impl PostgresStore {
                     && off_runtime(|| client.is_valid(CONNECT_TIMEOUT)).is_err())
         });
         if stale {
-            *slot = None;
+            discard(slot.take());
             let client = self.connect().inspect_err(|e| self.remember_failure(e))?;
             *slot = Some((client, Instant::now()));
         }
@@ -273,7 +282,7 @@ impl PostgresStore {
             Err(Fail::Pg(e)) => {
                 let e = self.classify(e);
                 if matches!(e, GalleryError::Unavailable(_)) {
-                    *slot = None;
+                    discard(slot.take());
                     self.remember_failure(&e);
                 }
                 Err(e)
@@ -314,6 +323,24 @@ impl PostgresStore {
             Some(n) => names.insert(id, n.to_string()),
             None => names.remove(&id),
         };
+    }
+}
+
+impl Drop for PostgresStore {
+    /// The connections close off any async runtime (see [`discard`]).
+    fn drop(&mut self) {
+        discard(
+            self.client
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        discard(
+            self.listener
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -735,7 +762,7 @@ impl GalleryStore for PostgresStore {
         });
         if let Some(e) = failed {
             tracing::debug!(error = %e, "gallery feed: listening connection lost");
-            *slot = None;
+            discard(slot.take());
         }
     }
 }
