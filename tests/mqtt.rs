@@ -161,6 +161,7 @@ fn events_config(dir: &std::path::Path, port: u16, keep_alive_s: u16) -> EventsC
             home_assistant: false,
             discovery_prefix: "homeassistant".into(),
             seen_s: 600,
+            cluster_node: None,
         }],
         nats: vec![],
     }

@@ -135,7 +135,7 @@ impl Config {
             merge(&mut merged, parse_toml(text, origin)?);
         }
         apply_env(&mut merged, env)?;
-        let config: Config =
+        let mut config: Config =
             merged
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
@@ -143,6 +143,12 @@ impl Config {
                     message: e.message().to_string(),
                 })?;
         config.validate()?;
+        if config.cluster.camera_leases {
+            let node = config.cluster.node_id();
+            for broker in &mut config.events.mqtt {
+                broker.cluster_node = Some(node.clone());
+            }
+        }
         Ok(config)
     }
 
@@ -419,10 +425,16 @@ url = "rtsp://admin:cam/pa55@10.0.0.5/ch1"
         .contains("sslmode=require"));
         let fine = load(
             "[gallery]\nstore = \"postgres\"\npostgres_url = \"postgresql://fs@db/fs\"\n\
-             [cluster]\nnode_id = \"node-a\"\ncamera_leases = true\n",
+             [cluster]\nnode_id = \"node-a\"\ncamera_leases = true\n\
+             [[events.mqtt]]\nname = \"ha\"\nhost = \"broker\"\n",
         )
         .unwrap();
         assert_eq!(fine.cluster.node_id(), "node-a");
+        // a cluster node's MQTT client id carries its node id
+        assert_eq!(
+            fine.events.mqtt[0].effective_client_id(),
+            "facestream-node-a-ha"
+        );
     }
 
     #[test]

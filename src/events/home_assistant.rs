@@ -1,8 +1,10 @@
 //! Home Assistant MQTT discovery, on an MQTT endpoint with `home_assistant = true`.
 //!
 //! Announced as retained config messages under `<discovery_prefix>/…/<node>/…/config`
-//! (`<node>`: the endpoint's client id made topic-safe), grouped in one device per
-//! camera and one for the service:
+//! (`<node>`: the endpoint's client id made topic-safe; on the nodes of a cluster one
+//! shared name, [`MqttConfig::discovery_node`], so that every node announces the same
+//! configs and Home Assistant shows each camera and person once), grouped in one device
+//! per camera and one for the service:
 //!
 //! - per camera, a **sensor** "last person": the name in the latest
 //!   `<prefix>/<camera>/identity` event (the topic the MQTT sink already publishes), with
@@ -67,7 +69,7 @@ pub fn configs(
     cameras: &[String],
     identities: &[(Uuid, String)],
 ) -> BTreeMap<String, String> {
-    let node = slug(&endpoint.effective_client_id());
+    let node = endpoint.discovery_node();
     let dp = &endpoint.discovery_prefix;
     let prefix = &endpoint.topic_prefix;
     let service = serde_json::json!({
@@ -130,7 +132,7 @@ pub(super) async fn announce_loop(
     announced: Announced,
     shutdown: Shutdown,
 ) {
-    let node = slug(&endpoint.effective_client_id());
+    let node = endpoint.discovery_node();
     // topic → payload as the broker holds it (after our last successful publish)
     let mut held: BTreeMap<String, String> = BTreeMap::new();
     let mut generation = 0;
@@ -266,6 +268,38 @@ mod tests {
             seen["unique_id"],
             "facestream-nvr_1_000000000000000000000000000a11ce_seen"
         );
+    }
+
+    #[test]
+    fn the_nodes_of_a_cluster_have_their_own_client_ids_and_announce_one_set_of_configs() {
+        let alice = Uuid::from_u128(0xA11CE);
+        let node = |id: &str, client_id: &str| {
+            let mut e = endpoint();
+            e.client_id = client_id.into();
+            e.cluster_node = Some(id.into());
+            e
+        };
+        for client_id in ["", "facestream-nvr.1"] {
+            let (a, b) = (node("node-a", client_id), node("node-b", client_id));
+            assert_ne!(
+                a.effective_client_id(),
+                b.effective_client_id(),
+                "client_id = {client_id:?}: the broker would drop one node for the other"
+            );
+            assert!(a.effective_client_id().contains("node-a"));
+            let announce =
+                |e: &MqttConfig| configs(e, &["door".into()], &[(alice, "Alice".into())]);
+            assert_eq!(
+                announce(&a),
+                announce(&b),
+                "Home Assistant would show one copy per node"
+            );
+            assert!(announce(&a)
+                .keys()
+                .all(|t| t.contains("/facestream-cluster/")));
+        }
+        // a lone node is announced as before
+        assert_eq!(endpoint().discovery_node(), "facestream-nvr_1");
     }
 
     #[test]

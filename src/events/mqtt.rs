@@ -75,6 +75,11 @@ pub struct MqttConfig {
     /// An identity's "seen" sensor turns off this long after its last recognition.
     #[serde(default = "default_seen")]
     pub seen_s: u32,
+    /// This node's id when it is one node of a cluster (`cluster.camera_leases`), set at
+    /// load: it goes into the client id, and Home Assistant discovery is announced under
+    /// one cluster-wide name instead of one per node.
+    #[serde(skip)]
+    pub cluster_node: Option<String>,
 }
 
 fn default_discovery_prefix() -> String {
@@ -98,10 +103,28 @@ fn default_prefix() -> String {
 }
 
 impl MqttConfig {
-    /// The client id used: `client_id`, or `facestream-<host name>-<endpoint name>`.
+    /// The name Home Assistant discovery is announced under (topic level, device and
+    /// entity ids): the client id made topic-safe on a lone node; on a cluster one name
+    /// every node shares (`<topic_prefix>-cluster`), so each camera and each person
+    /// appears once in Home Assistant whichever nodes run, and the live nodes keep every
+    /// config current (an erased person's included) also for nodes that are gone.
+    pub fn discovery_node(&self) -> String {
+        match self.cluster_node {
+            Some(_) => super::home_assistant::slug(&format!("{}-cluster", self.topic_prefix)),
+            None => super::home_assistant::slug(&self.effective_client_id()),
+        }
+    }
+
+    /// The client id used: `client_id`, or `facestream-<host name>-<endpoint name>`; on a
+    /// node of a cluster, whose nodes share one configuration, the node id is in it either
+    /// way (`<client_id>-<node>` or `facestream-<node>-<endpoint name>`), so the nodes do
+    /// not knock each other off the broker.
     pub fn effective_client_id(&self) -> String {
-        if !self.client_id.is_empty() {
-            return self.client_id.clone();
+        match (&self.cluster_node, self.client_id.is_empty()) {
+            (None, false) => return self.client_id.clone(),
+            (Some(node), false) => return format!("{}-{node}", self.client_id),
+            (Some(node), true) => return format!("facestream-{node}-{}", self.name),
+            (None, true) => {}
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
