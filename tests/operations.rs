@@ -351,3 +351,80 @@ fn the_auto_demo_leaves_a_real_gallery_alone() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Kept biometric data expires on schedule while nothing new arrives: an unknown track
+/// and an event snapshot that pass their retention while the service runs (no camera, so
+/// no new track or snapshot that would have triggered a prune) are deleted by the timer;
+/// younger ones stay.
+#[test]
+fn review_tracks_and_snapshots_expire_on_a_timer_without_new_arrivals() {
+    use facestream::review::{ReviewStore, UnknownTrack};
+    let dir = common::temp_dir("retention-timer");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gallery]\ndatabase = \"{d}/gallery.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             generated_key_file = \"{d}/admin.key\"\n[demo]\nmode = \"off\"\n\
+             [review]\nenabled = true\ndatabase = \"{d}/review.db\"\nretention_s = 3600\n\
+             [events]\noutbox = \"{d}/outbox.db\"\n[events.snapshots]\nenabled = true\n\
+             dir = \"{d}/snapshots\"\nretention_s = 3600\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let (_service, _port) = common::serve(&config, &dir);
+
+    // put there while the service runs: one track and one snapshot past the hour, one
+    // of each well within it
+    let store = ReviewStore::open(&dir.join("review.db")).unwrap();
+    let track = |hours_ago: i64| {
+        let seen = chrono::Utc::now() - chrono::TimeDelta::hours(hours_ago);
+        UnknownTrack {
+            id: uuid::Uuid::now_v7(),
+            camera: "door".into(),
+            first_seen: seen,
+            last_seen: seen,
+            model: "sface@2021dec".into(),
+            template: vec![1.0 / (128f32).sqrt(); 128],
+            quality: 0.8,
+            similarity: None,
+            shots: Vec::new(),
+        }
+    };
+    let (old, young) = (track(2), track(0));
+    store.insert(&old).unwrap();
+    store.insert(&young).unwrap();
+    let snapshots = dir.join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let snapshot = |age: Duration| {
+        let path = facestream::pipeline::snapshot_path(&snapshots, uuid::Uuid::now_v7());
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let (old_shot, young_shot) = (
+        snapshot(Duration::from_secs(7200)),
+        snapshot(Duration::from_secs(60)),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let kept: Vec<uuid::Uuid> = store.list(None).unwrap().iter().map(|t| t.id).collect();
+        if kept == vec![young.id] && !old_shot.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired data still kept 120 s later: tracks {kept:?} (old {}), old snapshot there: {}",
+            old.id,
+            old_shot.exists()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        young_shot.exists(),
+        "a snapshot within its retention was deleted"
+    );
+}

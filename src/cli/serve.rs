@@ -81,6 +81,70 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
         });
 }
 
+/// How often retention runs while the service is up.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Apply `review.retention_s` (and `review.max_tracks`) and `events.snapshots.retention_s`
+/// every [`RETENTION_EVERY`] on a thread of its own, until `shutdown`: kept biometric data
+/// expires on schedule also when nothing new arrives (a quiet night, a camera down).
+fn keep_retention(
+    review: Option<Arc<facestream::review::ReviewStore>>,
+    config: &Config,
+    shutdown: Shutdown,
+) {
+    let review = review.map(|store| (store, config.review.clone()));
+    let snapshots = config.events.snapshots.enabled.then(|| {
+        (
+            std::path::PathBuf::from(&config.events.snapshots.dir),
+            std::time::Duration::from_secs(config.events.snapshots.retention_s),
+        )
+    });
+    if review.is_none() && snapshots.is_none() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            if let Some((store, rc)) = &review {
+                match store.prune(chrono::Utc::now(), rc.retention_s, rc.max_tracks) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            tracks = n,
+                            "review: tracks past review.retention_s deleted"
+                        );
+                        if let Ok(count) = store.count() {
+                            facestream::telemetry::metrics()
+                                .review_tracks
+                                .set(count as i64);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "review: applying retention"),
+                }
+            }
+            if let Some((dir, retention)) = &snapshots {
+                match facestream::pipeline::prune_snapshots(dir, *retention) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        snapshots = n,
+                        "event snapshots past events.snapshots.retention_s deleted"
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "pruning old snapshots")
+                    }
+                }
+            }
+            let next = std::time::Instant::now() + RETENTION_EVERY;
+            while std::time::Instant::now() < next {
+                if shutdown.is_requested() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        });
+}
+
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     // The service's one stop token; the guard requests it on every way out of `run`
     // (an error returned early included), so no thread or task outlives the service.
@@ -142,6 +206,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    keep_retention(review.clone(), config, shutdown.clone());
     if config.events.snapshots.enabled {
         let dir = Path::new(&config.events.snapshots.dir);
         facestream::private_files::create_dir(dir)
