@@ -424,6 +424,55 @@ fn camera_status(api_port: u16, key: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A `camera.up` whose outbox write fails (the outbox locked by another process: a real
+/// SQLite lock, every write waits out its busy timeout and fails) is kept and written
+/// once the outbox takes writes again, like the identity events: the consumer learns that
+/// the camera came up.
+#[test]
+fn a_camera_event_the_outbox_refuses_is_kept_and_written_later() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-camera-event-{}", uuid::Uuid::now_v7()));
+    let receiver = Receiver::start(0, Mode::Accept);
+    // the camera comes up only once the outbox is locked
+    let camera_port = common::free_port();
+    let url = format!("rtsp://127.0.0.1:{camera_port}/cam1");
+    let extra = "[pipeline]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n";
+    let config = write_config(&dir, receiver.port, &url, extra, false);
+    let (_service, api_port) = common::serve(&config, &dir);
+    let key_file = dir.join("admin.key");
+    wait_for("the admin key", Duration::from_secs(60), || {
+        key_file.exists()
+    });
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let lock = rusqlite::Connection::open(dir.join("outbox.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (_camera, _) = simulator(camera_port);
+    wait_for("the camera live", Duration::from_secs(60), || {
+        camera_status(api_port, &key)["state"] == "live"
+    });
+    wait_for("a refused outbox write", Duration::from_secs(60), || {
+        std::fs::read_to_string(dir.join("serve.log"))
+            .unwrap_or_default()
+            .contains("not written to the outbox")
+    });
+    assert!(
+        !events(&receiver).iter().any(|e| e["type"] == "camera.up"),
+        "delivered while the outbox was locked"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    wait_for("camera.up delivered", Duration::from_secs(60), || {
+        events(&receiver)
+            .iter()
+            .any(|e| e["type"] == "camera.up" && e["camera_id"] == "cam")
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

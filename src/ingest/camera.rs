@@ -27,7 +27,6 @@ use super::frame::{ColorMatrix, I420Frame};
 use super::{
     CameraConfig, CameraState, CameraStatus, CapturedFrame, FrameRing, PipelineConfig, RateGate,
 };
-use crate::events::webhook::EventBus;
 use crate::events::{Event, EventType};
 use crate::telemetry::{metrics, CameraStateLabel, Metrics};
 
@@ -47,13 +46,18 @@ struct Shared {
     size: Mutex<Option<(u32, u32)>>,
 }
 
+/// Where a camera's `camera.up` / `camera.down` events go: the pipeline's publish stage,
+/// which keeps in memory and retries, in order with the identity events, what the outbox
+/// cannot take at the moment (a locked or full disk), instead of dropping it.
+pub type CameraEvents = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
+
 /// Supervises one camera.
 pub struct CameraActor {
     config: CameraConfig,
     pipeline_config: PipelineConfig,
     status: Arc<Mutex<CameraStatus>>,
     ring: FrameRing,
-    events: Option<EventBus>,
+    events: Option<CameraEvents>,
     shared: Arc<Shared>,
     pipeline: Option<gst::Pipeline>,
     bus_watch: Option<SpawnHandle>,
@@ -84,7 +88,7 @@ impl CameraActor {
         pipeline_config: PipelineConfig,
         status: Arc<Mutex<CameraStatus>>,
         ring: FrameRing,
-        events: Option<EventBus>,
+        events: Option<CameraEvents>,
     ) -> CameraActor {
         // The camera's series exist from the start, at zero.
         let m = metrics();
@@ -161,12 +165,10 @@ impl CameraActor {
             (true, false) => Some(EventType::CameraDown),
             _ => None,
         };
-        if let (Some(kind), Some(bus)) = (kind, &self.events) {
+        if let (Some(kind), Some(events)) = (kind, &self.events) {
             let mut event = Event::new(kind);
             event.camera_id = Some(self.config.id.clone());
-            if let Err(e) = bus.publish(&event) {
-                tracing::error!(camera = %self.config.id, error = %e, "camera event not queued");
-            }
+            events(event);
         }
     }
 

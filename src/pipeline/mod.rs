@@ -440,7 +440,8 @@ struct Launcher {
     pipeline: crate::ingest::PipelineConfig,
     max_side: u32,
     min_face_px: f32,
-    events: EventBus,
+    /// camera.up / camera.down, through the publish stage (kept and retried there).
+    events: crate::ingest::camera::CameraEvents,
     credits: HashMap<Arc<str>, Arc<Credits>>,
     detect: Next,
     decided: Arc<TrackBoard>,
@@ -614,7 +615,15 @@ impl Pipeline {
             pipeline: pc.clone(),
             max_side: config.detect.max_side,
             min_face_px: config.detect.min_face_px,
-            events,
+            events: {
+                let publish = publish.clone();
+                Arc::new(move |event| {
+                    publish.do_send(publish::Publish {
+                        event,
+                        captured: None,
+                    })
+                })
+            },
             credits: credits.clone(),
             detect: detect_next,
             decided,
