@@ -1009,11 +1009,24 @@ fn open_stream(
     query: &str,
     last_event_id: Option<&str>,
 ) -> std::sync::mpsc::Receiver<String> {
+    open_stream_as(base, query, last_event_id, None)
+}
+
+/// As [`open_stream`], authenticated by the console session `cookie` when given (else the
+/// read key as a bearer token).
+fn open_stream_as(
+    base: &str,
+    query: &str,
+    last_event_id: Option<&str>,
+    cookie: Option<&str>,
+) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
     let client = Client::builder().timeout(None).build().unwrap();
-    let mut req = client
-        .get(format!("{base}/events/stream{query}"))
-        .bearer_auth(READER);
+    let mut req = client.get(format!("{base}/events/stream{query}"));
+    req = match cookie {
+        Some(c) => req.header("cookie", c),
+        None => req.bearer_auth(READER),
+    };
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
     }
@@ -1258,6 +1271,10 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // an event stream opened with the session ends with it
+    let stream = open_stream_as(&server.base, "", None, Some(&admin_cookie));
+    assert!(next_message(&stream).starts_with("retry:"));
+
     // logging out ends the session on the server, not only in the browser
     let out = http
         .delete(url("/session"))
@@ -1270,6 +1287,17 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         with(&admin_cookie, "GET", "/identities", false).0,
         StatusCode::UNAUTHORIZED
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match stream.recv_timeout(Duration::from_secs(1)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            // keep-alive comments until it ends
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => assert!(
+                Instant::now() < deadline,
+                "the event stream of a logged-out session is still open"
+            ),
+        }
+    }
     assert_eq!(
         with(&read_cookie, "GET", "/identities", false).0,
         StatusCode::OK

@@ -91,9 +91,22 @@ impl LoginFailures {
 struct Session {
     /// Index into the service's keys.
     key: usize,
+    /// Whether the key has the admin scope (read sessions make room first past the cap).
+    admin: bool,
     /// Login order (the oldest goes first past the cap).
     serial: u64,
     expires: Instant,
+    /// Cancelled when the session ends (logout, expiry, eviction): what was opened with it
+    /// (an event stream) ends too.
+    ended: tokio_util::sync::CancellationToken,
+}
+
+/// What a request's session gives a long-lived response (an event stream) to watch.
+pub struct SessionWatch {
+    /// Cancelled when the session is logged out or evicted.
+    pub ended: tokio_util::sync::CancellationToken,
+    /// When the session expires.
+    pub expires: Instant,
 }
 
 /// The live sessions.
@@ -151,30 +164,59 @@ impl Sessions {
         self.ttl
     }
 
-    /// A new session for key number `key`; returns its token.
-    pub fn create(&self, key: usize) -> String {
+    /// A new session for key number `key` (an admin key when `admin`); returns its token.
+    /// Past [`MAX_SESSIONS`] the oldest read session makes room, and an admin session only
+    /// when every session is one: a flood of read-key logins never logs an admin out.
+    pub fn create(&self, key: usize, admin: bool) -> String {
         use rand::RngCore;
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         let token = hex::encode(raw);
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.retain(|_, s| s.expires > now);
+        live.retain(|_, s| {
+            let keep = s.expires > now;
+            if !keep {
+                s.ended.cancel();
+            }
+            keep
+        });
         while live.len() >= MAX_SESSIONS {
-            let Some(oldest) = live.iter().min_by_key(|(_, s)| s.serial).map(|(d, _)| *d) else {
+            let oldest = |admins: bool| {
+                live.iter()
+                    .filter(|(_, s)| s.admin == admins)
+                    .min_by_key(|(_, s)| s.serial)
+                    .map(|(d, _)| *d)
+            };
+            let Some(evicted) = oldest(false).or_else(|| oldest(true)) else {
                 break;
             };
-            live.remove(&oldest);
+            if let Some(s) = live.remove(&evicted) {
+                s.ended.cancel();
+            }
         }
         live.insert(
             digest(&token),
             Session {
                 key,
+                admin,
                 serial: self.serial.fetch_add(1, Ordering::Relaxed),
                 expires: now + self.ttl,
+                ended: tokio_util::sync::CancellationToken::new(),
             },
         );
         token
+    }
+
+    /// What ends the live session `token`, for a response that outlives the request.
+    pub fn watch(&self, token: &str) -> Option<SessionWatch> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(&digest(token))
+            .filter(|s| s.expires > Instant::now())
+            .map(|s| SessionWatch {
+                ended: s.ended.clone(),
+                expires: s.expires,
+            })
     }
 
     /// The key number of a live session, with its remaining time.
@@ -185,7 +227,9 @@ impl Sessions {
         match live.get(&d) {
             Some(s) if s.expires > now => Some((s.key, s.expires - now)),
             Some(_) => {
-                live.remove(&d);
+                if let Some(s) = live.remove(&d) {
+                    s.ended.cancel();
+                }
                 None
             }
             None => None,
@@ -194,11 +238,15 @@ impl Sessions {
 
     /// End a session; whether there was one.
     pub fn remove(&self, token: &str) -> bool {
-        self.live
+        let removed = self
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest(token))
-            .is_some()
+            .remove(&digest(token));
+        if let Some(s) = &removed {
+            s.ended.cancel();
+        }
+        removed.is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -251,7 +299,9 @@ pub(super) async fn login(
     let key = state
         .sessions
         .guarded(&req, || authorize_key(&state, &body.key))?;
-    let token = state.sessions.create(key);
+    let token = state
+        .sessions
+        .create(key, state.keys[key].scope == Scope::Admin);
     let ttl = state.sessions.ttl();
     tracing::info!(key = %state.keys[key].name, "console login");
     Ok(HttpResponse::Ok()
@@ -306,8 +356,8 @@ mod tests {
     #[test]
     fn a_session_maps_its_token_to_the_key_until_it_ends() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let a = sessions.create(0);
-        let b = sessions.create(1);
+        let a = sessions.create(0, false);
+        let b = sessions.create(1, true);
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
         assert_eq!(sessions.lookup(&a).map(|s| s.0), Some(0));
@@ -322,7 +372,7 @@ mod tests {
     #[test]
     fn expired_sessions_are_refused_and_forgotten() {
         let sessions = Sessions::new(Duration::from_millis(1));
-        let t = sessions.create(0);
+        let t = sessions.create(0, false);
         std::thread::sleep(Duration::from_millis(5));
         assert!(sessions.lookup(&t).is_none());
         assert!(sessions.is_empty());
@@ -366,16 +416,43 @@ mod tests {
     #[test]
     fn the_oldest_session_makes_room_past_the_cap() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let first = sessions.create(0);
-        let second = sessions.create(0);
+        let first = sessions.create(0, false);
+        let watched = sessions.watch(&first).unwrap();
+        let second = sessions.create(0, false);
         for _ in 2..MAX_SESSIONS {
-            sessions.create(0);
+            sessions.create(0, false);
         }
         assert_eq!(sessions.len(), MAX_SESSIONS);
-        let newest = sessions.create(0);
+        let newest = sessions.create(0, false);
         assert_eq!(sessions.len(), MAX_SESSIONS);
         assert!(sessions.lookup(&first).is_none());
+        assert!(watched.ended.is_cancelled(), "what it opened ends with it");
         assert!(sessions.lookup(&second).is_some());
         assert!(sessions.lookup(&newest).is_some());
+    }
+
+    #[test]
+    fn a_flood_of_read_logins_never_evicts_an_admin_session() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let admin = sessions.create(1, true);
+        for _ in 0..3 * MAX_SESSIONS {
+            sessions.create(0, false);
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(
+            sessions.lookup(&admin).is_some(),
+            "the admin was logged out"
+        );
+    }
+
+    #[test]
+    fn logging_out_ends_what_the_session_opened() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let token = sessions.create(0, true);
+        let watch = sessions.watch(&token).unwrap();
+        assert!(!watch.ended.is_cancelled());
+        assert!(sessions.remove(&token));
+        assert!(watch.ended.is_cancelled());
+        assert!(sessions.watch(&token).is_none());
     }
 }

@@ -8,7 +8,8 @@
 //! saying so. The stream is not the durable path: webhooks, MQTT and the outbox are.
 //! Filters: `types` (comma-separated event types) and `camera`. A comment line every
 //! [`HEARTBEAT`] keeps proxies from closing an idle stream; the stream ends when the
-//! service shuts down.
+//! service shuts down, and a stream opened with a console session ends when that session
+//! is logged out, expires or is evicted.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -125,6 +126,8 @@ struct Stream {
     filter: Filter,
     shutdown: Shutdown,
     heartbeat: tokio::time::Interval,
+    /// For a stream opened with a console session: it ends when the session does.
+    session: Option<super::session::SessionWatch>,
 }
 
 impl Stream {
@@ -133,9 +136,27 @@ impl Stream {
             return Some((Ok(bytes), self));
         }
         let shutdown = self.shutdown.clone();
+        let (ended, expires) = match &self.session {
+            Some(w) => (
+                w.ended.clone(),
+                Some(tokio::time::Instant::from_std(w.expires)),
+            ),
+            None => (tokio_util::sync::CancellationToken::new(), None),
+        };
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 _ = shutdown.requested() => return None,
+                // the console session it was opened with was logged out, evicted or
+                // expired: what it may see ends now
+                _ = ended.cancelled() => return None,
+                _ = &mut expiry => return None,
                 _ = self.heartbeat.tick() => {
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
                 }
@@ -164,6 +185,12 @@ pub(super) async fn event_stream(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
+    // authorised by a session cookie (no bearer header): the stream lives no longer than
+    // the session
+    let session = match req.headers().get("authorization") {
+        Some(_) => None,
+        None => super::session::cookie_token(&req).and_then(|t| state.sessions.watch(&t)),
+    };
     let filter = Filter::parse(query.into_inner())?;
     let last = match req.headers().get("last-event-id") {
         None => None,
@@ -201,6 +228,7 @@ pub(super) async fn event_stream(
         filter,
         shutdown: state.shutdown.clone(),
         heartbeat,
+        session,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
