@@ -55,7 +55,8 @@ pub fn prepare_database(path: &Path) -> std::io::Result<()> {
 }
 
 /// Open the SQLite database at `path` as an owner-only file ([`prepare_database`]) in WAL
-/// mode, with foreign keys enforced, `synchronous = FULL` when `durable` (a committed
+/// mode, with foreign keys enforced, `secure_delete` on (a deleted face does not linger in
+/// the file's free pages), `synchronous = FULL` when `durable` (a committed
 /// write survives a crash of the machine; else `NORMAL`: it survives a crash of the
 /// process), a 5 s busy timeout, and `schema` applied.
 /// Errors name the file.
@@ -74,6 +75,9 @@ pub fn open_database(
         .map_err(|e| at(&e))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| at(&e))?;
+    // biometric data: deleted rows are overwritten with zeros, not left in free pages
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(|e| at(&e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| at(&e))?;
     conn.execute_batch(schema).map_err(|e| at(&e))?;
@@ -87,6 +91,30 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn deleted_rows_do_not_linger_in_the_file() {
+        let root = std::env::temp_dir().join(format!("facestream-secdel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let path = root.join("faces.db");
+        let conn = open_database(&path, "CREATE TABLE t (b BLOB);", true).unwrap();
+        let marker: Vec<u8> = b"FACE-TEMPLATE-MARKER-".repeat(20);
+        conn.execute("INSERT INTO t VALUES (?1)", [&marker])
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let contains = |bytes: &[u8]| bytes.windows(marker.len()).any(|w| w == marker);
+        assert!(contains(&std::fs::read(&path).unwrap()));
+        conn.execute("DELETE FROM t", []).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        assert!(
+            !contains(&std::fs::read(&path).unwrap()),
+            "a deleted row is still in the database file"
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -428,3 +428,135 @@ fn review_tracks_and_snapshots_expire_on_a_timer_without_new_arrivals() {
         "a snapshot within its retention was deleted"
     );
 }
+
+/// Erasing an identity reaches past the gallery: the events this node keeps that name
+/// the person (outbox rows, pending for a receiver that is down, and the recent events
+/// of `/v1/events/recent` and stream replays) lose the name and the face thumbnail, and
+/// the event snapshots of the person's recognitions are deleted; other people's stay.
+#[test]
+fn erasing_an_identity_scrubs_its_events_and_deletes_its_snapshots() {
+    let dir = common::temp_dir(&format!("erasure-{}", uuid::Uuid::now_v7()));
+    // nothing listens: every event stays pending in the outbox
+    let hook = common::ReservedPort::new();
+    let snapshots = dir.join("snapshots");
+    let config = service_config(
+        &dir,
+        &format!(
+            "thumbnails = true\n[events.snapshots]\nenabled = true\ndir = \"{}\"\n\
+             [[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n",
+            snapshots.display(),
+            hook.port
+        ),
+    );
+    let (_service, api_port) = common::serve(&config, &dir);
+    let key_file = dir.join("admin.key");
+    let http = reqwest::blocking::Client::new();
+    let key = || {
+        std::fs::read_to_string(&key_file)
+            .map(|k| k.trim().to_string())
+            .unwrap_or_default()
+    };
+    let recent = || -> Vec<Value> {
+        http.get(format!(
+            "http://127.0.0.1:{api_port}/v1/events/recent?limit=200"
+        ))
+        .bearer_auth(key())
+        .send()
+        .and_then(|r| r.json::<Value>())
+        .ok()
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+    };
+    let recognitions_of = |events: &[Value], name: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "identity.recognized" && e["identity"]["name"] == name)
+            .cloned()
+            .collect()
+    };
+    // both demo people recognised, with a snapshot each
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (obama, biden) = loop {
+        let events = recent();
+        let (o, b) = (
+            recognitions_of(&events, "Obama"),
+            recognitions_of(&events, "Biden"),
+        );
+        let shot = |e: &Value| {
+            facestream::pipeline::snapshot_path(
+                &snapshots,
+                e["id"].as_str().unwrap().parse().unwrap(),
+            )
+            .exists()
+        };
+        if o.iter().any(shot) && b.iter().any(shot) {
+            break (o, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recognition of both demo people with snapshots"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let obama_id = obama[0]["identity"]["id"].as_str().unwrap().to_string();
+    assert!(obama[0]["thumbnail_jpeg"].is_string());
+
+    let erased = http
+        .delete(format!(
+            "http://127.0.0.1:{api_port}/v1/identities/{obama_id}"
+        ))
+        .bearer_auth(key())
+        .send()
+        .unwrap();
+    assert_eq!(erased.status(), reqwest::StatusCode::OK);
+
+    // the recent events: his keep their id and lose name and face
+    let after = recent();
+    let his: Vec<&Value> = after
+        .iter()
+        .filter(|e| e["identity"]["id"] == obama_id.as_str())
+        .collect();
+    assert!(!his.is_empty());
+    for e in &his {
+        assert_eq!(e["identity"]["name"], "", "{e}");
+        assert!(
+            e["thumbnail_jpeg"].is_null(),
+            "a face thumbnail kept: {}",
+            e["id"]
+        );
+    }
+    assert!(
+        !recognitions_of(&after, "Biden").is_empty(),
+        "other people's events stay"
+    );
+    // the outbox: no row names him or holds his face
+    let outbox = rusqlite::Connection::open(dir.join("outbox.db")).unwrap();
+    let rows: Vec<String> = outbox
+        .prepare("SELECT payload FROM outbox WHERE instr(payload, ?1) > 0")
+        .unwrap()
+        .query_map([&obama_id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!rows.is_empty(), "his events are pending in the outbox");
+    for payload in &rows {
+        let e: Value = serde_json::from_str(payload).unwrap();
+        if e["identity"]["id"] == obama_id.as_str() {
+            assert_eq!(e["identity"]["name"], "", "{payload}");
+            assert!(e["thumbnail_jpeg"].is_null());
+        }
+    }
+    // the snapshots: his deleted (written after the erasure request began or not), Biden's kept
+    for e in &obama {
+        let path = facestream::pipeline::snapshot_path(
+            &snapshots,
+            e["id"].as_str().unwrap().parse().unwrap(),
+        );
+        assert!(!path.exists(), "{} kept", path.display());
+    }
+    assert!(biden.iter().any(|e| facestream::pipeline::snapshot_path(
+        &snapshots,
+        e["id"].as_str().unwrap().parse().unwrap()
+    )
+    .exists()));
+}

@@ -81,6 +81,43 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
         });
 }
 
+/// Erasure beyond the gallery: when an identity is erased (here, or on another node of a
+/// cluster), the events this node holds that name it lose the name and face thumbnail
+/// (outbox rows and the recent events of `/v1/events/recent` and stream replays), and its
+/// event snapshots are deleted.
+fn forget_erased_identities(
+    service: &Arc<GalleryService>,
+    events: &facestream::events::webhook::EventBus,
+    config: &Config,
+) {
+    let events = events.clone();
+    let snapshots = config
+        .events
+        .snapshots
+        .enabled
+        .then(|| std::path::PathBuf::from(&config.events.snapshots.dir));
+    service.on_erasure(move |identity| {
+        let scrubbed = events.forget_identity(identity).unwrap_or_else(|e| {
+            tracing::error!(%identity, error = %e, "erasure: the events naming this identity could not be scrubbed");
+            Vec::new()
+        });
+        let deleted = match &snapshots {
+            Some(dir) => facestream::pipeline::forget_snapshots(dir, identity, &scrubbed)
+                .unwrap_or_else(|e| {
+                    tracing::error!(%identity, error = %e, "erasure: deleting this identity's snapshots");
+                    0
+                }),
+            None => 0,
+        };
+        tracing::info!(
+            %identity,
+            events = scrubbed.len(),
+            snapshots = deleted,
+            "erasure: name and face removed from the events kept here, snapshots deleted"
+        );
+    });
+}
+
 /// How often retention runs while the service is up.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -265,6 +302,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             };
             webhook::start_with(outbox, &config.events, deliveries.clone(), Some(announced))
         };
+        forget_erased_identities(&service, &events, config);
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(Arc::new(
                 Pipeline::start(

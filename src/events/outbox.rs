@@ -64,6 +64,9 @@ impl Outbox {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
+        // events carry names and face thumbnails: deleted rows are overwritten
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(
@@ -276,6 +279,52 @@ impl Outbox {
     }
 
     /// Pending rows per endpoint (the outbox depth).
+    /// Erasure of identity `id`: every row (pending, delivered or dead) of an event naming
+    /// it loses the name (an empty string: the schema's `identity.name` is a required
+    /// string) and the face thumbnail; the identity id stays, as the consumer's key to
+    /// what it already holds. Returns the ids of those events.
+    pub fn scrub_identity(&self, id: uuid::Uuid) -> Result<Vec<uuid::Uuid>, OutboxError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(err)?;
+        let rows: Vec<(i64, String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT seq, event_id, payload FROM outbox WHERE instr(payload, ?1) > 0")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            rows
+        };
+        let mut events = Vec::new();
+        for (seq, event_id, payload) in rows {
+            let Ok(mut event) = serde_json::from_str::<super::Event>(&payload) else {
+                continue;
+            };
+            if event.identity.as_ref().is_none_or(|i| i.id != id) {
+                continue;
+            }
+            if let Some(identity) = event.identity.as_mut() {
+                identity.name.clear();
+            }
+            event.thumbnail_jpeg = None;
+            let scrubbed = serde_json::to_string(&event).map_err(err)?;
+            tx.execute(
+                "UPDATE outbox SET payload = ?1 WHERE seq = ?2",
+                rusqlite::params![scrubbed, seq],
+            )
+            .map_err(err)?;
+            if let Ok(e) = uuid::Uuid::parse_str(&event_id) {
+                events.push(e);
+            }
+        }
+        tx.commit().map_err(err)?;
+        events.sort();
+        events.dedup();
+        Ok(events)
+    }
+
     pub fn depth(&self, endpoint: &str) -> Result<usize, OutboxError> {
         self.conn()
             .query_row(

@@ -125,6 +125,17 @@ pub struct EventBus {
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<Event>>>,
     /// Every event as it is published, for `GET /v1/events/stream` (memory only).
     live: tokio::sync::broadcast::Sender<Event>,
+    /// Identities erased while this process runs: an event about one of them decided
+    /// before the erasure and published after it is scrubbed on the way in.
+    erased: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
+}
+
+/// Drop what `event` holds about its identity but the id: the name and the face.
+fn scrub(event: &mut Event) {
+    if let Some(identity) = event.identity.as_mut() {
+        identity.name.clear();
+    }
+    event.thumbnail_jpeg = None;
 }
 
 /// Events a live stream may fall behind by before it is told it missed some.
@@ -136,6 +147,21 @@ pub const RECENT_EVENTS: usize = 200;
 impl EventBus {
     /// Durably enqueue `event` for every endpoint that wants it; returns rows written.
     pub fn publish(&self, event: &Event) -> Result<usize, OutboxError> {
+        let erased = event.identity.as_ref().is_some_and(|i| {
+            self.erased
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&i.id)
+        });
+        let scrubbed;
+        let event = if erased {
+            let mut e = event.clone();
+            scrub(&mut e);
+            scrubbed = e;
+            &scrubbed
+        } else {
+            event
+        };
         let targets: Vec<&Endpoint> = self.endpoints.iter().filter(|e| (e.wants)(event)).collect();
         let names: Vec<&str> = targets.iter().map(|e| e.name.as_str()).collect();
         let written = self.outbox.enqueue(event, &names)?;
@@ -168,6 +194,32 @@ impl EventBus {
 
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// Erasure of identity `id` from what this node holds of its events: in the outbox
+    /// (every row) and in the recent events that `GET /v1/events/recent` and stream
+    /// replays serve, an event naming it keeps the identity id and loses the name and the
+    /// face thumbnail, and so does any event about it published from now on (decided
+    /// before the erasure). Returns the ids of those events (their snapshots go too).
+    /// Events already delivered live on at their consumers.
+    pub fn forget_identity(&self, id: uuid::Uuid) -> Result<Vec<uuid::Uuid>, OutboxError> {
+        self.erased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let mut events = self.outbox.scrub_identity(id)?;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for event in recent.iter_mut() {
+                if event.identity.as_ref().is_some_and(|i| i.id == id) {
+                    scrub(event);
+                    events.push(event.id);
+                }
+            }
+        }
+        events.sort();
+        events.dedup();
+        Ok(events)
     }
 
     /// Up to `limit` of the latest events, newest first (whether or not any endpoint
@@ -305,6 +357,7 @@ pub fn start_with(
             endpoints: Arc::new(endpoints),
             recent: Default::default(),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            erased: Default::default(),
         },
         handles,
     )

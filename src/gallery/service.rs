@@ -263,8 +263,14 @@ pub struct GalleryService {
     /// Bumped when a local write takes the gate and again when it lets it go: a feed read
     /// made without the gate is applied only if no local write began or ended meanwhile.
     local_writes: std::sync::atomic::AtomicU64,
+    /// Called with each erased identity, whether erased here or on another node (the
+    /// feed): what the rest of the service holds about the person goes too.
+    erasure_hooks: RwLock<Vec<ErasureHook>>,
     decode_slots: DecodeSlots,
 }
+
+/// See [`GalleryService::on_erasure`].
+pub type ErasureHook = Arc<dyn Fn(Uuid) + Send + Sync>;
 
 /// The write gate held by a local write ([`GalleryService::write_gate`]).
 struct WriteGate<'a> {
@@ -339,6 +345,7 @@ impl GalleryService {
             limits,
             writes: Mutex::new(follow),
             local_writes: std::sync::atomic::AtomicU64::new(0),
+            erasure_hooks: RwLock::new(Vec::new()),
             decode_slots: DecodeSlots {
                 used: Mutex::new(0),
                 freed: std::sync::Condvar::new(),
@@ -382,6 +389,7 @@ impl GalleryService {
                 drop(follow);
                 let mut after = start;
                 let mut applied = 0;
+                let mut erased = Vec::new();
                 loop {
                     let writes_before = self.local_writes.load(Ordering::SeqCst);
                     let read = self.store.changes_since(after, &self.model, FEED_BATCH)?;
@@ -413,7 +421,7 @@ impl GalleryService {
                             let Some(&(last, _)) = changes.last() else {
                                 break;
                             };
-                            applied += self.apply(&changes)?;
+                            applied += self.apply(&changes, &mut erased)?;
                             after = last;
                             *follow = Follow::Feed(after);
                             if changes.len() < FEED_BATCH {
@@ -429,6 +437,9 @@ impl GalleryService {
                         "gallery changes made elsewhere applied to the index"
                     );
                 }
+                erased.sort();
+                erased.dedup();
+                self.erased(&erased);
                 Ok(applied > 0)
             }
         }
@@ -436,10 +447,17 @@ impl GalleryService {
 
     /// Apply feed changes to the index (idempotent: this node's own writes come back
     /// through the feed too). Returns how many changed it.
-    fn apply(&self, changes: &[(i64, Change)]) -> Result<usize, ServiceError> {
+    fn apply(
+        &self,
+        changes: &[(i64, Change)],
+        erased: &mut Vec<Uuid>,
+    ) -> Result<usize, ServiceError> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut applied = 0;
         for (_, change) in changes {
+            if let Change::IdentityRemoved(id) = change {
+                erased.push(*id);
+            }
             let changed = match change {
                 Change::TemplateAdded(Some(t)) if !index.contains_template(t.id) => {
                     index.insert(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
@@ -464,6 +482,28 @@ impl GalleryService {
         let fresh = SearchIndex::build(&self.model, dim, pooling, templates)?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// Run `hook` with every identity erased from now on, here or (through the change
+    /// feed) on another node; it runs after the gallery change, outside every lock.
+    pub fn on_erasure(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
+        self.erasure_hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(hook));
+    }
+
+    fn erased(&self, identities: &[Uuid]) {
+        let hooks = self
+            .erasure_hooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for id in identities {
+            for hook in &hooks {
+                hook(*id);
+            }
+        }
     }
 
     /// Take the write gate: held across a store commit and the index change that follows.
@@ -740,6 +780,7 @@ impl GalleryService {
             .remove_identity(identity);
         drop(gate);
         tracing::info!(identity = %identity, templates = removed, "identity erased with all its templates");
+        self.erased(&[identity]);
         Ok(removed)
     }
 

@@ -317,6 +317,7 @@ impl DecideActor {
         if let (Some(keeper), Some(frame)) = (&self.snapshots, &self.current_frame) {
             keeper.do_send(TakeSnapshot {
                 event: event.id,
+                identity: event.identity.as_ref().map(|i| i.id),
                 frame: frame.clone(),
                 bbox: track.bbox,
             });

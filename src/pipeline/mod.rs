@@ -29,7 +29,9 @@ mod review;
 mod sequence;
 mod snapshot;
 
-pub use snapshot::{preview, prune as prune_snapshots, snapshot_path};
+pub use snapshot::{
+    forget_identity as forget_snapshots, preview, prune as prune_snapshots, snapshot_path,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};

@@ -28,6 +28,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 #[rtype(result = "()")]
 pub(super) struct TakeSnapshot {
     pub event: Uuid,
+    /// Whose recognition it shows (written into the JPEG for erasure).
+    pub identity: Option<Uuid>,
     pub frame: Arc<I420Frame>,
     pub bbox: BBox,
 }
@@ -35,6 +37,65 @@ pub(super) struct TakeSnapshot {
 /// The file of event `id`'s snapshot in `dir`.
 pub fn snapshot_path(dir: &Path, id: Uuid) -> PathBuf {
     dir.join(format!("{id}.jpg"))
+}
+
+/// The JPEG comment naming whose recognition a snapshot shows, for erasure.
+fn identity_comment(identity: Uuid) -> String {
+    format!("facestream identity={identity}")
+}
+
+/// `jpeg` with a comment segment (COM) right after its start marker.
+fn with_comment(jpeg: Vec<u8>, comment: &str) -> Vec<u8> {
+    if jpeg.len() < 2 || jpeg[..2] != [0xFF, 0xD8] || comment.len() > 60_000 {
+        return jpeg;
+    }
+    let len = (comment.len() + 2) as u16;
+    let mut out = Vec::with_capacity(jpeg.len() + comment.len() + 4);
+    out.extend_from_slice(&jpeg[..2]);
+    out.extend_from_slice(&[0xFF, 0xFE]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(comment.as_bytes());
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// Erasure of identity `identity`: delete the snapshots of `events` and every snapshot
+/// whose comment names it (events this node no longer holds in its outbox); returns how
+/// many were deleted. A missing folder is nothing to delete.
+pub fn forget_identity(dir: &Path, identity: Uuid, events: &[Uuid]) -> std::io::Result<usize> {
+    let mut deleted = 0;
+    for id in events {
+        match std::fs::remove_file(snapshot_path(dir, *id)) {
+            Ok(()) => deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(deleted),
+        Err(e) => return Err(e),
+    };
+    let marker = identity_comment(identity);
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "jpg") {
+            continue;
+        }
+        // the comment is in the first bytes of the file
+        let mut head = [0u8; 128];
+        let n = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .unwrap_or(0);
+        if head[..n]
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes())
+        {
+            std::fs::remove_file(&path)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Delete snapshots in `dir` modified more than `retention` ago; returns how many.
@@ -124,7 +185,10 @@ impl SnapshotKeeper {
 
     fn write(&self, msg: &TakeSnapshot) -> Result<(), String> {
         let rgb = render(&msg.frame, msg.bbox, self.max_side);
-        let jpeg = crate::imageio::encode_jpeg(&rgb, 80).map_err(|e| e.to_string())?;
+        let mut jpeg = crate::imageio::encode_jpeg(&rgb, 80).map_err(|e| e.to_string())?;
+        if let Some(identity) = msg.identity {
+            jpeg = with_comment(jpeg, &identity_comment(identity));
+        }
         crate::private_files::create_dir(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let path = snapshot_path(&self.dir, msg.event);
@@ -169,6 +233,37 @@ impl Handler<TakeSnapshot> for SnapshotKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_erased_identitys_snapshots_go_and_others_stay() {
+        let dir = std::env::temp_dir().join(format!("fs-snap-forget-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jpeg = crate::imageio::encode_jpeg(&RgbImage::new(16, 16), 80).unwrap();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let write = |identity: Option<Uuid>| {
+            let event = Uuid::now_v7();
+            let bytes = match identity {
+                Some(i) => with_comment(jpeg.clone(), &identity_comment(i)),
+                None => jpeg.clone(),
+            };
+            std::fs::write(snapshot_path(&dir, event), bytes).unwrap();
+            event
+        };
+        let (a1, a2, b, unknown) = (
+            write(Some(alice)),
+            write(Some(alice)),
+            write(Some(bob)),
+            write(None),
+        );
+        // the comment keeps the file a JPEG
+        image::load_from_memory(&std::fs::read(snapshot_path(&dir, a1)).unwrap()).unwrap();
+        // a1 named by the outbox, a2 found by its comment
+        assert_eq!(forget_identity(&dir, alice, &[a1]).unwrap(), 2);
+        for (event, kept) in [(a1, false), (a2, false), (b, true), (unknown, true)] {
+            assert_eq!(snapshot_path(&dir, event).exists(), kept, "{event}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_snapshot_is_shrunk_to_fit_and_boxes_the_face() {
