@@ -34,6 +34,11 @@ fn write_config(dir: &Path, max_body: usize) -> PathBuf {
 }
 
 fn write_config_with(dir: &Path, max_body: usize, extra: &str) -> PathBuf {
+    write_config_full(dir, max_body, "", extra)
+}
+
+/// As [`write_config_with`], with `gallery_extra` lines in the `[gallery]` table.
+fn write_config_full(dir: &Path, max_body: usize, gallery_extra: &str, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
@@ -41,6 +46,7 @@ fn write_config_with(dir: &Path, max_body: usize, extra: &str) -> PathBuf {
             r#"
 [gallery]
 database = "{db}"
+{gallery_extra}
 [api]
 listen = "127.0.0.1:0"
 max_body_bytes = {max_body}
@@ -1364,5 +1370,133 @@ fn a_console_session_is_an_httponly_cookie_with_the_keys_scope() {
         .unwrap();
     assert_eq!(script.status(), StatusCode::OK);
     assert!(script.text().unwrap().contains("X-Facestream-Console"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Review enrolment: requests racing for one group enrol it once (the others find its
+/// tracks gone: 404), and `gallery.min_enroll_quality` applies to review shots as to
+/// photos (a poor shot is left out; a group with only poor shots is refused with 422).
+#[test]
+fn review_enrolment_is_one_unit_and_keeps_the_enrolment_quality_bar() {
+    use facestream::review::{ReviewShot, ReviewStore, UnknownTrack};
+    let dir = common::temp_dir(&format!("api-review-enrol-{}", uuid::Uuid::now_v7()));
+    let config = write_config_full(
+        &dir,
+        1 << 20,
+        "min_enroll_quality = 0.5",
+        &format!(
+            "[review]\nenabled = true\ndatabase = \"{}\"\n",
+            dir.join("review.db").display()
+        ),
+    );
+    // tracks kept before the service starts: shots of real faces' embeddings
+    let model = facestream::gallery::service::GalleryService::new(
+        std::sync::Arc::new(
+            facestream::gallery::sqlite::SqliteStore::open(&dir.join("probe.db")).unwrap(),
+        ),
+        common::engine(),
+        common::config().matching,
+        common::config().gallery,
+        0.363,
+    )
+    .unwrap()
+    .model()
+    .to_string();
+    let store = ReviewStore::open(&dir.join("review.db")).unwrap();
+    let shot = |seed: u32, quality: f32| ReviewShot {
+        quality,
+        embedding: common::synthetic_template(uuid::Uuid::nil(), &model, seed).embedding,
+        jpeg: Vec::new(),
+    };
+    let track = |shots: Vec<ReviewShot>| {
+        let t = UnknownTrack {
+            id: uuid::Uuid::now_v7(),
+            camera: "door".into(),
+            first_seen: chrono::Utc::now(),
+            last_seen: chrono::Utc::now(),
+            model: model.clone(),
+            template: shots[0].embedding.clone(),
+            quality: shots[0].quality,
+            similarity: None,
+            shots,
+        };
+        store.insert(&t).unwrap();
+        t.id
+    };
+    let raced = track(vec![shot(1, 0.9), shot(2, 0.3)]);
+    let poor = track(vec![shot(3, 0.2)]);
+    drop(store);
+    let server = start(&config);
+    let base = server.base.clone();
+
+    // four requests at once for the same track
+    let statuses: Vec<(StatusCode, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let base = base.clone();
+                s.spawn(move || {
+                    let r = Client::new()
+                        .post(format!("{base}/review/enroll"))
+                        .bearer_auth(ADMIN)
+                        .json(&serde_json::json!({ "tracks": [raced], "name": format!("Visitor {i}") }))
+                        .send()
+                        .unwrap();
+                    let status = r.status();
+                    (status, r.json::<Value>().unwrap_or(Value::Null))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: Vec<&Value> = statuses
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(created.len(), 1, "enrolled more than once: {statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::NOT_FOUND),
+        "{statuses:?}"
+    );
+    // the poor shot left out, and said so
+    assert_eq!(
+        created[0]["faces"].as_array().unwrap().len(),
+        1,
+        "{}",
+        created[0]
+    );
+    assert_eq!(created[0]["shots_under_min_quality"], 1);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base,
+    };
+    let (s, list) = api.call("GET", "/identities", Some(ADMIN), None);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["total"], 1, "{list}");
+
+    // only poor shots: refused with the reason, and the track stays in the queue
+    let (s, e) = api.call(
+        "POST",
+        "/review/enroll",
+        Some(ADMIN),
+        Some(Body::Json(
+            serde_json::json!({ "tracks": [poor], "name": "Nobody" }),
+        )),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gallery.min_enroll_quality"),
+        "{e}"
+    );
+    let (_, unknowns) = api.call("GET", "/review/unknowns", Some(ADMIN), None);
+    assert!(
+        unknowns.to_string().contains(&poor.to_string()),
+        "{unknowns}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

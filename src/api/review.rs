@@ -23,6 +23,9 @@ use super::{ApiError, JsonObject, Scope};
 use crate::gallery::service::GalleryService;
 use crate::gallery::{NewIdentity, Template};
 use crate::review::{group, ReviewConfig, ReviewError, ReviewStore, TrackSummary};
+
+/// Held by a review enrolment from reading its tracks to removing them from the queue.
+static ENROLLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use crate::telemetry::metrics;
 
 /// Tracks one enrol or dismiss request may name.
@@ -235,7 +238,11 @@ pub(super) async fn enroll(
         ));
     }
     let service = state.service.clone();
-    let (identity, added, created) = blocking(move || {
+    let (identity, added, created, refused) = blocking(move || {
+        // One review enrolment at a time, from reading the tracks to removing them from
+        // the queue: two requests for one group cannot both enrol it (the second finds
+        // the tracks gone: 404).
+        let _one = ENROLLING.lock().unwrap_or_else(|p| p.into_inner());
         // every track and the identity checked before anything changes
         let tracks = ids
             .iter()
@@ -252,6 +259,20 @@ pub(super) async fn enroll(
                 faces: None,
             });
         }
+        let usable = tracks
+            .iter()
+            .flat_map(|t| &t.shots)
+            .filter(|s| s.quality >= service.min_enroll_quality())
+            .count();
+        if usable == 0 {
+            return Err(ApiError::Unprocessable {
+                message: format!(
+                    "no shot of these tracks reaches gallery.min_enroll_quality {}: nothing to enrol",
+                    service.min_enroll_quality()
+                ),
+                faces: None,
+            });
+        }
         let (identity, created) = match target {
             Some(id) => (service.store().get_identity(id)?, false),
             None => (
@@ -262,9 +283,15 @@ pub(super) async fn enroll(
                 true,
             ),
         };
+        let min_quality = service.min_enroll_quality();
         let mut added = Vec::new();
+        let mut refused = 0;
         for track in &tracks {
             for shot in &track.shots {
+                if shot.quality < min_quality {
+                    refused += 1;
+                    continue;
+                }
                 added.push(Template {
                     id: Uuid::now_v7(),
                     identity_id: identity.id,
@@ -291,7 +318,7 @@ pub(super) async fn enroll(
         store.remove(&ids)?;
         metrics().review_tracks.set(store.count()? as i64);
         let identity = service.store().get_identity(identity.id)?;
-        Ok((identity, added, created))
+        Ok((identity, added, created, refused))
     })
     .await?;
     tracing::info!(
@@ -306,6 +333,7 @@ pub(super) async fn enroll(
         "identity": identity,
         "faces": added,
         "tracks": body.tracks,
+        "shots_under_min_quality": refused,
     });
     Ok(if created {
         HttpResponse::Created().json(response)

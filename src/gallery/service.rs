@@ -531,6 +531,12 @@ impl GalleryService {
         self.gallery.keep_crops
     }
 
+    /// `gallery.min_enroll_quality`: faces under it are not enrolled, wherever they come
+    /// from (a photo, the review queue).
+    pub fn min_enroll_quality(&self) -> f32 {
+        self.gallery.min_enroll_quality
+    }
+
     pub fn model(&self) -> &str {
         &self.model
     }
