@@ -377,6 +377,19 @@ fn wait_watchers(nodes: &[&Node], expect: impl Fn(&[(String, Option<String>)]) -
     }
 }
 
+/// Two simulated RTSP cameras, `door` and `gate`, past which Obama walks again and again.
+fn door_and_gate() -> simulate::RtspServer {
+    let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
+    let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
+    simulate::RtspServer::start(
+        "127.0.0.1",
+        0,
+        vec![("door".into(), clip.clone()), ("gate".into(), clip)],
+    )
+    .unwrap()
+}
+
 /// The recognitions stored in JetStream: (event id, camera, when).
 type Recognition = (String, String, chrono::DateTime<chrono::Utc>);
 
@@ -401,16 +414,7 @@ fn cameras_are_shared_by_leases_and_taken_over_when_their_node_is_killed() {
     let pg = Postgres::start(&dir);
     let (nats, nats_port) = common::nats::nats_server(&dir, None, "nats.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // Obama walks past two cameras again and again
-    let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
-    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
-    let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
-    let rtsp = simulate::RtspServer::start(
-        "127.0.0.1",
-        0,
-        vec![("door".into(), clip.clone()), ("gate".into(), clip)],
-    )
-    .unwrap();
+    let rtsp = door_and_gate();
     let extra = |node: &str| {
         format!(
             "[[events.nats]]\nname = \"bus\"\nurl = \"nats://127.0.0.1:{nats_port}\"\n\
@@ -562,13 +566,18 @@ fn stream_ids(rt: &tokio::runtime::Runtime, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// The events node `node` wrote for the `bus` endpoint before `before_ms`, with when.
-fn outbox_ids(dir: &Path, node: &str, before_ms: i64) -> Vec<(String, i64)> {
-    let db = rusqlite::Connection::open_with_flags(
+/// Node `node`'s outbox, read-only.
+fn outbox(dir: &Path, node: &str) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
         dir.join(node).join("outbox.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The events node `node` wrote for the `bus` endpoint before `before_ms`, with when.
+fn outbox_ids(dir: &Path, node: &str, before_ms: i64) -> Vec<(String, i64)> {
+    let db = outbox(dir, node);
     let mut stmt = db
         .prepare(
             "SELECT event_id, created_ms FROM outbox WHERE endpoint = 'bus' AND created_ms < ?1",
@@ -678,11 +687,7 @@ fn followers_apply_changes_in_order_and_rebuild_past_a_pruned_feed() {
 /// The events node `node` wrote for the `hook` endpoint at or after `since_ms`:
 /// (type, camera).
 fn events_since(dir: &Path, node: &str, since_ms: i64) -> Vec<(String, String)> {
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join(node).join("outbox.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let db = outbox(dir, node);
     let mut stmt = db
         .prepare(
             "SELECT event_type, payload FROM outbox WHERE endpoint = 'hook' AND created_ms >= ?1",
@@ -713,15 +718,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
     let dir = common::temp_dir("cluster-freeze");
     let mut pg = Postgres::start(&dir);
-    let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
-    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
-    let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
-    let rtsp = simulate::RtspServer::start(
-        "127.0.0.1",
-        0,
-        vec![("door".into(), clip.clone()), ("gate".into(), clip)],
-    )
-    .unwrap();
+    let rtsp = door_and_gate();
     // events wait in each node's outbox (nothing listens on the hook's port): the test
     // reads who reported what from there
     let hook = common::ReservedPort::new();

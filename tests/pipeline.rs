@@ -406,6 +406,18 @@ fn simulator(port: u16) -> (Proc, u16) {
     (proc, bound)
 }
 
+/// The admin key the service generated in `dir` (written at its first start).
+fn admin_key(dir: &Path) -> String {
+    let key_file = dir.join("admin.key");
+    wait_for("the admin key", Duration::from_secs(60), || {
+        key_file.exists()
+    });
+    std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn cameras(api_port: u16, key: &str) -> Vec<Value> {
     reqwest::blocking::Client::new()
         .get(format!("http://127.0.0.1:{api_port}/v1/cameras"))
@@ -439,14 +451,7 @@ fn a_camera_event_the_outbox_refuses_is_kept_and_written_later() {
     let extra = "[pipeline]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n";
     let config = write_config(&dir, receiver.port, &url, extra, false);
     let (_service, api_port) = common::serve(&config, &dir);
-    let key_file = dir.join("admin.key");
-    wait_for("the admin key", Duration::from_secs(60), || {
-        key_file.exists()
-    });
-    let key = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = admin_key(&dir);
 
     let lock = rusqlite::Connection::open(dir.join("outbox.db")).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -493,14 +498,7 @@ fn a_camera_that_goes_away_or_freezes_is_detected_and_reconnected() {
     let config = write_config(&dir, receiver.port, &url, &extra, false);
     enroll(&config, &dir);
     let (_service, api_port) = common::serve(&config, &dir);
-    let key_file = dir.join("admin.key");
-    wait_for("the admin key", Duration::from_secs(60), || {
-        key_file.exists()
-    });
-    let key = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = admin_key(&dir);
     let obama_events = |r: &Receiver| {
         events(r)
             .into_iter()
