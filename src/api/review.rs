@@ -22,7 +22,7 @@ use super::routes::{authorize, blocking, parse_id, AppState};
 use super::{ApiError, JsonObject, Scope};
 use crate::gallery::service::GalleryService;
 use crate::gallery::{NewIdentity, Template};
-use crate::review::{group, ReviewConfig, ReviewError, ReviewStore, TrackSummary};
+use crate::review::{Group, ReviewConfig, ReviewError, ReviewStore, TrackSummary};
 
 /// Held by a review enrolment from reading its tracks to removing them from the queue.
 static ENROLLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -83,14 +83,15 @@ fn track_json(t: &TrackSummary) -> serde_json::Value {
     v
 }
 
-/// The groups as JSON, with each group's nearest enrolled identity.
+/// The groups as JSON, with each group's nearest enrolled identity (searched for the
+/// groups shown only).
 fn groups_json(
     tracks: &[TrackSummary],
+    groups: &[Group],
     config: &ReviewConfig,
     service: &GalleryService,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
-    let groups = group(tracks, config.group_similarity);
     let mut out = Vec::new();
     for g in groups.iter().take(limit) {
         let members: Vec<&TrackSummary> = g.members.iter().map(|&i| &tracks[i]).collect();
@@ -150,11 +151,16 @@ pub(super) async fn unknowns(
     let service = state.service.clone();
     let body = blocking(move || {
         store.prune(Utc::now(), config.retention_s, config.max_tracks)?;
-        let mut tracks = store.list(query.since)?;
-        if let Some(camera) = &query.camera {
-            tracks.retain(|t| &t.camera == camera);
-        }
-        groups_json(&tracks, &config, &service, query.limit)
+        // the groups are kept as tracks come and go: a lookup per track here, not every
+        // track compared with every group on every call
+        let mut tracks = store.summaries()?;
+        let all = tracks.clone();
+        tracks.retain(|t| {
+            query.since.is_none_or(|since| t.last_seen >= since)
+                && query.camera.as_ref().is_none_or(|c| &t.camera == c)
+        });
+        let groups = store.with_groups(config.group_similarity, &all, |g| g.groups_of(&tracks))?;
+        groups_json(&tracks, &groups, &config, &service, query.limit)
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

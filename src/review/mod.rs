@@ -173,49 +173,197 @@ fn normalised(mut v: Vec<f32>) -> Vec<f32> {
 /// than the first track's never share its groups (their cosines mean nothing together).
 /// Groups come out most recently seen first.
 pub fn group(tracks: &[TrackSummary], threshold: f32) -> Vec<Group> {
-    let mut order: Vec<usize> = (0..tracks.len()).collect();
-    order.sort_by(|&a, &b| {
-        tracks[b]
-            .quality
-            .total_cmp(&tracks[a].quality)
-            .then(tracks[a].id.cmp(&tracks[b].id))
-    });
-    // per group: members, weighted sum of templates, model
-    let mut groups: Vec<(Vec<usize>, Vec<f32>, Vec<f32>)> = Vec::new();
-    for i in order {
-        let t = &tracks[i];
-        let best = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, (members, _, _))| tracks[members[0]].model == t.model)
-            .filter(|(_, (_, _, pooled))| pooled.len() == t.template.len())
-            .map(|(g, (_, _, pooled))| (g, dot(pooled, &t.template)))
-            .filter(|&(_, s)| s >= threshold)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        let w = pooling_weight(t.quality);
-        match best {
-            Some((g, _)) => {
-                let (members, sum, pooled) = &mut groups[g];
-                members.push(i);
-                sum.iter_mut()
-                    .zip(&t.template)
-                    .for_each(|(s, x)| *s += w * x);
-                *pooled = normalised(sum.clone());
-            }
-            None => {
-                let sum: Vec<f32> = t.template.iter().map(|x| w * x).collect();
-                let pooled = normalised(sum.clone());
-                groups.push((vec![i], sum, pooled));
-            }
+    let grouping = Grouping::build(threshold, tracks);
+    grouping.groups_of(tracks)
+}
+
+/// One group of [`Grouping`]: its model, the weighted sum of its members' templates and
+/// that sum normalised (the pooled template).
+struct GroupState {
+    model: String,
+    sum: Vec<f32>,
+    pooled: Vec<f32>,
+    members: usize,
+}
+
+/// A kept track's place in [`Grouping`].
+struct Member {
+    group: u64,
+    weight: f32,
+    template: Vec<f32>,
+}
+
+/// The groups of [`group`], kept up to date as tracks are stored and removed, so listing
+/// them costs a lookup per track instead of comparing every track with every group: a
+/// stored track joins the most similar group of its model whose pooled template it
+/// reaches `threshold` with, or starts its own; a removed track's template is taken out
+/// of its group's sum. Built from a batch in quality order (best first), it gives what
+/// [`group`] gives.
+pub struct Grouping {
+    threshold: f32,
+    next: u64,
+    groups: std::collections::HashMap<u64, GroupState>,
+    tracks: std::collections::HashMap<Uuid, Member>,
+}
+
+impl Grouping {
+    pub fn new(threshold: f32) -> Grouping {
+        Grouping {
+            threshold,
+            next: 0,
+            groups: Default::default(),
+            tracks: Default::default(),
         }
     }
-    let last_seen =
-        |g: &(Vec<usize>, Vec<f32>, Vec<f32>)| g.0.iter().map(|&i| tracks[i].last_seen).max();
-    groups.sort_by_key(|g| std::cmp::Reverse(last_seen(g)));
-    groups
-        .into_iter()
-        .map(|(members, _, template)| Group { members, template })
-        .collect()
+
+    /// The grouping of `tracks`, added best quality first (ties: by id).
+    pub fn build(threshold: f32, tracks: &[TrackSummary]) -> Grouping {
+        let mut order: Vec<&TrackSummary> = tracks.iter().collect();
+        order.sort_by(|a, b| b.quality.total_cmp(&a.quality).then(a.id.cmp(&b.id)));
+        let mut grouping = Grouping::new(threshold);
+        for t in order {
+            grouping.add(t.id, &t.model, &t.template, t.quality);
+        }
+        grouping
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.tracks.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    /// Store track `id` (again, if it was there): into its best group, or a new one.
+    pub fn add(&mut self, id: Uuid, model: &str, template: &[f32], quality: f32) {
+        self.remove(id);
+        let best = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.model == model && g.pooled.len() == template.len())
+            .map(|(&g, state)| (g, dot(&state.pooled, template)))
+            .filter(|&(_, s)| s >= self.threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        let weight = pooling_weight(quality);
+        let group = match best {
+            Some((g, _)) => g,
+            None => {
+                let g = self.next;
+                self.next += 1;
+                self.groups.insert(
+                    g,
+                    GroupState {
+                        model: model.to_string(),
+                        sum: vec![0.0; template.len()],
+                        pooled: Vec::new(),
+                        members: 0,
+                    },
+                );
+                g
+            }
+        };
+        let state = self
+            .groups
+            .get_mut(&group)
+            .expect("group just found or made");
+        state
+            .sum
+            .iter_mut()
+            .zip(template)
+            .for_each(|(s, x)| *s += weight * x);
+        state.pooled = normalised(state.sum.clone());
+        state.members += 1;
+        self.tracks.insert(
+            id,
+            Member {
+                group,
+                weight,
+                template: template.to_vec(),
+            },
+        );
+    }
+
+    /// Take track `id` out (enrolled, dismissed, expired).
+    pub fn remove(&mut self, id: Uuid) {
+        let Some(member) = self.tracks.remove(&id) else {
+            return;
+        };
+        let Some(state) = self.groups.get_mut(&member.group) else {
+            return;
+        };
+        state.members -= 1;
+        if state.members == 0 {
+            self.groups.remove(&member.group);
+            return;
+        }
+        state
+            .sum
+            .iter_mut()
+            .zip(&member.template)
+            .for_each(|(s, x)| *s -= member.weight * x);
+        state.pooled = normalised(state.sum.clone());
+    }
+
+    /// Keep only the tracks for which `present` holds (the store's current tracks).
+    pub fn retain(&mut self, present: impl Fn(Uuid) -> bool) {
+        let gone: Vec<Uuid> = self
+            .tracks
+            .keys()
+            .copied()
+            .filter(|&id| !present(id))
+            .collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The groups of `tracks` (each must be in this grouping; others are left out): most
+    /// recently seen first, members best quality first, each with its pooled template.
+    pub fn groups_of(&self, tracks: &[TrackSummary]) -> Vec<Group> {
+        let mut at: std::collections::HashMap<u64, usize> = Default::default();
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        let mut order: Vec<usize> = (0..tracks.len()).collect();
+        order.sort_by(|&a, &b| {
+            tracks[b]
+                .last_seen
+                .cmp(&tracks[a].last_seen)
+                .then(a.cmp(&b))
+        });
+        for i in order {
+            let Some(member) = self.tracks.get(&tracks[i].id) else {
+                continue;
+            };
+            let slot = *at.entry(member.group).or_insert_with(|| {
+                groups.push((member.group, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(i);
+        }
+        groups
+            .into_iter()
+            .map(|(g, mut members)| {
+                members.sort_by(|&a, &b| {
+                    tracks[b]
+                        .quality
+                        .total_cmp(&tracks[a].quality)
+                        .then(tracks[a].id.cmp(&tracks[b].id))
+                });
+                Group {
+                    members,
+                    template: self.groups[&g].pooled.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +445,63 @@ mod tests {
         tracks[1].model = "sface@2".into();
         assert_eq!(group(&tracks, 0.5).len(), 2, "templates of two models");
         assert!(group(&[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn groups_kept_as_tracks_come_and_go_match_a_fresh_grouping() {
+        let people: Vec<Vec<f32>> = (0..5).map(|p| unit(100 + p)).collect();
+        let mut tracks = Vec::new();
+        for n in 0..40u128 {
+            let p = (n % 5) as usize;
+            tracks.push(track(
+                n,
+                near(&people[p], 1000 + n as u64, 0.5),
+                0.3 + (n % 7) as f32 / 10.0,
+                n as i64,
+            ));
+        }
+        let mut kept = Grouping::build(0.5, &tracks[..30]);
+        // stored one at a time, and some removed (enrolled or dismissed)
+        for t in &tracks[30..] {
+            kept.add(t.id, &t.model, &t.template, t.quality);
+        }
+        for gone in [3u128, 8, 31] {
+            kept.remove(Uuid::from_u128(gone));
+        }
+        tracks.retain(|t| ![3u128, 8, 31].contains(&t.id.as_u128()));
+        let ids = |groups: &[Group]| -> Vec<Vec<u128>> {
+            let mut v: Vec<Vec<u128>> = groups
+                .iter()
+                .map(|g| {
+                    let mut m: Vec<u128> =
+                        g.members.iter().map(|&i| tracks[i].id.as_u128()).collect();
+                    m.sort();
+                    m
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let incremental = kept.groups_of(&tracks);
+        // one group per person either way
+        assert_eq!(incremental.len(), 5);
+        assert_eq!(ids(&incremental), ids(&group(&tracks, 0.5)));
+        // a pooled template after removals is the normalised weighted mean of the rest
+        for g in &incremental {
+            let mut sum = vec![0f32; 128];
+            for &i in &g.members {
+                let w = pooling_weight(tracks[i].quality);
+                sum.iter_mut()
+                    .zip(&tracks[i].template)
+                    .for_each(|(s, x)| *s += w * x);
+            }
+            assert!(dot(&normalised(sum), &g.template) > 0.9999);
+        }
+        // the last member gone: the group goes
+        let lone = Grouping::build(0.5, &tracks[..1]);
+        let mut lone = lone;
+        lone.remove(tracks[0].id);
+        assert!(lone.is_empty() && lone.groups.is_empty());
     }
 
     #[test]

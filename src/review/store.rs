@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{ReviewError, TrackSummary, UnknownTrack};
+use super::{Grouping, ReviewError, TrackSummary, UnknownTrack};
 use crate::gallery::sqlite::{embedding_bytes, embedding_from};
 
 const SCHEMA: &str = "
@@ -45,6 +45,9 @@ fn time(ms: i64) -> DateTime<Utc> {
 /// SQLite-backed store of unknown tracks kept for review.
 pub struct ReviewStore {
     conn: Mutex<Connection>,
+    /// The tracks' groups, kept up to date as tracks are stored and removed (built at the
+    /// first listing).
+    grouping: Mutex<Option<Grouping>>,
 }
 
 impl ReviewStore {
@@ -54,6 +57,7 @@ impl ReviewStore {
         let conn = crate::private_files::open_database(path, SCHEMA, false).map_err(storage)?;
         Ok(ReviewStore {
             conn: Mutex::new(conn),
+            grouping: Mutex::new(None),
         })
     }
 
@@ -62,8 +66,20 @@ impl ReviewStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keep `track` (replacing a track of the same id).
+    fn grouping(&self) -> std::sync::MutexGuard<'_, Option<Grouping>> {
+        self.grouping.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep `track` (replacing a track of the same id), and put it into its group.
     pub fn insert(&self, track: &UnknownTrack) -> Result<(), ReviewError> {
+        self.write(track)?;
+        if let Some(g) = self.grouping().as_mut() {
+            g.add(track.id, &track.model, &track.template, track.quality);
+        }
+        Ok(())
+    }
+
+    fn write(&self, track: &UnknownTrack) -> Result<(), ReviewError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
         let id = track.id.to_string();
@@ -96,13 +112,60 @@ impl ReviewStore {
 
     /// Kept tracks last seen at or after `since`, most recently seen first.
     pub fn list(&self, since: Option<DateTime<Utc>>) -> Result<Vec<TrackSummary>, ReviewError> {
+        self.rows(since, true)
+    }
+
+    /// Every kept track without its template (empty), most recently seen first: what a
+    /// listing shows, read without the template blobs.
+    pub fn summaries(&self) -> Result<Vec<TrackSummary>, ReviewError> {
+        self.rows(None, false)
+    }
+
+    /// Run `f` on the tracks' groups (by `threshold`), brought up to date with `all`, the
+    /// store's current tracks ([`ReviewStore::summaries`]): tracks gone are taken out,
+    /// tracks stored by another process are put in. Built from every track at the first
+    /// call (or when the threshold changes).
+    pub fn with_groups<R>(
+        &self,
+        threshold: f32,
+        all: &[TrackSummary],
+        f: impl FnOnce(&Grouping) -> R,
+    ) -> Result<R, ReviewError> {
+        let mut slot = self.grouping();
+        if slot.as_ref().is_none_or(|g| g.threshold() != threshold) {
+            *slot = Some(Grouping::build(threshold, &self.list(None)?));
+        }
+        let grouping = slot.as_mut().expect("built above");
+        let present: std::collections::HashSet<Uuid> = all.iter().map(|t| t.id).collect();
+        grouping.retain(|id| present.contains(&id));
+        let missing: Vec<Uuid> = all
+            .iter()
+            .map(|t| t.id)
+            .filter(|&id| !grouping.contains(id))
+            .collect();
+        for id in missing {
+            match self.get(id) {
+                Ok(track) => grouping.add(track.id, &track.model, &track.template, track.quality),
+                Err(ReviewError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(f(grouping))
+    }
+
+    fn rows(
+        &self,
+        since: Option<DateTime<Utc>>,
+        templates: bool,
+    ) -> Result<Vec<TrackSummary>, ReviewError> {
         let conn = self.conn();
+        let template_column = if templates { "t.template" } else { "x''" };
         let mut stmt = conn
-            .prepare(
-                "SELECT t.id, t.camera, t.first_seen_ms, t.last_seen_ms, t.model, t.template, t.quality, t.similarity,
+            .prepare(&format!(
+                "SELECT t.id, t.camera, t.first_seen_ms, t.last_seen_ms, t.model, {template_column}, t.quality, t.similarity,
                         (SELECT group_concat(s.quality, ',') FROM (SELECT quality FROM shots WHERE track_id = t.id ORDER BY n) s)
-                 FROM unknown_tracks t WHERE t.last_seen_ms >= ?1 ORDER BY t.last_seen_ms DESC, t.id",
-            )
+                 FROM unknown_tracks t WHERE t.last_seen_ms >= ?1 ORDER BY t.last_seen_ms DESC, t.id"
+            ))
             .map_err(storage)?;
         let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
         let rows = stmt
@@ -231,6 +294,9 @@ impl ReviewStore {
                 .map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
+        if let Some(g) = self.grouping().as_mut() {
+            ids.iter().for_each(|id| g.remove(*id));
+        }
         Ok(removed)
     }
 
