@@ -147,12 +147,10 @@ pub const RECENT_EVENTS: usize = 200;
 impl EventBus {
     /// Durably enqueue `event` for every endpoint that wants it; returns rows written.
     pub fn publish(&self, event: &Event) -> Result<usize, OutboxError> {
-        let erased = event.identity.as_ref().is_some_and(|i| {
-            self.erased
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&i.id)
-        });
+        let erased = event
+            .identity
+            .as_ref()
+            .is_some_and(|i| self.is_erased(i.id));
         let scrubbed;
         let event = if erased {
             let mut e = event.clone();
@@ -194,6 +192,14 @@ impl EventBus {
 
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// Whether identity `id` was erased while this process runs.
+    pub fn is_erased(&self, id: uuid::Uuid) -> bool {
+        self.erased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
     }
 
     /// Erasure of identity `id` from what this node holds of its events: in the outbox

@@ -499,11 +499,13 @@ impl Pipeline {
         let snapshots_on = config.events.snapshots.enabled;
         let snapshots = snapshots_on.then(|| {
             let sc = config.events.snapshots.clone();
+            let events = events.clone();
             SyncArbiter::start(1, move || {
                 snapshot::SnapshotKeeper::new(
                     std::path::PathBuf::from(&sc.dir),
                     sc.retention_s,
                     sc.max_side,
+                    events.clone(),
                 )
             })
         });

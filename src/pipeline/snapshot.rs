@@ -171,19 +171,31 @@ pub(super) struct SnapshotKeeper {
     retention: Duration,
     max_side: u32,
     last_prune: Option<std::time::Instant>,
+    /// Which identities were erased: a recognition decided before an erasure and
+    /// reaching this stage after it leaves no snapshot.
+    events: crate::events::webhook::EventBus,
 }
 
 impl SnapshotKeeper {
-    pub(super) fn new(dir: PathBuf, retention_s: u64, max_side: u32) -> SnapshotKeeper {
+    pub(super) fn new(
+        dir: PathBuf,
+        retention_s: u64,
+        max_side: u32,
+        events: crate::events::webhook::EventBus,
+    ) -> SnapshotKeeper {
         SnapshotKeeper {
             dir,
             retention: Duration::from_secs(retention_s),
             max_side,
             last_prune: None,
+            events,
         }
     }
 
     fn write(&self, msg: &TakeSnapshot) -> Result<(), String> {
+        if msg.identity.is_some_and(|i| self.events.is_erased(i)) {
+            return Ok(());
+        }
         let rgb = render(&msg.frame, msg.bbox, self.max_side);
         let mut jpeg = crate::imageio::encode_jpeg(&rgb, 80).map_err(|e| e.to_string())?;
         if let Some(identity) = msg.identity {
