@@ -12,17 +12,7 @@ use facestream::review::{group, ReviewShot, ReviewStore, UnknownTrack};
 use uuid::Uuid;
 
 fn unit(seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..128)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
+    facestream::simulate::random_unit(seed, 128)
 }
 
 /// `base` moved towards noise (cosine to it about 0.86).

@@ -21,19 +21,7 @@ use facestream::stages::matching::{Decision, UnknownReason};
 use image::RgbImage;
 use uuid::Uuid;
 
-fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
+use facestream::simulate::random_unit;
 
 /// Crop each face of the group photo (box grown by 60%) into its own image.
 fn group_faces(engine: &mut FaceEngine) -> Vec<RgbImage> {

@@ -371,17 +371,7 @@ mod tests {
     use super::*;
 
     fn unit(seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        normalised(
-            (0..128)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-                })
-                .collect(),
-        )
+        crate::simulate::random_unit(seed, 128)
     }
 
     /// `base` moved towards noise: cosine to `base` about `1 / sqrt(1 + amount²)`.
