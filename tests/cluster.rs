@@ -726,7 +726,7 @@ fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
         format!(
             "[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
              secret = \"{secret}\"\n[cluster]\nnode_id = \"{node}\"\ncamera_leases = true\n\
-             lease_round_ms = 500\nlease_timeout_ms = 4000\n[[cameras]]\nid = \"door\"\n\
+             lease_round_ms = 500\nlease_timeout_ms = 6000\n[[cameras]]\nid = \"door\"\n\
              url = \"{door}\"\n[[cameras]]\nid = \"gate\"\nurl = \"{gate}\"\n",
             port = hook.port,
             secret = common::receiver::SECRET,
@@ -778,7 +778,7 @@ fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
                 &[],
             )
             .unwrap();
-        row.get::<_, i64>(0) == 3 && row.get::<_, f64>(1) > 6.0
+        row.get::<_, i64>(0) == 3 && row.get::<_, f64>(1) > 8.0
     });
     wait_watchers(&all, |cams| {
         cams[0].1.as_deref() == Some(door_node.as_str())
