@@ -113,6 +113,19 @@ pub struct Event {
 }
 
 impl Event {
+    /// Erasure: drop what the event holds about its identity but the id (the consumer's
+    /// key to what it already holds): the name (emptied: the schema's `identity.name` is
+    /// a required string) and the face thumbnail. Whether anything was left to drop.
+    pub fn forget_identity_details(&mut self) -> bool {
+        let named = self.identity.as_ref().is_some_and(|i| !i.name.is_empty());
+        let had_face = self.thumbnail_jpeg.is_some();
+        if let Some(identity) = self.identity.as_mut() {
+            identity.name.clear();
+        }
+        self.thumbnail_jpeg = None;
+        named || had_face
+    }
+
     /// A new event of `kind` now, every optional field empty.
     pub fn new(kind: EventType) -> Event {
         Event {

@@ -278,11 +278,9 @@ impl Outbox {
             .map_err(err)
     }
 
-    /// Pending rows per endpoint (the outbox depth).
     /// Erasure of identity `id`: every row (pending, delivered or dead) of an event naming
-    /// it loses the name (an empty string: the schema's `identity.name` is a required
-    /// string) and the face thumbnail; the identity id stays, as the consumer's key to
-    /// what it already holds. Returns the ids of those events.
+    /// it loses the name and the face thumbnail ([`super::Event::forget_identity_details`]);
+    /// rows already scrubbed are not written again. Returns the ids of those events.
     pub fn scrub_identity(&self, id: uuid::Uuid) -> Result<Vec<uuid::Uuid>, OutboxError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
@@ -305,16 +303,14 @@ impl Outbox {
             if event.identity.as_ref().is_none_or(|i| i.id != id) {
                 continue;
             }
-            if let Some(identity) = event.identity.as_mut() {
-                identity.name.clear();
+            if event.forget_identity_details() {
+                let scrubbed = serde_json::to_string(&event).map_err(err)?;
+                tx.execute(
+                    "UPDATE outbox SET payload = ?1 WHERE seq = ?2",
+                    rusqlite::params![scrubbed, seq],
+                )
+                .map_err(err)?;
             }
-            event.thumbnail_jpeg = None;
-            let scrubbed = serde_json::to_string(&event).map_err(err)?;
-            tx.execute(
-                "UPDATE outbox SET payload = ?1 WHERE seq = ?2",
-                rusqlite::params![scrubbed, seq],
-            )
-            .map_err(err)?;
             if let Ok(e) = uuid::Uuid::parse_str(&event_id) {
                 events.push(e);
             }
@@ -325,6 +321,7 @@ impl Outbox {
         Ok(events)
     }
 
+    /// Pending rows per endpoint (the outbox depth).
     pub fn depth(&self, endpoint: &str) -> Result<usize, OutboxError> {
         self.conn()
             .query_row(

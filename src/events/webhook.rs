@@ -130,14 +130,6 @@ pub struct EventBus {
     erased: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
 }
 
-/// Drop what `event` holds about its identity but the id: the name and the face.
-fn scrub(event: &mut Event) {
-    if let Some(identity) = event.identity.as_mut() {
-        identity.name.clear();
-    }
-    event.thumbnail_jpeg = None;
-}
-
 /// Events a live stream may fall behind by before it is told it missed some.
 pub const LIVE_BUFFER: usize = 1024;
 
@@ -154,7 +146,7 @@ impl EventBus {
         let scrubbed;
         let event = if erased {
             let mut e = event.clone();
-            scrub(&mut e);
+            e.forget_identity_details();
             scrubbed = e;
             &scrubbed
         } else {
@@ -218,7 +210,7 @@ impl EventBus {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             for event in recent.iter_mut() {
                 if event.identity.as_ref().is_some_and(|i| i.id == id) {
-                    scrub(event);
+                    event.forget_identity_details();
                     events.push(event.id);
                 }
             }

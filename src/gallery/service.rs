@@ -280,8 +280,7 @@ struct WriteGate<'a> {
 
 impl Drop for WriteGate<'_> {
     fn drop(&mut self) {
-        self.local_writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.local_writes.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -509,8 +508,7 @@ impl GalleryService {
     /// Take the write gate: held across a store commit and the index change that follows.
     fn write_gate(&self) -> WriteGate<'_> {
         let follow = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.local_writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.local_writes.fetch_add(1, Ordering::SeqCst);
         WriteGate {
             _follow: follow,
             local_writes: &self.local_writes,
