@@ -81,8 +81,9 @@ bench-search: setup
 # people, degraded scene): recall, drops, latency, CPU against decode-only, per mode.
 bench-cameras: setup
 	$(PYTHON) scripts/bench_cameras.py --lfw $(LFW)/images --cameras $${CAMERAS:-4,6,8} \
-		--stagger \
-		--variant inference.threads=2 --variant 'inference.detect_backend="openvino"'
+		--stagger --standing \
+		--variant inference.threads=2 --variant 'inference.detect_backend="openvino"' \
+		--variant cameras.detection.sweep_every=0
 
 # README's console screenshots: the browser test, saving each page into docs/console/
 screenshots: setup

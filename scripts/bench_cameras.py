@@ -27,7 +27,12 @@ the clip per camera and reports:
 Configurations, all in one run: an idle camera (nobody in view) against its decode-only
 baseline; one camera with each detection mode (`regions`, the default; `downscale`, the
 old default; `full`, full resolution on every analysed frame: the recall ceiling, with a
-deep frame queue so it drops nothing); then N cameras in `regions` mode.
+deep frame queue so it drops nothing); then N cameras in `regions` mode. With
+`--standing`, also a scene of distant people who stand still from the first frame to the
+last (faces of 30-45 px, never moving: motion never points at them), scored as who was
+recognised and how long after the camera went live. A `--variant` of a
+`cameras.detection` key (e.g. `cameras.detection.sweep_every=0`) applies to the cameras,
+and is run on the idle and standing scenes too.
 
 Usage: scripts/bench_cameras.py --lfw ../shared/datasets/lfw-gray/images --cameras 4,6,8
 """
@@ -184,8 +189,38 @@ def score(events, schedule, enrolled, t0, offset=0):
     return s
 
 
+def score_standing(events, schedule, enrolled, t0):
+    """Who of the standing people was recognised, and how many seconds after the camera's
+    first frame (their box's centre inside their photo)."""
+    s = {"enrolled": 0, "recognised": 0, "wrong": 0, "strangers": 0, "strangers_matched": 0,
+         "exactly_one": 0, "none": 0, "appearances": len(schedule["appearances"]), "misses": [],
+         "found_after_s": []}
+    for a in schedule["appearances"]:
+        person = os.path.basename(os.path.dirname(a["photo"]))
+        x0, y0 = a["from"]
+        mine = [e for e in events if e["type"].startswith("identity.")
+                and x0 <= e["box"]["x"] + e["box"]["w"] / 2 <= x0 + a["width"]
+                and y0 <= e["box"]["y"] + e["box"]["h"] / 2 <= y0 + a["height"]]
+        names = {e["identity"]["name"] for e in mine if e["type"] == "identity.recognized"}
+        s["exactly_one"] += len(mine) == 1
+        s["none"] += not mine
+        if person in enrolled:
+            s["enrolled"] += 1
+            hit = [e for e in mine if e["type"] == "identity.recognized" and e["identity"]["name"] == person]
+            if hit:
+                s["recognised"] += 1
+                s["found_after_s"].append(round(min(iso(e["first_seen"]) for e in hit) - t0, 1))
+            else:
+                s["misses"].append({"person": person, "photo_px": a["height"], "events": len(mine)})
+            s["wrong"] += bool(names - {person})
+        else:
+            s["strangers"] += 1
+            s["strangers_matched"] += bool(names)
+    return s
+
+
 def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, extra="", settle=5.0, binary=None,
-                offsets=None):
+                offsets=None, standing=False):
     """One `facestream serve` over n cameras for one loop of the clip; the metrics. With
     `offsets` (mount → seconds into the clip), camera i watches the staggered mount."""
     run_dir = os.path.join(work, name)
@@ -268,7 +303,8 @@ def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, ext
     stages = {st: round(delta(a, b, f'facestream_stage_latency_seconds_sum{{stage="{st}"}}') / dt, 3)
               for st in ["detect", "align", "quality", "embed", "decide", "publish"]}
     passes = {k: round(sum(delta(a, b, f'facestream_detect_passes_total{{camera="cam{i}",kind="{k}"}}')
-                           for i in range(1, n + 1)) / dt / n, 2) for k in ["full_frame", "tile", "small_tile", "skipped"]}
+                           for i in range(1, n + 1)) / dt / n, 2)
+              for k in ["full_frame", "tile", "small_tile", "sweep", "skipped"]}
     threads = {k: (thr_b.get(k, 0) - thr_a.get(k, 0)) / dt for k in thr_b}
     threads = dict(sorted(((k, round(v, 3)) for k, v in threads.items() if v > 0.005), key=lambda kv: -kv[1]))
     recall = None
@@ -277,9 +313,11 @@ def run_service(name, work, cam_port, n, detection, schedule, enrolled, sim, ext
         for i in range(1, n + 1):
             cam = f"cam{i}"
             offset = (offsets or {}).get(f"staggered{i}", 0)
-            sc = score([e for e in events if e.get("camera_id") == cam], schedule, enrolled, t0[cam], offset)
+            mine = [e for e in events if e.get("camera_id") == cam]
+            sc = (score_standing(mine, schedule, enrolled, t0[cam]) if standing
+                  else score(mine, schedule, enrolled, t0[cam], offset))
             for k, v in sc.items():
-                total[k] = total.get(k, 0) + v if k != "misses" else total.get(k, []) + v
+                total[k] = total.get(k, [] if isinstance(v, list) else 0) + v
         recall = total
     return {
         "config": name, "cameras": n, "detection": detection.replace("\n", "; "),
@@ -380,6 +418,16 @@ def choose_people(lfw, n_enrolled, n_strangers, work):
     return enrolled, shown
 
 
+def variant(v, regions):
+    """A `--variant SECTION.KEY=VALUE`: (label, the cameras' detection table, extra config)."""
+    key, value = v.split("=", 1)
+    section, key = key.rsplit(".", 1)
+    label = f"{key}={value.strip(chr(34))}"
+    if section == "cameras.detection":
+        return label, f"{regions}\n{key} = {value}", ""
+    return label, regions, f"[{section}]\n{key} = {value}\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", required=True, help="LFW images folder (one sub-folder per person)")
@@ -398,6 +446,8 @@ def main():
                     help="also run each camera count on cameras that do not show the clip in step "
                          "(camera i starts (i-1)/N of the way into it), in the same run; appearances in "
                          "view where a camera's stream starts are not scored")
+    ap.add_argument("--standing", action="store_true",
+                    help="also run one camera on a scene of distant people standing still (see above)")
     ap.add_argument("--json", default="target/bench-cameras.json")
     args = ap.parse_args()
     counts = [int(c) for c in args.cameras.split(",") if c]
@@ -447,33 +497,57 @@ def main():
                     results.append(r)
                     print(json.dumps(r), flush=True)
                 for v in args.variant:
-                    key, value = v.split("=", 1)
-                    section, key = key.rsplit(".", 1)
-                    label = f"{key}={value.strip(chr(34))}"
-                    r = run_service(f"{n}cam-regions-{label}", work, cam_port, n, modes["regions"], schedule,
-                                    enrolled_set, sim, f"[{section}]\n{key} = {value}\n")
+                    label, detection, extra = variant(v, modes["regions"])
+                    r = run_service(f"{n}cam-regions-{label}", work, cam_port, n, detection, schedule,
+                                    enrolled_set, sim, extra)
                     r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
                     results.append(r)
                     print(json.dumps(r), flush=True)
     finally:
         sim.terminate()
         sim.wait()
+    detection_variants = [variant(v, modes["regions"]) for v in args.variant
+                          if v.startswith("cameras.detection.")]
+    if args.standing:
+        # six enrolled people, shown from the photo they were not enrolled with, standing
+        # still for the whole 30-s loop; faces of 30-45 px (LFW faces are ~0.42 of the photo)
+        stand_sched = os.path.join(work, "standing.json")
+        standing = [p for p in shown if os.path.basename(os.path.dirname(p)) in enrolled_set][:6]
+        sim, port, _ = simulator(standing, 1, stand_sched,
+                                 ["--standing", "--show-seconds", "30", "--photo-heights", "75,90,105"])
+        try:
+            sched = json.load(open(stand_sched))
+            base = None
+            for label, detection, extra in [("default", modes["regions"], "")] + detection_variants:
+                r = run_service(f"1cam-standing-{label}", work, port, 1, detection, sched, enrolled_set, sim,
+                                extra, standing=True)
+                base = base if base is not None else baseline(port, 1, 30)
+                r["baseline_decode_only_cores"] = base
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        finally:
+            sim.terminate()
+            sim.wait()
     if not args.skip_idle:
         idle_sched = os.path.join(work, "idle.json")
         sim, port, _ = simulator(shown[:1], 1, idle_sched, ["--empty-seconds", "40"])
         try:
             idle = json.load(open(idle_sched))
-            r = run_service("1cam-idle", work, port, 1, modes["regions"], idle, enrolled_set, sim, settle=10)
-            r["baseline_decode_only_cores"] = baseline(port, 1, 30)
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            base = None
+            for label, detection, extra in [("", modes["regions"], "")] + detection_variants:
+                r = run_service("1cam-idle" + (f"-{label}" if label else ""), work, port, 1, detection, idle,
+                                enrolled_set, sim, extra, settle=10)
+                base = base if base is not None else baseline(port, 1, 30)
+                r["baseline_decode_only_cores"] = base
+                results.append(r)
+                print(json.dumps(r), flush=True)
         finally:
             sim.terminate()
             sim.wait()
     with open(args.json, "w") as f:
         json.dump({"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "results": results}, f, indent=2)
     print(f"\nmachine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}")
-    print("\n| config | recognised / enrolled | wrong | strangers matched | exactly one event | no event | worst drop % | p50 | p95 | service cores/cam | decode-only cores/cam | detect cores | tiles/s/cam (320 + 160) | full passes/s/cam |")
+    print("\n| config | recognised / enrolled | wrong | strangers matched | exactly one event | no event | worst drop % | p50 | p95 | service cores/cam | decode-only cores/cam | detect cores | tiles/s/cam (320 + 160 + sweep) | full passes/s/cam |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda v: "–" if v is None else f"{v * 1000:.0f} ms"
@@ -487,7 +561,17 @@ def main():
         p = r["detect_passes_per_s_per_camera"]
         print(f"| {r['config']} | {rec} | {wrong} | {sm} | {one} | {none} | {r['dropped_pct_worst_camera']} | "
               f"{fmt(r['latency_p50_s'])} | {fmt(r['latency_p95_s'])} | {r['service_cores_per_camera']} | "
-              f"{base:.3f} | {r['stage_cores']['detect']} | {p['tile']} + {p['small_tile']} | {p['full_frame']} |")
+              f"{base:.3f} | {r['stage_cores']['detect']} | {p['tile']} + {p['small_tile']} + {p['sweep']} | "
+              f"{p['full_frame']} |")
+    standing = [r for r in results if r["config"].startswith("1cam-standing")]
+    if standing:
+        print("\n| standing scene | recognised / standing | found after (s, from camera up) | wrong | service cores |")
+        print("|---|---|---|---|---|")
+        for r in standing:
+            rc = r["recall"]
+            print(f"| {r['config']} | {rc['recognised']} / {rc['enrolled']} | "
+                  f"{', '.join(str(t) for t in sorted(rc['found_after_s'])) or '–'} | {rc['wrong']} | "
+                  f"{r['service_cores']} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

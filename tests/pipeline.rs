@@ -754,6 +754,90 @@ fn a_small_face_in_a_1080p_stream_is_recognised_through_full_resolution_regions(
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_distant_person_standing_still_is_found_by_the_full_resolution_sweep() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-standing-{}", uuid::Uuid::now_v7()));
+    let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
+    // 180 px tall → a face ~41 px wide, in view from the first frame, never moving: no
+    // motion points at it, and on the 320-px downscale it is 7 px wide
+    let scene = Scene::standing(
+        (1920, 1080, 10),
+        &photos,
+        180,
+        8.0,
+        simulate::Look::default(),
+    );
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    let extra = format!(
+        "[detect]\nmax_side = 320\n\
+         [[cameras]]\nid = \"nosweep\"\nurl = \"{}\"\n[cameras.detection]\nsweep_every = 0\n",
+        camera.url("cam")
+    );
+    let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
+    enroll(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
+    let up = camera_up_at(&receiver);
+    wait_for(
+        "Obama, standing still, recognised on the camera with the sweep",
+        Duration::from_secs(90),
+        || {
+            events(&receiver).iter().any(|e| {
+                e["type"] == "identity.recognized"
+                    && e["identity"]["name"] == "Obama"
+                    && e["camera_id"] == "cam"
+            })
+        },
+    );
+    let found = events(&receiver)
+        .into_iter()
+        .find(|e| e["type"] == "identity.recognized" && e["camera_id"] == "cam")
+        .unwrap();
+    eprintln!(
+        "found {:.1} s after camera.up",
+        (time(&found["first_seen"]) - up).num_milliseconds() as f64 / 1000.0
+    );
+    // the camera without the sweep has searched the same picture for two more full
+    // sweeps' worth of frames (the grid is 32 tiles at one a frame) and found nobody
+    let analysed = |camera: &str| {
+        sample(
+            &scrape(api_port),
+            &format!("facestream_camera_frames_sampled_total{{camera=\"{camera}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let start = analysed("nosweep");
+    wait_for(
+        "64 more analysed frames on the camera without the sweep",
+        Duration::from_secs(120),
+        || analysed("nosweep") >= start + 64.0,
+    );
+    let on_nosweep: Vec<Value> = events(&receiver)
+        .into_iter()
+        .filter(|e| {
+            e["camera_id"] == "nosweep" && e["type"].as_str().unwrap().starts_with("identity.")
+        })
+        .collect();
+    assert!(
+        on_nosweep.is_empty(),
+        "the camera without the sweep found the standing person, so the scene does not \
+         test the sweep: {on_nosweep:?}"
+    );
+    let m = scrape(api_port);
+    let sweeps = |camera: &str| {
+        sample(
+            &m,
+            &format!("facestream_detect_passes_total{{camera=\"{camera}\",kind=\"sweep\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(sweeps("cam") > 0.0, "{m}");
+    assert_eq!(sweeps("nosweep"), 0.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `GET`/`POST` against the API with the generated admin key.
 fn api(api_port: u16, dir: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();

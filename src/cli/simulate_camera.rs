@@ -65,6 +65,10 @@ pub struct SimulateCameraArgs {
     /// noise every frame, lighting drift, blurred faces).
     #[arg(long, default_value = "clean")]
     look: String,
+    /// Nobody walks: the photos stand still for the whole clip of --show-seconds, spread
+    /// over a grid of the frame (distant people who never move).
+    #[arg(long)]
+    standing: bool,
     /// Serve an empty scene of this many seconds (nobody in view) instead of the photos.
     #[arg(long)]
     empty_seconds: Option<f32>,
@@ -147,6 +151,7 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
         hold_every: args.hold_every,
         hold_s: args.hold_seconds,
         look,
+        standing: args.standing,
     };
     let scene = Scene::from_spec((args.width, args.height, args.fps), &photos, &spec);
     if let Some(file) = &args.schedule {

@@ -8,27 +8,36 @@
 //! event is out, only every second frame: it needs following, not embedding, and
 //! `track.lost_after_ms` spans the gaps), and every `full_frame_every` frames a
 //! pass over the whole frame on the downscale (`detect.max_side`), which finds whoever
-//! arrived standing still or large. A frame with no motion, no track and no pass due
-//! skips detection: most of a surveillance camera's frames.
+//! arrived standing still or large. Every `sweep_every` frames one tile of the **sweep**
+//! (a fixed full-resolution grid over the frame, [`plan::sweep_grid`]) is searched in
+//! turn, so a face too small for the downscale is found even if it never moves: a
+//! distant person standing still fades into the motion background within seconds and
+//! would otherwise never be searched at full resolution. At 1080p and 5 fps the sweep
+//! covers the frame every 6.4 s. It takes one tile of the `max_tiles` budget (with a
+//! budget of one tile, it waits for a frame without motion); a tile whose corners and
+//! centre lie in a mask is passed over. A frame with no motion, no track and no pass or
+//! sweep due skips detection.
 //!
 //! **Overload** raises the camera's shed level one step per frame that finds the stages
 //! behind — the frame waited in the camera's ring longer than one sampling period, or
 //! the ring dropped frames since the last — and lowers it again after five quiet
 //! seconds. Waiting is the early sign: shedding starts before the ring has to drop. The
 //! order in which work is shed:
-//! 1. level 1: the whole-frame pass every 2 × `full_frame_every` frames;
+//! 1. level 1: the whole-frame pass every 2 × `full_frame_every` frames, the sweep's tile
+//!    every 2 × `sweep_every`;
 //! 2. level 2: every 4 ×, at most half of `max_tiles` tiles (coarser steps), and decided
 //!    tracks followed every third frame;
 //! 3. level 3: every 8 ×, and a quarter of `max_tiles`.
 //!
 //! Motion is searched at every level within the tile budget (over it, the largest
-//! regions go to a coarser step first and only then are the smallest left out); tracked
+//! regions go to a coarser step first; separate regions that still do not fit take
+//! turns frame by frame, so the smallest is not always the one left out); tracked
 //! faces get their tiles on top of the budget, since a face left out would end its track
 //! and come back as a second event. Frames the ring still has to drop are counted
 //! (`facestream_camera_frames_dropped_total`), oldest first. The level is exported as
 //! `facestream_detect_shed_level{camera}`; passes and tiles as
 //! `facestream_detect_passes_total{camera,kind}` (`full_frame`, `tile`, `small_tile`,
-//! `skipped`).
+//! `sweep`, `skipped`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +112,12 @@ pub struct CameraPlanner {
     period: Duration,
     motion: Option<MotionDetector>,
     until_full: u32,
+    /// The sweep's grid for the current frame size, the next tile in it, and the frames
+    /// until its next tile is due.
+    sweep: Vec<Tile>,
+    sweep_size: (u32, u32),
+    sweep_next: usize,
+    until_sweep: u32,
     frame: u64,
     shed: u32,
     calm: u32,
@@ -110,6 +125,7 @@ pub struct CameraPlanner {
     passes_full: Counter,
     passes_tile: Counter,
     passes_small_tile: Counter,
+    passes_sweep: Counter,
     passes_skipped: Counter,
     motion_regions: Counter,
     shed_level: Gauge,
@@ -148,6 +164,10 @@ impl CameraPlanner {
             period: Duration::from_secs_f32(1.0 / detect_fps.max(0.01)),
             motion: None,
             until_full: 0,
+            sweep: Vec::new(),
+            sweep_size: (0, 0),
+            sweep_next: 0,
+            until_sweep: 0,
             frame: 0,
             shed: 0,
             calm: 0,
@@ -155,6 +175,7 @@ impl CameraPlanner {
             passes_full: kind("full_frame"),
             passes_tile: kind("tile"),
             passes_small_tile: kind("small_tile"),
+            passes_sweep: kind("sweep"),
             passes_skipped: kind("skipped"),
             motion_regions: m
                 .motion_regions
@@ -201,10 +222,11 @@ impl CameraPlanner {
             mask: self.mask.clone(),
             ..DetectPlan::default()
         };
+        let mut swept = false;
         match self.config.mode {
             DetectMode::Downscale => out.downscale = true,
             DetectMode::Full => out.full_resolution = true,
-            DetectMode::Regions => self.plan_regions(frame, timestamp_ms, tracks, &mut out),
+            DetectMode::Regions => swept = self.plan_regions(frame, timestamp_ms, tracks, &mut out),
         }
         if out.downscale || out.full_resolution {
             self.passes_full.inc();
@@ -215,20 +237,23 @@ impl CameraPlanner {
             .filter(|t| t.size == plan::SMALL_TILE)
             .count() as u64;
         self.passes_small_tile.inc_by(small);
-        self.passes_tile.inc_by(out.tiles.len() as u64 - small);
+        self.passes_sweep.inc_by(u64::from(swept));
+        self.passes_tile
+            .inc_by(out.tiles.len() as u64 - small - u64::from(swept));
         if out.is_empty() {
             self.passes_skipped.inc();
         }
         out
     }
 
+    /// Plan a frame in `regions` mode; whether the last of `out.tiles` is the sweep's.
     fn plan_regions(
         &mut self,
         frame: &I420Frame,
         timestamp_ms: i64,
         tracks: &[TrackBox],
         out: &mut DetectPlan,
-    ) {
+    ) -> bool {
         let (w, h) = (frame.width, frame.height);
         let cell = motion_cell(h);
         let motion = self
@@ -275,6 +300,7 @@ impl CameraPlanner {
             .filter(|(t, _)| !t.decided || follow_decided)
             .map(|(_, b)| plan::around_face(b, w, h))
             .collect();
+        let mut swept = false;
         if detection_step(w, h, self.max_side) == 1 {
             // The downscale is the full frame: one pass covers every region.
             full_due |= !motion_wants.is_empty() || !face_wants.is_empty();
@@ -286,10 +312,18 @@ impl CameraPlanner {
             let max_tiles = (self.config.max_tiles >> self.shed.saturating_sub(1)).max(1);
             let mut wants = motion_wants;
             wants.extend(&face_wants);
-            out.tiles = plan::tiles(&wants, w, h, max_tiles);
+            let sweep = self.sweep_tile(w, h, max_tiles >= 2 || wants.is_empty());
+            let budget = max_tiles - usize::from(sweep.is_some() && max_tiles >= 2);
+            out.tiles = plan::tiles(&wants, w, h, budget, self.frame);
             for face in &face_wants {
                 if !out.tiles.iter().any(|t| plan::holds_face(t, face)) {
-                    out.tiles.extend(plan::tiles(&[*face], w, h, 1));
+                    out.tiles.extend(plan::tiles(&[*face], w, h, 1, 0));
+                }
+            }
+            if let Some(tile) = sweep {
+                if !out.tiles.iter().any(|t| plan::contains(t, &tile)) {
+                    out.tiles.push(tile);
+                    swept = true;
                 }
             }
         }
@@ -299,6 +333,56 @@ impl CameraPlanner {
         } else {
             self.until_full -= 1;
         }
+        swept
+    }
+
+    /// The sweep's next tile if one is due on this frame and `room` (a tile of the
+    /// budget is free for it); a due tile without room waits for the next frame.
+    fn sweep_tile(&mut self, w: u32, h: u32, room: bool) -> Option<Tile> {
+        if self.config.sweep_every == 0 {
+            return None;
+        }
+        if self.until_sweep > 0 {
+            self.until_sweep -= 1;
+            return None;
+        }
+        if !room {
+            return None;
+        }
+        self.until_sweep = (self.config.sweep_every << self.shed) - 1;
+        if self.sweep_size != (w, h) {
+            self.sweep = plan::sweep_grid(w, h);
+            self.sweep_size = (w, h);
+            self.sweep_next = 0;
+        }
+        let masked = |t: &Tile| {
+            self.mask.as_ref().is_some_and(|m| {
+                let (x0, y0) = (t.x as f32 / w as f32, t.y as f32 / h as f32);
+                // the last pixel, not the edge past it (a mask that ends at the frame's
+                // edge holds the tile's last column and row)
+                let (x1, y1) = (
+                    (t.x + t.side() - 1) as f32 / w as f32,
+                    (t.y + t.side() - 1) as f32 / h as f32,
+                );
+                [
+                    [x0, y0],
+                    [x1, y0],
+                    [x0, y1],
+                    [x1, y1],
+                    [(x0 + x1) / 2.0, (y0 + y1) / 2.0],
+                ]
+                .into_iter()
+                .all(|p| m.contains(p))
+            })
+        };
+        for _ in 0..self.sweep.len() {
+            let tile = self.sweep[self.sweep_next];
+            self.sweep_next = (self.sweep_next + 1) % self.sweep.len();
+            if !masked(&tile) {
+                return Some(tile);
+            }
+        }
+        None
     }
 }
 
@@ -331,9 +415,101 @@ mod tests {
         CameraPlanner::new("plan-test", config, 640, 0.0, 5.0)
     }
 
+    /// The defaults without the sweep, for the tests of everything else.
+    fn no_sweep() -> CameraDetection {
+        CameraDetection {
+            sweep_every: 0,
+            ..CameraDetection::default()
+        }
+    }
+
+    /// The sweep's tiles in a plan: step-1 large tiles on the sweep grid.
+    fn swept(plan: &DetectPlan, grid: &[Tile]) -> Vec<Tile> {
+        plan.tiles
+            .iter()
+            .filter(|t| grid.contains(t))
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn a_still_frame_is_swept_one_tile_a_frame_until_the_whole_frame_is_covered() {
+        let mut p = planner(CameraDetection::default());
+        let still = frame(1920, 1080, None);
+        let grid = plan::sweep_grid(1920, 1080);
+        let plans: Vec<DetectPlan> = (0..grid.len() as i64)
+            .map(|i| p.plan(&still, i * 200, &[]))
+            .collect();
+        assert!(
+            plans.iter().all(|pl| pl.tiles.len() == 1),
+            "one tile a frame"
+        );
+        let mut seen: Vec<Tile> = plans.iter().flat_map(|pl| swept(pl, &grid)).collect();
+        seen.sort_by_key(|t| (t.y, t.x));
+        seen.dedup();
+        assert_eq!(seen.len(), grid.len(), "every grid tile once per round");
+        // the whole-frame pass on the downscale keeps its own rhythm
+        assert_eq!(
+            plans.iter().filter(|pl| pl.downscale).count(),
+            grid.len() / 5 + 1
+        );
+        // the next round starts over
+        assert_eq!(p.plan(&still, 9_000, &[]).tiles, vec![grid[0]]);
+    }
+
+    #[test]
+    fn the_sweep_takes_one_tile_of_the_budget_and_is_spaced_out_under_overload() {
+        let mut p = planner(CameraDetection::default());
+        let grid = plan::sweep_grid(1920, 1080);
+        p.plan(&frame(1920, 1080, None), 0, &[]);
+        // motion over most of the frame wants far more than the 6-tile budget
+        let busy = painted(1920, 1080, Some((300, 200, 900, 500)));
+        let plan = p.plan(&busy, 200, &[]);
+        let cost: f32 = plan.tiles.iter().map(Tile::cost).sum();
+        assert!(cost <= 6.0 + 1e-3, "{:?}", plan.tiles);
+        assert_eq!(swept(&plan, &grid).len(), 1, "{:?}", plan.tiles);
+        // level 2: a sweep tile every fourth frame
+        for d in 1..=2 {
+            p.observe_load(d, Duration::ZERO);
+        }
+        assert_eq!(p.shed_level(), 2);
+        let still = frame(1920, 1080, None);
+        let with_sweep = (2..14)
+            .filter(|&k| !swept(&p.plan(&still, k * 200, &[]), &grid).is_empty())
+            .count();
+        assert_eq!(with_sweep, 3, "12 frames at level 2");
+    }
+
+    #[test]
+    fn masked_sweep_tiles_are_passed_over() {
+        // the left half of the frame is masked
+        let mut p = planner(CameraDetection {
+            masks: vec![vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]],
+            ..CameraDetection::default()
+        });
+        let still = frame(1920, 1080, None);
+        let grid = plan::sweep_grid(1920, 1080);
+        let seen: Vec<Tile> = (0..grid.len() as i64)
+            .flat_map(|i| swept(&p.plan(&still, i * 200, &[]), &grid))
+            .collect();
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|t| t.x + t.side() > 960), "{seen:?}");
+        let distinct: std::collections::HashSet<(u32, u32)> =
+            seen.iter().map(|t| (t.x, t.y)).collect();
+        // 8 columns, 3 of them wholly in the masked half
+        assert_eq!(distinct.len(), grid.len() - 3 * 4);
+    }
+
+    #[test]
+    fn a_frame_the_downscale_covers_at_full_resolution_is_not_swept() {
+        let mut p = planner(CameraDetection::default());
+        let small = frame(640, 360, None);
+        assert!((0..10).all(|i| p.plan(&small, i * 200, &[]).tiles.is_empty()));
+    }
+
     #[test]
     fn still_frames_skip_detection_between_full_frame_passes() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         let f = frame(1920, 1080, None);
         let plans: Vec<DetectPlan> = (0..10).map(|i| p.plan(&f, i * 200, &[])).collect();
         let full: Vec<bool> = plans.iter().map(|p| p.downscale).collect();
@@ -346,7 +522,7 @@ mod tests {
 
     #[test]
     fn motion_and_tracks_get_full_resolution_tiles() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         p.plan(&frame(1920, 1080, None), 0, &[]);
         let moved = p.plan(&frame(1920, 1080, Some((1200, 600))), 200, &[]);
         assert!(!moved.downscale);
@@ -384,7 +560,7 @@ mod tests {
         fn body(x: u32) -> I420Frame {
             painted(1920, 1080, Some((x, 200, 200, 600)))
         }
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         p.plan(&frame(1920, 1080, None), 0, &[]);
         let plans: Vec<(usize, usize)> = (1..=6)
             .map(|k| {
@@ -422,7 +598,7 @@ mod tests {
 
     #[test]
     fn shedding_rises_with_drops_and_spaces_out_full_frame_passes() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         let prompt = Duration::from_millis(10);
         p.observe_load(1, prompt);
         p.observe_load(3, prompt);
@@ -440,7 +616,7 @@ mod tests {
 
     #[test]
     fn a_frame_that_waited_longer_than_a_sampling_period_starts_shedding_before_any_drop() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         p.observe_load(0, Duration::from_millis(150));
         assert_eq!(p.shed_level(), 0, "waited less than 200 ms at 5 fps");
         p.observe_load(0, Duration::from_millis(450));
@@ -453,7 +629,7 @@ mod tests {
 
     #[test]
     fn a_decided_track_is_followed_every_second_frame_an_undecided_one_every_frame() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         let still = frame(1920, 1080, None);
         p.plan(&still, 0, &[]);
         let track = |x: f32, decided: bool| TrackBox {
@@ -496,7 +672,7 @@ mod tests {
 
     #[test]
     fn under_the_tightest_budget_every_tracked_face_still_gets_a_tile() {
-        let mut p = planner(CameraDetection::default());
+        let mut p = planner(no_sweep());
         p.plan(&frame(1920, 1080, None), 0, &[]);
         for d in 1..=3 {
             p.observe_load(d, Duration::ZERO);

@@ -111,6 +111,10 @@ pub struct SceneSpec {
     pub hold_every: usize,
     pub hold_s: f32,
     pub look: Look,
+    /// Nobody walks: the photos stand still for the whole clip (`show_s` seconds), spread
+    /// over a grid of the frame — people too far away for the downscale pass who never
+    /// move, so motion never points at them.
+    pub standing: bool,
 }
 
 /// What the simulated camera sees.
@@ -147,6 +151,32 @@ impl Scene {
                 hold_every: 0,
                 hold_s: 0.0,
                 look: Look::default(),
+                standing: false,
+            },
+        )
+    }
+
+    /// `photos` scaled to `photo_height` standing still for `duration_s` seconds (the
+    /// whole clip, so the loop shows no change), spread over the frame.
+    pub fn standing(
+        (width, height, fps): (u32, u32, u32),
+        photos: &[RgbImage],
+        photo_height: u32,
+        duration_s: f32,
+        look: Look,
+    ) -> Scene {
+        Scene::from_spec(
+            (width, height, fps),
+            photos,
+            &SceneSpec {
+                photo_heights: vec![photo_height],
+                show_s: duration_s,
+                gap_s: 0.0,
+                lanes: 1,
+                hold_every: 0,
+                hold_s: 0.0,
+                look,
+                standing: true,
             },
         )
     }
@@ -158,23 +188,22 @@ impl Scene {
         photos: &[RgbImage],
         spec: &SceneSpec,
     ) -> Scene {
+        if spec.standing {
+            return Scene::standing_from_spec((width, height, fps), photos, spec);
+        }
         let lanes = spec.lanes.max(1);
         let lane_h = height as f32 / lanes as f32;
         let mut appearances = Vec::new();
         let mut lane_end = vec![0.0f32; lanes];
         for (i, photo) in photos.iter().enumerate() {
             let lane = i % lanes;
-            let photo_height = spec.photo_heights[i % spec.photo_heights.len().max(1)];
-            let scale = photo_height as f32 / photo.height() as f32;
-            let (w, h) = (
-                ((photo.width() as f32 * scale) as u32).min(width),
-                photo_height.min(height),
+            let scaled = scaled_photo(
+                photo,
+                spec.photo_heights[i % spec.photo_heights.len().max(1)],
+                (width, height),
+                spec.look.blur,
             );
-            let mut scaled =
-                image::imageops::resize(photo, w, h, image::imageops::FilterType::Triangle);
-            if spec.look.blur > 0.0 {
-                scaled = image::imageops::blur(&scaled, spec.look.blur);
-            }
+            let (w, h) = scaled.dimensions();
             let travel = (width as f32 - w as f32).max(0.0);
             let y = (lane as f32 * lane_h + (lane_h - h as f32) / 2.0).max(0.0);
             let start = lane_end[lane]
@@ -216,6 +245,53 @@ impl Scene {
         }
     }
 
+    /// The photos of a `standing` spec, on a grid of about as many columns as rows, each
+    /// centred in its cell, in view from the clip's first frame to its last.
+    fn standing_from_spec(
+        (width, height, fps): (u32, u32, u32),
+        photos: &[RgbImage],
+        spec: &SceneSpec,
+    ) -> Scene {
+        let n = photos.len().max(1);
+        let columns = (n as f32).sqrt().ceil() as usize;
+        let rows = n.div_ceil(columns);
+        let (cell_w, cell_h) = (width as f32 / columns as f32, height as f32 / rows as f32);
+        let appearances = photos
+            .iter()
+            .enumerate()
+            .map(|(i, photo)| {
+                let photo = scaled_photo(
+                    photo,
+                    spec.photo_heights[i % spec.photo_heights.len().max(1)],
+                    (width, height),
+                    spec.look.blur,
+                );
+                let (col, row) = ((i % columns) as f32, (i / columns) as f32);
+                let at = [
+                    (col * cell_w + (cell_w - photo.width() as f32) / 2.0).max(0.0),
+                    (row * cell_h + (cell_h - photo.height() as f32) / 2.0).max(0.0),
+                ];
+                Appearance {
+                    photo: Arc::new(photo),
+                    start_s: 0.0,
+                    duration_s: spec.show_s,
+                    from: at,
+                    to: at,
+                    hold_s: 0.0,
+                }
+            })
+            .collect();
+        Scene {
+            width,
+            height,
+            fps,
+            duration_s: spec.show_s,
+            appearances,
+            background: Arc::new(background(width, height, spec.look.textured)),
+            look: spec.look.clone(),
+        }
+    }
+
     pub fn frames(&self) -> usize {
         (self.duration_s * self.fps as f32).ceil() as usize
     }
@@ -245,6 +321,21 @@ impl Scene {
             }
         }
         canvas
+    }
+}
+
+/// `photo` scaled to `height` pixels (inside the frame), blurred by `blur` (sigma, px).
+fn scaled_photo(photo: &RgbImage, height: u32, frame: (u32, u32), blur: f32) -> RgbImage {
+    let scale = height as f32 / photo.height() as f32;
+    let (w, h) = (
+        ((photo.width() as f32 * scale) as u32).clamp(1, frame.0),
+        height.clamp(1, frame.1),
+    );
+    let scaled = image::imageops::resize(photo, w, h, image::imageops::FilterType::Triangle);
+    if blur > 0.0 {
+        image::imageops::blur(&scaled, blur)
+    } else {
+        scaled
     }
 }
 

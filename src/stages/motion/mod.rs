@@ -36,6 +36,12 @@ pub struct CameraDetection {
     /// the downscale too (so a person who arrives standing still is found). 1 = every
     /// frame.
     pub full_frame_every: u32,
+    /// In `regions` mode, every this many analysed frames one more full-resolution tile
+    /// of a grid over the whole frame is searched, in turn (the sweep: 32 tiles at
+    /// 1080p, so at 5 fps the whole frame every 6.4 s), for faces too small for the
+    /// downscale that do not move: a distant person standing still. It takes one tile of
+    /// `max_tiles` and is spaced out like the whole-frame pass under overload. 0: off.
+    pub sweep_every: u32,
     /// Luma change, in levels (0–255) of the cell average, that counts as motion.
     pub motion_threshold: f32,
     /// Motion components smaller than this, in full-frame pixels², are ignored (noise,
@@ -72,6 +78,7 @@ impl Default for CameraDetection {
         CameraDetection {
             mode: DetectMode::Regions,
             full_frame_every: 5,
+            sweep_every: 1,
             motion_threshold: 8.0,
             min_region_area: 600,
             region_padding: 0.25,
@@ -91,6 +98,13 @@ impl CameraDetection {
                 "{} = {} must be within [1, 1000]",
                 key("full_frame_every"),
                 self.full_frame_every
+            ));
+        }
+        if self.sweep_every > 1000 {
+            problems.push(format!(
+                "{} = {} must be within [0, 1000] (0: no sweep)",
+                key("sweep_every"),
+                self.sweep_every
             ));
         }
         if !(1.0..=128.0).contains(&self.motion_threshold) {

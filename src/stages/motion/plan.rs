@@ -8,7 +8,13 @@
 //! cut by one tile's edge lies whole in its neighbour (detections touching an inner tile
 //! edge are discarded by the caller, [`Tile::interior_edge`]). When the regions of a frame
 //! need more than `max_tiles`, the region needing the most is read at a coarser step
-//! until they fit: the faces in a region that large are large too.
+//! until they fit: the faces in a region that large are large too. Regions that still do
+//! not fit (many separate ones) take turns from frame to frame, so the smallest — a
+//! distant person — is not the one always left out.
+//!
+//! The **sweep** ([`sweep_grid`]) is a fixed grid of full-resolution tiles over the whole
+//! frame that the camera's planner walks one tile at a time, for faces too small for the
+//! downscale and too still for motion.
 
 use super::Rect;
 
@@ -122,8 +128,10 @@ fn clamp_rect(x: f32, y: f32, w: f32, h: f32, width: u32, height: u32) -> Rect {
     }
 }
 
-/// The tiles that cover `wants` in a `width`×`height` frame, at most `max_tiles`.
-pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<Tile> {
+/// The tiles that cover `wants` in a `width`×`height` frame, at most `max_tiles`
+/// large-tile equivalents. `turn` (the camera's frame count) rotates which tiles are left
+/// out when separate regions still need more than the budget.
+pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize, turn: u64) -> Vec<Tile> {
     let mut wants = merge(wants);
     // the step at which a tile covers the whole frame: no want needs to go coarser
     let coarsest = width.max(height).div_ceil(TILE).max(1);
@@ -155,17 +163,61 @@ pub fn tiles(wants: &[Want], width: u32, height: u32, max_tiles: usize) -> Vec<T
                         all.push(tile);
                     }
                 }
-                // still over budget (many separate small regions): the largest first
-                all.sort_by_key(|t| std::cmp::Reverse(t.side()));
+                // still over budget (many separate regions, each one tile): they take
+                // turns, in a fixed order rotated by one each frame, so every region is
+                // searched within a few frames and the smallest (a distant person, the
+                // cheapest to search) is not the one always left out
+                all.sort_by_key(|t| (t.y, t.x, t.step, t.size));
+                if !all.is_empty() {
+                    let n = all.len();
+                    all.rotate_left((turn % n as u64) as usize);
+                }
                 let mut spent = 0.0;
                 all.retain(|t| {
-                    spent += t.cost();
-                    spent <= max_tiles as f32 + 1e-3
+                    let fits = spent + t.cost() <= max_tiles as f32 + 1e-3;
+                    if fits {
+                        spent += t.cost();
+                    }
+                    fits
                 });
                 return all;
             }
         }
     }
+}
+
+/// Overlap of the sweep grid's neighbouring tiles, in pixels: a face up to about this
+/// size lies whole inside one of two neighbours. Larger faces are the downscale pass's
+/// (64 px at 1080p is 21 px on the default 640-px downscale, within YuNet's reach).
+pub const SWEEP_OVERLAP: u32 = 64;
+
+/// The rotating sweep's grid over a `width`×`height` frame: large tiles at full
+/// resolution, overlapping by [`SWEEP_OVERLAP`], row by row. 32 tiles for 1080p, 15 for
+/// 720p; empty when the frame fits one tile (the downscale pass is full resolution then).
+pub fn sweep_grid(width: u32, height: u32) -> Vec<Tile> {
+    if width <= TILE && height <= TILE {
+        return Vec::new();
+    }
+    let axis = |len: u32| -> Vec<u32> {
+        if len <= TILE {
+            return vec![0];
+        }
+        let n = (len - SWEEP_OVERLAP).div_ceil(TILE - SWEEP_OVERLAP);
+        let span = len - TILE;
+        (0..n).map(|k| span * k / (n - 1)).collect()
+    };
+    let xs = axis(width);
+    axis(height)
+        .into_iter()
+        .flat_map(|y| {
+            xs.iter().map(move |&x| Tile {
+                x,
+                y,
+                step: 1,
+                size: TILE,
+            })
+        })
+        .collect()
 }
 
 /// Whether `tile` holds the face of `want` (a region from [`around_face`]) with half a
@@ -181,7 +233,7 @@ pub fn holds_face(tile: &Tile, want: &Want) -> bool {
 }
 
 /// Whether tile `a` covers tile `b` at least as finely.
-fn contains(a: &Tile, b: &Tile) -> bool {
+pub fn contains(a: &Tile, b: &Tile) -> bool {
     let (ra, rb) = (a.rect(), b.rect());
     a.step <= b.step
         && ra.x <= rb.x
@@ -287,6 +339,7 @@ mod tests {
             1920,
             1080,
             8,
+            0,
         );
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].step, t[0].size), (1, SMALL_TILE));
@@ -301,6 +354,7 @@ mod tests {
             1920,
             1080,
             8,
+            0,
         );
         assert_eq!((t[0].size, t[0].x, t[0].y), (TILE, 1000 - 160, 610 - 160));
     }
@@ -317,7 +371,7 @@ mod tests {
             1920,
             1080,
         );
-        let t = tiles(&[face], 1920, 1080, 8);
+        let t = tiles(&[face], 1920, 1080, 8, 0);
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].size, t[0].step), (SMALL_TILE, 1));
         assert!(covered(&t, &rect(1000, 500, 44, 52)), "{t:?}");
@@ -329,6 +383,7 @@ mod tests {
             1920,
             1080,
             8,
+            0,
         );
         assert!(body.iter().all(|t| t.size == TILE), "{body:?}");
         // the budget counts four small tiles as one large
@@ -346,8 +401,8 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(tiles(&faces, 1920, 1080, 2).len(), 8);
-        assert_eq!(tiles(&faces, 1920, 1080, 1).len(), 4);
+        assert_eq!(tiles(&faces, 1920, 1080, 2, 0).len(), 8);
+        assert_eq!(tiles(&faces, 1920, 1080, 1, 0).len(), 4);
     }
 
     #[test]
@@ -360,6 +415,7 @@ mod tests {
             1920,
             1080,
             8,
+            0,
         );
         assert_eq!((t[0].x, t[0].y), (1920 - 160, 1080 - 160));
     }
@@ -375,6 +431,7 @@ mod tests {
             1920,
             1080,
             8,
+            0,
         );
         assert!(t.len() >= 3 && t.len() <= 4, "{t:?}");
         assert!(t.iter().all(|t| t.step == 1));
@@ -399,12 +456,12 @@ mod tests {
         let merged = merge(&wants);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].rect, rect(100, 100, 550, 550));
-        let fine = tiles(&wants, 1920, 1080, 64);
+        let fine = tiles(&wants, 1920, 1080, 64, 0);
         assert!(
             fine.iter().all(|t| t.step == 1) && fine.len() == 4,
             "{fine:?}"
         );
-        let coarse = tiles(&wants, 1920, 1080, 2);
+        let coarse = tiles(&wants, 1920, 1080, 2, 0);
         assert!(coarse.len() <= 2, "{coarse:?}");
         assert!(coarse.iter().all(|t| t.step == 2));
         assert!(covered(&coarse, &rect(100, 100, 550, 550)), "{coarse:?}");
@@ -436,7 +493,7 @@ mod tests {
         );
         // 720 px: a large tile at step 3
         assert_eq!(large.step, 3);
-        let t = tiles(&[large], 1920, 1080, 8);
+        let t = tiles(&[large], 1920, 1080, 8, 0);
         assert_eq!(t.len(), 1);
         assert!(covered(&t, &rect(800, 300, 200, 240)), "{t:?}");
     }
@@ -463,6 +520,63 @@ mod tests {
         };
         assert!(tile.interior_edge(&cut, 1920, 1080));
         assert!(!tile.interior_edge(&inside, 1920, 1080));
+    }
+
+    #[test]
+    fn the_sweep_grid_holds_every_small_face_whole_and_away_from_inner_edges() {
+        for (w, h, n) in [
+            (1920u32, 1080u32, 32usize),
+            (1280, 720, 15),
+            (2560, 1440, 60),
+        ] {
+            let grid = sweep_grid(w, h);
+            assert_eq!(grid.len(), n, "{w}x{h}");
+            assert!(grid
+                .iter()
+                .all(|t| t.x + t.side() <= w && t.y + t.side() <= h));
+            // a 56-px face anywhere lies in some tile without touching its inner edges
+            for y in (0..h - 56).step_by(13) {
+                for x in (0..w - 56).step_by(13) {
+                    let face = BBox {
+                        x: x as f32,
+                        y: y as f32,
+                        w: 56.0,
+                        h: 56.0,
+                    };
+                    assert!(
+                        grid.iter().any(|t| covered(&[*t], &rect(x, y, 56, 56))
+                            && !t.interior_edge(&face, w, h)),
+                        "{w}x{h}: face at ({x}, {y})"
+                    );
+                }
+            }
+        }
+        assert!(sweep_grid(320, 240).is_empty());
+    }
+
+    #[test]
+    fn separate_regions_over_the_budget_take_turns_the_smallest_included() {
+        // one large region and six small ones, far apart; the budget holds two large tiles
+        let mut wants = vec![Want {
+            rect: rect(100, 100, 300, 300),
+            step: 1,
+        }];
+        wants.extend((0..6).map(|k| Want {
+            rect: rect(700 + 200 * k, 800, 60, 60),
+            step: 1,
+        }));
+        let mut searched = vec![0; wants.len()];
+        for turn in 0..7 {
+            let t = tiles(&wants, 1920, 1080, 2, turn);
+            assert!(t.iter().map(Tile::cost).sum::<f32>() <= 2.0 + 1e-3, "{t:?}");
+            for (i, w) in wants.iter().enumerate() {
+                searched[i] += usize::from(covered(&t, &w.rect));
+            }
+        }
+        assert!(
+            searched.iter().all(|&n| n >= 2),
+            "every region searched in at least 2 of 7 frames: {searched:?}"
+        );
     }
 
     #[test]
