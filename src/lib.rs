@@ -36,6 +36,7 @@ pub mod engine;
 pub mod eval;
 pub mod events;
 pub mod gallery;
+pub mod history;
 pub mod imageio;
 pub mod inference;
 pub mod ingest;

@@ -838,6 +838,202 @@ fn a_distant_person_standing_still_is_found_by_the_full_resolution_sweep() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_person_seen_before_enrolment_is_found_by_a_later_search_and_named_on_enrolment() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-history-{}", uuid::Uuid::now_v7()));
+    // Obama walks past a camera of a service that has never heard of him
+    let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
+    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    let opted_in = Receiver::start(0, Mode::Accept);
+    let extra = format!(
+        "[pipeline]\nframe_queue = 300\n\
+         [history]\nenabled = true\ndatabase = \"{dir}/history.db\"\n\
+         [[events.webhooks]]\nname = \"seen\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         secret = \"{SECRET}\"\ntypes = [\"identity.seen_before\"]\n",
+        dir = dir.display(),
+        port = opted_in.port
+    );
+    let config = write_config(&dir, receiver.port, &camera.url("cam"), &extra, false);
+    let (_service, api_port) = common::serve(&config, &dir);
+    wait_for("his appearance to end", Duration::from_secs(120), || {
+        let all = events(&receiver);
+        all.iter().any(|e| e["type"] == "identity.unknown")
+            && all.iter().any(|e| e["type"] == "track.ended")
+    });
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let search = |photo: &str, query: &str| -> (u16, Value) {
+        let r = client
+            .post(format!(
+                "http://127.0.0.1:{api_port}/v1/search/faces?{query}"
+            ))
+            .bearer_auth(key.trim())
+            .header("content-type", "image/jpeg")
+            .body(std::fs::read(common::fixture(photo)).unwrap())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    // the appearance is written when the track ends, on the history's own thread
+    wait_for(
+        "the appearance to be searchable",
+        Duration::from_secs(30),
+        || {
+            search("obama3.jpg", "").1["items"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    );
+    // a stranger's photo finds nobody above the open-set bar
+    let (status, stranger) = search("Tom_Hanks_54745.png", "");
+    assert_eq!(status, 200, "{stranger}");
+    assert_eq!(stranger["items"], serde_json::json!([]), "{stranger}");
+    assert_eq!(stranger["min_similarity"].as_f64().unwrap() as f32, 0.5);
+    // enrolment from a photo the camera never showed reports where he was seen before
+    let (status, created) = api(
+        api_port,
+        &dir,
+        "POST",
+        "/v1/identities",
+        Some(serde_json::json!({"name": "Obama"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{api_port}/v1/identities/{id}/faces"
+        ))
+        .bearer_auth(key.trim())
+        .body(std::fs::read(common::fixture("obama.jpg")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let enrolled: Value = r.json().unwrap();
+    let seen = enrolled["seen_before"].as_array().unwrap();
+    assert!(!seen.is_empty(), "{enrolled}");
+    let unknown_events: Vec<String> = events(&receiver)
+        .iter()
+        .filter(|e| e["type"] == "identity.unknown")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    for a in seen {
+        assert_eq!(a["camera"], "cam", "{a}");
+        assert_eq!(a["decision"], "unknown", "{a}");
+        assert!(a["similarity"].as_f64().unwrap() >= 0.5, "{a}");
+        assert!(
+            unknown_events.contains(&a["event_id"].as_str().unwrap().to_string()),
+            "the appearance names its identity.unknown event: {a}"
+        );
+    }
+    // the opt-in event reaches the endpoint that asked for it, and only that one
+    wait_for(
+        "identity.seen_before at the opted-in endpoint",
+        Duration::from_secs(30),
+        || {
+            events(&opted_in)
+                .iter()
+                .any(|e| e["type"] == "identity.seen_before")
+        },
+    );
+    let event = events(&opted_in)
+        .into_iter()
+        .find(|e| e["type"] == "identity.seen_before")
+        .unwrap();
+    assert_eq!(event["identity"]["name"], "Obama");
+    assert_eq!(
+        event["appearances"].as_array().unwrap().len(),
+        seen.len(),
+        "{event}"
+    );
+    assert!(events(&opted_in)
+        .iter()
+        .all(|e| e["type"] == "identity.seen_before"));
+    assert!(!events(&receiver)
+        .iter()
+        .any(|e| e["type"] == "identity.seen_before"));
+    // a different photo finds the appearance: camera, time, shot
+    let (status, found) = search("obama3.jpg", "camera=cam&order=similarity");
+    assert_eq!(status, 200, "{found}");
+    let top = &found["items"][0];
+    let track = top["track_id"].as_str().unwrap().to_string();
+    assert_eq!(top["camera"], "cam");
+    assert!(time(&top["first_seen"]) <= time(&top["last_seen"]));
+    let shot = client
+        .get(format!(
+            "http://127.0.0.1:{api_port}{}",
+            top["shot_url"].as_str().unwrap()
+        ))
+        .bearer_auth(key.trim())
+        .send()
+        .unwrap();
+    assert_eq!(shot.status().as_u16(), 200);
+    let shot = image::load_from_memory(&shot.bytes().unwrap()).unwrap();
+    assert_eq!((shot.width(), shot.height()), (112, 112));
+    // filters: another camera, or a window before the service started, find nothing
+    for query in ["camera=elsewhere", "to=2020-01-01T00:00:00Z"] {
+        let (status, none) = search("obama3.jpg", query);
+        assert_eq!(
+            (status, &none["items"]),
+            (200, &serde_json::json!([])),
+            "{query}"
+        );
+    }
+    // his timeline as an enrolled person holds the appearance from before enrolment
+    let (status, timeline) = api(
+        api_port,
+        &dir,
+        "GET",
+        &format!("/v1/identities/{id}/appearances"),
+        None,
+    );
+    assert_eq!(status, 200, "{timeline}");
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["track_id"] == track.as_str()),
+        "{timeline}"
+    );
+    // a deleted appearance is found no more
+    let r = client
+        .delete(format!(
+            "http://127.0.0.1:{api_port}/v1/search/appearances?track_id={track}"
+        ))
+        .bearer_auth(key.trim())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (_, after) = search("obama3.jpg", "");
+    assert!(
+        !after["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["track_id"] == track.as_str()),
+        "{after}"
+    );
+    // every search was audited under the key's name, with no face in it
+    let (status, audit) = api(api_port, &dir, "GET", "/v1/search/audit?limit=1000", None);
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["items"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["kind"] == "photo"), "{audit}");
+    assert!(
+        entries.iter().any(|e| e["kind"] == "appearances"),
+        "{audit}"
+    );
+    assert!(entries.iter().any(|e| e["kind"] == "delete"), "{audit}");
+    assert!(
+        entries.iter().all(|e| e["key"] == "generated-admin"),
+        "{audit}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `GET`/`POST` against the API with the generated admin key.
 fn api(api_port: u16, dir: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let key = std::fs::read_to_string(dir.join("admin.key")).unwrap();

@@ -12,6 +12,7 @@
 
 mod review;
 mod routes;
+mod search;
 pub mod session;
 mod stream;
 
@@ -254,6 +255,23 @@ impl From<crate::events::outbox::OutboxError> for ApiError {
     fn from(e: crate::events::outbox::OutboxError) -> Self {
         tracing::error!(error = %e, "event outbox operation failed");
         ApiError::Internal
+    }
+}
+
+impl From<crate::history::HistoryError> for ApiError {
+    fn from(e: crate::history::HistoryError) -> Self {
+        use crate::history::HistoryError;
+        match e {
+            HistoryError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            HistoryError::Dimensions { .. } => ApiError::Unprocessable {
+                message: e.to_string(),
+                faces: None,
+            },
+            HistoryError::Storage(_) => {
+                tracing::error!(error = %e, "history operation failed");
+                ApiError::Internal
+            }
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct AppState {
     pub sessions: super::session::Sessions,
     /// The review store and its settings (`review.enabled`; none when off).
     pub review: Option<(Arc<crate::review::ReviewStore>, crate::review::ReviewConfig)>,
+    /// The appearance history (`history.enabled`; none when off).
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -66,6 +68,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(update_identity))
                     .route(web::delete().to(delete_identity)),
             )
+            .service(
+                resource("/identities/{id}/appearances", "GET")
+                    .route(web::get().to(super::search::identity_appearances)),
+            )
+            .service(
+                resource("/search/faces", "POST")
+                    .route(web::post().to(super::search::search_faces)),
+            )
+            .service(
+                resource("/search/appearances", "DELETE")
+                    .route(web::delete().to(super::search::delete_appearance)),
+            )
+            .service(
+                resource("/search/appearances/{id}/shot", "GET")
+                    .route(web::get().to(super::search::shot)),
+            )
+            .service(resource("/search/audit", "GET").route(web::get().to(super::search::audit)))
             .service(
                 resource("/identities/{id}/faces", "GET, POST")
                     .route(web::post().to(add_face))
@@ -193,7 +212,10 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// Read the body up to the limit, answering 413 with the limit when it is over.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
@@ -418,7 +440,7 @@ struct Page {
 
 /// Listing page sizes: 1 to 1000.
 /// Page sizes: 1 … `max`.
-fn check_limit(limit: usize, max: usize) -> Result<(), ApiError> {
+pub(super) fn check_limit(limit: usize, max: usize) -> Result<(), ApiError> {
     if limit == 0 || limit > max {
         return Err(ApiError::BadRequest(format!(
             "limit = {limit} must be within [1, {max}]"
@@ -475,18 +497,61 @@ async fn update_identity(
     Ok(HttpResponse::Ok().json(identity))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseQuery {
+    /// `erase`: also delete the person's appearances (`history.enabled`): those
+    /// recognised as them and those their faces match. `keep` (default): they stay, as
+    /// unknown appearances.
+    #[serde(default)]
+    appearances: Option<String>,
+}
+
 async fn delete_identity(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<EraseQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let key = authorize(&req, &state, Scope::Admin)?.name.clone();
     let id = parse_id(&path, "identity")?;
+    let erase_appearances = match query.appearances.as_deref() {
+        None | Some("keep") => false,
+        Some("erase") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "appearances = {other:?}: expected `erase` or `keep`"
+            )))
+        }
+    };
+    let history = match erase_appearances {
+        true => Some(super::search::history(&state)?.clone()),
+        false => None,
+    };
     let service = state.service.clone();
-    let removed = blocking(move || Ok(service.delete_identity(id)?)).await?;
-    tracing::info!(identity = %id, removed_faces = removed, by = %key, "erasure request completed");
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"id": id, "deleted": true, "removed_faces": removed})))
+    let audit_key = key.clone();
+    let (removed, appearances) = blocking(move || {
+        // the person's faces are read before they go: they find the appearances
+        let templates = match &history {
+            Some(_) => super::search::identity_templates(&service, id)?,
+            None => Vec::new(),
+        };
+        let removed = service.delete_identity(id)?;
+        let appearances = match &history {
+            Some(h) => {
+                let n = h.erase(id, &templates, service.match_threshold())?;
+                h.audit(&audit_key, "erase", &format!("identity {id}"), n);
+                Some(n)
+            }
+            None => None,
+        };
+        Ok((removed, appearances))
+    })
+    .await?;
+    tracing::info!(identity = %id, removed_faces = removed, removed_appearances = ?appearances, by = %key, "erasure request completed");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": id, "deleted": true, "removed_faces": removed, "removed_appearances": appearances
+    })))
 }
 
 #[derive(Deserialize)]
@@ -511,12 +576,34 @@ async fn add_face(
     let service = state.service.clone();
     let FaceQuery { source, face } = query.into_inner();
     let source = source.unwrap_or_else(|| "api upload".into());
-    let template = blocking(move || {
+    let history = state.history.clone();
+    let (enrolled, seen) = blocking(move || {
         let image = service.decode(&body, "uploaded image")?;
-        Ok(service.enroll(id, &image, &source, face)?)
+        let enrolled = service.enroll(id, &image, &source, face)?;
+        let seen = match &history {
+            Some(h) => Some(super::search::seen_before(
+                &service,
+                h,
+                id,
+                &enrolled.template.embedding,
+            )?),
+            None => None,
+        };
+        Ok((enrolled, seen))
     })
     .await?;
-    Ok(HttpResponse::Created().json(template))
+    let mut body = serde_json::to_value(&enrolled).map_err(|_| ApiError::Internal)?;
+    if let Some((items, event)) = seen {
+        body["seen_before"] = serde_json::Value::Array(items);
+        if let Some(event) = event {
+            let events = state.events.clone();
+            let kind = event.kind;
+            if let Err(e) = blocking(move || Ok(events.publish(&event)?)).await {
+                tracing::error!(identity = %id, error = %e, kind = kind.as_str(), "the seen-before event could not be written");
+            }
+        }
+    }
+    Ok(HttpResponse::Created().json(body))
 }
 
 async fn list_faces(

@@ -88,6 +88,7 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
 fn forget_erased_identities(
     service: &Arc<GalleryService>,
     events: &facestream::events::webhook::EventBus,
+    history: Option<Arc<facestream::history::History>>,
     config: &Config,
 ) {
     let events = events.clone();
@@ -109,10 +110,20 @@ fn forget_erased_identities(
                 }),
             None => 0,
         };
+        // the appearances recognised as the person stay (as unknown) unless the erasure
+        // asked for them too (`DELETE /v1/identities/{id}?appearances=erase`)
+        let unlinked = match &history {
+            Some(h) => h.unlink(identity).unwrap_or_else(|e| {
+                tracing::error!(%identity, error = %e, "erasure: unlinking this identity's appearances");
+                0
+            }),
+            None => 0,
+        };
         tracing::info!(
             %identity,
             events = scrubbed.len(),
             snapshots = deleted,
+            appearances_unlinked = unlinked,
             "erasure: name and face removed from the events kept here, snapshots deleted"
         );
     });
@@ -126,6 +137,7 @@ const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// expires on schedule also when nothing new arrives (a quiet night, a camera down).
 fn keep_retention(
     review: Option<Arc<facestream::review::ReviewStore>>,
+    history: Option<Arc<facestream::history::History>>,
     config: &Config,
     shutdown: Shutdown,
 ) {
@@ -136,7 +148,7 @@ fn keep_retention(
             std::time::Duration::from_secs(config.events.snapshots.retention_s),
         )
     });
-    if review.is_none() && snapshots.is_none() {
+    if review.is_none() && snapshots.is_none() && history.is_none() {
         return;
     }
     let _ = std::thread::Builder::new()
@@ -157,6 +169,21 @@ fn keep_retention(
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "review: applying retention"),
+                }
+            }
+            if let Some(h) = &history {
+                match h.prune(chrono::Utc::now()) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            appearances = n,
+                            "history: appearances past history.retention_s deleted"
+                        );
+                        facestream::telemetry::metrics()
+                            .history_appearances
+                            .set(h.len() as i64);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "history: applying retention"),
                 }
             }
             if let Some((dir, retention)) = &snapshots {
@@ -243,7 +270,31 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    keep_retention(review.clone(), config, shutdown.clone());
+    let history = if config.history.enabled {
+        let history =
+            facestream::history::History::open(&config.history, service.model(), service.dim())
+                .with_context(|| {
+                    format!(
+                        "opening the appearance history {}",
+                        config.history.database.display()
+                    )
+                })?;
+        history
+            .prune(chrono::Utc::now())
+            .context("applying history.retention_s at start")?;
+        facestream::telemetry::metrics()
+            .history_appearances
+            .set(history.len() as i64);
+        tracing::info!(
+            appearances = history.len(),
+            database = %config.history.database.display(),
+            "appearance history on"
+        );
+        Some(Arc::new(history))
+    } else {
+        None
+    };
+    keep_retention(review.clone(), history.clone(), config, shutdown.clone());
     if config.events.snapshots.enabled {
         let dir = Path::new(&config.events.snapshots.dir);
         facestream::private_files::create_dir(dir)
@@ -302,14 +353,17 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             };
             webhook::start_with(outbox, &config.events, deliveries.clone(), Some(announced))
         };
-        forget_erased_identities(&service, &events, config);
+        forget_erased_identities(&service, &events, history.clone(), config);
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(Arc::new(
                 Pipeline::start(
                     config,
                     service.clone(),
                     events.clone(),
-                    review.clone(),
+                    facestream::pipeline::Kept {
+                        review: review.clone(),
+                        history: history.clone(),
+                    },
                     &shutdown,
                 )
                 .context("starting the streaming pipeline")?,
@@ -351,6 +405,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 config.api.session_ttl_s,
             )),
             review: review.map(|store| (store, config.review.clone())),
+            history,
             snapshots: config
                 .events
                 .snapshots

@@ -86,6 +86,9 @@ pub struct Config {
     pub track: TrackConfig,
     /// Unknown tracks kept for review (`[review]`, off by default).
     pub review: ReviewConfig,
+    /// Decided tracks kept as searchable appearances (`[history]`, off by default).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
     pub demo: DemoConfig,
     /// Several nodes (`[cluster]`): node id, camera leases.
     #[serde(default)]
@@ -209,6 +212,15 @@ impl Config {
         self.pipeline.validate(&mut problems);
         self.track.validate(&mut problems);
         self.review.validate(&mut problems);
+        self.history.validate(&mut problems);
+        if self.history.enabled && self.gallery.store == crate::gallery::StoreKind::Postgres {
+            problems.push(
+                "history.enabled with gallery.store = \"postgres\": the appearance history is kept \
+                 in SQLite on one machine only for now; a cluster would search each node's own \
+                 appearances, not all of them"
+                    .into(),
+            );
+        }
         self.demo.validate(&mut problems);
         for camera in &self.cameras {
             camera.validate(&mut problems);

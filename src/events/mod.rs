@@ -46,6 +46,11 @@ pub enum EventType {
     /// Sent on request (`POST /v1/events/test`) so operators can check an endpoint.
     #[serde(rename = "test")]
     Test,
+    /// A face just enrolled matches appearances kept as unknown (`history.enabled`): the
+    /// person was seen before, and where. Opt-in: an endpoint gets it only when its
+    /// `types` lists it.
+    #[serde(rename = "identity.seen_before")]
+    IdentitySeenBefore,
 }
 
 impl EventType {
@@ -57,16 +62,33 @@ impl EventType {
             EventType::CameraDown => "camera.down",
             EventType::CameraUp => "camera.up",
             EventType::Test => "test",
+            EventType::IdentitySeenBefore => "identity.seen_before",
         }
     }
 
-    pub const ALL: [EventType; 6] = [
+    /// Types an endpoint gets only when its `types` names them (an empty `types` means
+    /// every other type).
+    pub fn opt_in(self) -> bool {
+        matches!(self, EventType::IdentitySeenBefore)
+    }
+
+    /// Whether an endpoint subscribed to `types` gets events of this type.
+    pub fn wanted_by(self, types: &[String]) -> bool {
+        if types.is_empty() {
+            !self.opt_in()
+        } else {
+            types.iter().any(|t| t == self.as_str())
+        }
+    }
+
+    pub const ALL: [EventType; 7] = [
         EventType::IdentityRecognized,
         EventType::IdentityUnknown,
         EventType::TrackEnded,
         EventType::CameraDown,
         EventType::CameraUp,
         EventType::Test,
+        EventType::IdentitySeenBefore,
     ];
 }
 
@@ -110,6 +132,22 @@ pub struct Event {
     pub model: Option<String>,
     /// Base64 JPEG of the face, only when `events.thumbnails` is on.
     pub thumbnail_jpeg: Option<String>,
+    /// `identity.seen_before` only: the appearances the enrolled face matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appearances: Option<Vec<SeenAppearance>>,
+}
+
+/// An appearance in an `identity.seen_before` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeenAppearance {
+    pub track_id: Uuid,
+    pub camera: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Cosine between the enrolled face and the appearance's template.
+    pub similarity: f32,
+    /// The `identity.unknown` event the appearance produced.
+    pub event_id: Option<Uuid>,
 }
 
 impl Event {
@@ -145,6 +183,7 @@ impl Event {
             bbox: None,
             model: None,
             thumbnail_jpeg: None,
+            appearances: None,
         }
     }
 }

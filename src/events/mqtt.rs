@@ -223,7 +223,7 @@ impl MqttConfig {
     }
 
     pub(crate) fn wants(&self, event: &Event) -> bool {
-        self.types.is_empty() || self.types.iter().any(|t| t == event.kind.as_str())
+        event.kind.wanted_by(&self.types)
     }
 }
 
@@ -245,6 +245,8 @@ pub fn topic(prefix: &str, event: &Event) -> String {
         EventType::TrackEnded => "track",
         EventType::CameraDown | EventType::CameraUp => "status",
         EventType::Test => "test",
+        // no camera: `<prefix>/_/seen_before`
+        EventType::IdentitySeenBefore => "seen_before",
     };
     camera_topic(prefix, camera, leaf)
 }

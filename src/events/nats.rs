@@ -108,7 +108,7 @@ impl NatsConfig {
     }
 
     pub(crate) fn wants(&self, event: &Event) -> bool {
-        self.types.is_empty() || self.types.iter().any(|t| t == event.kind.as_str())
+        event.kind.wanted_by(&self.types)
     }
 }
 

@@ -104,7 +104,7 @@ impl WebhookConfig {
     }
 
     fn wants(&self, event: &Event) -> bool {
-        self.types.is_empty() || self.types.iter().any(|t| t == event.kind.as_str())
+        event.kind.wanted_by(&self.types)
     }
 }
 

@@ -549,7 +549,7 @@ fn order_key(x: f32) -> i32 {
 }
 
 /// `round(127·v)`, clamped; embeddings are unit vectors so |v| ≤ 1.
-fn quantize(v: &[f32]) -> impl Iterator<Item = i8> + '_ {
+pub(crate) fn quantize(v: &[f32]) -> impl Iterator<Item = i8> + '_ {
     v.iter()
         .map(|x| (x * 127.0).round().clamp(-127.0, 127.0) as i8)
 }

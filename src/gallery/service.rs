@@ -798,6 +798,24 @@ impl GalleryService {
         Ok(())
     }
 
+    /// The embedded face of `image` that `choice` names (a search probe).
+    pub fn embed_one(&self, image: &RgbImage, choice: FaceChoice) -> Result<Face, ServiceError> {
+        let mut faces = self.analyze(image)?;
+        let boxes: Vec<BBox> = faces.iter().map(|f| f.detection.bbox).collect();
+        let i = choice.pick(&boxes, image.width(), image.height())?;
+        Ok(faces.swap_remove(i))
+    }
+
+    /// Dimensions of the model's embeddings.
+    pub fn dim(&self) -> usize {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).dim()
+    }
+
+    /// The open-set bar of `match.threshold` (raw cosine).
+    pub fn match_threshold(&self) -> f32 {
+        self.matching.threshold
+    }
+
     /// Search every face of `image` against the gallery.
     pub fn search(&self, image: &RgbImage, top_k: usize) -> Result<Vec<SearchFace>, ServiceError> {
         let faces = self.analyze(image)?;

@@ -22,6 +22,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::history::{HistoryKeeper, Record};
 use super::publish::{Publish, PublishActor};
 use super::review::{Keep, ReviewKeeper};
 use super::sequence::Sequencer;
@@ -29,6 +30,7 @@ use super::snapshot::{SnapshotKeeper, TakeSnapshot};
 use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
 use crate::events::{Event, EventIdentity, EventType};
 use crate::gallery::service::GalleryService;
+use crate::history::Appearance;
 use crate::ingest::frame::I420Frame;
 use crate::review::UnknownTrack;
 use crate::stages::align::AlignedFace;
@@ -46,6 +48,9 @@ struct TrackState {
     id: Option<Uuid>,
     counted: bool,
     decided: Option<Decided>,
+    /// The track's identity event, once out.
+    event_id: Option<Uuid>,
+    /// The best aligned face (thumbnails, history).
     best_crop: Option<(f32, AlignedFace)>,
     /// Best shots with their crops, for review (`review.enabled`): (quality, crop,
     /// embedding), best first.
@@ -85,6 +90,9 @@ pub(super) struct Keeping {
     pub review: Option<(Addr<ReviewKeeper>, usize)>,
     /// Where identity events' frames go to be kept (`events.snapshots`).
     pub snapshots: Option<Addr<SnapshotKeeper>>,
+    /// Where decided tracks go to be kept as appearances (`history.enabled`), and this
+    /// node's id.
+    pub history: Option<(Addr<HistoryKeeper>, String)>,
 }
 
 pub(super) struct DecideActor {
@@ -101,6 +109,8 @@ pub(super) struct DecideActor {
     review: Option<(Addr<ReviewKeeper>, usize)>,
     /// Where identity events' frames go to be kept (`events.snapshots`).
     snapshots: Option<Addr<SnapshotKeeper>>,
+    /// Where decided tracks go to be kept as appearances, and this node's id.
+    history: Option<(Addr<HistoryKeeper>, String)>,
     /// The frame being tracked (kept by the align stage only with snapshots on).
     current_frame: Option<Arc<I420Frame>>,
 }
@@ -131,6 +141,7 @@ impl DecideActor {
             meter: Meter::new("decide"),
             review: keeping.review,
             snapshots: keeping.snapshots,
+            history: keeping.history,
             current_frame: None,
         }
     }
@@ -168,7 +179,8 @@ impl DecideActor {
                 embedding: f.embedding.clone(),
             })
             .collect();
-        let thumbnails = self.thumbnails;
+        // the best face is kept for thumbnails and for the history's best shot
+        let thumbnails = self.thumbnails || self.history.is_some();
         let min_hits = self.config.min_hits;
         let review_shots = self.review.as_ref().map_or(0, |(_, n)| *n);
         let tracks = self.camera(camera);
@@ -309,9 +321,11 @@ impl DecideActor {
             EventType::IdentityUnknown
         };
         let mut event = self.track_event(kind, camera, track, &decided);
+        let thumbnails = self.thumbnails;
         let state = self.camera(camera).states.entry(track.id).or_default();
         state.decided = Some(decided);
-        if let Some((_, crop)) = &state.best_crop {
+        state.event_id = Some(event.id);
+        if let (true, Some((_, crop))) = (thumbnails, &state.best_crop) {
             event.thumbnail_jpeg = jpeg_base64(crop);
         }
         if let (Some(keeper), Some(frame)) = (&self.snapshots, &self.current_frame) {
@@ -382,7 +396,30 @@ impl DecideActor {
             .and_then(|s| s.decided.clone())
             .unwrap_or_default();
         let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
-        let state = self.camera(camera).states.remove(&track.id);
+        let mut state = self.camera(camera).states.remove(&track.id);
+        if let (Some((keeper, node)), Some(state)) = (&self.history, state.as_mut()) {
+            if let (Some(_), Some(id), Some(template)) =
+                (&state.decided, state.id, track.template())
+            {
+                keeper.do_send(Record {
+                    appearance: Appearance {
+                        track_id: id,
+                        camera: camera.to_string(),
+                        node: node.clone(),
+                        first_seen: time(track.first_seen_ms).unwrap_or_default(),
+                        last_seen: time(track.last_seen_ms).unwrap_or_default(),
+                        model: self.gallery.model().to_string(),
+                        template,
+                        quality: track.best_quality(),
+                        event_id: state.event_id,
+                        identity: decided.identity.as_ref().map(|i| i.id),
+                        similarity: decided.similarity,
+                        shot: None,
+                    },
+                    best: state.best_crop.take().map(|(_, crop)| crop),
+                });
+            }
+        }
         if let (Some((keeper, _)), Some(state)) = (&self.review, state) {
             // an `identity.unknown` went out for this track: keep it for review
             let unknown = state.decided.as_ref().is_some_and(|d| d.identity.is_none());

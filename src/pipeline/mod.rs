@@ -23,6 +23,7 @@
 mod analyse;
 mod batch;
 mod decide;
+mod history;
 mod publish;
 mod regions;
 mod review;
@@ -437,6 +438,15 @@ struct RunningCamera {
 }
 
 /// The shared stages a camera is connected to.
+/// The stores the pipeline keeps tracks in, besides the events.
+#[derive(Default)]
+pub struct Kept {
+    /// Ended unknown tracks for review (`review.enabled`).
+    pub review: Option<Arc<crate::review::ReviewStore>>,
+    /// Every decided track as an appearance (`history.enabled`).
+    pub history: Option<Arc<crate::history::History>>,
+}
+
 struct Launcher {
     cameras: Vec<crate::ingest::CameraConfig>,
     pipeline: crate::ingest::PipelineConfig,
@@ -460,9 +470,10 @@ impl Pipeline {
         config: &Config,
         gallery: Arc<GalleryService>,
         events: EventBus,
-        review: Option<Arc<crate::review::ReviewStore>>,
+        keep: Kept,
         shutdown: &Shutdown,
     ) -> Result<Pipeline, PipelineError> {
+        let Kept { review, history } = keep;
         // with camera leases the cluster decides which cameras run here
         let leased = config.cluster.camera_leases;
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
@@ -517,6 +528,12 @@ impl Pipeline {
             });
             (keeper, shots)
         });
+        let history = history.map(|h| {
+            (
+                SyncArbiter::start(1, move || history::HistoryKeeper::new(h.clone())),
+                config.cluster.node_id(),
+            )
+        });
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
             let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
@@ -533,6 +550,7 @@ impl Pipeline {
                         thumbnails: events_cfg.thumbnails,
                         review,
                         snapshots,
+                        history,
                     },
                 )
             }

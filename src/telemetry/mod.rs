@@ -38,6 +38,12 @@ pub struct NodeLabel {
     pub node: String,
 }
 
+/// `kind` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SearchKindLabel {
+    pub kind: String,
+}
+
 /// `camera` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CameraLabel {
@@ -107,6 +113,12 @@ pub struct Metrics {
     pub camera_leases: Gauge,
     /// Unknown tracks that could not be written to the review store.
     pub review_errors: Counter,
+    /// Appearances kept in the history (`history.enabled`).
+    pub history_appearances: Gauge,
+    /// Appearances that could not be written to the history.
+    pub history_errors: Counter,
+    /// Appearance searches (`POST /v1/search/faces`, identity timelines), by kind.
+    pub history_searches: Family<SearchKindLabel, Counter>,
     /// Event snapshots that could not be written (`events.snapshots`).
     pub snapshot_errors: Counter,
     /// 1 while the camera delivers frames.
@@ -229,6 +241,24 @@ impl Metrics {
             "review_errors",
             "Unknown tracks that could not be written to the review store",
             review_errors.clone(),
+        );
+        let history_appearances = Gauge::default();
+        registry.register(
+            "history_appearances",
+            "Appearances kept in the searchable history (history.enabled)",
+            history_appearances.clone(),
+        );
+        let history_errors = Counter::default();
+        registry.register(
+            "history_errors",
+            "Appearances that could not be written to the history",
+            history_errors.clone(),
+        );
+        let history_searches = Family::<SearchKindLabel, Counter>::default();
+        registry.register(
+            "history_searches",
+            "Searches of the appearance history, by kind (photo, identity, track)",
+            history_searches.clone(),
         );
         registry.register(
             "event_streams",
@@ -473,6 +503,9 @@ impl Metrics {
             cluster_nodes,
             camera_leases,
             review_errors,
+            history_appearances,
+            history_errors,
+            history_searches,
             snapshot_errors,
         }
     }

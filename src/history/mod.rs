@@ -1,0 +1,720 @@
+//! Appearance history: "where was this person seen?"
+//!
+//! With `history.enabled = true`, every decided track — recognised or unknown — is kept
+//! when it ends as an *appearance*: camera, node, first and last seen, the track's
+//! quality-pooled template, its best shot (the aligned 112×112 face as JPEG), the id of
+//! its identity event and the decision (the identity, or none). Appearances stay
+//! `history.retention_s` (7 days by default, applied on the service's retention timer)
+//! in an owner-only SQLite file of their own (`history.database`).
+//!
+//! **Search** ([`History::search`]) takes a probe template — a photo's face, an enrolled
+//! identity's pooled templates, or a kept appearance's — and returns the appearances at or
+//! above a cosine bar (by default `match.threshold`), newest first or most similar first,
+//! filtered by camera and time window. It is exact: the int8 rows in memory
+//! ([`index::AppearanceIndex`], 128 bytes an appearance) find the candidates, and each is
+//! re-ranked with its f32 template from the store. A time window scans only its slice.
+//!
+//! **Retroactive recognition** ([`History::seen_before`]): when a face is enrolled, the
+//! unknown appearances it matches say the person was already seen, and where.
+//!
+//! **Off by default**: it keeps biometric data of people who never consented (README,
+//! Privacy). Every search is written to an audit table with the API key's name.
+
+pub mod index;
+pub mod store;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::gallery::index::{kernels, pooling_weight};
+use index::{AppearanceIndex, Filter};
+pub use store::SqliteHistory;
+
+/// History settings (section `[history]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Keep every decided track as a searchable appearance. Off by default: biometric
+    /// data of everyone who passed a camera, enrolled or not.
+    pub enabled: bool,
+    /// SQLite file of the appearances (created owner-only, like the gallery).
+    pub database: PathBuf,
+    /// An appearance is deleted this long after it was last seen.
+    pub retention_s: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            enabled: false,
+            database: PathBuf::from("data/history.db"),
+            retention_s: 7 * 86_400,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
+        if self.database.as_os_str().is_empty() {
+            problems.push("history.database must not be empty".into());
+        }
+        if !(3600..=366 * 86_400).contains(&self.retention_s) {
+            problems.push(format!(
+                "history.retention_s = {} must be within [3600, {}]",
+                self.retention_s,
+                366 * 86_400
+            ));
+        }
+    }
+}
+
+/// Errors of the appearance history.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history store: {0}")]
+    Storage(String),
+    #[error("appearance {0} not found")]
+    NotFound(Uuid),
+    #[error("the probe has {got} dimensions; the appearances' model has {expected}")]
+    Dimensions { got: usize, expected: usize },
+}
+
+/// One decided track, as kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Appearance {
+    pub track_id: Uuid,
+    pub camera: String,
+    /// The node that watched the camera (`cluster.node_id`).
+    pub node: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// `model@version` of the template.
+    pub model: String,
+    #[serde(skip)]
+    pub template: Vec<f32>,
+    /// The track's best quality score.
+    pub quality: f32,
+    /// The track's identity event (`identity.recognized` or `identity.unknown`).
+    pub event_id: Option<Uuid>,
+    /// The identity it was recognised as; none for unknown (or since erased).
+    pub identity: Option<Uuid>,
+    /// Its similarity to that identity (or to the nearest, when unknown), at the time.
+    pub similarity: Option<f32>,
+    /// Best shot: the aligned face as JPEG.
+    #[serde(skip)]
+    pub shot: Option<Vec<u8>>,
+}
+
+/// An appearance read back, with its row number.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: i64,
+    pub appearance: Appearance,
+    pub has_shot: bool,
+}
+
+/// A search result.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub stored: Stored,
+    /// Exact cosine to the probe.
+    pub similarity: f32,
+}
+
+/// Result order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Most recently seen first.
+    #[default]
+    Newest,
+    /// Most similar first.
+    Similarity,
+}
+
+/// What a search returns.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub camera: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub min_similarity: f32,
+    pub limit: usize,
+    pub order: Order,
+    /// Only appearances decided unknown.
+    pub only_unknown: bool,
+}
+
+/// The results of a search: at most `limit`, and whether more reached the bar.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub items: Vec<Found>,
+    pub more: bool,
+    /// Appearances the time window let the scan look at.
+    pub scanned: usize,
+}
+
+/// One search, as audited.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The API key's name.
+    pub key: String,
+    /// `photo`, `identity`, `track`, `appearances`, `delete`, `erase`.
+    pub kind: String,
+    /// What was searched for (an id, the filters), never a face.
+    pub detail: String,
+    pub results: usize,
+}
+
+/// Re-ranked in batches of this many rows read from the store.
+const RERANK_BATCH: usize = 256;
+
+/// The appearance history: the store and its index for the current model.
+pub struct History {
+    store: SqliteHistory,
+    index: RwLock<AppearanceIndex>,
+    model: String,
+    config: HistoryConfig,
+}
+
+impl History {
+    /// Open the store and index its appearances of `model` (`dim` dimensions).
+    pub fn open(config: &HistoryConfig, model: &str, dim: usize) -> Result<History, HistoryError> {
+        let store = SqliteHistory::open(&config.database)?;
+        History::with_store(store, config, model, dim)
+    }
+
+    /// Index the appearances of `model` already in `store`.
+    pub fn with_store(
+        store: SqliteHistory,
+        config: &HistoryConfig,
+        model: &str,
+        dim: usize,
+    ) -> Result<History, HistoryError> {
+        let mut index = AppearanceIndex::new(dim);
+        index.reserve(store.count()?);
+        store.for_each(model, |s| {
+            let a = &s.appearance;
+            index.insert(
+                s.seq,
+                a.first_seen.timestamp_millis(),
+                a.last_seen.timestamp_millis(),
+                &a.camera,
+                a.identity.is_none(),
+                &a.template,
+            );
+        })?;
+        Ok(History {
+            store,
+            index: RwLock::new(index),
+            model: model.to_string(),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &SqliteHistory {
+        &self.store
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, AppearanceIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, AppearanceIndex> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appearances indexed (of the current model).
+    pub fn len(&self) -> usize {
+        self.index().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keep an appearance: stored, then searchable (when of the current model).
+    pub fn record(&self, a: &Appearance) -> Result<(), HistoryError> {
+        let (seq, replaced) = self.store.insert(a)?;
+        let mut index = self.index_mut();
+        if let Some(old) = replaced {
+            index.remove(|r| r.seq == old);
+        }
+        if a.model == self.model {
+            index.insert(
+                seq,
+                a.first_seen.timestamp_millis(),
+                a.last_seen.timestamp_millis(),
+                &a.camera,
+                a.identity.is_none(),
+                &a.template,
+            );
+        }
+        Ok(())
+    }
+
+    /// The appearances at or above `query.min_similarity` to `probe` (a unit vector),
+    /// exact, in `query.order`, at most `query.limit`.
+    pub fn search(&self, probe: &[f32], query: &Query) -> Result<Results, HistoryError> {
+        let (mut candidates, scanned) = {
+            let index = self.index();
+            if probe.len() != index.dim() {
+                return Err(HistoryError::Dimensions {
+                    got: probe.len(),
+                    expected: index.dim(),
+                });
+            }
+            let filter = Filter {
+                camera: query.camera.as_deref(),
+                from_ms: query.from.map(|t| t.timestamp_millis()),
+                to_ms: query.to.map(|t| t.timestamp_millis()),
+                only_unknown: query.only_unknown,
+            };
+            (
+                index.candidates(probe, &filter, query.min_similarity),
+                index.scanned(&filter),
+            )
+        };
+        match query.order {
+            Order::Newest => {
+                candidates.sort_by_key(|c| std::cmp::Reverse((c.row.last_ms, c.row.seq)))
+            }
+            Order::Similarity => candidates.sort_by(|a, b| b.approx.total_cmp(&a.approx)),
+        }
+        let dot = kernels::dot_f32_fn();
+        let mut items: Vec<Found> = Vec::new();
+        let mut more = false;
+        'batches: for batch in candidates.chunks(RERANK_BATCH) {
+            if query.order == Order::Similarity && items.len() >= query.limit {
+                // exact scores are within SLACK of the int8 ones: a candidate whose int8
+                // score is that far under the limit-th exact score cannot displace it
+                let floor = items[query.limit - 1].similarity;
+                if batch[0].approx + index::SLACK < floor {
+                    more |= batch
+                        .iter()
+                        .any(|c| c.approx + index::SLACK >= query.min_similarity);
+                    break;
+                }
+            }
+            let seqs: Vec<i64> = batch.iter().map(|c| c.row.seq).collect();
+            let mut rows: std::collections::HashMap<i64, Stored> = self
+                .store
+                .get_many(&seqs)?
+                .into_iter()
+                .map(|s| (s.seq, s))
+                .collect();
+            for c in batch {
+                let Some(stored) = rows.remove(&c.row.seq) else {
+                    continue; // deleted meanwhile
+                };
+                let similarity = dot(probe, &stored.appearance.template);
+                if similarity < query.min_similarity {
+                    continue;
+                }
+                if query.order == Order::Newest && items.len() == query.limit {
+                    more = true;
+                    break 'batches;
+                }
+                items.push(Found { stored, similarity });
+            }
+            if query.order == Order::Similarity {
+                items.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+                if items.len() > query.limit {
+                    items.truncate(query.limit);
+                    more = true;
+                }
+            }
+        }
+        Ok(Results {
+            items,
+            more,
+            scanned,
+        })
+    }
+
+    /// The appearances of an enrolled identity: those recognised as it, and those its
+    /// pooled templates (`(embedding, quality)`) match at `query.min_similarity` — an
+    /// unknown appearance from before its enrolment included.
+    pub fn appearances_of(
+        &self,
+        identity: Uuid,
+        templates: &[(Vec<f32>, f32)],
+        query: &Query,
+    ) -> Result<Results, HistoryError> {
+        let Some(probe) = pooled(templates) else {
+            return Ok(Results::default());
+        };
+        let mut results = self.search(&probe, query)?;
+        let have: HashSet<i64> = results.items.iter().map(|f| f.stored.seq).collect();
+        let (from, to) = (
+            query.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            query.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
+        let dot = kernels::dot_f32_fn();
+        for stored in self.store.recognised_as(identity)? {
+            let a = &stored.appearance;
+            if have.contains(&stored.seq)
+                || query.camera.as_ref().is_some_and(|c| *c != a.camera)
+                || a.last_seen < from
+                || a.first_seen > to
+                || a.model != self.model
+            {
+                continue;
+            }
+            let similarity = dot(&probe, &a.template);
+            results.items.push(Found { stored, similarity });
+        }
+        match query.order {
+            Order::Newest => results
+                .items
+                .sort_by_key(|f| std::cmp::Reverse((f.stored.appearance.last_seen, f.stored.seq))),
+            Order::Similarity => results
+                .items
+                .sort_by(|a, b| b.similarity.total_cmp(&a.similarity)),
+        }
+        if results.items.len() > query.limit {
+            results.items.truncate(query.limit);
+            results.more = true;
+        }
+        Ok(results)
+    }
+
+    /// Unknown appearances that `template` (a face just enrolled) matches at `threshold`:
+    /// the person was seen before being enrolled. Newest first, at most `limit`.
+    pub fn seen_before(
+        &self,
+        template: &[f32],
+        threshold: f32,
+        limit: usize,
+    ) -> Result<Results, HistoryError> {
+        self.search(
+            template,
+            &Query {
+                camera: None,
+                from: None,
+                to: None,
+                min_similarity: threshold,
+                limit,
+                order: Order::Newest,
+                only_unknown: true,
+            },
+        )
+    }
+
+    /// Delete one appearance by its track id.
+    pub fn delete(&self, track: Uuid) -> Result<(), HistoryError> {
+        let seq = self.store.get(track)?.seq;
+        self.store.delete(&[seq])?;
+        self.index_mut().remove(|r| r.seq == seq);
+        Ok(())
+    }
+
+    /// An identity was erased: its appearances no longer name it (they stay, as unknown).
+    pub fn unlink(&self, identity: Uuid) -> Result<usize, HistoryError> {
+        let seqs: HashSet<i64> = self.store.unlink(identity)?.into_iter().collect();
+        self.index_mut().set_unknown(&seqs);
+        Ok(seqs.len())
+    }
+
+    /// Erase an identity's appearances: those recognised as it and those its templates
+    /// match at `threshold`. How many were deleted.
+    pub fn erase(
+        &self,
+        identity: Uuid,
+        templates: &[(Vec<f32>, f32)],
+        threshold: f32,
+    ) -> Result<usize, HistoryError> {
+        let all = self.appearances_of(
+            identity,
+            templates,
+            &Query {
+                camera: None,
+                from: None,
+                to: None,
+                min_similarity: threshold,
+                limit: usize::MAX,
+                order: Order::Newest,
+                only_unknown: false,
+            },
+        )?;
+        let mut seqs: HashSet<i64> = all.items.iter().map(|f| f.stored.seq).collect();
+        // recognised rows of another model too
+        seqs.extend(self.store.recognised_as(identity)?.iter().map(|s| s.seq));
+        let seqs: Vec<i64> = seqs.into_iter().collect();
+        let n = self.store.delete(&seqs)?;
+        let gone: HashSet<i64> = seqs.into_iter().collect();
+        self.index_mut().remove(|r| gone.contains(&r.seq));
+        Ok(n)
+    }
+
+    /// Apply `history.retention_s`; how many appearances were deleted.
+    pub fn prune(&self, now: DateTime<Utc>) -> Result<usize, HistoryError> {
+        let cutoff = now - chrono::TimeDelta::seconds(self.config.retention_s as i64);
+        let gone: HashSet<i64> = self.store.delete_older(cutoff)?.into_iter().collect();
+        if !gone.is_empty() {
+            self.index_mut().remove(|r| gone.contains(&r.seq));
+        }
+        Ok(gone.len())
+    }
+
+    /// Write an audit entry (and log it).
+    pub fn audit(&self, key: &str, kind: &str, detail: &str, results: usize) {
+        tracing::info!(target: "facestream::audit", key, kind, detail, results, "appearance search");
+        let entry = AuditEntry {
+            at: Utc::now(),
+            key: key.to_string(),
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+            results,
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, key, kind, "the search audit entry could not be written");
+        }
+    }
+}
+
+/// The quality-weighted mean of templates, renormalised (the gallery's pooled template).
+pub fn pooled(templates: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
+    let dim = templates.first()?.0.len();
+    let mut sum = vec![0.0f32; dim];
+    for (t, q) in templates.iter().filter(|(t, _)| t.len() == dim) {
+        let w = pooling_weight(*q);
+        for (s, x) in sum.iter_mut().zip(t) {
+            *s += w * x;
+        }
+    }
+    let n = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (n > 0.0).then(|| sum.into_iter().map(|x| x / n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::random_unit;
+
+    const MODEL: &str = "test@1";
+
+    fn open() -> (History, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("facestream-history-{}", Uuid::now_v7()));
+        let config = HistoryConfig {
+            enabled: true,
+            database: dir.join("history.db"),
+            retention_s: 3600,
+        };
+        (History::open(&config, MODEL, 128).unwrap(), dir)
+    }
+
+    /// A unit vector at cosine `c` from `base`.
+    fn near(base: &[f32], c: f32, seed: u64) -> Vec<f32> {
+        let noise = random_unit(seed, base.len());
+        let along: f32 = noise.iter().zip(base).map(|(n, b)| n * b).sum();
+        let ortho: Vec<f32> = noise.iter().zip(base).map(|(n, b)| n - along * b).collect();
+        let n = ortho.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let k = (1.0 - c * c).sqrt();
+        base.iter()
+            .zip(&ortho)
+            .map(|(b, o)| c * b + k * o / n)
+            .collect()
+    }
+
+    fn appearance(template: Vec<f32>, minute: i64, camera: &str) -> Appearance {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        Appearance {
+            track_id: Uuid::now_v7(),
+            camera: camera.into(),
+            node: "n1".into(),
+            first_seen: t0 + chrono::TimeDelta::minutes(minute),
+            last_seen: t0 + chrono::TimeDelta::minutes(minute) + chrono::TimeDelta::seconds(5),
+            model: MODEL.into(),
+            template,
+            quality: 0.8,
+            event_id: Some(Uuid::now_v7()),
+            identity: None,
+            similarity: Some(0.2),
+            shot: Some(vec![0xFF, 0xD8, 0xFF]),
+        }
+    }
+
+    fn query(min: f32, limit: usize, order: Order) -> Query {
+        Query {
+            camera: None,
+            from: None,
+            to: None,
+            min_similarity: min,
+            limit,
+            order,
+            only_unknown: false,
+        }
+    }
+
+    #[test]
+    fn search_is_exact_in_both_orders_and_says_when_there_is_more() {
+        let (h, dir) = open();
+        let probe = random_unit(7, 128);
+        // 400 appearances at cosines 0.30 … 0.70 to the probe, in time order
+        let cosines: Vec<f32> = (0..400)
+            .map(|i| 0.3005 + 0.4 * ((i * 37) % 400) as f32 / 400.0)
+            .collect();
+        for (i, c) in cosines.iter().enumerate() {
+            h.record(&appearance(
+                near(&probe, *c, 100 + i as u64),
+                i as i64,
+                "door",
+            ))
+            .unwrap();
+        }
+        let above: Vec<usize> = (0..400).filter(|&i| cosines[i] >= 0.5).collect();
+        // newest first: the most recent appearances at or above the bar
+        let newest = h.search(&probe, &query(0.5, 10, Order::Newest)).unwrap();
+        let want: Vec<usize> = above.iter().rev().take(10).copied().collect();
+        let got: Vec<i64> = newest
+            .items
+            .iter()
+            .map(|f| (f.stored.appearance.first_seen.timestamp() - 1_800_000_000) / 60)
+            .collect();
+        assert_eq!(got, want.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        assert!(newest.more);
+        for f in &newest.items {
+            let exact: f32 = f
+                .stored
+                .appearance
+                .template
+                .iter()
+                .zip(&probe)
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!((f.similarity - exact).abs() < 1e-5);
+        }
+        // most similar first: the highest cosines, exactly
+        let best = h.search(&probe, &query(0.5, 5, Order::Similarity)).unwrap();
+        let mut sorted: Vec<f32> = above.iter().map(|&i| cosines[i]).collect();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        for (f, c) in best.items.iter().zip(&sorted) {
+            assert!((f.similarity - c).abs() < 1e-4, "{} vs {c}", f.similarity);
+        }
+        // all of them when the limit allows
+        let all = h
+            .search(&probe, &query(0.5, 1000, Order::Similarity))
+            .unwrap();
+        assert_eq!(all.items.len(), above.len());
+        assert!(!all.more);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn filters_deletion_unlinking_retention_and_a_reopen() {
+        let (h, dir) = open();
+        let alice = random_unit(1, 128);
+        let identity = Uuid::now_v7();
+        let mut recognised = appearance(near(&alice, 0.8, 2), 0, "door");
+        recognised.identity = Some(identity);
+        let earlier = appearance(near(&alice, 0.7, 3), -30, "hall");
+        let stranger = appearance(random_unit(4, 128), 10, "door");
+        for a in [&recognised, &earlier, &stranger] {
+            h.record(a).unwrap();
+        }
+        let ids = |r: &Results| -> Vec<Uuid> {
+            r.items
+                .iter()
+                .map(|f| f.stored.appearance.track_id)
+                .collect()
+        };
+        let all = h.search(&alice, &query(0.5, 100, Order::Newest)).unwrap();
+        assert_eq!(ids(&all), vec![recognised.track_id, earlier.track_id]);
+        let door = Query {
+            camera: Some("door".into()),
+            ..query(0.5, 100, Order::Newest)
+        };
+        assert_eq!(
+            ids(&h.search(&alice, &door).unwrap()),
+            vec![recognised.track_id]
+        );
+        let before = Query {
+            to: Some(recognised.first_seen - chrono::TimeDelta::minutes(1)),
+            ..query(0.5, 100, Order::Newest)
+        };
+        assert_eq!(
+            ids(&h.search(&alice, &before).unwrap()),
+            vec![earlier.track_id]
+        );
+        // enrolment: only the unknown one is "seen before"
+        let seen = h.seen_before(&alice, 0.5, 10).unwrap();
+        assert_eq!(ids(&seen), vec![earlier.track_id]);
+        // the identity's timeline holds both
+        let of = h
+            .appearances_of(
+                identity,
+                &[(alice.clone(), 0.9)],
+                &query(0.5, 100, Order::Newest),
+            )
+            .unwrap();
+        assert_eq!(ids(&of), vec![recognised.track_id, earlier.track_id]);
+        // erasure without the appearances: they stay, as unknown
+        assert_eq!(h.unlink(identity).unwrap(), 1);
+        assert_eq!(h.seen_before(&alice, 0.5, 10).unwrap().items.len(), 2);
+        assert!(h.store().recognised_as(identity).unwrap().is_empty());
+        // one deleted by id
+        h.delete(earlier.track_id).unwrap();
+        assert!(matches!(
+            h.delete(earlier.track_id),
+            Err(HistoryError::NotFound(_))
+        ));
+        assert_eq!(
+            ids(&h.search(&alice, &query(0.5, 100, Order::Newest)).unwrap()),
+            vec![recognised.track_id]
+        );
+        // reopened: the index is rebuilt from the file
+        drop(h);
+        let config = HistoryConfig {
+            enabled: true,
+            database: dir.join("history.db"),
+            retention_s: 3600,
+        };
+        let h = History::open(&config, MODEL, 128).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(
+            ids(&h.search(&alice, &query(0.5, 100, Order::Newest)).unwrap()),
+            vec![recognised.track_id]
+        );
+        // retention: everything recorded (in 2027) is past an hour by 2028
+        let later = recognised.last_seen + chrono::TimeDelta::days(400);
+        assert_eq!(h.prune(later).unwrap(), 2);
+        assert!(h.is_empty());
+        assert_eq!(h.store().count().unwrap(), 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn erasing_with_the_appearances_deletes_the_recognised_and_the_matching_ones() {
+        let (h, dir) = open();
+        let bob = random_unit(11, 128);
+        let identity = Uuid::now_v7();
+        let mut recognised = appearance(near(&bob, 0.8, 12), 0, "door");
+        recognised.identity = Some(identity);
+        let before = appearance(near(&bob, 0.75, 13), -60, "door");
+        let other = appearance(random_unit(14, 128), 5, "door");
+        for a in [&recognised, &before, &other] {
+            h.record(a).unwrap();
+        }
+        assert_eq!(h.erase(identity, &[(bob.clone(), 0.9)], 0.5).unwrap(), 2);
+        assert_eq!(h.len(), 1);
+        let left = h.store().get(other.track_id).unwrap();
+        assert_eq!(left.appearance.track_id, other.track_id);
+        // a track recorded again replaces its row
+        let mut again = other.clone();
+        again.last_seen += chrono::TimeDelta::seconds(30);
+        h.record(&again).unwrap();
+        assert_eq!((h.len(), h.store().count().unwrap()), (1, 1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
