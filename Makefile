@@ -17,7 +17,7 @@ export FACESTREAM_FIXTURES := $(CURDIR)/$(CACHE)/fixtures
 export FACESTREAM_OPENVINO_LIB = $(lastword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/openvino/libs/libopenvino_c.so*))
 
 .PHONY: setup apt venv models fixtures build run eval test bench-lfw bench-identify bench-backends \
-	models-tflite build-litert build-tract bench-search bench-cameras soak fuzz fuzz-api screenshots clean-cache
+	models-tflite build-litert build-tract bench-search bench-history bench-cameras soak fuzz fuzz-api screenshots clean-cache
 
 setup: apt venv models fixtures build
 
@@ -76,6 +76,11 @@ bench-backends: setup build-tract
 bench-search: setup
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check faiss-cpu==1.13.0
 	taskset -c 0 $(VENV)/bin/python scripts/bench_search.py
+
+# Appearance search at 1,000,000 appearances beside FAISS, one core (BENCHMARKS.md §11)
+bench-history: setup
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check faiss-cpu==1.13.0
+	taskset -c 0 $(VENV)/bin/python scripts/bench_history.py
 
 # Faces at surveillance distance on N simultaneous 1080p25 H.264 RTSP cameras (LFW
 # people, degraded scene): recall, drops, latency, CPU against decode-only, per mode.

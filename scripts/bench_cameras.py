@@ -418,6 +418,26 @@ def choose_people(lfw, n_enrolled, n_strangers, work):
     return enrolled, shown
 
 
+def scene_runs(first, prefix, sim, port, schedule_file, regions, variants, work, enrolled, **kw):
+    """One camera on a scene of its own simulator (stopped after): the defaults, then each
+    detection variant, with one decode-only baseline for all."""
+    out = []
+    try:
+        schedule = json.load(open(schedule_file))
+        base = None
+        for name, detection, extra in [(first, regions, "")] + [(f"{prefix}-{label}", d, e)
+                                                                for label, d, e in variants]:
+            r = run_service(name, work, port, 1, detection, schedule, enrolled, sim, extra, **kw)
+            base = base if base is not None else baseline(port, 1, 30)
+            r["baseline_decode_only_cores"] = base
+            out.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        sim.terminate()
+        sim.wait()
+    return out
+
+
 def variant(v, regions):
     """A `--variant SECTION.KEY=VALUE`: (label, the cameras' detection table, extra config)."""
     key, value = v.split("=", 1)
@@ -515,35 +535,13 @@ def main():
         standing = [p for p in shown if os.path.basename(os.path.dirname(p)) in enrolled_set][:6]
         sim, port, _ = simulator(standing, 1, stand_sched,
                                  ["--standing", "--show-seconds", "30", "--photo-heights", "75,90,105"])
-        try:
-            sched = json.load(open(stand_sched))
-            base = None
-            for label, detection, extra in [("default", modes["regions"], "")] + detection_variants:
-                r = run_service(f"1cam-standing-{label}", work, port, 1, detection, sched, enrolled_set, sim,
-                                extra, standing=True)
-                base = base if base is not None else baseline(port, 1, 30)
-                r["baseline_decode_only_cores"] = base
-                results.append(r)
-                print(json.dumps(r), flush=True)
-        finally:
-            sim.terminate()
-            sim.wait()
+        results += scene_runs("1cam-standing-default", "1cam-standing", sim, port, stand_sched, modes["regions"],
+                              detection_variants, work, enrolled_set, standing=True)
     if not args.skip_idle:
         idle_sched = os.path.join(work, "idle.json")
         sim, port, _ = simulator(shown[:1], 1, idle_sched, ["--empty-seconds", "40"])
-        try:
-            idle = json.load(open(idle_sched))
-            base = None
-            for label, detection, extra in [("", modes["regions"], "")] + detection_variants:
-                r = run_service("1cam-idle" + (f"-{label}" if label else ""), work, port, 1, detection, idle,
-                                enrolled_set, sim, extra, settle=10)
-                base = base if base is not None else baseline(port, 1, 30)
-                r["baseline_decode_only_cores"] = base
-                results.append(r)
-                print(json.dumps(r), flush=True)
-        finally:
-            sim.terminate()
-            sim.wait()
+        results += scene_runs("1cam-idle", "1cam-idle", sim, port, idle_sched, modes["regions"], detection_variants,
+                              work, enrolled_set, settle=10)
     with open(args.json, "w") as f:
         json.dump({"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "results": results}, f, indent=2)
     print(f"\nmachine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}")

@@ -60,6 +60,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Measure 1:N search latency and memory on vector files (see scripts/bench_search.py).
     BenchSearch(cli::bench_search::BenchSearchArgs),
+    /// Measure appearance search at scale on vector files (see scripts/bench_history.py).
+    BenchHistory(cli::bench_history::BenchHistoryArgs),
     /// Measure webhook delivery rate, latency and outbox growth (local receiver).
     BenchEvents(cli::bench_events::BenchEventsArgs),
     /// Serve face photos as looping H.264 RTSP cameras (no hardware needed).
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Backends(a) => cli::backends::run(&config, a),
         Command::Bench(a) => cli::bench::run(&config, a),
         Command::BenchSearch(a) => cli::bench_search::run(a),
+        Command::BenchHistory(a) => cli::bench_history::run(a),
         Command::BenchEvents(a) => cli::bench_events::run(a),
         Command::Validate | Command::SimulateCamera(_) => unreachable!("handled before loading"),
         Command::Config => {

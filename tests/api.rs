@@ -208,9 +208,31 @@ fn every_endpoint_and_error_status_over_http() {
         "/v1/session",
         "/v1/cameras/{id}/snapshot",
         "/v1/identities/{id}/faces/{face}/crop",
+        "/v1/identities/{id}/appearances",
+        "/v1/search/faces",
+        "/v1/search/appearances",
+        "/v1/search/appearances/{id}/shot",
+        "/v1/search/audit",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // searching the past is for admin keys, and off until history.enabled
+    let probe = || {
+        Some(Body::Json(
+            serde_json::json!({"track_id": uuid::Uuid::now_v7()}),
+        ))
+    };
+    let (s, _) = api.call("POST", "/search/faces", Some(READER), probe());
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, off) = api.call("POST", "/search/faces", Some(ADMIN), probe());
+    assert_eq!(s, StatusCode::NOT_FOUND, "{off}");
+    assert!(
+        off["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("history.enabled = true"),
+        "{off}"
+    );
     // snapshots and the review queue are off by default, and say which setting turns them on
     let (s, off) = api.call(
         "GET",

@@ -72,6 +72,9 @@ dir = "{dir}/snapshots"
 [review]
 enabled = true
 database = "{dir}/review.db"
+[history]
+enabled = true
+database = "{dir}/history.db"
 [pipeline]
 frame_queue = 300
 [[cameras]]
@@ -497,6 +500,77 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
         "{search}"
     );
 
+    // -- search: where was Tom Hanks seen, before his enrolment and after ---------------
+    click(&client, "header nav a[data-page=search]").await;
+    wait_until!("the search page", 20, shown(&client, "#page-search").await);
+    client
+        .find(Locator::Css("#search-photo"))
+        .await
+        .unwrap()
+        .send_keys(common::fixture("Tom_Hanks_54745.png").to_str().unwrap())
+        .await
+        .unwrap();
+    click(&client, "#search-submit").await;
+    let found = "#search-results .timeline[data-camera=entrance] li.appearance";
+    wait_until!(
+        "his appearances found by photo",
+        30,
+        exists(&client, found).await
+    );
+    wait_until!(
+        "their best shots shown",
+        20,
+        client
+            .execute(
+                "return [...document.querySelectorAll('#search-results img.thumb')]
+                   .some((i) => i.complete && i.naturalWidth === 112);",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_bool()
+            .unwrap()
+    );
+    assert!(exists(&client, &format!("{found} a.event-link")).await);
+    assert!(text(&client, "#search-message")
+        .await
+        .contains("appearance(s)"));
+    // his timeline, from the library's "Where seen": unknown before enrolment, then named
+    click(&client, "header nav a[data-page=library]").await;
+    wait_until!("Tom Hanks in the library", 20, exists(&client, tom).await);
+    click(&client, &format!("{tom} .where-seen")).await;
+    wait_until!("his timeline, unknown and recognised", 90, {
+        if exists(&client, "#search-results li.appearance.unknown").await
+            && !exists(&client, "#search-results li.appearance.recognized").await
+        {
+            // the recognised appearance is kept when its track ends: look again
+            click(&client, "#search-timeline").await;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        exists(&client, "#search-results li.appearance.unknown").await
+            && exists(&client, "#search-results li.appearance.recognized").await
+    });
+    screenshot(&client, "search").await;
+    // the searches were audited under the console key's name
+    let (status, audit) = call(port, "GET", "/v1/search/audit");
+    assert_eq!(status, 200, "{audit}");
+    let kinds: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("operator", "photo")), "{audit}");
+    assert!(kinds.contains(&("operator", "appearances")), "{audit}");
+    let (_, timeline) = call(port, "GET", &format!("/v1/identities/{tom_id}/appearances"));
+    let before_erasure: Vec<String> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["track_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!before_erasure.is_empty(), "{timeline}");
+
     // -- a wrong match, from the review page's recent matches: its face is removed ------
     click(&client, "header nav a[data-page=review]").await;
     let wrong = "#review-matches li.event[data-type='identity.recognized'] .wrong-person";
@@ -532,6 +606,8 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
     wait_until!("Tom Hanks listed", 20, exists(&client, tom).await);
     click(&client, &format!("{tom} .erase")).await;
     client.accept_alert().await.unwrap();
+    // and where he was seen too
+    client.accept_alert().await.unwrap();
     wait_until!(
         "Tom Hanks erased",
         20,
@@ -540,6 +616,25 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
     );
     let (status, _) = call(port, "GET", &format!("/v1/identities/{tom_id}"));
     assert_eq!(status, 404, "the erased identity is gone from the API too");
+    // none of his kept appearances is found any more (he keeps walking past: any found
+    // now are new ones)
+    let client_http = reqwest::blocking::Client::new();
+    let after: Value = client_http
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/search/faces?limit=1000"
+        ))
+        .bearer_auth(ADMIN)
+        .body(std::fs::read(common::fixture("Tom_Hanks_54745.png")).unwrap())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for a in after["items"].as_array().unwrap() {
+        assert!(
+            !before_erasure.contains(&a["track_id"].as_str().unwrap().to_string()),
+            "an erased appearance is still found: {a}"
+        );
+    }
 
     client.close().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);

@@ -179,11 +179,7 @@ pub(super) async fn shot(
         .parse()
         .map_err(|_| ApiError::NotFound(format!("shot {n:?} of track {id} not found")))?;
     let jpeg = blocking(move || Ok(store.shot_jpeg(id, n)?)).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("image/jpeg")
-        // a face crop: kept out of shared caches
-        .insert_header(("Cache-Control", "private, no-store"))
-        .body(jpeg))
+    Ok(super::routes::private_jpeg(jpeg))
 }
 
 /// Track ids of a request: 1 to [`MAX_TRACKS_PER_REQUEST`], no repeats.
@@ -244,7 +240,8 @@ pub(super) async fn enroll(
         ));
     }
     let service = state.service.clone();
-    let (identity, added, created, refused) = blocking(move || {
+    let history = state.history.clone();
+    let (identity, added, created, refused, seen) = blocking(move || {
         // One review enrolment at a time, from reading the tracks to removing them from
         // the queue: two requests for one group cannot both enrol it (the second finds
         // the tracks gone: 404).
@@ -324,7 +321,23 @@ pub(super) async fn enroll(
         store.remove(&ids)?;
         metrics().review_tracks.set(store.count()? as i64);
         let identity = service.store().get_identity(identity.id)?;
-        Ok((identity, added, created, refused))
+        // retroactive recognition, as for an upload: where the person was seen before
+        let pooled = crate::history::pooled(
+            &added
+                .iter()
+                .map(|t| (t.embedding.clone(), t.quality))
+                .collect::<Vec<_>>(),
+        );
+        let seen = match (&history, pooled) {
+            (Some(h), Some(probe)) => Some(super::search::seen_before(
+                &service,
+                h,
+                identity.id,
+                &probe,
+            )?),
+            _ => None,
+        };
+        Ok((identity, added, created, refused, seen))
     })
     .await?;
     tracing::info!(
@@ -335,12 +348,18 @@ pub(super) async fn enroll(
         by = %key,
         "unknown tracks enrolled from the review queue"
     );
-    let response = serde_json::json!({
+    let mut response = serde_json::json!({
         "identity": identity,
         "faces": added,
         "tracks": body.tracks,
         "shots_under_min_quality": refused,
     });
+    if let Some((items, event)) = seen {
+        response["seen_before"] = serde_json::Value::Array(items);
+        if let Some(event) = event {
+            super::search::publish_seen_before(&state, event).await;
+        }
+    }
     Ok(if created {
         HttpResponse::Created().json(response)
     } else {

@@ -262,10 +262,15 @@ async fn snapshot(
         }
     })
     .await?;
-    Ok(HttpResponse::Ok()
+    Ok(private_jpeg(jpeg))
+}
+
+/// A JPEG of a face or a frame: biometric data, kept out of shared caches.
+pub(super) fn private_jpeg(jpeg: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type("image/jpeg")
         .insert_header(("Cache-Control", "private, no-store"))
-        .body(jpeg))
+        .body(jpeg)
 }
 
 pub(super) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
@@ -351,10 +356,7 @@ async fn face_crop(
         })
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("image/jpeg")
-        .insert_header(("Cache-Control", "private, no-store"))
-        .body(jpeg))
+    Ok(private_jpeg(jpeg))
 }
 
 #[derive(Deserialize)]
@@ -596,11 +598,7 @@ async fn add_face(
     if let Some((items, event)) = seen {
         body["seen_before"] = serde_json::Value::Array(items);
         if let Some(event) = event {
-            let events = state.events.clone();
-            let kind = event.kind;
-            if let Err(e) = blocking(move || Ok(events.publish(&event)?)).await {
-                tracing::error!(identity = %id, error = %e, kind = kind.as_str(), "the seen-before event could not be written");
-            }
+            super::search::publish_seen_before(&state, event).await;
         }
     }
     Ok(HttpResponse::Created().json(body))

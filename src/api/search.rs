@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::routes::{authorize, blocking, check_limit, parse_id, read_body, AppState};
+use super::routes::{
+    authorize, blocking, check_limit, parse_id, private_jpeg, read_body, AppState,
+};
 use super::{ApiError, Scope};
 use crate::gallery::service::{FaceChoice, GalleryService};
 use crate::history::{pooled, Found, History, Order, Query, Results};
@@ -358,10 +360,7 @@ pub(super) async fn shot(
         })
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("image/jpeg")
-        .insert_header(("Cache-Control", "private, no-store"))
-        .body(jpeg))
+    Ok(private_jpeg(jpeg))
 }
 
 #[derive(Deserialize)]
@@ -450,4 +449,14 @@ pub(super) fn seen_before(
             .collect(),
     );
     Ok((items, Some(event)))
+}
+
+/// Write an `identity.seen_before` event to the outbox (for the endpoints whose `types`
+/// list it). A failure is logged: the enrolment stands, and its response says the same.
+pub(super) async fn publish_seen_before(state: &AppState, event: crate::events::Event) {
+    let identity = event.identity.as_ref().map(|i| i.id);
+    let events = state.events.clone();
+    if let Err(e) = blocking(move || Ok(events.publish(&event)?)).await {
+        tracing::error!(identity = ?identity, error = %e, "the identity.seen_before event could not be written");
+    }
 }

@@ -31,7 +31,8 @@ pub struct BenchSearchArgs {
     top1: Option<PathBuf>,
 }
 
-fn read_f32(path: &PathBuf) -> anyhow::Result<Vec<f32>> {
+/// 128-d f32 rows from a little-endian file (also `bench-history`'s input).
+pub(crate) fn read_f32(path: &PathBuf) -> anyhow::Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(
         bytes.len() % (4 * 128) == 0,
@@ -44,7 +45,8 @@ fn read_f32(path: &PathBuf) -> anyhow::Result<Vec<f32>> {
         .collect())
 }
 
-fn rss_kib() -> u64 {
+/// This process's resident memory, KiB.
+pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

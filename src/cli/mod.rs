@@ -6,6 +6,7 @@
 pub mod backends;
 pub mod bench;
 pub mod bench_events;
+pub mod bench_history;
 pub mod bench_search;
 pub mod embed;
 pub mod enroll;

@@ -79,6 +79,30 @@ fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
+const INSERT: &str =
+    "INSERT INTO appearances (track_id, camera, node, first_seen_ms, last_seen_ms, model, template,
+                              quality, event_id, identity_id, similarity, shot)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// Write one appearance with the (cached) insert statement; its row number.
+fn insert_row(conn: &Connection, a: &Appearance) -> rusqlite::Result<i64> {
+    conn.prepare_cached(INSERT)?.execute(params![
+        a.track_id.to_string(),
+        a.camera,
+        a.node,
+        a.first_seen.timestamp_millis(),
+        a.last_seen.timestamp_millis(),
+        a.model,
+        embedding_bytes(&a.template),
+        a.quality,
+        a.event_id.map(|u| u.to_string()),
+        a.identity.map(|u| u.to_string()),
+        a.similarity,
+        a.shot,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
 /// SQLite-backed appearance store.
 pub struct SqliteHistory {
     conn: Mutex<Connection>,
@@ -111,27 +135,7 @@ impl SqliteHistory {
             )
             .optional()
             .map_err(storage)?;
-        tx.execute(
-            "INSERT INTO appearances (track_id, camera, node, first_seen_ms, last_seen_ms, model, template,
-                                      quality, event_id, identity_id, similarity, shot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                a.track_id.to_string(),
-                a.camera,
-                a.node,
-                a.first_seen.timestamp_millis(),
-                a.last_seen.timestamp_millis(),
-                a.model,
-                embedding_bytes(&a.template),
-                a.quality,
-                a.event_id.map(|u| u.to_string()),
-                a.identity.map(|u| u.to_string()),
-                a.similarity,
-                a.shot,
-            ],
-        )
-        .map_err(storage)?;
-        let seq = tx.last_insert_rowid();
+        let seq = insert_row(&tx, a).map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok((seq, replaced))
     }
@@ -140,34 +144,11 @@ impl SqliteHistory {
     pub fn insert_many(&self, all: &[Appearance]) -> Result<Vec<i64>, HistoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
-        let mut seqs = Vec::with_capacity(all.len());
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO appearances (track_id, camera, node, first_seen_ms, last_seen_ms, model, template,
-                                              quality, event_id, identity_id, similarity, shot)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
-                .map_err(storage)?;
-            for a in all {
-                stmt.execute(params![
-                    a.track_id.to_string(),
-                    a.camera,
-                    a.node,
-                    a.first_seen.timestamp_millis(),
-                    a.last_seen.timestamp_millis(),
-                    a.model,
-                    embedding_bytes(&a.template),
-                    a.quality,
-                    a.event_id.map(|u| u.to_string()),
-                    a.identity.map(|u| u.to_string()),
-                    a.similarity,
-                    a.shot,
-                ])
-                .map_err(storage)?;
-                seqs.push(tx.last_insert_rowid());
-            }
-        }
+        let seqs = all
+            .iter()
+            .map(|a| insert_row(&tx, a))
+            .collect::<rusqlite::Result<Vec<i64>>>()
+            .map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(seqs)
     }

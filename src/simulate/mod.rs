@@ -117,6 +117,23 @@ pub struct SceneSpec {
     pub standing: bool,
 }
 
+impl Default for SceneSpec {
+    /// One lane of 300-px photos, each crossing in 3 s with 2 s between them, nobody
+    /// stopping, the clean look.
+    fn default() -> Self {
+        SceneSpec {
+            photo_heights: vec![300],
+            show_s: 3.0,
+            gap_s: 2.0,
+            lanes: 1,
+            hold_every: 0,
+            hold_s: 0.0,
+            look: Look::default(),
+            standing: false,
+        }
+    }
+}
+
 /// What the simulated camera sees.
 #[derive(Clone)]
 pub struct Scene {
@@ -148,10 +165,7 @@ impl Scene {
                 show_s,
                 gap_s,
                 lanes,
-                hold_every: 0,
-                hold_s: 0.0,
-                look: Look::default(),
-                standing: false,
+                ..SceneSpec::default()
             },
         )
     }
@@ -172,11 +186,9 @@ impl Scene {
                 photo_heights: vec![photo_height],
                 show_s: duration_s,
                 gap_s: 0.0,
-                lanes: 1,
-                hold_every: 0,
-                hold_s: 0.0,
                 look,
                 standing: true,
+                ..SceneSpec::default()
             },
         )
     }

@@ -140,7 +140,13 @@ function showApp() {
 
 // ---- pages --------------------------------------------------------------------------
 
-const PAGES = { live: null, cameras: showCameras, library: loadLibrary, review: loadReview };
+const PAGES = {
+  live: null,
+  cameras: showCameras,
+  library: loadLibrary,
+  review: loadReview,
+  search: loadSearch,
+};
 let pageTimer = null;
 
 function route() {
@@ -373,6 +379,12 @@ function identityCard(identity) {
       el("span", { class: "count", text: `${identity.faces} face${identity.faces === 1 ? "" : "s"}` }),
       el("label", { class: "admin-only" }, "add photo ", file),
       el("button", { type: "button", class: "rename admin-only", text: "Rename", onclick: () => rename(identity) }),
+      el("button", {
+        type: "button",
+        class: "where-seen admin-only",
+        text: "Where seen",
+        onclick: () => searchFor({ identity: identity.id }),
+      }),
       el("button", { type: "button", class: "erase danger admin-only", text: "Erase", onclick: () => erase(identity) }),
     ),
     choice,
@@ -489,8 +501,19 @@ async function erase(identity) {
     `Erase ${identity.name} and their ${identity.faces} face(s)?\n\n` +
     "Their templates and crops are deleted; this cannot be undone.";
   if (!window.confirm(question)) return;
+  const appearances = window.confirm(
+    `Also erase where ${identity.name} was seen (their kept appearances)?\n\n` +
+      "OK: erase them. Cancel: keep them, no longer naming anyone.",
+  );
+  const path = `/v1/identities/${identity.id}`;
   try {
-    await api("DELETE", `/v1/identities/${identity.id}`);
+    try {
+      await api("DELETE", appearances ? `${path}?appearances=erase` : path);
+    } catch (e) {
+      // no history kept here (history.enabled = false): nothing more to erase
+      if (!(appearances && e.status === 404 && /history/.test(e.message))) throw e;
+      await api("DELETE", path);
+    }
     say("library-message", `Erased ${identity.name}.`, "good");
   } catch (e) {
     say("library-message", e.message, "bad");
@@ -606,9 +629,158 @@ function reviewGroup(group, identities) {
       { class: "act admin-only" },
       el("button", {
         type: "button",
+        class: "search-past",
+        text: "Search the past",
+        onclick: () => searchFor({ track_id: tracks[0] }),
+      }),
+      el("button", {
+        type: "button",
         class: "dismiss danger",
         text: "Dismiss",
         onclick: () => act("/v1/review/dismiss", { tracks }, "Dismissed."),
+      }),
+    ),
+  );
+}
+
+// ---- Search the past ----------------------------------------------------------------
+
+// the probe of the next search, set by the other pages: {identity} or {track_id}
+let searchFrom = null;
+
+function searchFor(probe) {
+  searchFrom = probe;
+  location.hash = "#search";
+}
+
+async function loadSearch() {
+  if (isAdmin()) {
+    try {
+      const people = (await api("GET", "/v1/identities?limit=1000")).items;
+      people.sort((a, b) => a.name.localeCompare(b.name));
+      const pick = $("search-identity");
+      const chosen = searchFrom && searchFrom.identity ? searchFrom.identity : pick.value;
+      pick.replaceChildren(
+        ...people.map((i) => el("option", { value: i.id, text: i.name, selected: i.id === chosen })),
+      );
+    } catch (e) {
+      say("search-message", e.message, "bad");
+    }
+  }
+  if (searchFrom) {
+    const probe = searchFrom;
+    searchFrom = null;
+    runSearch(probe);
+  }
+}
+
+function searchFilters() {
+  const params = new URLSearchParams();
+  const camera = $("search-camera").value.trim();
+  if (camera) params.set("camera", camera);
+  for (const [id, key] of [["search-from", "from"], ["search-to", "to"]]) {
+    const v = $(id).value;
+    if (v) params.set(key, new Date(v).toISOString());
+  }
+  const min = $("search-min").value;
+  if (min !== "") params.set("min_similarity", min);
+  params.set("limit", "200");
+  return params.toString();
+}
+
+async function runSearch(probe) {
+  say("search-message", "Searching…", "");
+  let result;
+  try {
+    const query = searchFilters();
+    if (probe.identity) {
+      result = await api("GET", `/v1/identities/${probe.identity}/appearances?${query}`);
+    } else if (probe.photo) {
+      result = await api("POST", `/v1/search/faces?face=largest&${query}`, probe.photo);
+    } else {
+      result = await api("POST", `/v1/search/faces?${query}`, probe);
+    }
+  } catch (e) {
+    $("search-results").replaceChildren();
+    $("search-empty").hidden = true;
+    say("search-message", e.message, "bad");
+    return;
+  }
+  const n = result.items.length;
+  say(
+    "search-message",
+    `${n}${result.more ? "+" : ""} appearance(s) at similarity ≥ ${fixed(result.min_similarity, 2)}.`,
+    "good",
+  );
+  $("search-empty").hidden = n > 0;
+  // a timeline per camera, newest first
+  const cameras = new Map();
+  for (const a of result.items) {
+    if (!cameras.has(a.camera)) cameras.set(a.camera, []);
+    cameras.get(a.camera).push(a);
+  }
+  $("search-results").replaceChildren(
+    ...[...cameras.entries()].map(([camera, items]) =>
+      el(
+        "section",
+        { class: "timeline", "data-camera": camera },
+        el("h3", { text: `${camera} · ${items.length}` }),
+        el("ol", { class: "events" }, ...items.map((a) => appearanceRow(a, probe))),
+      ),
+    ),
+  );
+}
+
+function appearanceRow(a, probe) {
+  const who = a.identity ? a.identity.name || "(erased name)" : "unknown";
+  return el(
+    "li",
+    { class: `event appearance ${a.decision}`, "data-track": a.track_id },
+    a.shot_url ? image(a.shot_url, `best shot of ${who}`) : el("div", { class: "thumb-none", text: "no shot" }),
+    el(
+      "div",
+      {},
+      el("div", { class: "who", text: `${when(a.first_seen)} – ${when(a.last_seen)}` }),
+      el(
+        "div",
+        { class: "facts" },
+        el("span", { text: `similarity ${fixed(a.similarity, 2)}` }),
+        el("span", { text: `decided: ${who}` }),
+        el("span", { text: `node ${a.node}` }),
+      ),
+    ),
+    el(
+      "div",
+      { class: "actions" },
+      a.event_id
+        ? el("a", {
+            class: "event-link",
+            href: `/v1/events/${a.event_id}/snapshot`,
+            target: "_blank",
+            rel: "noopener",
+            text: "Event",
+            title: "the frame the event was decided on (with events.snapshots)",
+          })
+        : null,
+      el("button", {
+        type: "button",
+        class: "small",
+        text: "More like this",
+        onclick: () => runSearch({ track_id: a.track_id }),
+      }),
+      el("button", {
+        type: "button",
+        class: "small danger delete-appearance",
+        text: "Delete",
+        onclick: async () => {
+          if (!window.confirm("Delete this appearance (its face and template)?")) return;
+          try {
+            await api("DELETE", `/v1/search/appearances?track_id=${a.track_id}`);
+            runSearch(probe);
+          } catch (e) {
+            say("search-message", e.message, "bad");
+          }
+        },
       }),
     ),
   );
@@ -621,6 +793,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", logout);
   $("new-identity").addEventListener("submit", enrolNew);
   $("review-refresh").addEventListener("click", loadReview);
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const photo = $("search-photo").files[0];
+    if (photo) runSearch({ photo });
+    else say("search-message", "Choose a photo first.", "bad");
+  });
+  $("search-timeline").addEventListener("click", () => {
+    const id = $("search-identity").value;
+    if (id) runSearch({ identity: id });
+  });
   window.addEventListener("hashchange", route);
   api("GET", "/v1/session")
     .then((who) => {
