@@ -227,6 +227,179 @@ fn nodes_share_one_gallery_of_record_in_postgres() {
     }
 }
 
+/// The appearance history shared through PostgreSQL: a person nobody enrolled walks past
+/// node b's camera; node c, which watches no camera, finds that appearance by photo; node
+/// a's enrolment of the person reports it as seen before; a deletion made on a is gone from
+/// c's searches; and the search audit, kept in the database, names each node.
+#[test]
+fn an_appearance_recorded_on_one_node_is_found_from_another() {
+    let dir = common::temp_dir("cluster-history");
+    let mut pg = Postgres::start(&dir);
+    let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = simulate::RtspServer::start("127.0.0.1", 0, vec![("door".into(), clip)]).unwrap();
+    let node = |name: &str, cameras: &str| {
+        start_node_with(
+            &dir,
+            name,
+            &pg,
+            &format!(
+                "[cluster]\nnode_id = \"{name}\"\n[history]\nenabled = true\n\
+                 [pipeline]\nframe_queue = 300\n{cameras}"
+            ),
+        )
+    };
+    let a = node("a", "");
+    let b = node(
+        "b",
+        &format!(
+            "[[cameras]]\nid = \"door\"\nurl = \"{}\"\n",
+            camera.url("door")
+        ),
+    );
+    let c = node("c", "");
+    // c finds, by a photo the camera never showed, what b recorded
+    let found_on = |n: &Node| -> Vec<Value> {
+        let (s, v) = n.call("POST", "/search/faces", Some(photo("obama3.jpg")));
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"].as_array().unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let items = found_on(&c);
+        if !items.is_empty() {
+            break items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node c never found the appearance node b recorded"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for a in &seen {
+        assert_eq!(
+            (a["node"].as_str(), a["camera"].as_str()),
+            (Some("b"), Some("door")),
+            "{a}"
+        );
+        assert_eq!(a["decision"], "unknown", "{a}");
+    }
+    let track = seen[0]["track_id"].as_str().unwrap().to_string();
+    // c also serves the appearance's best shot, read from the shared database
+    let shot = c
+        .http
+        .get(format!("{}/search/appearances/{track}/shot", c.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(shot.status(), StatusCode::OK);
+    assert!(image::load_from_memory(&shot.bytes().unwrap()).is_ok());
+    // enrolled on a: the response names b's appearance as seen before
+    let id = a.create("Obama");
+    let (s, enrolled) = a.call(
+        "POST",
+        &format!("/identities/{id}/faces"),
+        Some(photo("obama.jpg")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{enrolled}");
+    assert!(
+        enrolled["seen_before"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["track_id"] == track.as_str() && x["node"] == "b"),
+        "{enrolled}"
+    );
+    // deleted on a: gone from c's searches (b's camera goes on recording new ones)
+    let (s, v) = a.call(
+        "DELETE",
+        &format!("/search/appearances?track_id={track}"),
+        None,
+    );
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found_on(&c).iter().any(|x| x["track_id"] == track.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the appearance deleted on a is still found on c"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (s, missing) = c.call(
+        "DELETE",
+        &format!("/search/appearances?track_id={track}"),
+        None,
+    );
+    assert_eq!(s, StatusCode::NOT_FOUND, "{missing}");
+    // one audit for the cluster, each entry naming the node that served it
+    let (s, audit) = b.call("GET", "/search/audit?limit=1000", None);
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let entries: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["node"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert!(entries.contains(&("c", "photo")), "{audit}");
+    assert!(entries.contains(&("a", "delete")), "{audit}");
+    // PostgreSQL down: what b's camera decides meanwhile waits on b, and is written once
+    // the database is back (the next appearance flushes it)
+    let history_errors = |n: &Node| -> f64 {
+        let text = n
+            .http
+            .get(n.base.replace("/v1", "/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("facestream_history_errors_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    pg.stop();
+    let down_at = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while history_errors(&b) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no appearance was decided while PostgreSQL was down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pg.resume();
+    let up_at = chrono::Utc::now();
+    let time = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, v) = c.call(
+            "POST",
+            "/search/faces?limit=1000",
+            Some(photo("obama3.jpg")),
+        );
+        let during = v["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|x| time(&x["last_seen"]) >= down_at && time(&x["last_seen"]) <= up_at)
+        });
+        if s == StatusCode::OK && during {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the appearance decided while PostgreSQL was down never reached c: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop((a, b, c));
+}
+
 /// A silent partition between a node and PostgreSQL (its packets dropped: the connection
 /// stays open and nothing answers) is answered within seconds: enrolment, listing and
 /// readiness say 503 with the reason instead of hanging for the kernel's ~15 minutes of

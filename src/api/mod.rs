@@ -267,6 +267,7 @@ impl From<crate::history::HistoryError> for ApiError {
                 message: e.to_string(),
                 faces: None,
             },
+            HistoryError::Unavailable(m) => ApiError::Unavailable(m),
             HistoryError::Storage(_) => {
                 tracing::error!(error = %e, "history operation failed");
                 ApiError::Internal

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use facestream::history::{Appearance, History, HistoryConfig, Order, Query, SqliteHistory};
+use facestream::history::{
+    Appearance, AppearanceStore, History, HistoryConfig, Order, Query, SqliteHistory,
+};
 use uuid::Uuid;
 
 use super::bench_search::{read_f32, rss_kib};

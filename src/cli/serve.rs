@@ -129,6 +129,70 @@ fn forget_erased_identities(
     });
 }
 
+/// The appearance history of `history.enabled`: in the gallery's PostgreSQL database
+/// when the gallery is shared (every node writes there; each follows the others), else in
+/// `history.database` on this machine.
+fn open_history(
+    config: &Config,
+    service: &GalleryService,
+) -> anyhow::Result<facestream::history::History> {
+    use facestream::history::{AppearanceStore, History, PgHistory, SqliteHistory};
+    let store: Box<dyn AppearanceStore> = match config.gallery.store {
+        facestream::gallery::StoreKind::Postgres => Box::new(
+            PgHistory::open(&config.gallery.postgres_url)
+                .context("opening the appearance history in the gallery's PostgreSQL database")?,
+        ),
+        _ => Box::new(
+            SqliteHistory::open(&config.history.database).with_context(|| {
+                format!(
+                    "opening the appearance history {}",
+                    config.history.database.display()
+                )
+            })?,
+        ),
+    };
+    Ok(History::with_store(
+        store,
+        &config.history,
+        service.model(),
+        service.dim(),
+        &config.cluster.node_id(),
+    )?)
+}
+
+/// A shared history: follow the appearances the other nodes record (and their deletions)
+/// into this node's index, every second until `shutdown`.
+fn follow_history(history: &Arc<facestream::history::History>, shutdown: Shutdown) {
+    if !history.is_shared() {
+        return;
+    }
+    let weak = Arc::downgrade(history);
+    let _ = std::thread::Builder::new()
+        .name("history-feed".into())
+        .spawn(move || {
+            let mut failing = false;
+            while !shutdown.is_requested() {
+                let Some(history) = weak.upgrade() else {
+                    return;
+                };
+                match history.follow() {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("appearance history reachable again; changes followed");
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "following the appearances other nodes record");
+                    }
+                    Err(_) => {}
+                }
+                drop(history);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+}
+
 /// How often retention runs while the service is up.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -271,14 +335,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         None
     };
     let history = if config.history.enabled {
-        let history =
-            facestream::history::History::open(&config.history, service.model(), service.dim())
-                .with_context(|| {
-                    format!(
-                        "opening the appearance history {}",
-                        config.history.database.display()
-                    )
-                })?;
+        let history = open_history(config, &service)?;
         history
             .prune(chrono::Utc::now())
             .context("applying history.retention_s at start")?;
@@ -294,6 +351,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    if let Some(h) = &history {
+        follow_history(h, shutdown.clone());
+    }
     keep_retention(review.clone(), history.clone(), config, shutdown.clone());
     if config.events.snapshots.enabled {
         let dir = Path::new(&config.events.snapshots.dir);

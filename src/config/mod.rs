@@ -213,14 +213,6 @@ impl Config {
         self.track.validate(&mut problems);
         self.review.validate(&mut problems);
         self.history.validate(&mut problems);
-        if self.history.enabled && self.gallery.store == crate::gallery::StoreKind::Postgres {
-            problems.push(
-                "history.enabled with gallery.store = \"postgres\": the appearance history is kept \
-                 in SQLite on one machine only for now; a cluster would search each node's own \
-                 appearances, not all of them"
-                    .into(),
-            );
-        }
         self.demo.validate(&mut problems);
         for camera in &self.cameras {
             camera.validate(&mut problems);

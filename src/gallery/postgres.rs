@@ -33,8 +33,10 @@ use super::{
 };
 
 /// Schema migrations: (version, name, SQL), applied in order, each once.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "gallery", include_str!("migrations/0001_gallery.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "gallery", include_str!("migrations/0001_gallery.sql")),
+    (2, "history", include_str!("migrations/0002_history.sql")),
+];
 
 /// Advisory lock keys ("fsgw", "fsgm"): writers, migrations.
 const WRITE_LOCK: i64 = 0x6673_6777;
@@ -211,6 +213,16 @@ impl PostgresStore {
             );
         }
         Ok(())
+    }
+
+    /// Run `f` on this store's connection with its failure handling (reconnection,
+    /// timeouts, a lost database answered as [`GalleryError::Unavailable`]): for the other
+    /// tables kept in the same database (the appearance history).
+    pub fn run<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, ::postgres::Error> + Send,
+    ) -> Result<T, GalleryError> {
+        self.call(|c| f(c).map_err(Fail::from))
     }
 
     /// The database as `host:port/dbname`.

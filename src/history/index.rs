@@ -98,9 +98,14 @@ impl AppearanceIndex {
         }
     }
 
-    /// Add an appearance (a template of another length is refused: `false`). Rows arrive
-    /// nearly in order (tracks end in about the order they start), so the insertion point
-    /// is found from the end.
+    /// Where the row (`first_ms`, `seq`) is or would go: rows are in that order.
+    fn slot(&self, first_ms: i64, seq: i64) -> usize {
+        self.rows
+            .partition_point(|r| (r.first_ms, r.seq) < (first_ms, seq))
+    }
+
+    /// Add an appearance; `false` (nothing added) for a template of another length or a
+    /// row already here (a shared store's feed repeats what the index was built with).
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
@@ -114,6 +119,10 @@ impl AppearanceIndex {
         if template.len() != self.dim {
             return false;
         }
+        let at = self.slot(first_ms, seq);
+        if self.rows.get(at).is_some_and(|r| r.seq == seq) {
+            return false;
+        }
         let row = Row {
             seq,
             first_ms,
@@ -122,17 +131,38 @@ impl AppearanceIndex {
             unknown,
         };
         self.max_span_ms = self.max_span_ms.max(last_ms - first_ms);
-        let at = self
-            .rows
-            .iter()
-            .rposition(|r| (r.first_ms, r.seq) <= (first_ms, seq))
-            .map_or(0, |i| i + 1);
         self.rows.insert(at, row);
         let codes: Vec<i8> = quantize(template).collect();
         self.codes
             .splice(at * self.dim..at * self.dim, codes)
             .for_each(drop);
         true
+    }
+
+    /// The position of row `seq`, first seen at `first_ms`.
+    fn find(&self, seq: i64, first_ms: i64) -> Option<usize> {
+        let at = self.slot(first_ms, seq);
+        self.rows
+            .get(at)
+            .is_some_and(|r| r.seq == seq)
+            .then_some(at)
+    }
+
+    /// Drop one row (found by binary search); whether it was here.
+    pub fn remove_one(&mut self, seq: i64, first_ms: i64) -> bool {
+        let Some(at) = self.find(seq, first_ms) else {
+            return false;
+        };
+        self.rows.remove(at);
+        self.codes.drain(at * self.dim..(at + 1) * self.dim);
+        true
+    }
+
+    /// Mark one row as no longer recognised (its identity was erased).
+    pub fn set_unknown_one(&mut self, seq: i64, first_ms: i64) {
+        if let Some(at) = self.find(seq, first_ms) {
+            self.rows[at].unknown = true;
+        }
     }
 
     /// Drop the rows `remove` picks; how many went.
@@ -331,6 +361,15 @@ mod tests {
             ..Filter::default()
         })
         .is_empty());
+        // the same row again (a feed repeating what the index was built with) is not added
+        assert!(!index.insert(5, 5000, 7000, "odd", true, &probe));
+        assert_eq!(index.len(), 10);
+        assert!(index.remove_one(8, 8000) && !index.remove_one(8, 8000));
+        assert!(
+            !index.remove_one(7, 1234),
+            "the row is found by its time too"
+        );
+        index.insert(8, 8000, 10_000, "even", false, &probe);
         assert_eq!(index.remove(|r| r.seq % 3 == 0), 4);
         assert_eq!(seqs_of(&index, &Filter::default()), vec![1, 2, 4, 5, 7, 8]);
         let all = index.candidates(&probe, &Filter::default(), 0.9);

@@ -21,6 +21,7 @@
 //! Privacy). Every search is written to an audit table with the API key's name.
 
 pub mod index;
+pub mod postgres;
 pub mod store;
 
 use std::collections::HashSet;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 use crate::gallery::index::{kernels, pooling_weight};
 use index::{AppearanceIndex, Filter};
+pub use postgres::PgHistory;
 pub use store::SqliteHistory;
 
 /// History settings (section `[history]`).
@@ -82,6 +84,9 @@ pub enum HistoryError {
     NotFound(Uuid),
     #[error("the probe has {got} dimensions; the appearances' model has {expected}")]
     Dimensions { got: usize, expected: usize },
+    /// The shared store (PostgreSQL) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// One decided track, as kept.
@@ -163,6 +168,8 @@ pub struct Results {
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
+    /// The node that served the search.
+    pub node: String,
     /// The API key's name.
     pub key: String,
     /// `photo`, `identity`, `track`, `appearances`, `delete`, `erase`.
@@ -172,58 +179,185 @@ pub struct AuditEntry {
     pub results: usize,
 }
 
+/// One change of a shared store's feed, at its position.
+#[derive(Debug, Clone)]
+pub enum HistoryChange {
+    Added(i64, Box<Stored>),
+    /// (position, row number, first seen in ms)
+    Removed(i64, i64, i64),
+    Unlinked(i64, i64, i64),
+    /// An addition whose row was deleted since (its removal follows).
+    Skip(i64),
+}
+
+impl HistoryChange {
+    fn position(&self) -> i64 {
+        match self {
+            HistoryChange::Added(p, _)
+            | HistoryChange::Removed(p, ..)
+            | HistoryChange::Unlinked(p, ..)
+            | HistoryChange::Skip(p) => *p,
+        }
+    }
+}
+
+/// Where appearances are kept: an SQLite file of this machine ([`SqliteHistory`]), or the
+/// PostgreSQL database a cluster shares ([`PgHistory`]), which also has a change feed the
+/// nodes' indexes follow.
+pub trait AppearanceStore: Send + Sync {
+    /// Keep `a`: its row number, and that of the row it replaced (the same track).
+    fn insert(&self, a: &Appearance) -> Result<(i64, Option<i64>), HistoryError>;
+    /// Many appearances in one transaction (benchmarks, imports); their row numbers.
+    fn insert_many(&self, all: &[Appearance]) -> Result<Vec<i64>, HistoryError>;
+    /// Every appearance of `model`, in order of `first_seen`, one by one.
+    fn for_each(&self, model: &str, f: &mut (dyn FnMut(Stored) + Send))
+        -> Result<(), HistoryError>;
+    /// The rows numbered `seqs` that are still there, in no particular order.
+    fn get_many(&self, seqs: &[i64]) -> Result<Vec<Stored>, HistoryError>;
+    fn get(&self, track: Uuid) -> Result<Stored, HistoryError>;
+    /// The best shot (JPEG) of an appearance.
+    fn shot(&self, track: Uuid) -> Result<Option<Vec<u8>>, HistoryError>;
+    /// The appearances recognised as `identity`, in order of `first_seen`.
+    fn recognised_as(&self, identity: Uuid) -> Result<Vec<Stored>, HistoryError>;
+    /// Forget that appearances were `identity` (erased); their row numbers.
+    fn unlink(&self, identity: Uuid) -> Result<Vec<i64>, HistoryError>;
+    /// Delete the rows numbered `seqs`; how many went.
+    fn delete(&self, seqs: &[i64]) -> Result<usize, HistoryError>;
+    /// Delete the appearances last seen before `cutoff`; their row numbers.
+    fn delete_older(&self, cutoff: DateTime<Utc>) -> Result<Vec<i64>, HistoryError>;
+    fn count(&self) -> Result<usize, HistoryError>;
+    fn audit(&self, entry: &AuditEntry) -> Result<(), HistoryError>;
+    /// The latest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, HistoryError>;
+    /// Shared stores: the feed's position now (read before the rows the index is built
+    /// from). `None`: no feed, only this process writes.
+    fn feed_head(&self) -> Result<Option<i64>, HistoryError> {
+        Ok(None)
+    }
+    /// The feed's changes after `after`, at most `limit`; `None` when the feed was pruned
+    /// past `after` (the index is then rebuilt).
+    fn changes_since(
+        &self,
+        _after: i64,
+        _limit: usize,
+    ) -> Result<Option<Vec<HistoryChange>>, HistoryError> {
+        Ok(Some(Vec::new()))
+    }
+}
+
+/// Feed changes read at once.
+const FEED_BATCH: usize = 10_000;
+
 /// Re-ranked in batches of this many rows read from the store.
 const RERANK_BATCH: usize = 256;
 
 /// The appearance history: the store and its index for the current model.
 pub struct History {
-    store: SqliteHistory,
+    store: Box<dyn AppearanceStore>,
     index: RwLock<AppearanceIndex>,
     model: String,
     config: HistoryConfig,
+    /// This node's id, in the audit.
+    node: String,
+    /// How far the index follows a shared store's feed (none: not shared).
+    position: std::sync::Mutex<Option<i64>>,
 }
 
 impl History {
-    /// Open the store and index its appearances of `model` (`dim` dimensions).
+    /// Open the SQLite store of `config` and index its appearances of `model` (`dim`
+    /// dimensions).
     pub fn open(config: &HistoryConfig, model: &str, dim: usize) -> Result<History, HistoryError> {
         let store = SqliteHistory::open(&config.database)?;
-        History::with_store(store, config, model, dim)
+        History::with_store(Box::new(store), config, model, dim, "")
     }
 
-    /// Index the appearances of `model` already in `store`.
+    /// Index the appearances of `model` already in `store`; `node` names this node in
+    /// the audit.
     pub fn with_store(
-        store: SqliteHistory,
+        store: Box<dyn AppearanceStore>,
         config: &HistoryConfig,
         model: &str,
         dim: usize,
+        node: &str,
     ) -> Result<History, HistoryError> {
-        let mut index = AppearanceIndex::new(dim);
-        index.reserve(store.count()?);
-        store.for_each(model, |s| {
-            let a = &s.appearance;
-            index.insert(
-                s.seq,
-                a.first_seen.timestamp_millis(),
-                a.last_seen.timestamp_millis(),
-                &a.camera,
-                a.identity.is_none(),
-                &a.template,
-            );
-        })?;
+        let (index, head) = build_index(store.as_ref(), model, dim)?;
         Ok(History {
             store,
             index: RwLock::new(index),
             model: model.to_string(),
             config: config.clone(),
+            node: node.to_string(),
+            position: std::sync::Mutex::new(head),
         })
+    }
+
+    /// Shared stores: apply the changes other nodes (and this one) made since the last
+    /// call, rebuilding the index when the feed was pruned past it; how many changes were
+    /// applied. Called every second by `serve`.
+    pub fn follow(&self) -> Result<usize, HistoryError> {
+        let mut position = self.position.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut at) = *position else {
+            return Ok(0);
+        };
+        let mut applied = 0;
+        loop {
+            let Some(changes) = self.store.changes_since(at, FEED_BATCH)? else {
+                let dim = self.index().dim();
+                let (index, head) = build_index(self.store.as_ref(), &self.model, dim)?;
+                *self.index_mut() = index;
+                *position = head;
+                tracing::warn!("appearance history: the feed was pruned past this node's position; index rebuilt");
+                return Ok(applied);
+            };
+            let n = changes.len();
+            {
+                let mut index = self.index_mut();
+                for change in changes {
+                    at = change.position();
+                    match change {
+                        HistoryChange::Added(_, s) if s.appearance.model == self.model => {
+                            let a = &s.appearance;
+                            index.insert(
+                                s.seq,
+                                a.first_seen.timestamp_millis(),
+                                a.last_seen.timestamp_millis(),
+                                &a.camera,
+                                a.identity.is_none(),
+                                &a.template,
+                            );
+                        }
+                        HistoryChange::Removed(_, seq, first_ms) => {
+                            index.remove_one(seq, first_ms);
+                        }
+                        HistoryChange::Unlinked(_, seq, first_ms) => {
+                            index.set_unknown_one(seq, first_ms);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            applied += n;
+            *position = Some(at);
+            if n < FEED_BATCH {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Whether the store is shared with other nodes (it has a feed to follow).
+    pub fn is_shared(&self) -> bool {
+        self.position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub fn config(&self) -> &HistoryConfig {
         &self.config
     }
 
-    pub fn store(&self) -> &SqliteHistory {
-        &self.store
+    pub fn store(&self) -> &dyn AppearanceStore {
+        self.store.as_ref()
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, AppearanceIndex> {
@@ -472,6 +606,7 @@ impl History {
         tracing::info!(target: "facestream::audit", key, kind, detail, results, "appearance search");
         let entry = AuditEntry {
             at: Utc::now(),
+            node: self.node.clone(),
             key: key.to_string(),
             kind: kind.to_string(),
             detail: detail.to_string(),
@@ -481,6 +616,30 @@ impl History {
             tracing::error!(error = %e, key, kind, "the search audit entry could not be written");
         }
     }
+}
+
+/// The index of `model`'s appearances in `store`, and the feed position it is current to
+/// (read first: a change committed meanwhile is applied again, harmlessly).
+fn build_index(
+    store: &dyn AppearanceStore,
+    model: &str,
+    dim: usize,
+) -> Result<(AppearanceIndex, Option<i64>), HistoryError> {
+    let head = store.feed_head()?;
+    let mut index = AppearanceIndex::new(dim);
+    index.reserve(store.count()?);
+    store.for_each(model, &mut |s: Stored| {
+        let a = &s.appearance;
+        index.insert(
+            s.seq,
+            a.first_seen.timestamp_millis(),
+            a.last_seen.timestamp_millis(),
+            &a.camera,
+            a.identity.is_none(),
+            &a.template,
+        );
+    })?;
+    Ok((index, head))
 }
 
 /// The quality-weighted mean of templates, renormalised (the gallery's pooled template).

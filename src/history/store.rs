@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{Appearance, AuditEntry, HistoryError, Stored};
+use super::{Appearance, AppearanceStore, AuditEntry, HistoryError, Stored};
 use crate::gallery::sqlite::{embedding_bytes, embedding_from};
 
 const SCHEMA: &str = "
@@ -33,6 +33,7 @@ CREATE INDEX IF NOT EXISTS appearances_last_seen ON appearances(last_seen_ms);
 CREATE INDEX IF NOT EXISTS appearances_identity ON appearances(identity_id);
 CREATE TABLE IF NOT EXISTS search_audit (
     at_ms INTEGER NOT NULL,
+    node TEXT NOT NULL,
     key_name TEXT NOT NULL,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
@@ -121,10 +122,12 @@ impl SqliteHistory {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl AppearanceStore for SqliteHistory {
     /// Keep `a`: its row number, and that of the row it replaced (an appearance of the
     /// same track).
-    pub fn insert(&self, a: &Appearance) -> Result<(i64, Option<i64>), HistoryError> {
+    fn insert(&self, a: &Appearance) -> Result<(i64, Option<i64>), HistoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
         let replaced: Option<i64> = tx
@@ -141,7 +144,7 @@ impl SqliteHistory {
     }
 
     /// Many appearances in one transaction (benchmarks, imports); their row numbers.
-    pub fn insert_many(&self, all: &[Appearance]) -> Result<Vec<i64>, HistoryError> {
+    fn insert_many(&self, all: &[Appearance]) -> Result<Vec<i64>, HistoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
         let seqs = all
@@ -155,7 +158,11 @@ impl SqliteHistory {
 
     /// Every appearance of `model`, in order of `first_seen`, handed to `f` one by one
     /// (the index is built from them at start).
-    pub fn for_each(&self, model: &str, mut f: impl FnMut(Stored)) -> Result<(), HistoryError> {
+    fn for_each(
+        &self,
+        model: &str,
+        f: &mut (dyn FnMut(Stored) + Send),
+    ) -> Result<(), HistoryError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
@@ -170,7 +177,7 @@ impl SqliteHistory {
     }
 
     /// The rows numbered `seqs` (those still there), in no particular order.
-    pub fn get_many(&self, seqs: &[i64]) -> Result<Vec<Stored>, HistoryError> {
+    fn get_many(&self, seqs: &[i64]) -> Result<Vec<Stored>, HistoryError> {
         let conn = self.conn();
         let mut out = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(500) {
@@ -191,7 +198,7 @@ impl SqliteHistory {
     }
 
     /// One appearance by its track id.
-    pub fn get(&self, track: Uuid) -> Result<Stored, HistoryError> {
+    fn get(&self, track: Uuid) -> Result<Stored, HistoryError> {
         self.conn()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM appearances WHERE track_id = ?1"),
@@ -204,7 +211,7 @@ impl SqliteHistory {
     }
 
     /// The best shot (JPEG) of an appearance.
-    pub fn shot(&self, track: Uuid) -> Result<Option<Vec<u8>>, HistoryError> {
+    fn shot(&self, track: Uuid) -> Result<Option<Vec<u8>>, HistoryError> {
         self.conn()
             .query_row(
                 "SELECT shot FROM appearances WHERE track_id = ?1",
@@ -217,7 +224,7 @@ impl SqliteHistory {
     }
 
     /// The appearances recognised as `identity`, in order of `first_seen`.
-    pub fn recognised_as(&self, identity: Uuid) -> Result<Vec<Stored>, HistoryError> {
+    fn recognised_as(&self, identity: Uuid) -> Result<Vec<Stored>, HistoryError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
@@ -231,7 +238,7 @@ impl SqliteHistory {
     }
 
     /// Forget that these appearances were `identity` (it was erased); their row numbers.
-    pub fn unlink(&self, identity: Uuid) -> Result<Vec<i64>, HistoryError> {
+    fn unlink(&self, identity: Uuid) -> Result<Vec<i64>, HistoryError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -245,7 +252,7 @@ impl SqliteHistory {
     }
 
     /// Delete the appearances numbered `seqs`; how many went.
-    pub fn delete(&self, seqs: &[i64]) -> Result<usize, HistoryError> {
+    fn delete(&self, seqs: &[i64]) -> Result<usize, HistoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
         let mut n = 0;
@@ -263,7 +270,7 @@ impl SqliteHistory {
     }
 
     /// Delete the appearances last seen before `cutoff`; their row numbers.
-    pub fn delete_older(&self, cutoff: DateTime<Utc>) -> Result<Vec<i64>, HistoryError> {
+    fn delete_older(&self, cutoff: DateTime<Utc>) -> Result<Vec<i64>, HistoryError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("DELETE FROM appearances WHERE last_seen_ms < ?1 RETURNING seq")
@@ -274,7 +281,7 @@ impl SqliteHistory {
         rows.map(|r| r.map_err(storage)).collect()
     }
 
-    pub fn count(&self) -> Result<usize, HistoryError> {
+    fn count(&self) -> Result<usize, HistoryError> {
         self.conn()
             .query_row("SELECT COUNT(*) FROM appearances", [], |r| {
                 r.get::<_, i64>(0)
@@ -284,12 +291,13 @@ impl SqliteHistory {
     }
 
     /// Write one audit entry.
-    pub fn audit(&self, entry: &AuditEntry) -> Result<(), HistoryError> {
+    fn audit(&self, entry: &AuditEntry) -> Result<(), HistoryError> {
         self.conn()
             .execute(
-                "INSERT INTO search_audit (at_ms, key_name, kind, detail, results) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO search_audit (at_ms, node, key_name, kind, detail, results) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     entry.at.timestamp_millis(),
+                    entry.node,
                     entry.key,
                     entry.kind,
                     entry.detail,
@@ -301,11 +309,11 @@ impl SqliteHistory {
     }
 
     /// The latest `limit` audit entries, newest first.
-    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, HistoryError> {
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, HistoryError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT at_ms, key_name, kind, detail, results FROM search_audit
+                "SELECT at_ms, node, key_name, kind, detail, results FROM search_audit
                  ORDER BY at_ms DESC, rowid DESC LIMIT ?1",
             )
             .map_err(storage)?;
@@ -313,10 +321,11 @@ impl SqliteHistory {
             .query_map(params![limit as i64], |r| {
                 Ok(AuditEntry {
                     at: time(r.get(0)?),
-                    key: r.get(1)?,
-                    kind: r.get(2)?,
-                    detail: r.get(3)?,
-                    results: r.get::<_, i64>(4)? as usize,
+                    node: r.get(1)?,
+                    key: r.get(2)?,
+                    kind: r.get(3)?,
+                    detail: r.get(4)?,
+                    results: r.get::<_, i64>(5)? as usize,
                 })
             })
             .map_err(storage)?;
