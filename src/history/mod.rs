@@ -704,6 +704,26 @@ mod tests {
         }
     }
 
+    /// A person (their template, their identity), recorded recognised as that identity at
+    /// minute 0 (cosine 0.8) and unknown at minute `earlier` (0.7), and a stranger at
+    /// minute 10: (person, identity, [recognised, earlier, stranger]).
+    fn person_seen_twice(
+        h: &History,
+        seed: u64,
+        earlier: i64,
+    ) -> (Vec<f32>, Uuid, [Appearance; 3]) {
+        let person = random_unit(seed, 128);
+        let identity = Uuid::now_v7();
+        let mut recognised = appearance(near(&person, 0.8, seed + 1), 0, "door");
+        recognised.identity = Some(identity);
+        let before = appearance(near(&person, 0.7, seed + 2), earlier, "hall");
+        let stranger = appearance(random_unit(seed + 3, 128), 10, "door");
+        for a in [&recognised, &before, &stranger] {
+            h.record(a).unwrap();
+        }
+        (person, identity, [recognised, before, stranger])
+    }
+
     fn query(min: f32, limit: usize, order: Order) -> Query {
         Query {
             camera: None,
@@ -773,15 +793,7 @@ mod tests {
     #[test]
     fn filters_deletion_unlinking_retention_and_a_reopen() {
         let (h, dir) = open();
-        let alice = random_unit(1, 128);
-        let identity = Uuid::now_v7();
-        let mut recognised = appearance(near(&alice, 0.8, 2), 0, "door");
-        recognised.identity = Some(identity);
-        let earlier = appearance(near(&alice, 0.7, 3), -30, "hall");
-        let stranger = appearance(random_unit(4, 128), 10, "door");
-        for a in [&recognised, &earlier, &stranger] {
-            h.record(a).unwrap();
-        }
+        let (alice, identity, [recognised, earlier, _]) = person_seen_twice(&h, 1, -30);
         let ids = |r: &Results| -> Vec<Uuid> {
             r.items
                 .iter()
@@ -856,15 +868,7 @@ mod tests {
     #[test]
     fn erasing_with_the_appearances_deletes_the_recognised_and_the_matching_ones() {
         let (h, dir) = open();
-        let bob = random_unit(11, 128);
-        let identity = Uuid::now_v7();
-        let mut recognised = appearance(near(&bob, 0.8, 12), 0, "door");
-        recognised.identity = Some(identity);
-        let before = appearance(near(&bob, 0.75, 13), -60, "door");
-        let other = appearance(random_unit(14, 128), 5, "door");
-        for a in [&recognised, &before, &other] {
-            h.record(a).unwrap();
-        }
+        let (bob, identity, [_, _, other]) = person_seen_twice(&h, 11, -60);
         assert_eq!(h.erase(identity, &[(bob.clone(), 0.9)], 0.5).unwrap(), 2);
         assert_eq!(h.len(), 1);
         let left = h.store().get(other.track_id).unwrap();
