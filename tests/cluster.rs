@@ -400,6 +400,26 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     drop((a, b, c));
 }
 
+/// A database restart quicker than a second (PostgreSQL without fsync restarts in well
+/// under one) between two calls: the connection the first call left looks open to the
+/// synchronous driver, and the second call must still succeed, on a new connection.
+#[test]
+fn the_first_call_after_a_quick_postgres_restart_succeeds() {
+    let dir = common::temp_dir("cluster-quick-restart");
+    let mut pg = Postgres::start(&dir);
+    let store = PostgresStore::open(&pg.url()).unwrap();
+    for round in 0..3 {
+        store.list_identities(0, 1).unwrap();
+        let t = Instant::now();
+        pg.stop();
+        pg.resume();
+        let restart = t.elapsed();
+        if let Err(e) = store.list_identities(0, 1) {
+            panic!("round {round}: the first call {restart:?} after the last one, across a restart, failed: {e}");
+        }
+    }
+}
+
 /// A silent partition between a node and PostgreSQL (its packets dropped: the connection
 /// stays open and nothing answers) is answered within seconds: enrolment, listing and
 /// readiness say 503 with the reason instead of hanging for the kernel's ~15 minutes of
