@@ -167,14 +167,23 @@ async fn shown(client: &Client, css: &str) -> bool {
     }
 }
 
+/// Click the element `css` names. A page that re-renders (a listing refreshed after its
+/// data arrived) can replace the element between finding and clicking it: then it is
+/// found again.
 async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    for attempt in 0.. {
+        let element = client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 async fn type_into(client: &Client, css: &str, value: &str) {
