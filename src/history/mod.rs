@@ -316,15 +316,7 @@ impl History {
                     at = change.position();
                     match change {
                         HistoryChange::Added(_, s) if s.appearance.model == self.model => {
-                            let a = &s.appearance;
-                            index.insert(
-                                s.seq,
-                                a.first_seen.timestamp_millis(),
-                                a.last_seen.timestamp_millis(),
-                                &a.camera,
-                                a.identity.is_none(),
-                                &a.template,
-                            );
+                            add(&mut index, s.seq, &s.appearance);
                         }
                         HistoryChange::Removed(_, seq, first_ms) => {
                             index.remove_one(seq, first_ms);
@@ -385,14 +377,7 @@ impl History {
             index.remove(|r| r.seq == old);
         }
         if a.model == self.model {
-            index.insert(
-                seq,
-                a.first_seen.timestamp_millis(),
-                a.last_seen.timestamp_millis(),
-                &a.camera,
-                a.identity.is_none(),
-                &a.template,
-            );
+            add(&mut index, seq, a);
         }
         Ok(())
     }
@@ -629,17 +614,21 @@ fn build_index(
     let mut index = AppearanceIndex::new(dim);
     index.reserve(store.count()?);
     store.for_each(model, &mut |s: Stored| {
-        let a = &s.appearance;
-        index.insert(
-            s.seq,
-            a.first_seen.timestamp_millis(),
-            a.last_seen.timestamp_millis(),
-            &a.camera,
-            a.identity.is_none(),
-            &a.template,
-        );
+        add(&mut index, s.seq, &s.appearance);
     })?;
     Ok((index, head))
+}
+
+/// Put appearance `a`, row `seq`, into `index`.
+fn add(index: &mut AppearanceIndex, seq: i64, a: &Appearance) -> bool {
+    index.insert(
+        seq,
+        a.first_seen.timestamp_millis(),
+        a.last_seen.timestamp_millis(),
+        &a.camera,
+        a.identity.is_none(),
+        &a.template,
+    )
 }
 
 /// The quality-weighted mean of templates, renormalised (the gallery's pooled template).
