@@ -169,17 +169,18 @@ async fn shown(client: &Client, css: &str) -> bool {
 
 /// Click the element `css` names. A page that re-renders (a listing refreshed after its
 /// data arrived) can replace the element between finding and clicking it: then it is
-/// found again.
+/// found again, for as long as the page keeps replacing it (up to a minute).
 async fn click(client: &Client, css: &str) {
-    for attempt in 0.. {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let element = client
             .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css}: {e}"));
         match element.click().await {
             Ok(()) => return,
-            Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) if Instant::now() < deadline && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("clicking {css}: {e}"),
         }

@@ -334,7 +334,7 @@ pub(super) async fn enroll(
                 h,
                 identity.id,
                 &probe,
-            )?),
+            )),
             _ => None,
         };
         Ok((identity, added, created, refused, seen))
@@ -354,11 +354,8 @@ pub(super) async fn enroll(
         "tracks": body.tracks,
         "shots_under_min_quality": refused,
     });
-    if let Some((items, event)) = seen {
-        response["seen_before"] = serde_json::Value::Array(items);
-        if let Some(event) = event {
-            super::search::publish_seen_before(&state, event).await;
-        }
+    if let Some(seen) = seen {
+        seen.report(&state, &mut response).await;
     }
     Ok(if created {
         HttpResponse::Created().json(response)

@@ -533,20 +533,19 @@ async fn delete_identity(
     let service = state.service.clone();
     let audit_key = key.clone();
     let (removed, appearances) = blocking(move || {
-        // the person's faces are read before they go: they find the appearances
-        let templates = match &history {
-            Some(_) => super::search::identity_templates(&service, id)?,
-            None => Vec::new(),
-        };
-        let removed = service.delete_identity(id)?;
+        // The appearances go first, found by the person's faces: if that fails, nothing is
+        // erased yet and the request can be repeated; the other order would leave them
+        // behind with no faces left to find them by.
         let appearances = match &history {
             Some(h) => {
+                let templates = super::search::identity_templates(&service, id)?;
                 let n = h.erase(id, &templates, service.match_threshold())?;
                 h.audit(&audit_key, "erase", &format!("identity {id}"), n);
                 Some(n)
             }
             None => None,
         };
+        let removed = service.delete_identity(id)?;
         Ok((removed, appearances))
     })
     .await?;
@@ -582,24 +581,15 @@ async fn add_face(
     let (enrolled, seen) = blocking(move || {
         let image = service.decode(&body, "uploaded image")?;
         let enrolled = service.enroll(id, &image, &source, face)?;
-        let seen = match &history {
-            Some(h) => Some(super::search::seen_before(
-                &service,
-                h,
-                id,
-                &enrolled.template.embedding,
-            )?),
-            None => None,
-        };
+        let seen = history
+            .as_ref()
+            .map(|h| super::search::seen_before(&service, h, id, &enrolled.template.embedding));
         Ok((enrolled, seen))
     })
     .await?;
     let mut body = serde_json::to_value(&enrolled).map_err(|_| ApiError::Internal)?;
-    if let Some((items, event)) = seen {
-        body["seen_before"] = serde_json::Value::Array(items);
-        if let Some(event) = event {
-            super::search::publish_seen_before(&state, event).await;
-        }
+    if let Some(seen) = seen {
+        seen.report(&state, &mut body).await;
     }
     Ok(HttpResponse::Created().json(body))
 }

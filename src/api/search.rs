@@ -17,7 +17,7 @@ use super::routes::{
 };
 use super::{ApiError, Scope};
 use crate::gallery::service::{FaceChoice, GalleryService};
-use crate::history::{pooled, Found, History, Order, Query, Results};
+use crate::history::{Found, History, Order, Query, Results};
 use crate::telemetry::{metrics, SearchKindLabel};
 
 /// Most results one search returns.
@@ -281,9 +281,7 @@ pub(super) async fn search_faces(
             Probe::Track(id) => {
                 let stored = history.store().get(id)?;
                 let template = &stored.appearance.template;
-                if stored.appearance.model != service.model()
-                    || pooled(&[(template.clone(), 1.0)]).is_none()
-                {
+                if stored.appearance.model != service.model() {
                     return Err(ApiError::Unprocessable {
                         message: format!(
                             "appearance {id} was kept with {}, not the current model {}",
@@ -410,10 +408,56 @@ pub(super) async fn audit(
 /// Appearances at most one enrolment reports as seen before.
 const SEEN_BEFORE: usize = 20;
 
+/// What an enrolment says of where the person was seen before.
+pub(super) struct SeenBefore {
+    /// The appearances as JSON items, or why they could not be read.
+    items: Result<Vec<serde_json::Value>, String>,
+    event: Option<crate::events::Event>,
+}
+
+impl SeenBefore {
+    /// Put `seen_before` into the enrolment's response (null and `seen_before_error` when
+    /// the history could not be read: the enrolment itself stands) and write the event.
+    pub(super) async fn report(self, state: &AppState, body: &mut serde_json::Value) {
+        match self.items {
+            Ok(items) => body["seen_before"] = serde_json::Value::Array(items),
+            Err(reason) => {
+                body["seen_before"] = serde_json::Value::Null;
+                body["seen_before_error"] = reason.into();
+            }
+        }
+        if let Some(event) = self.event {
+            publish_seen_before(state, event).await;
+        }
+    }
+}
+
 /// Retroactive recognition: the unknown appearances a face just enrolled to `identity`
-/// matches at `match.threshold`, as JSON items, and the `identity.seen_before` event for
-/// them (none when there are none).
+/// matches at `match.threshold`, and the `identity.seen_before` event for them (none when
+/// there are none). A failure is logged and reported, never an enrolment's failure: the
+/// face is enrolled by then, and an error would make the client enrol it again.
 pub(super) fn seen_before(
+    service: &GalleryService,
+    history: &History,
+    identity: Uuid,
+    embedding: &[f32],
+) -> SeenBefore {
+    match find_seen_before(service, history, identity, embedding) {
+        Ok((items, event)) => SeenBefore {
+            items: Ok(items),
+            event,
+        },
+        Err(e) => {
+            tracing::error!(%identity, error = %e, "enrolled; where the person was seen before could not be read");
+            SeenBefore {
+                items: Err(e.to_string()),
+                event: None,
+            }
+        }
+    }
+}
+
+fn find_seen_before(
     service: &GalleryService,
     history: &History,
     identity: Uuid,
@@ -453,7 +497,7 @@ pub(super) fn seen_before(
 
 /// Write an `identity.seen_before` event to the outbox (for the endpoints whose `types`
 /// list it). A failure is logged: the enrolment stands, and its response says the same.
-pub(super) async fn publish_seen_before(state: &AppState, event: crate::events::Event) {
+async fn publish_seen_before(state: &AppState, event: crate::events::Event) {
     let identity = event.identity.as_ref().map(|i| i.id);
     let events = state.events.clone();
     if let Err(e) = blocking(move || Ok(events.publish(&event)?)).await {

@@ -66,6 +66,25 @@ pub fn pooling_weight(q: f32) -> f32 {
     }
 }
 
+/// An identity's pooled template: the mean of its `dim`-long templates weighted by
+/// [`pooling_weight`] of their qualities, renormalised; `None` when there are none or they
+/// cancel out. Shared by the index, the appearance history and the review queue's pooling
+/// of enrolled shots.
+pub fn pooled_template<'a>(
+    templates: impl IntoIterator<Item = (&'a [f32], f32)>,
+    dim: usize,
+) -> Option<Vec<f32>> {
+    let mut mean = vec![0.0f32; dim];
+    for (t, q) in templates.into_iter().filter(|(t, _)| t.len() == dim) {
+        let w = pooling_weight(q);
+        for (m, x) in mean.iter_mut().zip(t) {
+            *m += w * x;
+        }
+    }
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm > 0.0).then(|| mean.into_iter().map(|x| x / norm).collect())
+}
+
 /// Floor of [`pooling_weight`].
 pub const MIN_POOLING_WEIGHT: f32 = 0.05;
 
@@ -397,20 +416,15 @@ impl SearchIndex {
             }
             return;
         }
-        let mut mean = vec![0.0f32; self.dim];
-        for &row in &self.members[slot] {
-            let w = pooling_weight(self.qualities[row as usize]);
-            for (m, x) in mean.iter_mut().zip(self.templates.row(row as usize)) {
-                *m += w * x;
-            }
-        }
-        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            mean.iter_mut().for_each(|x| *x /= norm);
-        } else {
-            // Templates that cancel out exactly: fall back to the first one.
-            mean.copy_from_slice(self.templates.row(self.members[slot][0] as usize));
-        }
+        let members = self.members[slot].iter().map(|&row| {
+            (
+                self.templates.row(row as usize),
+                self.qualities[row as usize],
+            )
+        });
+        // Templates that cancel out exactly: fall back to the first one.
+        let mean = pooled_template(members, self.dim)
+            .unwrap_or_else(|| self.templates.row(self.members[slot][0] as usize).to_vec());
         match self.pooled_row[slot] {
             Some(row) => self.pooled.set(row as usize, &mean),
             None => {

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::gallery::index::{kernels, pooling_weight};
+use crate::gallery::index::{kernels, pooled_template};
 use index::{AppearanceIndex, Filter};
 pub use postgres::PgHistory;
 pub use store::SqliteHistory;
@@ -631,18 +631,11 @@ fn add(index: &mut AppearanceIndex, seq: i64, a: &Appearance) -> bool {
     )
 }
 
-/// The quality-weighted mean of templates, renormalised (the gallery's pooled template).
+/// The quality-weighted mean of `(embedding, quality)` templates, renormalised: the
+/// gallery's pooled template ([`crate::gallery::index::pooled_template`]).
 pub fn pooled(templates: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
     let dim = templates.first()?.0.len();
-    let mut sum = vec![0.0f32; dim];
-    for (t, q) in templates.iter().filter(|(t, _)| t.len() == dim) {
-        let w = pooling_weight(*q);
-        for (s, x) in sum.iter_mut().zip(t) {
-            *s += w * x;
-        }
-    }
-    let n = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-    (n > 0.0).then(|| sum.into_iter().map(|x| x / n).collect())
+    pooled_template(templates.iter().map(|(t, q)| (t.as_slice(), *q)), dim)
 }
 
 #[cfg(test)]
