@@ -878,7 +878,10 @@ fn followers_apply_changes_in_order_and_rebuild_past_a_pruned_feed() {
 }
 
 /// The events node `node` wrote for the `hook` endpoint at or after `since_ms`:
-/// (type, camera).
+/// (type, camera). A `track.ended` of a track first seen before `since_ms` is left out: a
+/// camera that moved to another node before then ends its tracks on the old node about
+/// `track.lost_after_ms` after its last frame, whenever that falls, and that says nothing
+/// about what happened after `since_ms`.
 fn events_since(dir: &Path, node: &str, since_ms: i64) -> Vec<(String, String)> {
     let db = outbox(dir, node);
     let mut stmt = db
@@ -886,17 +889,27 @@ fn events_since(dir: &Path, node: &str, since_ms: i64) -> Vec<(String, String)> 
             "SELECT event_type, payload FROM outbox WHERE endpoint = 'hook' AND created_ms >= ?1",
         )
         .unwrap();
-    stmt.query_map([since_ms], |r| {
-        let payload: String = r.get(1)?;
-        let event: Value = serde_json::from_str(&payload).unwrap();
-        Ok((
-            r.get(0)?,
-            event["camera_id"].as_str().unwrap_or_default().to_string(),
-        ))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    let rows: Vec<(String, Value)> = stmt
+        .query_map([since_ms], |r| {
+            let payload: String = r.get(1)?;
+            Ok((r.get(0)?, serde_json::from_str(&payload).unwrap()))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows.into_iter()
+        .filter(|(kind, event)| {
+            let began_before = event["first_seen"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|t| t.timestamp_millis() < since_ms);
+            !(kind == "track.ended" && began_before)
+        })
+        .map(|(kind, event)| {
+            let camera = event["camera_id"].as_str().unwrap_or_default().to_string();
+            (kind, camera)
+        })
+        .collect()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
