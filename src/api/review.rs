@@ -24,8 +24,6 @@ use crate::gallery::service::GalleryService;
 use crate::gallery::{NewIdentity, Template};
 use crate::review::{Group, ReviewConfig, ReviewError, ReviewStore, TrackSummary};
 
-/// Held by a review enrolment from reading its tracks to removing them from the queue.
-static ENROLLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use crate::telemetry::metrics;
 
 /// Tracks one enrol or dismiss request may name.
@@ -242,10 +240,10 @@ pub(super) async fn enroll(
     let service = state.service.clone();
     let history = state.history.clone();
     let (identity, added, created, refused, seen) = blocking(move || {
-        // One review enrolment at a time, from reading the tracks to removing them from
-        // the queue: two requests for one group cannot both enrol it (the second finds
-        // the tracks gone: 404).
-        let _one = ENROLLING.lock().unwrap_or_else(|p| p.into_inner());
+        // One decision on tracks at a time, from reading the tracks to removing them from
+        // the queue: two requests for one group cannot both enrol it, nor can a dismissal
+        // meanwhile take out a track being enrolled (the second finds the tracks gone: 404).
+        let _one = store.decision();
         // every track and the identity checked before anything changes
         let tracks = ids
             .iter()
@@ -379,6 +377,8 @@ pub(super) async fn dismiss(
     let (store, _) = queue(&state)?;
     let ids = track_ids(&body.tracks)?;
     let dismissed = blocking(move || {
+        // one unit with enrolment: a track being enrolled is not dismissed meanwhile
+        let _one = store.decision();
         for &id in &ids {
             // all named tracks must be there: nothing is removed otherwise
             store.get(id)?;

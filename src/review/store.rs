@@ -43,11 +43,23 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 /// SQLite-backed store of unknown tracks kept for review.
+///
+/// One lock guards the connection and the groups together: every call takes it once and
+/// nothing inside takes another, so no two calls can wait on each other (a removal that
+/// held the connection and waited for the groups, beside a listing that held the groups
+/// and waited for the connection, hung both and every later call).
 pub struct ReviewStore {
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
+    /// Held by an enrolment or a dismissal from reading its tracks to removing them, so a
+    /// track is either enrolled or dismissed, never both ([`ReviewStore::decision`]).
+    decisions: Mutex<()>,
+}
+
+struct Inner {
+    conn: Connection,
     /// The tracks' groups, kept up to date as tracks are stored and removed (built at the
     /// first listing).
-    grouping: Mutex<Option<Grouping>>,
+    grouping: Option<Grouping>,
 }
 
 impl ReviewStore {
@@ -56,69 +68,45 @@ impl ReviewStore {
         // a convenience queue, not a record: no fsync per track
         let conn = crate::private_files::open_database(path, SCHEMA, false).map_err(storage)?;
         Ok(ReviewStore {
-            conn: Mutex::new(conn),
-            grouping: Mutex::new(None),
+            inner: Mutex::new(Inner {
+                conn,
+                grouping: None,
+            }),
+            decisions: Mutex::new(()),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // transactions roll back on a panic, so a poisoned lock is still usable
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn grouping(&self) -> std::sync::MutexGuard<'_, Option<Grouping>> {
-        self.grouping.lock().unwrap_or_else(|p| p.into_inner())
+    /// The guard one decision on tracks (an enrolment or a dismissal) holds from reading
+    /// its tracks to removing them: a track being enrolled cannot be dismissed meanwhile
+    /// (nor enrolled twice); the second request finds the tracks gone.
+    pub fn decision(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.decisions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keep `track` (replacing a track of the same id), and put it into its group.
     pub fn insert(&self, track: &UnknownTrack) -> Result<(), ReviewError> {
-        self.write(track)?;
-        if let Some(g) = self.grouping().as_mut() {
+        let mut inner = self.inner();
+        write(&mut inner.conn, track)?;
+        if let Some(g) = inner.grouping.as_mut() {
             g.add(track.id, &track.model, &track.template, track.quality);
         }
         Ok(())
     }
 
-    fn write(&self, track: &UnknownTrack) -> Result<(), ReviewError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(storage)?;
-        let id = track.id.to_string();
-        tx.execute("DELETE FROM unknown_tracks WHERE id = ?1", params![id])
-            .map_err(storage)?;
-        tx.execute(
-            "INSERT INTO unknown_tracks (id, camera, first_seen_ms, last_seen_ms, model, template, quality, similarity)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                id,
-                track.camera,
-                track.first_seen.timestamp_millis(),
-                track.last_seen.timestamp_millis(),
-                track.model,
-                embedding_bytes(&track.template),
-                track.quality,
-                track.similarity,
-            ],
-        )
-        .map_err(storage)?;
-        for (n, shot) in track.shots.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO shots (track_id, n, quality, embedding, jpeg) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, n as i64, shot.quality, embedding_bytes(&shot.embedding), shot.jpeg],
-            )
-            .map_err(storage)?;
-        }
-        tx.commit().map_err(storage)
-    }
-
     /// Kept tracks last seen at or after `since`, most recently seen first.
     pub fn list(&self, since: Option<DateTime<Utc>>) -> Result<Vec<TrackSummary>, ReviewError> {
-        self.rows(since, true)
+        rows(&self.inner().conn, since, true)
     }
 
     /// Every kept track without its template (empty), most recently seen first: what a
     /// listing shows, read without the template blobs.
     pub fn summaries(&self) -> Result<Vec<TrackSummary>, ReviewError> {
-        self.rows(None, false)
+        rows(&self.inner().conn, None, false)
     }
 
     /// Run `f` on the tracks' groups (by `threshold`), brought up to date with `all`, the
@@ -131,11 +119,12 @@ impl ReviewStore {
         all: &[TrackSummary],
         f: impl FnOnce(&Grouping) -> R,
     ) -> Result<R, ReviewError> {
-        let mut slot = self.grouping();
-        if slot.as_ref().is_none_or(|g| g.threshold() != threshold) {
-            *slot = Some(Grouping::build(threshold, &self.list(None)?));
+        let mut inner = self.inner();
+        let Inner { conn, grouping } = &mut *inner;
+        if grouping.as_ref().is_none_or(|g| g.threshold() != threshold) {
+            *grouping = Some(Grouping::build(threshold, &rows(conn, None, true)?));
         }
-        let grouping = slot.as_mut().expect("built above");
+        let grouping = grouping.as_mut().expect("built above");
         let present: std::collections::HashSet<Uuid> = all.iter().map(|t| t.id).collect();
         grouping.retain(|id| present.contains(&id));
         let missing: Vec<Uuid> = all
@@ -144,7 +133,7 @@ impl ReviewStore {
             .filter(|&id| !grouping.contains(id))
             .collect();
         for id in missing {
-            match self.get(id) {
+            match get(conn, id) {
                 Ok(track) => grouping.add(track.id, &track.model, &track.template, track.quality),
                 Err(ReviewError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -153,103 +142,14 @@ impl ReviewStore {
         Ok(f(grouping))
     }
 
-    fn rows(
-        &self,
-        since: Option<DateTime<Utc>>,
-        templates: bool,
-    ) -> Result<Vec<TrackSummary>, ReviewError> {
-        let conn = self.conn();
-        let template_column = if templates { "t.template" } else { "x''" };
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT t.id, t.camera, t.first_seen_ms, t.last_seen_ms, t.model, {template_column}, t.quality, t.similarity,
-                        (SELECT group_concat(s.quality, ',') FROM (SELECT quality FROM shots WHERE track_id = t.id ORDER BY n) s)
-                 FROM unknown_tracks t WHERE t.last_seen_ms >= ?1 ORDER BY t.last_seen_ms DESC, t.id"
-            ))
-            .map_err(storage)?;
-        let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
-        let rows = stmt
-            .query_map(params![since], |row| {
-                let id: String = row.get(0)?;
-                let template: Vec<u8> = row.get(5)?;
-                let shots: Option<String> = row.get(8)?;
-                Ok((
-                    id,
-                    TrackSummary {
-                        id: Uuid::nil(),
-                        camera: row.get(1)?,
-                        first_seen: time(row.get(2)?),
-                        last_seen: time(row.get(3)?),
-                        model: row.get(4)?,
-                        template: embedding_from(&template),
-                        quality: row.get(6)?,
-                        similarity: row.get(7)?,
-                        shots: shots
-                            .unwrap_or_default()
-                            .split(',')
-                            .filter_map(|q| q.parse().ok())
-                            .collect(),
-                    },
-                ))
-            })
-            .map_err(storage)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, mut summary) = row.map_err(storage)?;
-            summary.id = Uuid::parse_str(&id).map_err(storage)?;
-            out.push(summary);
-        }
-        Ok(out)
-    }
-
     /// One kept track with its shots.
     pub fn get(&self, id: Uuid) -> Result<UnknownTrack, ReviewError> {
-        let conn = self.conn();
-        let key = id.to_string();
-        let track = conn
-            .query_row(
-                "SELECT camera, first_seen_ms, last_seen_ms, model, template, quality, similarity
-                 FROM unknown_tracks WHERE id = ?1",
-                params![key],
-                |row| {
-                    let template: Vec<u8> = row.get(4)?;
-                    Ok(UnknownTrack {
-                        id,
-                        camera: row.get(0)?,
-                        first_seen: time(row.get(1)?),
-                        last_seen: time(row.get(2)?),
-                        model: row.get(3)?,
-                        template: embedding_from(&template),
-                        quality: row.get(5)?,
-                        similarity: row.get(6)?,
-                        shots: Vec::new(),
-                    })
-                },
-            )
-            .optional()
-            .map_err(storage)?
-            .ok_or(ReviewError::NotFound(id))?;
-        let mut stmt = conn
-            .prepare("SELECT quality, embedding, jpeg FROM shots WHERE track_id = ?1 ORDER BY n")
-            .map_err(storage)?;
-        let shots = stmt
-            .query_map(params![key], |row| {
-                let embedding: Vec<u8> = row.get(1)?;
-                Ok(super::ReviewShot {
-                    quality: row.get(0)?,
-                    embedding: embedding_from(&embedding),
-                    jpeg: row.get(2)?,
-                })
-            })
-            .map_err(storage)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?;
-        Ok(UnknownTrack { shots, ..track })
+        get(&self.inner().conn, id)
     }
 
     /// Shot `n` of track `id`, JPEG.
     pub fn shot_jpeg(&self, id: Uuid, n: usize) -> Result<Vec<u8>, ReviewError> {
-        let conn = self.conn();
+        let conn = &self.inner().conn;
         let key = id.to_string();
         let jpeg: Option<Vec<u8>> = conn
             .query_row(
@@ -282,8 +182,8 @@ impl ReviewStore {
 
     /// Delete the tracks `ids` (with their shots); returns how many were kept.
     pub fn remove(&self, ids: &[Uuid]) -> Result<usize, ReviewError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(storage)?;
+        let mut inner = self.inner();
+        let tx = inner.conn.transaction().map_err(storage)?;
         let mut removed = 0;
         for id in ids {
             removed += tx
@@ -294,7 +194,7 @@ impl ReviewStore {
                 .map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
-        if let Some(g) = self.grouping().as_mut() {
+        if let Some(g) = inner.grouping.as_mut() {
             ids.iter().for_each(|id| g.remove(*id));
         }
         Ok(removed)
@@ -308,7 +208,7 @@ impl ReviewStore {
         retention_s: u64,
         max_tracks: usize,
     ) -> Result<usize, ReviewError> {
-        let conn = self.conn();
+        let conn = &self.inner().conn;
         let cutoff = now.timestamp_millis() - (retention_s as i64).saturating_mul(1000);
         let expired = conn
             .execute(
@@ -328,13 +228,145 @@ impl ReviewStore {
 
     /// Number of kept tracks.
     pub fn count(&self) -> Result<usize, ReviewError> {
-        self.conn()
+        self.inner()
+            .conn
             .query_row("SELECT COUNT(*) FROM unknown_tracks", [], |row| {
                 row.get::<_, i64>(0)
             })
             .map(|n| n as usize)
             .map_err(storage)
     }
+}
+
+/// The kept tracks last seen at or after `since`, most recently seen first; without their
+/// templates (empty) unless `templates`.
+fn rows(
+    conn: &Connection,
+    since: Option<DateTime<Utc>>,
+    templates: bool,
+) -> Result<Vec<TrackSummary>, ReviewError> {
+    let template_column = if templates { "t.template" } else { "x''" };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT t.id, t.camera, t.first_seen_ms, t.last_seen_ms, t.model, {template_column}, t.quality, t.similarity,
+                    (SELECT group_concat(s.quality, ',') FROM (SELECT quality FROM shots WHERE track_id = t.id ORDER BY n) s)
+             FROM unknown_tracks t WHERE t.last_seen_ms >= ?1 ORDER BY t.last_seen_ms DESC, t.id"
+        ))
+        .map_err(storage)?;
+    let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
+    let rows = stmt
+        .query_map(params![since], |row| {
+            let id: String = row.get(0)?;
+            let template: Vec<u8> = row.get(5)?;
+            let shots: Option<String> = row.get(8)?;
+            Ok((
+                id,
+                TrackSummary {
+                    id: Uuid::nil(),
+                    camera: row.get(1)?,
+                    first_seen: time(row.get(2)?),
+                    last_seen: time(row.get(3)?),
+                    model: row.get(4)?,
+                    template: embedding_from(&template),
+                    quality: row.get(6)?,
+                    similarity: row.get(7)?,
+                    shots: shots
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|q| q.parse().ok())
+                        .collect(),
+                },
+            ))
+        })
+        .map_err(storage)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, mut summary) = row.map_err(storage)?;
+        summary.id = Uuid::parse_str(&id).map_err(storage)?;
+        out.push(summary);
+    }
+    Ok(out)
+}
+
+/// One kept track with its shots.
+fn get(conn: &Connection, id: Uuid) -> Result<UnknownTrack, ReviewError> {
+    let key = id.to_string();
+    let track = conn
+        .query_row(
+            "SELECT camera, first_seen_ms, last_seen_ms, model, template, quality, similarity
+             FROM unknown_tracks WHERE id = ?1",
+            params![key],
+            |row| {
+                let template: Vec<u8> = row.get(4)?;
+                Ok(UnknownTrack {
+                    id,
+                    camera: row.get(0)?,
+                    first_seen: time(row.get(1)?),
+                    last_seen: time(row.get(2)?),
+                    model: row.get(3)?,
+                    template: embedding_from(&template),
+                    quality: row.get(5)?,
+                    similarity: row.get(6)?,
+                    shots: Vec::new(),
+                })
+            },
+        )
+        .optional()
+        .map_err(storage)?
+        .ok_or(ReviewError::NotFound(id))?;
+    let mut stmt = conn
+        .prepare("SELECT quality, embedding, jpeg FROM shots WHERE track_id = ?1 ORDER BY n")
+        .map_err(storage)?;
+    let shots = stmt
+        .query_map(params![key], |row| {
+            let embedding: Vec<u8> = row.get(1)?;
+            Ok(super::ReviewShot {
+                quality: row.get(0)?,
+                embedding: embedding_from(&embedding),
+                jpeg: row.get(2)?,
+            })
+        })
+        .map_err(storage)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage)?;
+    Ok(UnknownTrack { shots, ..track })
+}
+
+/// Store `track` in one transaction, replacing a track of the same id.
+fn write(conn: &mut Connection, track: &UnknownTrack) -> Result<(), ReviewError> {
+    let tx = conn.transaction().map_err(storage)?;
+    let id = track.id.to_string();
+    tx.execute("DELETE FROM unknown_tracks WHERE id = ?1", params![id])
+        .map_err(storage)?;
+    tx.execute(
+        "INSERT INTO unknown_tracks (id, camera, first_seen_ms, last_seen_ms, model, template, quality, similarity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            track.camera,
+            track.first_seen.timestamp_millis(),
+            track.last_seen.timestamp_millis(),
+            track.model,
+            embedding_bytes(&track.template),
+            track.quality,
+            track.similarity,
+        ],
+    )
+    .map_err(storage)?;
+    for (n, shot) in track.shots.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO shots (track_id, n, quality, embedding, jpeg) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id,
+                n as i64,
+                shot.quality,
+                embedding_bytes(&shot.embedding),
+                shot.jpeg
+            ],
+        )
+        .map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
 }
 
 #[cfg(test)]
@@ -415,7 +447,8 @@ mod tests {
             Err(ReviewError::NotFound(_))
         ));
         let shots: i64 = store
-            .conn()
+            .inner()
+            .conn
             .query_row("SELECT COUNT(*) FROM shots", [], |r| r.get(0))
             .unwrap();
         assert_eq!(shots, 1, "the removed track's shots went with it");
@@ -441,6 +474,48 @@ mod tests {
             .collect();
         assert_eq!(left, vec![5, 4]);
         assert_eq!(store.count().unwrap(), 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Removals beside listings that find tracks stored by another process (the grouping
+    /// then reads them through the connection): with the connection and the groups under
+    /// two locks taken in opposite orders this hung within a few rounds; a watchdog fails
+    /// the test instead of hanging it.
+    #[test]
+    fn removals_and_listings_running_together_never_hang() {
+        let (store, dir) = store();
+        let store = std::sync::Arc::new(store);
+        let other = ReviewStore::open(&dir.join("review.db")).unwrap();
+        store.with_groups(0.5, &[], |_| ()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let worker = store.clone();
+        std::thread::spawn(move || {
+            for round in 0..200u128 {
+                // another process stores tracks; this one lists them and removes others
+                let ids: Vec<Uuid> = (0..8).map(|k| Uuid::from_u128(round * 8 + k + 1)).collect();
+                for (k, id) in ids.iter().enumerate() {
+                    other.insert(&kept(id.as_u128(), k as i64, 1)).unwrap();
+                }
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let all = worker.summaries().unwrap();
+                        worker
+                            .with_groups(0.5, &all, |g| g.groups_of(&all).len())
+                            .unwrap();
+                    });
+                    s.spawn(|| {
+                        let gone: Vec<Uuid> =
+                            (0..8).map(|k| Uuid::from_u128(round * 8 + k + 1)).collect();
+                        worker.remove(&gone).unwrap();
+                    });
+                });
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a removal and a listing hung each other (lock order)");
+        assert_eq!(store.count().unwrap(), 0);
         std::fs::remove_dir_all(dir).ok();
     }
 }
