@@ -21,6 +21,7 @@
 //!   person, enrolled or dismissed by an operator.
 //! - [`private_files`]: owner-only creation of the files holding biometric data.
 //! - [`tls`]: PEM certificates and keys for rustls (API server, MQTT brokers).
+//! - [`tasks`]: background tasks whose death is fatal (logged, counted, not ready, exit 1).
 //! - [`shutdown`]: the one stop signal (SIGINT/SIGTERM, drop guards) and `serve`'s stop order.
 //! - [`telemetry`]: every Prometheus metric, defined in one place (`GET /metrics`).
 //! - [`api`]: the versioned REST API (`/v1`) over the gallery and the engine.
@@ -47,6 +48,7 @@ pub mod review;
 pub mod shutdown;
 pub mod simulate;
 pub mod stages;
+pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod track;

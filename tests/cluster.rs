@@ -37,6 +37,11 @@ struct Node {
 }
 
 fn node_config_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> PathBuf {
+    node_config_at(dir, name, &pg.url(), extra)
+}
+
+/// A node's config on the PostgreSQL at `url` (a role of its own, say).
+fn node_config_at(dir: &Path, name: &str, url: &str, extra: &str) -> PathBuf {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
     let config = home.join("config.toml");
@@ -56,7 +61,6 @@ mode = "off"
 [events]
 outbox = "{d}/outbox.db"
 {extra}"#,
-            url = pg.url(),
             d = home.display()
         ),
     )
@@ -1018,6 +1022,28 @@ fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
         .filter(|(i, _)| *i != victim)
         .map(|(_, n)| n)
         .collect();
+    // The README's bound: the lease moves within lease_timeout_ms plus a round (the
+    // frozen session ends within the timeout; the next node takes the lease on a round
+    // after that; one more round for a termination still in progress, and 3 s for this
+    // test's polling and a loaded machine). The camera's connection comes on top.
+    let bound = Duration::from_millis(6000 + 2 * 500 + 3000);
+    loop {
+        let (_, view) = watchers(others[0]);
+        if view[0].1.as_deref().is_some_and(|n| n != door_node) {
+            break;
+        }
+        assert!(
+            frozen.elapsed() < bound,
+            "the frozen node still held the door {:.1} s after SIGSTOP (bound {:.1} s): {view:?}",
+            frozen.elapsed().as_secs_f32(),
+            bound.as_secs_f32()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "door's lease moved {:.1} s after its node froze",
+        frozen.elapsed().as_secs_f32()
+    );
     wait_watchers(&others, |cams| {
         cams[0].1.as_deref().is_some_and(|n| n != door_node)
             && cams[1].1.as_deref() == Some(gate_node.as_str())
@@ -1051,4 +1077,109 @@ fn leases_stay_put_across_a_postgres_restart_and_leave_a_frozen_node() {
         log.contains("another node took this camera meanwhile"),
         "{log}"
     );
+}
+
+/// Nodes that connect as different unprivileged roles (one role per node is common
+/// practice): PostgreSQL shows each the other's session times as NULL and lets neither
+/// end the other's session. Leases still share the cameras (before, the lease task
+/// panicked on the NULL, silently, and both nodes ended up watching every camera), and a
+/// frozen node's cameras still move: the server ends its silent session itself
+/// (`idle_session_timeout`), within the lease timeout plus a round.
+#[test]
+fn nodes_of_different_roles_share_cameras_and_take_over_from_a_frozen_one() {
+    let dir = common::temp_dir("cluster-roles");
+    let pg = Postgres::start(&dir);
+    let mut admin = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE facestream_nodes NOLOGIN;
+             CREATE ROLE node_a LOGIN IN ROLE facestream_nodes;
+             CREATE ROLE node_b LOGIN IN ROLE facestream_nodes;
+             GRANT USAGE, CREATE ON SCHEMA public TO facestream_nodes;
+             ALTER DEFAULT PRIVILEGES FOR ROLE node_a, node_b IN SCHEMA public
+                 GRANT ALL ON TABLES TO facestream_nodes;
+             ALTER DEFAULT PRIVILEGES FOR ROLE node_a, node_b IN SCHEMA public
+                 GRANT ALL ON SEQUENCES TO facestream_nodes;",
+        )
+        .unwrap();
+    let rtsp = door_and_gate();
+    let (round_ms, timeout_ms) = (500, 4000);
+    let extra = |node: &str| {
+        format!(
+            "[cluster]\nnode_id = \"{node}\"\ncamera_leases = true\n\
+             lease_round_ms = {round_ms}\nlease_timeout_ms = {timeout_ms}\n[[cameras]]\n\
+             id = \"door\"\nurl = \"{door}\"\n[[cameras]]\nid = \"gate\"\nurl = \"{gate}\"\n",
+            door = rtsp.url("door"),
+            gate = rtsp.url("gate"),
+        )
+    };
+    let start = |name: &str| {
+        let url = pg.url().replace("facestream@", &format!("node_{name}@"));
+        let config = node_config_at(&dir, name, &url, &extra(name));
+        let (proc, port) = common::serve(&config, &dir.join(name));
+        Node {
+            proc,
+            base: format!("http://127.0.0.1:{port}/v1"),
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    };
+    let a = start("a");
+    let b = start("b");
+    wait_watchers(&[&a, &b], |cams| {
+        cams.len() == 2 && cams.iter().all(|(_, n)| n.is_some()) && cams[0].1 != cams[1].1
+    });
+    // each role sees the other's lease session without its times: the case under test
+    let hidden: i64 = ::postgres::Client::connect(
+        &pg.url().replace("facestream@", "node_a@"),
+        ::postgres::NoTls,
+    )
+    .unwrap()
+    .query_one(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'facestream node=b' AND state_change IS NULL",
+        &[],
+    )
+    .unwrap()
+    .get(0);
+    assert_eq!(hidden, 1, "node_a should not see node b's session times");
+    for node in [&a, &b] {
+        let (s, v) = node.call("GET", "/ready", None);
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, view) = watchers(&a);
+    let door_node = view[0].1.clone().unwrap();
+    let (victim, survivor) = if door_node == "a" { (&a, &b) } else { (&b, &a) };
+
+    // the door's node freezes: the server ends its silent session, the other node takes
+    // the door within the lease timeout plus a round (plus this test's polling)
+    victim.proc.signal("STOP");
+    let frozen = Instant::now();
+    let bound = Duration::from_millis(timeout_ms + round_ms + 2000);
+    loop {
+        let (_, view) = watchers(survivor);
+        if view[0].1.as_deref().is_some_and(|n| n != door_node) {
+            break;
+        }
+        assert!(
+            frozen.elapsed() < bound,
+            "the door's lease was still held by the frozen node {:.1} s after it froze \
+             (bound: lease timeout + a round + 2 s): {view:?}",
+            frozen.elapsed().as_secs_f32()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "door's lease taken over {:.1} s after its node froze",
+        frozen.elapsed().as_secs_f32()
+    );
+    victim.proc.signal("CONT");
+    wait_watchers(&[&a, &b], |cams| {
+        cams[0].1.as_deref().is_some_and(|n| n != door_node)
+    });
+    let log = std::fs::read_to_string(dir.join(&door_node).join("serve.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("background task ended"), "{log}");
 }

@@ -374,9 +374,13 @@ async fn recent_events(
     state: web::Data<AppState>,
     query: web::Query<RecentQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Scope::Read)?;
+    let key = authorize(&req, &state, Scope::Read)?;
     check_limit(query.limit, crate::events::webhook::RECENT_EVENTS)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.events.recent(query.limit) })))
+    // where a person was seen before is history data: admin keys only
+    let history = key.scope == Scope::Admin;
+    let mut items = state.events.recent(query.limit);
+    items.retain(|e| history || !e.kind.carries_history());
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
 async fn health() -> HttpResponse {
@@ -387,6 +391,12 @@ async fn health() -> HttpResponse {
 const STALL_NOT_READY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(f) = crate::tasks::failures().first() {
+        return Err(ApiError::Unavailable(format!(
+            "background task {} ended ({}): the service is stopping",
+            f.task, f.reason
+        )));
+    }
     let now = chrono::Utc::now();
     if let Some(c) = state.cameras.snapshot().into_iter().find(|c| {
         c.last_analysis_stall

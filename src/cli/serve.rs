@@ -55,30 +55,28 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
 /// second, until `shutdown` is requested.
 fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
     let weak = Arc::downgrade(service);
-    let _ = std::thread::Builder::new()
-        .name("gallery-watch".into())
-        .spawn(move || {
-            let mut failing = false;
-            loop {
-                let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
-                    return;
-                };
-                service.wait_for_change(std::time::Duration::from_secs(1));
-                match service.refresh_if_changed() {
-                    Ok(_) if failing => {
-                        failing = false;
-                        tracing::info!("gallery store reachable again; changes followed");
-                    }
-                    Ok(_) => {}
-                    // said once per outage, not every second
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, "following gallery changes made elsewhere");
-                    }
-                    Err(_) => {}
+    let _ = facestream::tasks::thread("gallery-watch", &shutdown.clone(), move || {
+        let mut failing = false;
+        loop {
+            let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
+                return;
+            };
+            service.wait_for_change(std::time::Duration::from_secs(1));
+            match service.refresh_if_changed() {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("gallery store reachable again; changes followed");
                 }
+                Ok(_) => {}
+                // said once per outage, not every second
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "following gallery changes made elsewhere");
+                }
+                Err(_) => {}
             }
-        });
+        }
+    });
 }
 
 /// Erasure beyond the gallery: when an identity is erased (here, or on another node of a
@@ -167,30 +165,28 @@ fn follow_history(history: &Arc<facestream::history::History>, shutdown: Shutdow
         return;
     }
     let weak = Arc::downgrade(history);
-    let _ = std::thread::Builder::new()
-        .name("history-feed".into())
-        .spawn(move || {
-            let mut failing = false;
-            while !shutdown.is_requested() {
-                let Some(history) = weak.upgrade() else {
-                    return;
-                };
-                match history.follow() {
-                    Ok(_) if failing => {
-                        failing = false;
-                        tracing::info!("appearance history reachable again; changes followed");
-                    }
-                    Ok(_) => {}
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, "following the appearances other nodes record");
-                    }
-                    Err(_) => {}
+    let _ = facestream::tasks::thread("history-feed", &shutdown.clone(), move || {
+        let mut failing = false;
+        while !shutdown.is_requested() {
+            let Some(history) = weak.upgrade() else {
+                return;
+            };
+            match history.follow() {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("appearance history reachable again; changes followed");
                 }
-                drop(history);
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "following the appearances other nodes record");
+                }
+                Err(_) => {}
             }
-        });
+            drop(history);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
 }
 
 /// How often retention runs while the service is up.
@@ -215,62 +211,57 @@ fn keep_retention(
     if review.is_none() && snapshots.is_none() && history.is_none() {
         return;
     }
-    let _ = std::thread::Builder::new()
-        .name("retention".into())
-        .spawn(move || loop {
-            if let Some((store, rc)) = &review {
-                match store.prune(chrono::Utc::now(), rc.retention_s, rc.max_tracks) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(
-                            tracks = n,
-                            "review: tracks past review.retention_s deleted"
-                        );
-                        if let Ok(count) = store.count() {
-                            facestream::telemetry::metrics()
-                                .review_tracks
-                                .set(count as i64);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "review: applying retention"),
-                }
-            }
-            if let Some(h) = &history {
-                match h.prune(chrono::Utc::now()) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(
-                            appearances = n,
-                            "history: appearances past history.retention_s deleted"
-                        );
+    let _ = facestream::tasks::thread("retention", &shutdown.clone(), move || loop {
+        if let Some((store, rc)) = &review {
+            match store.prune(chrono::Utc::now(), rc.retention_s, rc.max_tracks) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(tracks = n, "review: tracks past review.retention_s deleted");
+                    if let Ok(count) = store.count() {
                         facestream::telemetry::metrics()
-                            .history_appearances
-                            .set(h.len() as i64);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "history: applying retention"),
-                }
-            }
-            if let Some((dir, retention)) = &snapshots {
-                match facestream::pipeline::prune_snapshots(dir, *retention) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        snapshots = n,
-                        "event snapshots past events.snapshots.retention_s deleted"
-                    ),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "pruning old snapshots")
+                            .review_tracks
+                            .set(count as i64);
                     }
                 }
+                Err(e) => tracing::warn!(error = %e, "review: applying retention"),
             }
-            let next = std::time::Instant::now() + RETENTION_EVERY;
-            while std::time::Instant::now() < next {
-                if shutdown.is_requested() {
-                    return;
+        }
+        if let Some(h) = &history {
+            match h.prune(chrono::Utc::now()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(
+                        appearances = n,
+                        "history: appearances past history.retention_s deleted"
+                    );
+                    facestream::telemetry::metrics()
+                        .history_appearances
+                        .set(h.len() as i64);
                 }
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                Err(e) => tracing::warn!(error = %e, "history: applying retention"),
             }
-        });
+        }
+        if let Some((dir, retention)) = &snapshots {
+            match facestream::pipeline::prune_snapshots(dir, *retention) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    snapshots = n,
+                    "event snapshots past events.snapshots.retention_s deleted"
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "pruning old snapshots")
+                }
+            }
+        }
+        let next = std::time::Instant::now() + RETENTION_EVERY;
+        while std::time::Instant::now() < next {
+            if shutdown.is_requested() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
 }
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
@@ -440,7 +431,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                     &config.gallery.postgres_url,
                     pipeline.camera_ids(),
                 );
-                Some(actix_web::rt::spawn(
+                Some(facestream::tasks::task(
+                    "camera-leases",
+                    &shutdown,
                     leases.run(pipeline.clone(), shutdown.clone()),
                 ))
             }
@@ -478,7 +471,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         // The lease loop stops first; its connection (and so the leases) goes only once
         // the cameras have stopped, so no other node starts one while it still runs here.
         let lease_connection = match leases {
-            Some(task) => task.await.ok().flatten(),
+            Some(task) => task.await.ok().flatten().flatten(),
             None => None,
         };
         if let Some(pipeline) = pipeline {
@@ -501,5 +494,14 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         served.with_context(|| format!("serving the API on {}", config.api.listen))
     })?;
     delivery.shutdown_timeout(std::time::Duration::from_secs(1));
+    // a background task that died stopped the service: say so in the exit status, so the
+    // service manager restarts it
+    if let Some(f) = facestream::tasks::failures().first() {
+        eprintln!(
+            "facestream: background task {} ended ({}); the service stopped",
+            f.task, f.reason
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

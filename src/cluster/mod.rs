@@ -22,6 +22,14 @@
 //! on their next round. The frozen node, once it runs again, finds its session gone,
 //! reconnects at once and stops the cameras another node took meanwhile.
 //!
+//! Nodes may connect as **different roles** (one per node or service account). PostgreSQL
+//! then shows another role's session times as NULL, and ending another role's session
+//! needs `pg_signal_backend`. So each node also sets `idle_session_timeout` to the lease
+//! timeout on its own lease session (PostgreSQL 14+): the server itself ends a session
+//! silent that long, whoever can see it. A node whose idle time cannot be read counts as
+//! live (unknown is not silence: taking a live node's cameras would watch them twice);
+//! its silence is the server's to act on.
+//!
 //! A **PostgreSQL restart** ends every session at once. So that the first node to
 //! reconnect does not take every camera (and the others then stop theirs), a node takes
 //! no free camera while the server has been up for less than the lease timeout: in that
@@ -210,6 +218,9 @@ struct View {
     /// Other nodes whose session has been silent past the lease timeout: (node, backend
     /// pid, seconds silent).
     silent: Vec<(String, i32, f64)>,
+    /// Other nodes whose idle time this node's role may not read (NULL in
+    /// `pg_stat_activity`): counted live; the server ends their sessions when silent.
+    unreadable: usize,
 }
 
 /// The lease loop of one node.
@@ -229,6 +240,10 @@ pub struct Leases {
     failing: bool,
     /// Whether the grace period after a PostgreSQL restart was logged.
     grace_logged: bool,
+    /// Whether a server without `idle_session_timeout` was logged.
+    no_idle_timeout_logged: bool,
+    /// Whether nodes of other roles (idle time unreadable) were logged.
+    unreadable_logged: bool,
 }
 
 impl Leases {
@@ -249,6 +264,8 @@ impl Leases {
             held: HashSet::new(),
             failing: false,
             grace_logged: false,
+            no_idle_timeout_logged: false,
+            unreadable_logged: false,
         }
     }
 
@@ -349,6 +366,28 @@ impl Leases {
                 self.node
             ));
         }
+        // The server ends this session by itself once it has been silent past the lease
+        // timeout (frozen process, stalled VM): no other node needs the right to read its
+        // idle time or to end it, so nodes may connect as different roles. Every round
+        // runs queries, so a live node is never idle that long.
+        if let Err(e) = client
+            .batch_execute(&format!(
+                "SET idle_session_timeout = {}",
+                self.timeout.as_millis()
+            ))
+            .await
+        {
+            if !self.no_idle_timeout_logged {
+                self.no_idle_timeout_logged = true;
+                tracing::warn!(
+                    error = %e,
+                    "camera leases: PostgreSQL cannot end a silent lease session by itself \
+                     (idle_session_timeout needs PostgreSQL 14); a frozen node is found only \
+                     by the other nodes, which need to read and end its session (same role, \
+                     or pg_read_all_stats and pg_signal_backend)"
+                );
+            }
+        }
         // a new session holds no leases
         self.held.clear();
         self.client = Some(client);
@@ -417,21 +456,41 @@ impl Leases {
             holders: HashMap::new(),
             nodes: Vec::new(),
             silent: Vec::new(),
+            unreadable: 0,
         };
         let timeout = self.timeout.as_secs_f64();
         let mut silent_nodes = HashSet::new();
-        let mut rows: Vec<(i64, i64, String, i32, f64)> = rows
+        // Every column read as nullable: PostgreSQL shows the times of another role's
+        // session as NULL to a reader without pg_read_all_stats (and a backend can be
+        // gone between the join's two sides). A row that cannot be read is skipped, never
+        // a panic of the lease task.
+        let mut rows: Vec<(i64, i64, String, i32, Option<f64>)> = rows
             .iter()
             .filter_map(|r| {
-                let app: Option<String> = r.get(2);
+                let app: Option<String> = r.try_get(2).ok()?;
                 let node = app?.strip_prefix(APP_PREFIX)?.to_string();
-                Some((r.get(0), r.get(1), node, r.get(3), r.get(4)))
+                Some((
+                    r.try_get::<_, Option<i64>>(0).ok()??,
+                    r.try_get::<_, Option<i64>>(1).ok()??,
+                    node,
+                    r.try_get::<_, Option<i32>>(3).ok()??,
+                    r.try_get::<_, Option<f64>>(4).ok()?,
+                ))
             })
             .collect();
         for (class, _, node, pid, quiet) in &rows {
-            if *class == i64::from(NODE_CLASS) && *node != self.node && *quiet > timeout {
+            // An unknown idle time (another role's session) is not silence: that node is
+            // counted live. Its session still ends when it goes silent, by the server
+            // itself (idle_session_timeout, set by every node on its own lease session).
+            let Some(quiet) = *quiet else {
+                if *class == i64::from(NODE_CLASS) && *node != self.node {
+                    view.unreadable += 1;
+                }
+                continue;
+            };
+            if *class == i64::from(NODE_CLASS) && *node != self.node && quiet > timeout {
                 silent_nodes.insert(node.clone());
-                view.silent.push((node.clone(), *pid, *quiet));
+                view.silent.push((node.clone(), *pid, quiet));
             }
         }
         // a silent node counts neither as live nor as holding its cameras
@@ -470,8 +529,8 @@ impl Leases {
                 Err(e) => tracing::error!(
                     node = %node,
                     error = %e,
-                    "camera leases: cannot end a silent node's session (every node must \
-                     connect as the same role, or one with pg_signal_backend)"
+                    "camera leases: cannot end a silent node's session (a role without \
+                     pg_signal_backend); PostgreSQL ends it itself (idle_session_timeout)"
                 ),
             }
         }
@@ -512,6 +571,15 @@ impl Leases {
             }
         }
         let view = self.view().await?;
+        if view.unreadable > 0 && !self.unreadable_logged {
+            self.unreadable_logged = true;
+            tracing::info!(
+                nodes = view.unreadable,
+                "camera leases: other nodes connect as roles whose session times this role \
+                 cannot read; they count as live, and PostgreSQL ends a silent one's session \
+                 itself (idle_session_timeout)"
+            );
+        }
         self.end_silent(&view.silent).await?;
         let mut counts: HashMap<String, usize> =
             view.nodes.iter().map(|n| (n.clone(), 0)).collect();

@@ -38,6 +38,12 @@ pub struct NodeLabel {
     pub node: String,
 }
 
+/// `task` label: a background task of the service (`crate::tasks`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
 /// `kind` label alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SearchKindLabel {
@@ -121,6 +127,9 @@ pub struct Metrics {
     pub history_searches: Family<SearchKindLabel, Counter>,
     /// Event snapshots that could not be written (`events.snapshots`).
     pub snapshot_errors: Counter,
+    /// Background tasks that ended while the service still ran (a panic, an early
+    /// return): each is fatal, the service stops and exits 1 (`crate::tasks`).
+    pub background_task_failures: Family<TaskLabel, Counter>,
     /// 1 while the camera delivers frames.
     pub camera_up: Family<CameraLabel, Gauge>,
     /// 1 for the camera's current state (connecting, live, backing-off, failed, stopped).
@@ -229,6 +238,13 @@ impl Metrics {
             "review_tracks",
             "Unknown tracks kept for review (review.enabled)",
             review_tracks.clone(),
+        );
+        let background_task_failures = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "background_task_failures",
+            "Background tasks that ended while the service ran (panic or early return); the \
+             service then stops and exits 1",
+            background_task_failures.clone(),
         );
         let snapshot_errors = Counter::default();
         registry.register(
@@ -507,6 +523,7 @@ impl Metrics {
             history_errors,
             history_searches,
             snapshot_errors,
+            background_task_failures,
         }
     }
 
