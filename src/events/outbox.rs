@@ -55,6 +55,9 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// The rows an erasure scrubs: found by the `outbox_identity` index.
+const SCRUB_ROWS: &str = "SELECT seq, event_id, payload FROM outbox WHERE identity_id = ?1";
+
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         // events carry identities and thumbnails: owner-only folder and file
@@ -88,6 +91,33 @@ impl Outbox {
             CREATE INDEX IF NOT EXISTS outbox_age ON outbox (state, created_ms);",
         )
         .map_err(err)?;
+        // The identity an event names, in a column of its own, so an erasure finds its
+        // rows by index instead of reading every payload under the lock (which held
+        // delivery back for seconds on a large outbox). An outbox written before the
+        // column existed gets it, filled from the payloads, once.
+        let has_identity: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'identity_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_identity {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE outbox ADD COLUMN identity_id TEXT;
+                 UPDATE outbox SET identity_id = json_extract(payload, '$.identity.id')
+                     WHERE json_valid(payload);
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS outbox_identity ON outbox (identity_id)
+                 WHERE identity_id IS NOT NULL;",
+        )
+        .map_err(err)?;
         Ok(Outbox {
             conn: Mutex::new(conn),
         })
@@ -108,9 +138,16 @@ impl Outbox {
         for endpoint in endpoints {
             written += tx
                 .execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![event.id.to_string(), endpoint, event.kind.as_str(), payload, now],
+                    "INSERT OR IGNORE INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms, identity_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                    params![
+                        event.id.to_string(),
+                        endpoint,
+                        event.kind.as_str(),
+                        payload,
+                        now,
+                        event.identity.as_ref().map(|i| i.id.to_string())
+                    ],
                 )
                 .map_err(err)?;
         }
@@ -285,9 +322,7 @@ impl Outbox {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
         let rows: Vec<(i64, String, String)> = {
-            let mut stmt = tx
-                .prepare("SELECT seq, event_id, payload FROM outbox WHERE instr(payload, ?1) > 0")
-                .map_err(err)?;
+            let mut stmt = tx.prepare(SCRUB_ROWS).map_err(err)?;
             let rows = stmt
                 .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(err)?
@@ -403,5 +438,83 @@ mod tests {
         assert_eq!(o.purge(now_ms() + 1).unwrap(), 1);
         assert_eq!(o.depth("b").unwrap(), 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn naming(id: uuid::Uuid, name: &str) -> Event {
+        let mut e = Event::new(EventType::IdentityRecognized);
+        e.identity = Some(crate::events::EventIdentity {
+            id,
+            name: name.into(),
+            face_id: None,
+        });
+        e
+    }
+
+    /// An erasure finds its rows by the identity's index, not by reading every payload;
+    /// an outbox written before the column existed is given it, filled from its payloads,
+    /// and scrubbed the same.
+    #[test]
+    fn erasure_finds_its_rows_by_index_also_in_an_outbox_from_before_the_column() {
+        let dir = std::env::temp_dir().join(format!("fs-outbox-{}", uuid::Uuid::now_v7()));
+        let path = dir.join("o.db");
+        let (alice, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let old = naming(alice, "Alice");
+        {
+            // the schema of the release before: no identity column
+            crate::private_files::prepare_database(&path).unwrap();
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL,
+                    endpoint TEXT NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_ms INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+                    last_error TEXT, delivered_ms INTEGER, UNIQUE (event_id, endpoint))",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms)
+                 VALUES (?1, 'hook', 'identity.recognized', ?2, 0, 0)",
+                params![old.id.to_string(), serde_json::to_string(&old).unwrap()],
+            )
+            .unwrap();
+        }
+        let o = Outbox::open(&path).unwrap();
+        let new = naming(alice, "Alice");
+        o.enqueue(&new, &["hook", "bus"]).unwrap();
+        o.enqueue(&naming(bob, "Bob"), &["hook"]).unwrap();
+        let plan: Vec<String> = o
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {SCRUB_ROWS}"))
+            .unwrap()
+            .query_map([alice.to_string()], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX outbox_identity")),
+            "{plan:?}"
+        );
+        let mut scrubbed = o.scrub_identity(alice).unwrap();
+        scrubbed.sort();
+        let mut expected = vec![old.id, new.id];
+        expected.sort();
+        assert_eq!(scrubbed, expected);
+        let payloads: Vec<String> = o
+            .conn()
+            .prepare("SELECT payload FROM outbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(payloads.len(), 4);
+        assert!(
+            !payloads.iter().any(|p| p.contains("Alice")),
+            "{payloads:?}"
+        );
+        assert!(payloads.iter().any(|p| p.contains("Bob")));
+        std::fs::remove_dir_all(dir).ok();
     }
 }
