@@ -3,6 +3,13 @@
 //! camera, decision), kept in order of `first_seen` so a time window is a slice found by
 //! binary search, not a scan of everything.
 //!
+//! A removal leaves a **tombstone** (the row is marked dead, found by binary search on its
+//! time): nothing moves, so erasing a person from a million-appearance index costs a few
+//! lookups, not a move of the whole index (`Vec::remove` moved ~160 MB at 1M). Searches
+//! skip dead rows; once a quarter of the rows are dead the index is compacted in one pass,
+//! so removal is amortised O(log N) and dead rows never hold more than a third of the
+//! memory again.
+//!
 //! A search scans the window's int8 rows with the SIMD kernel of the gallery index and
 //! returns every row whose approximate cosine is within [`SLACK`] of the bar; the caller
 //! re-ranks those exactly in f32 from the store ([`super::History::search`]). The int8
@@ -26,6 +33,8 @@ pub struct Row {
     pub camera: u32,
     /// Decided `identity.unknown` (no identity).
     pub unknown: bool,
+    /// Removed, not yet compacted away (a tombstone; searches skip it).
+    dead: bool,
 }
 
 /// Which rows a search looks at.
@@ -52,7 +61,10 @@ pub struct AppearanceIndex {
     codes: Vec<i8>,
     cameras: Vec<String>,
     /// The longest appearance so far: a window's slice starts this much before `from`.
+    /// Recomputed at each compaction, so it also shrinks when the longest ones go.
     max_span_ms: i64,
+    /// Rows marked dead and not yet compacted away.
+    dead: usize,
 }
 
 impl AppearanceIndex {
@@ -63,6 +75,7 @@ impl AppearanceIndex {
             codes: Vec::new(),
             cameras: Vec::new(),
             max_span_ms: 0,
+            dead: 0,
         }
     }
 
@@ -70,12 +83,18 @@ impl AppearanceIndex {
         self.dim
     }
 
+    /// Live rows (tombstones not counted).
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() - self.dead
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
+    }
+
+    /// Removed rows still held (until the next compaction).
+    pub fn tombstones(&self) -> usize {
+        self.dead
     }
 
     /// Bytes held (rows and codes).
@@ -120,7 +139,8 @@ impl AppearanceIndex {
             return false;
         }
         let at = self.slot(first_ms, seq);
-        if self.rows.get(at).is_some_and(|r| r.seq == seq) {
+        let here = self.rows.get(at).filter(|r| r.seq == seq).map(|r| r.dead);
+        if here == Some(false) {
             return false;
         }
         let row = Row {
@@ -129,33 +149,90 @@ impl AppearanceIndex {
             last_ms,
             camera: self.camera_index(camera),
             unknown,
+            dead: false,
         };
         self.max_span_ms = self.max_span_ms.max(last_ms - first_ms);
-        self.rows.insert(at, row);
         let codes: Vec<i8> = quantize(template).collect();
+        if here == Some(true) {
+            // its tombstone, brought back
+            self.rows[at] = row;
+            self.codes[at * self.dim..(at + 1) * self.dim].copy_from_slice(&codes);
+            self.dead -= 1;
+            return true;
+        }
+        // appearances mostly arrive in time order: at the end, nothing moves
+        self.rows.insert(at, row);
         self.codes
             .splice(at * self.dim..at * self.dim, codes)
             .for_each(drop);
         true
     }
 
-    /// The position of row `seq`, first seen at `first_ms`.
+    /// The position of live row `seq`, first seen at `first_ms`.
     fn find(&self, seq: i64, first_ms: i64) -> Option<usize> {
         let at = self.slot(first_ms, seq);
         self.rows
             .get(at)
-            .is_some_and(|r| r.seq == seq)
+            .is_some_and(|r| r.seq == seq && !r.dead)
             .then_some(at)
     }
 
-    /// Drop one row (found by binary search); whether it was here.
+    /// Mark row `at` dead.
+    fn kill(&mut self, at: usize) {
+        self.rows[at].dead = true;
+        self.dead += 1;
+    }
+
+    /// Drop one row (found by binary search, left as a tombstone); whether it was here.
     pub fn remove_one(&mut self, seq: i64, first_ms: i64) -> bool {
         let Some(at) = self.find(seq, first_ms) else {
             return false;
         };
-        self.rows.remove(at);
-        self.codes.drain(at * self.dim..(at + 1) * self.dim);
+        self.kill(at);
+        self.compact_if_due();
         true
+    }
+
+    /// Drop row `seq` whose time is not known: a scan of the rows (no move), for the rare
+    /// replacement of an appearance by a newer one of the same track.
+    pub fn remove_seq(&mut self, seq: i64) -> bool {
+        let Some(at) = self.rows.iter().position(|r| r.seq == seq && !r.dead) else {
+            return false;
+        };
+        self.kill(at);
+        self.compact_if_due();
+        true
+    }
+
+    /// Compact once a quarter of the rows are tombstones (amortised: each compaction is
+    /// paid for by the N/4 removals before it).
+    fn compact_if_due(&mut self) {
+        if self.dead > 0 && self.dead * 4 >= self.rows.len() {
+            self.compact();
+        }
+    }
+
+    /// Drop the tombstones in one pass, keeping the order; the longest span is measured
+    /// again over the rows left.
+    pub fn compact(&mut self) {
+        let dim = self.dim;
+        let mut kept = 0;
+        let mut span = 0;
+        for i in 0..self.rows.len() {
+            if self.rows[i].dead {
+                continue;
+            }
+            span = span.max(self.rows[i].last_ms - self.rows[i].first_ms);
+            if kept != i {
+                self.rows[kept] = self.rows[i];
+                self.codes.copy_within(i * dim..(i + 1) * dim, kept * dim);
+            }
+            kept += 1;
+        }
+        self.rows.truncate(kept);
+        self.codes.truncate(kept * dim);
+        self.dead = 0;
+        self.max_span_ms = span;
     }
 
     /// Mark one row as no longer recognised (its identity was erased).
@@ -165,29 +242,26 @@ impl AppearanceIndex {
         }
     }
 
-    /// Drop the rows `remove` picks; how many went.
+    /// Drop the rows `remove` picks (a scan: for retention's batches); how many went.
     pub fn remove(&mut self, mut remove: impl FnMut(&Row) -> bool) -> usize {
-        let dim = self.dim;
-        let mut kept = 0;
-        for i in 0..self.rows.len() {
-            if remove(&self.rows[i]) {
-                continue;
+        let mut removed = 0;
+        for at in 0..self.rows.len() {
+            if !self.rows[at].dead && remove(&self.rows[at]) {
+                self.kill(at);
+                removed += 1;
             }
-            if kept != i {
-                self.rows[kept] = self.rows[i];
-                self.codes.copy_within(i * dim..(i + 1) * dim, kept * dim);
-            }
-            kept += 1;
         }
-        let removed = self.rows.len() - kept;
-        self.rows.truncate(kept);
-        self.codes.truncate(kept * dim);
+        self.compact_if_due();
         removed
     }
 
     /// Mark a row as no longer recognised (its identity was erased).
     pub fn set_unknown(&mut self, seqs: &std::collections::HashSet<i64>) {
-        for r in self.rows.iter_mut().filter(|r| seqs.contains(&r.seq)) {
+        for r in self
+            .rows
+            .iter_mut()
+            .filter(|r| !r.dead && seqs.contains(&r.seq))
+        {
             r.unknown = true;
         }
     }
@@ -238,7 +312,8 @@ impl AppearanceIndex {
         let mut out = Vec::new();
         for i in self.window(filter) {
             let r = &self.rows[i];
-            if camera.is_some_and(|c| c != r.camera)
+            if r.dead
+                || camera.is_some_and(|c| c != r.camera)
                 || (filter.only_unknown && !r.unknown)
                 || r.last_ms < from
                 || r.first_ms > to
@@ -377,5 +452,60 @@ mod tests {
             all.iter().all(|c| c.approx > 0.99),
             "codes moved with their rows"
         );
+    }
+
+    #[test]
+    fn removals_leave_tombstones_that_searches_skip_until_a_compaction() {
+        let probe = random_unit(3, 128);
+        let mut index = AppearanceIndex::new(128);
+        // appearance k spans [k s, k s + 1 s]; the longest (seq 7) spans 100 s
+        for k in 0..40i64 {
+            let last = if k == 7 {
+                k * 1000 + 100_000
+            } else {
+                k * 1000 + 1000
+            };
+            index.insert(k, k * 1000, last, "cam", true, &probe);
+        }
+        let seqs = |index: &AppearanceIndex| -> Vec<i64> {
+            let mut s: Vec<i64> = index
+                .candidates(&probe, &Filter::default(), 0.9)
+                .iter()
+                .map(|c| c.row.seq)
+                .collect();
+            s.sort();
+            s
+        };
+        // under a quarter removed: tombstones, nothing moved
+        for k in [3, 7, 11] {
+            assert!(index.remove_one(k, k * 1000));
+        }
+        assert!(index.remove_seq(20) && !index.remove_seq(20));
+        assert_eq!((index.len(), index.tombstones()), (36, 4));
+        let left = seqs(&index);
+        assert!(![3, 7, 11, 20].iter().any(|k| left.contains(k)), "{left:?}");
+        assert_eq!(left.len(), 36);
+        // a removed row's seq brought back by the feed is live again
+        assert!(index.insert(11, 11_000, 12_000, "cam", true, &probe));
+        assert_eq!((index.len(), index.tombstones()), (37, 3));
+        // a quarter of the rows dead: compacted, the longest span measured again
+        for k in 21..28 {
+            index.remove_one(k, k * 1000);
+        }
+        assert_eq!(index.tombstones(), 0, "compacted at a quarter dead");
+        assert_eq!(index.len(), 30);
+        assert_eq!(index.max_span_ms, 1000, "the 100 s appearance went");
+        assert_eq!(seqs(&index).len(), 30);
+        assert!(index
+            .candidates(&probe, &Filter::default(), 0.9)
+            .iter()
+            .all(|c| c.approx > 0.99));
+        // a window starts at most one (current) longest span before `from`
+        let window = Filter {
+            from_ms: Some(30_500),
+            to_ms: Some(31_500),
+            ..Filter::default()
+        };
+        assert!(index.scanned(&window) <= 3, "{}", index.scanned(&window));
     }
 }

@@ -24,7 +24,7 @@ pub mod index;
 pub mod postgres;
 pub mod store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
@@ -374,7 +374,7 @@ impl History {
         let (seq, replaced) = self.store.insert(a)?;
         let mut index = self.index_mut();
         if let Some(old) = replaced {
-            index.remove(|r| r.seq == old);
+            index.remove_seq(old);
         }
         if a.model == self.model {
             add(&mut index, seq, a);
@@ -532,9 +532,10 @@ impl History {
 
     /// Delete one appearance by its track id.
     pub fn delete(&self, track: Uuid) -> Result<(), HistoryError> {
-        let seq = self.store.get(track)?.seq;
-        self.store.delete(&[seq])?;
-        self.index_mut().remove(|r| r.seq == seq);
+        let stored = self.store.get(track)?;
+        self.store.delete(&[stored.seq])?;
+        self.index_mut()
+            .remove_one(stored.seq, stored.appearance.first_seen.timestamp_millis());
         Ok(())
     }
 
@@ -566,13 +567,30 @@ impl History {
                 only_unknown: false,
             },
         )?;
-        let mut seqs: HashSet<i64> = all.items.iter().map(|f| f.stored.seq).collect();
+        // (seq, first seen): each row found again by binary search, left as a tombstone
+        let mut rows: HashMap<i64, i64> = all
+            .items
+            .iter()
+            .map(|f| {
+                (
+                    f.stored.seq,
+                    f.stored.appearance.first_seen.timestamp_millis(),
+                )
+            })
+            .collect();
         // recognised rows of another model too
-        seqs.extend(self.store.recognised_as(identity)?.iter().map(|s| s.seq));
-        let seqs: Vec<i64> = seqs.into_iter().collect();
+        rows.extend(
+            self.store
+                .recognised_as(identity)?
+                .iter()
+                .map(|s| (s.seq, s.appearance.first_seen.timestamp_millis())),
+        );
+        let seqs: Vec<i64> = rows.keys().copied().collect();
         let n = self.store.delete(&seqs)?;
-        let gone: HashSet<i64> = seqs.into_iter().collect();
-        self.index_mut().remove(|r| gone.contains(&r.seq));
+        let mut index = self.index_mut();
+        for (seq, first_ms) in rows {
+            index.remove_one(seq, first_ms);
+        }
         Ok(n)
     }
 
