@@ -1525,3 +1525,239 @@ fn review_enrolment_is_one_unit_and_keeps_the_enrolment_quality_bar() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Review calls racing each other, round after round: an enrolment and a dismissal of the
+/// same track beside listings of the queue while another process stores new tracks.
+/// Every call answers (a watchdog: no request may take 30 s), and each raced track is
+/// either enrolled or dismissed, never both (before, a dismissal that arrived while the
+/// track was being enrolled also succeeded: the person was enrolled from a dismissed
+/// track).
+#[test]
+fn review_calls_racing_each_other_never_hang_and_a_track_is_enrolled_or_dismissed() {
+    use facestream::review::{ReviewShot, ReviewStore, UnknownTrack};
+    let dir = common::temp_dir(&format!("api-review-race-{}", uuid::Uuid::now_v7()));
+    let config = write_config_with(
+        &dir,
+        1 << 20,
+        &format!(
+            "[review]\nenabled = true\ndatabase = \"{}\"\n",
+            dir.join("review.db").display()
+        ),
+    );
+    let model = common::engine().model_id().to_string();
+    let store = ReviewStore::open(&dir.join("review.db")).unwrap();
+    let mut seed = 0;
+    let mut track = || {
+        seed += 1;
+        let embedding = common::synthetic_template(uuid::Uuid::nil(), &model, seed).embedding;
+        let t = UnknownTrack {
+            id: uuid::Uuid::now_v7(),
+            camera: "door".into(),
+            first_seen: chrono::Utc::now(),
+            last_seen: chrono::Utc::now(),
+            model: model.clone(),
+            template: embedding.clone(),
+            quality: 0.9,
+            similarity: None,
+            shots: vec![ReviewShot {
+                quality: 0.9,
+                embedding,
+                jpeg: Vec::new(),
+            }],
+        };
+        store.insert(&t).unwrap();
+        t.id
+    };
+    let server = start(&config);
+    let http = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let call = |path: &str, body: Option<Value>| -> (StatusCode, Value) {
+        let url = format!("{}{path}", server.base);
+        let r = match body {
+            Some(b) => http.post(url).json(&b),
+            None => http.get(url),
+        }
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap_or_else(|e| panic!("{path} did not answer within 30 s (a hang?): {e}"));
+        let status = r.status();
+        (status, r.json().unwrap_or(Value::Null))
+    };
+    let (mut enrolled, mut dismissed) = (0, 0);
+    for round in 0..40 {
+        let raced = track();
+        // tracks this process stores while the service runs: its listing reads them in
+        let others: Vec<uuid::Uuid> = (0..4).map(|_| track()).collect();
+        let (enrol, dismiss, _, _) = std::thread::scope(|s| {
+            let enrol = s.spawn(|| {
+                call(
+                    "/review/enroll",
+                    Some(json!({ "tracks": [raced], "name": format!("Visitor {round}") })),
+                )
+            });
+            let dismiss = s.spawn(|| call("/review/dismiss", Some(json!({ "tracks": [raced] }))));
+            let list = s.spawn(|| call("/review/unknowns", None));
+            let clear = s.spawn(|| call("/review/dismiss", Some(json!({ "tracks": others }))));
+            (
+                enrol.join().unwrap(),
+                dismiss.join().unwrap(),
+                list.join().unwrap(),
+                clear.join().unwrap(),
+            )
+        });
+        let took_enrol = enrol.0 == StatusCode::CREATED;
+        let took_dismiss = dismiss.0 == StatusCode::OK && dismiss.1["dismissed"] == 1;
+        assert!(
+            took_enrol != took_dismiss,
+            "round {round}: track {raced} enrolled ({enrol:?}) and dismissed ({dismiss:?})"
+        );
+        assert!(
+            took_enrol || enrol.0 == StatusCode::NOT_FOUND,
+            "round {round}: {enrol:?}"
+        );
+        assert!(
+            took_dismiss || dismiss.0 == StatusCode::NOT_FOUND,
+            "round {round}: {dismiss:?}"
+        );
+        enrolled += usize::from(took_enrol);
+        dismissed += usize::from(took_dismiss);
+    }
+    eprintln!("{enrolled} raced tracks enrolled, {dismissed} dismissed");
+    let (s, list) = call("/identities?limit=100", None);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["total"], enrolled, "{list}");
+    let (_, unknowns) = call("/review/unknowns", None);
+    assert_eq!(unknowns["tracks_total"], 0, "{unknowns}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Where a person was seen before is history data, which only admin keys may query: the
+/// `identity.seen_before` event an enrolment writes reaches admin keys in
+/// `GET /v1/events/recent` and the event stream, and never read keys (before, both were
+/// given it), nor a webhook that did not list the type.
+#[test]
+fn where_a_person_was_seen_before_reaches_admin_keys_only() {
+    use facestream::history::{Appearance, AppearanceStore, SqliteHistory};
+    use std::io::{BufRead, BufReader};
+    let dir = common::temp_dir(&format!("api-seen-scope-{}", uuid::Uuid::now_v7()));
+    // an unknown appearance of Obama, recorded before the service starts
+    let mut engine = common::engine();
+    let image = engine.load(&common::fixture("obama2.jpg")).unwrap();
+    let (faces, _) = engine.analyze(&image).unwrap();
+    let face = facestream::engine::primary_face(&faces).unwrap();
+    let now = chrono::Utc::now();
+    SqliteHistory::open(&dir.join("history.db"))
+        .unwrap()
+        .insert(&Appearance {
+            track_id: uuid::Uuid::now_v7(),
+            camera: "door".into(),
+            node: String::new(),
+            first_seen: now - chrono::Duration::seconds(60),
+            last_seen: now - chrono::Duration::seconds(55),
+            model: engine.model_id().to_string(),
+            template: face.embedding.clone(),
+            quality: 0.8,
+            event_id: None,
+            identity: None,
+            similarity: None,
+            shot: None,
+        })
+        .unwrap();
+    let config = write_config_with(
+        &dir,
+        1 << 20,
+        &format!(
+            "[history]\nenabled = true\ndatabase = \"{}\"\n",
+            dir.join("history.db").display()
+        ),
+    );
+    let server = start(&config);
+    let api = Api {
+        http: Client::new(),
+        base: &server.base,
+    };
+    // both streams open before the enrolment
+    let stream = |key: &str| {
+        let r = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .get(format!("{}/events/stream", server.base))
+            .bearer_auth(key)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        BufReader::new(r)
+    };
+    let mut admin_stream = stream(ADMIN);
+    let mut read_stream = stream(READER);
+    let (s, created) = api.call(
+        "POST",
+        "/identities",
+        Some(ADMIN),
+        Some(Body::Json(json!({"name": "Barack Obama"}))),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (s, enrolled) = api.call(
+        "POST",
+        &format!("/identities/{id}/faces"),
+        Some(ADMIN),
+        Some(Body::Raw(photo("obama.jpg"))),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{enrolled}");
+    assert_eq!(
+        enrolled["seen_before"].as_array().map(Vec::len),
+        Some(1),
+        "{enrolled}"
+    );
+    // then a test event: the read stream must give it without a seen_before before it
+    let (s, v) = api.call("POST", "/events/test", Some(ADMIN), None);
+    assert!(s.is_success(), "{s} {v}");
+    let types_until_test = |reader: &mut BufReader<reqwest::blocking::Response>| {
+        let mut types = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                let e: Value = serde_json::from_str(data.trim()).unwrap();
+                let kind = e["type"].as_str().unwrap_or_default().to_string();
+                types.push(kind.clone());
+                if kind == "test" {
+                    return types;
+                }
+            }
+        }
+    };
+    let admin_types = types_until_test(&mut admin_stream);
+    assert!(
+        admin_types.iter().any(|t| t == "identity.seen_before"),
+        "{admin_types:?}"
+    );
+    let read_types = types_until_test(&mut read_stream);
+    assert!(
+        !read_types.iter().any(|t| t == "identity.seen_before"),
+        "a read key's stream carried where a person was seen: {read_types:?}"
+    );
+    let recent = |key: &str| -> Vec<String> {
+        let (s, v) = api.call("GET", "/events/recent", Some(key), None);
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(recent(ADMIN).iter().any(|t| t == "identity.seen_before"));
+    let read = recent(READER);
+    assert!(read.iter().any(|t| t == "test"), "{read:?}");
+    assert!(
+        !read.iter().any(|t| t == "identity.seen_before"),
+        "a read key's recent events carried where a person was seen: {read:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

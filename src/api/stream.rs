@@ -45,6 +45,8 @@ pub(super) struct StreamQuery {
 struct Filter {
     types: Option<Vec<EventType>>,
     camera: Option<String>,
+    /// Whether events carrying appearance history reach this client (admin keys).
+    history: bool,
 }
 
 impl Filter {
@@ -72,12 +74,14 @@ impl Filter {
         };
         Ok(Filter {
             types,
+            history: false,
             camera: query.camera,
         })
     }
 
     fn wants(&self, event: &Event) -> bool {
-        self.types.as_ref().is_none_or(|t| t.contains(&event.kind))
+        (self.history || !event.kind.carries_history())
+            && self.types.as_ref().is_none_or(|t| t.contains(&event.kind))
             && self
                 .camera
                 .as_ref()
@@ -184,14 +188,17 @@ pub(super) async fn event_stream(
     state: web::Data<AppState>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Scope::Read)?;
+    let key = authorize(&req, &state, Scope::Read)?;
+    // where a person was seen before is history data: admin keys only
+    let history = key.scope == Scope::Admin;
     // authorised by a session cookie (no bearer header): the stream lives no longer than
     // the session
     let session = match req.headers().get("authorization") {
         Some(_) => None,
         None => super::session::cookie_token(&req).and_then(|t| state.sessions.watch(&t)),
     };
-    let filter = Filter::parse(query.into_inner())?;
+    let mut filter = Filter::parse(query.into_inner())?;
+    filter.history = history;
     let last = match req.headers().get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -254,6 +261,12 @@ mod tests {
         event.camera_id = Some("gate".into());
         let wants = |types, camera| Filter::parse(query(types, camera)).unwrap().wants(&event);
         assert!(wants(None, None));
+        // where a person was seen before: admin keys only, also when asked for by type
+        let seen = Event::new(EventType::IdentitySeenBefore);
+        let mut read = Filter::parse(query(Some("identity.seen_before"), None)).unwrap();
+        assert!(!read.wants(&seen));
+        read.history = true;
+        assert!(read.wants(&seen));
         assert!(wants(Some("camera.down, camera.up"), None));
         assert!(!wants(Some("identity.recognized"), None));
         assert!(wants(None, Some("gate")));

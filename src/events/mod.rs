@@ -72,6 +72,13 @@ impl EventType {
         matches!(self, EventType::IdentitySeenBefore)
     }
 
+    /// Whether events of this type carry appearance-history data (where a person was
+    /// seen), which only admin keys may read: left out of the recent events and the event
+    /// stream for read keys, and sent to a sink only when its `types` names the type.
+    pub fn carries_history(self) -> bool {
+        matches!(self, EventType::IdentitySeenBefore)
+    }
+
     /// Whether an endpoint subscribed to `types` gets events of this type.
     pub fn wanted_by(self, types: &[String]) -> bool {
         if types.is_empty() {
