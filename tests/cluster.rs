@@ -36,10 +36,6 @@ struct Node {
     http: Client,
 }
 
-fn node_config_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> PathBuf {
-    node_config_at(dir, name, &pg.url(), extra)
-}
-
 /// A node's config on the PostgreSQL at `url` (a role of its own, say).
 fn node_config_at(dir: &Path, name: &str, url: &str, extra: &str) -> PathBuf {
     let home = dir.join(name);
@@ -73,7 +69,12 @@ fn start_node(dir: &Path, name: &str, pg: &Postgres) -> Node {
 }
 
 fn start_node_with(dir: &Path, name: &str, pg: &Postgres, extra: &str) -> Node {
-    let config = node_config_with(dir, name, pg, extra);
+    start_node_at(dir, name, &pg.url(), extra)
+}
+
+/// A node on the PostgreSQL at `url` (a role of its own, say).
+fn start_node_at(dir: &Path, name: &str, url: &str, extra: &str) -> Node {
+    let config = node_config_at(dir, name, url, extra);
     let (proc, port) = common::serve(&config, &dir.join(name));
     Node {
         proc,
@@ -1115,16 +1116,7 @@ fn nodes_of_different_roles_share_cameras_and_take_over_from_a_frozen_one() {
     };
     let start = |name: &str| {
         let url = pg.url().replace("facestream@", &format!("node_{name}@"));
-        let config = node_config_at(&dir, name, &url, &extra(name));
-        let (proc, port) = common::serve(&config, &dir.join(name));
-        Node {
-            proc,
-            base: format!("http://127.0.0.1:{port}/v1"),
-            http: Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
-        }
+        start_node_at(&dir, name, &url, &extra(name))
     };
     let a = start("a");
     let b = start("b");
