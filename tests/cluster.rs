@@ -79,8 +79,13 @@ fn start_node_at(dir: &Path, name: &str, url: &str, extra: &str) -> Node {
     Node {
         proc,
         base: format!("http://127.0.0.1:{port}/v1"),
+        // An idle pooled connection is dropped here (2 s) before the server drops it
+        // (actix's keep-alive, 5 s). Otherwise a node resumed from SIGSTOP closes the
+        // connection the test kept from before the freeze just as the test's next request
+        // goes out on it (IncompleteMessage: CI saw it once).
         http: Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .unwrap(),
     }
