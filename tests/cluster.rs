@@ -410,6 +410,101 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     drop((a, b, c));
 }
 
+/// A node that is down while a person is erased learns of it before it serves again: the
+/// erasure is in a durable log in PostgreSQL that every node replays from where it left
+/// off. Node b recognised the person (its outbox holds the events, its receiver being
+/// down; the shared history the appearances); b is killed; the person is erased on a with
+/// the appearances; b starts again: nothing it holds or finds names the person. Before,
+/// b learned of erasures only through the change feed while it ran, and kept their
+/// events naming them.
+#[test]
+fn a_node_down_during_an_erasure_applies_it_before_it_serves() {
+    let dir = common::temp_dir("cluster-erasure-log");
+    let pg = Postgres::start(&dir);
+    let rtsp = door_and_gate();
+    let hook = common::ReservedPort::new();
+    let node = |name: &str, cameras: &str| {
+        start_node_with(
+            &dir,
+            name,
+            &pg,
+            &format!(
+                "[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+                 secret = \"{secret}\"\n[cluster]\nnode_id = \"{name}\"\n[history]\nenabled = true\n\
+                 {cameras}",
+                port = hook.port,
+                secret = common::receiver::SECRET,
+            ),
+        )
+    };
+    let a = node("a", "");
+    let obama = a.create("Barack Obama");
+    a.enrol(&obama, "obama.jpg");
+    let b = node(
+        "b",
+        &format!(
+            "[[cameras]]\nid = \"door\"\nurl = \"{}\"\n",
+            rtsp.url("door")
+        ),
+    );
+    let naming = |node: &str| -> usize {
+        outbox(&dir, node)
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE instr(payload, ?1) > 0",
+                [&obama],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as usize
+    };
+    let recognised_on = |n: &Node| -> usize {
+        let (s, v) = n.call(
+            "POST",
+            "/search/faces?limit=1000",
+            Some(photo("obama2.jpg")),
+        );
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["identity"]["id"] == obama.as_str())
+            .count()
+    };
+    wait_until("b recorded and reported the person", || {
+        naming("b") > 0 && recognised_on(&a) > 0
+    });
+    drop(b); // SIGKILL
+    let (s, v) = a.call(
+        "DELETE",
+        &format!("/identities/{obama}?appearances=erase"),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["removed_appearances"].as_u64().unwrap() > 0, "{v}");
+
+    // back without its camera (nothing new of the person to record)
+    let b = node("b", "");
+    assert_eq!(naming("b"), 0, "b's outbox still names the erased person");
+    let (s, v) = b.call(
+        "POST",
+        "/search/faces?limit=1000",
+        Some(photo("obama2.jpg")),
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["items"],
+        serde_json::json!([]),
+        "b still finds the person"
+    );
+    assert_eq!(b.search("obama2.jpg").0, "unknown");
+    let log = std::fs::read_to_string(dir.join("b").join("serve.log")).unwrap();
+    assert!(
+        log.contains("erasures made while this node was down applied before serving"),
+        "{log}"
+    );
+    drop((a, b));
+}
+
 /// A database restart quicker than a second (PostgreSQL without fsync restarts in well
 /// under one) between two calls: the connection the first call left looks open to the
 /// synchronous driver, and the second call must still succeed, on a new connection.

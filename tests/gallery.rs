@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use facestream::engine::{primary_face, FaceEngine};
-use facestream::gallery::service::{FaceChoice, GalleryService};
+use facestream::gallery::service::{FaceChoice, GalleryService, ServiceError};
 use facestream::gallery::sqlite::SqliteStore;
 use facestream::gallery::{GalleryStore, NewIdentity, Template};
 use facestream::stages::matching::Decision;
@@ -143,6 +143,65 @@ fn another_process_enrolling_or_erasing_is_seen_by_the_running_service() {
     assert!(serving.refresh_if_changed().unwrap());
     assert!(matches!(decision(&serving), Decision::Unknown { .. }));
     assert_eq!(serving.templates(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An erasure marks the person before anything is deleted: while the work before the
+/// deletion runs (the appearances' erasure) they already match nobody and the register
+/// names them erased. When that work fails, nothing is erased: they match again and the
+/// register lets them go. A done erasure is in the log, which a second service on the
+/// same file applies (its hook sees it) when it follows the log.
+#[test]
+fn an_erasure_marks_first_and_undoes_the_mark_when_it_fails() {
+    let config = common::config();
+    let dir = common::temp_dir("gallery-erasure-mark");
+    let service = service_on(&dir.join("g.db"), &config);
+    let other = service_on(&dir.join("g.db"), &config);
+    let probe = image::open(common::fixture("obama2.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let decision = |s: &GalleryService| s.search(&probe, 3).unwrap()[0].decision.clone();
+    let obama = service
+        .store()
+        .create_identity(NewIdentity {
+            name: "Obama".into(),
+            metadata: None,
+        })
+        .unwrap()
+        .id;
+    service
+        .enroll_file(obama, &common::fixture("obama.jpg"), FaceChoice::Only)
+        .unwrap();
+    assert!(matches!(decision(&service), Decision::Match { .. }));
+
+    let failed = service.erase_identity(obama, true, || {
+        assert!(service.erasures().is_erased(obama));
+        assert!(matches!(decision(&service), Decision::Unknown { .. }));
+        Err::<(), _>(ServiceError::ErasureLog(
+            "the appearances could not be erased".into(),
+        ))
+    });
+    assert!(failed.is_err());
+    assert!(!service.erasures().is_erased(obama));
+    match decision(&service) {
+        Decision::Match { identity, .. } => assert_eq!(identity, obama),
+        other => panic!("matches again after a failed erasure: {other:?}"),
+    }
+    assert_eq!(service.store().erasure_head().unwrap(), 0);
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = seen.clone();
+    other.on_erasure(move |e| {
+        hook.lock().unwrap().push((e.identity, e.appearances));
+        Ok(())
+    });
+    let (removed, ()) = service.erase_identity(obama, true, || Ok(())).unwrap();
+    assert_eq!(removed, 1);
+    assert!(matches!(decision(&service), Decision::Unknown { .. }));
+    assert_eq!(other.follow_erasures().unwrap(), 1);
+    assert_eq!(*seen.lock().unwrap(), [(obama, true)]);
+    assert_eq!(other.erasures().get(obama), Some(true));
+    assert_eq!(other.follow_erasures().unwrap(), 0, "applied once");
     let _ = std::fs::remove_dir_all(dir);
 }
 

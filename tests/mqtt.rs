@@ -494,8 +494,13 @@ async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
     config.mqtt[0].seen_s = 120;
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     let shutdown = Shutdown::new();
-    let (bus, _handles) =
-        webhook::start_with(outbox.clone(), &config, shutdown.clone(), Some(announced));
+    let (bus, _handles) = webhook::start_with(
+        outbox.clone(),
+        &config,
+        shutdown.clone(),
+        Some(announced),
+        Default::default(),
+    );
     let last = |topic: &str| -> Option<String> {
         live.lock()
             .unwrap()

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiKey, JsonObject, Scope};
 use crate::events::webhook::EventBus;
 use crate::events::{Event, EventType};
-use crate::gallery::service::{FaceChoice, GalleryService};
+use crate::gallery::service::{FaceChoice, GalleryService, ServiceError};
 use crate::gallery::{IdentityUpdate, NewIdentity};
 use crate::ingest::CameraRegistry;
 
@@ -543,20 +543,31 @@ async fn delete_identity(
     let service = state.service.clone();
     let audit_key = key.clone();
     let (removed, appearances) = blocking(move || {
-        // The appearances go first, found by the person's faces: if that fails, nothing is
-        // erased yet and the request can be repeated; the other order would leave them
-        // behind with no faces left to find them by.
-        let appearances = match &history {
+        // The person is marked erased first (nothing new matches or names them); their
+        // appearances go next, found by their faces; the identity last. If the
+        // appearances fail, nothing is erased and the request can be repeated; the other
+        // order would leave them behind with no faces left to find them by.
+        let mut failed: Option<ApiError> = None;
+        let erased = service.erase_identity(id, erase_appearances, || match &history {
+            None => Ok(None),
             Some(h) => {
-                let templates = super::search::identity_templates(&service, id)?;
-                let n = h.erase(id, &templates, service.match_threshold())?;
-                h.audit(&audit_key, "erase", &format!("identity {id}"), n);
-                Some(n)
+                let run = || -> Result<usize, ApiError> {
+                    let templates = super::search::identity_templates(&service, id)?;
+                    let n = h.erase(id, &templates, service.match_threshold())?;
+                    h.audit(&audit_key, "erase", &format!("identity {id}"), n);
+                    Ok(n)
+                };
+                run().map(Some).map_err(|e| {
+                    let said = e.to_string();
+                    failed = Some(e);
+                    ServiceError::ErasureLog(format!("the appearances were not erased: {said}"))
+                })
             }
-            None => None,
-        };
-        let removed = service.delete_identity(id)?;
-        Ok((removed, appearances))
+        });
+        match erased {
+            Ok(done) => Ok(done),
+            Err(e) => Err(failed.take().unwrap_or_else(|| e.into())),
+        }
     })
     .await?;
     tracing::info!(identity = %id, removed_faces = removed, removed_appearances = ?appearances, by = %key, "erasure request completed");

@@ -62,7 +62,13 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
                 return;
             };
             service.wait_for_change(std::time::Duration::from_secs(1));
-            match service.refresh_if_changed() {
+            let refreshed = service.refresh_if_changed();
+            // erasures made elsewhere (a failed hook says so itself; an unreachable store
+            // is said by the refresh)
+            if refreshed.is_ok() {
+                let _ = service.follow_erasures();
+            }
+            match refreshed {
                 Ok(_) if failing => {
                     failing = false;
                     tracing::info!("gallery store reachable again; changes followed");
@@ -79,10 +85,13 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
     });
 }
 
-/// Erasure beyond the gallery: when an identity is erased (here, or on another node of a
-/// cluster), the events this node holds that name it lose the name and face thumbnail
-/// (outbox rows and the recent events of `/v1/events/recent` and stream replays), and its
-/// event snapshots are deleted.
+/// Erasure beyond the gallery: for each erasure of the log (made here, on another node
+/// of a cluster, or while this node was down), the events this node holds that name the
+/// person lose the identity or go (outbox rows and the recent events of
+/// `/v1/events/recent` and stream replays), its event snapshots are deleted, and the
+/// appearances recognised as the person are unlinked (kept as unknown) or, when the
+/// erasure took the appearances too, deleted. Every step is idempotent: a failed one
+/// fails the hook and the erasure is applied again at the next round.
 fn forget_erased_identities(
     service: &Arc<GalleryService>,
     events: &facestream::events::webhook::EventBus,
@@ -95,36 +104,80 @@ fn forget_erased_identities(
         .snapshots
         .enabled
         .then(|| std::path::PathBuf::from(&config.events.snapshots.dir));
-    service.on_erasure(move |identity| {
-        let scrubbed = events.forget_identity(identity).unwrap_or_else(|e| {
-            tracing::error!(%identity, error = %e, "erasure: the events naming this identity could not be scrubbed");
-            Vec::new()
-        });
+    service.on_erasure(move |erasure| {
+        let identity = erasure.identity;
+        let scrubbed = events
+            .forget_identity(identity)
+            .map_err(|e| format!("scrubbing the events naming it: {e}"))?;
         let deleted = match &snapshots {
             Some(dir) => facestream::pipeline::forget_snapshots(dir, identity, &scrubbed)
-                .unwrap_or_else(|e| {
-                    tracing::error!(%identity, error = %e, "erasure: deleting this identity's snapshots");
-                    0
-                }),
+                .map_err(|e| format!("deleting its snapshots in {}: {e}", dir.display()))?,
             None => 0,
         };
-        // the appearances recognised as the person stay (as unknown) unless the erasure
-        // asked for them too (`DELETE /v1/identities/{id}?appearances=erase`)
-        let unlinked = match &history {
-            Some(h) => h.unlink(identity).unwrap_or_else(|e| {
-                tracing::error!(%identity, error = %e, "erasure: unlinking this identity's appearances");
-                0
-            }),
-            None => 0,
+        let (unlinked, erased) = match &history {
+            Some(h) if erasure.appearances => (
+                0,
+                h.erase_recognised(identity)
+                    .map_err(|e| format!("erasing its appearances: {e}"))?,
+            ),
+            Some(h) => (
+                h.unlink(identity)
+                    .map_err(|e| format!("unlinking its appearances: {e}"))?,
+                0,
+            ),
+            None => (0, 0),
         };
         tracing::info!(
             %identity,
+            seq = erasure.seq,
             events = scrubbed.len(),
             snapshots = deleted,
             appearances_unlinked = unlinked,
-            "erasure: name and face removed from the events kept here, snapshots deleted"
+            appearances_erased = erased,
+            "erasure applied on this node: no event, snapshot or appearance kept here names the person"
         );
+        Ok(())
     });
+}
+
+/// How far this node applied the erasure log, kept in its outbox database (the node's own
+/// durable state: a restart replays only the erasures it missed).
+struct OutboxCursor(Arc<Outbox>);
+
+impl facestream::gallery::erasure::ErasureCursor for OutboxCursor {
+    fn position(&self) -> Result<i64, String> {
+        Ok(self
+            .0
+            .erasure_position()
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0))
+    }
+
+    fn advance(&self, seq: i64) -> Result<(), String> {
+        self.0.set_erasure_position(seq).map_err(|e| e.to_string())
+    }
+}
+
+/// Apply the erasure log on this node before it serves: the erasures made while it was
+/// down (or since its change feed was pruned). A new outbox starts at the log's head: a
+/// node with no outbox of its own holds no event of anyone.
+fn replay_erasures(service: &GalleryService, outbox: &Arc<Outbox>) -> anyhow::Result<()> {
+    if outbox.erasure_position()?.is_none() {
+        outbox.set_erasure_position(service.store().erasure_head()?)?;
+    }
+    service.set_erasure_cursor(Box::new(OutboxCursor(outbox.clone())));
+    match service.follow_erasures() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            erasures = n,
+            "erasures made while this node was down applied before serving"
+        ),
+        // the gallery watcher tries again every round
+        Err(e) => {
+            tracing::error!(error = %e, "erasures made while this node was down: not all applied yet")
+        }
+    }
+    Ok(())
 }
 
 /// The appearance history of `history.enabled`: in the gallery's PostgreSQL database
@@ -402,9 +455,16 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 }),
                 refresh: facestream::events::home_assistant::REFRESH,
             };
-            webhook::start_with(outbox, &config.events, deliveries.clone(), Some(announced))
+            webhook::start_with(
+                outbox.clone(),
+                &config.events,
+                deliveries.clone(),
+                Some(announced),
+                service.erasures().clone(),
+            )
         };
         forget_erased_identities(&service, &events, history.clone(), config);
+        replay_erasures(&service, &outbox)?;
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(Arc::new(
                 Pipeline::start(

@@ -158,17 +158,32 @@ pub struct SeenAppearance {
 }
 
 impl Event {
-    /// Erasure: drop what the event holds about its identity but the id (the consumer's
-    /// key to what it already holds): the name (emptied: the schema's `identity.name` is
-    /// a required string) and the face thumbnail. Whether anything was left to drop.
-    pub fn forget_identity_details(&mut self) -> bool {
-        let named = self.identity.as_ref().is_some_and(|i| !i.name.is_empty());
-        let had_face = self.thumbnail_jpeg.is_some();
-        if let Some(identity) = self.identity.as_mut() {
-            identity.name.clear();
-        }
+    /// Erasure: whether the event exists only to name its identity (a recognition, or
+    /// where the person was seen before). Such an event about an erased identity is not
+    /// published, and dropped where it is kept; any other is kept without the identity
+    /// ([`Event::forget_identity`]).
+    pub fn only_names_identity(&self) -> bool {
+        matches!(
+            self.kind,
+            EventType::IdentityRecognized | EventType::IdentitySeenBefore
+        )
+    }
+
+    /// Erasure: drop everything the event holds about its identity: the identity (id and
+    /// name), how well it matched, the face thumbnail and the appearances. Whether
+    /// anything was left to drop.
+    pub fn forget_identity(&mut self) -> bool {
+        let had = self.identity.is_some()
+            || self.thumbnail_jpeg.is_some()
+            || self.similarity.is_some()
+            || self.appearances.is_some();
+        self.identity = None;
+        self.similarity = None;
+        self.calibrated_similarity = None;
+        self.margin = None;
         self.thumbnail_jpeg = None;
-        named || had_face
+        self.appearances = None;
+        had
     }
 
     /// A new event of `kind` now, every optional field empty.

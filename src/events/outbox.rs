@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::Utc;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::Event;
@@ -56,7 +56,17 @@ pub fn now_ms() -> i64 {
 }
 
 /// The rows an erasure scrubs: found by the `outbox_identity` index.
-const SCRUB_ROWS: &str = "SELECT seq, event_id, payload FROM outbox WHERE identity_id = ?1";
+const SCRUB_ROWS: &str =
+    "SELECT seq, event_id, payload, endpoint, state FROM outbox WHERE identity_id = ?1";
+
+/// What an erasure did to the outbox ([`Outbox::scrub_identity`]).
+#[derive(Debug, Default)]
+pub struct Scrubbed {
+    /// The events that named the identity (their snapshots go too).
+    pub events: Vec<uuid::Uuid>,
+    /// The endpoint of each pending row deleted.
+    pub dropped_pending: Vec<String>,
+}
 
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
@@ -115,7 +125,11 @@ impl Outbox {
         }
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS outbox_identity ON outbox (identity_id)
-                 WHERE identity_id IS NOT NULL;",
+                 WHERE identity_id IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS erasure_position (
+                 id INTEGER PRIMARY KEY CHECK (id = 0),
+                 seq INTEGER NOT NULL
+             );",
         )
         .map_err(err)?;
         Ok(Outbox {
@@ -316,44 +330,77 @@ impl Outbox {
     }
 
     /// Erasure of identity `id`: every row (pending, delivered or dead) of an event naming
-    /// it loses the name and the face thumbnail ([`super::Event::forget_identity_details`]);
-    /// rows already scrubbed are not written again. Returns the ids of those events.
-    pub fn scrub_identity(&self, id: uuid::Uuid) -> Result<Vec<uuid::Uuid>, OutboxError> {
+    /// it is rewritten without the identity ([`super::Event::forget_identity`]), or
+    /// deleted when the event only named it (a recognition: see
+    /// [`super::Event::only_names_identity`]). Returns the ids of those events and the
+    /// endpoint of each pending row deleted (their depth went down).
+    pub fn scrub_identity(&self, id: uuid::Uuid) -> Result<Scrubbed, OutboxError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
-        let rows: Vec<(i64, String, String)> = {
+        let rows: Vec<(i64, String, String, String, String)> = {
             let mut stmt = tx.prepare(SCRUB_ROWS).map_err(err)?;
             let rows = stmt
-                .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
             rows
         };
-        let mut events = Vec::new();
-        for (seq, event_id, payload) in rows {
-            let Ok(mut event) = serde_json::from_str::<super::Event>(&payload) else {
-                continue;
-            };
-            if event.identity.as_ref().is_none_or(|i| i.id != id) {
-                continue;
-            }
-            if event.forget_identity_details() {
-                let scrubbed = serde_json::to_string(&event).map_err(err)?;
-                tx.execute(
-                    "UPDATE outbox SET payload = ?1 WHERE seq = ?2",
-                    rusqlite::params![scrubbed, seq],
-                )
-                .map_err(err)?;
+        let mut done = Scrubbed::default();
+        for (seq, event_id, payload, endpoint, state) in rows {
+            let event = serde_json::from_str::<super::Event>(&payload).ok();
+            match event {
+                Some(mut event) if !event.only_names_identity() => {
+                    event.forget_identity();
+                    let scrubbed = serde_json::to_string(&event).map_err(err)?;
+                    tx.execute(
+                        "UPDATE outbox SET payload = ?1, identity_id = NULL WHERE seq = ?2",
+                        rusqlite::params![scrubbed, seq],
+                    )
+                    .map_err(err)?;
+                }
+                // a recognition, or a payload that cannot be read: it names the person
+                _ => {
+                    tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])
+                        .map_err(err)?;
+                    if state == "pending" {
+                        done.dropped_pending.push(endpoint);
+                    }
+                }
             }
             if let Ok(e) = uuid::Uuid::parse_str(&event_id) {
-                events.push(e);
+                done.events.push(e);
             }
         }
         tx.commit().map_err(err)?;
-        events.sort();
-        events.dedup();
-        Ok(events)
+        done.events.sort();
+        done.events.dedup();
+        Ok(done)
+    }
+
+    /// How far this node applied the gallery's erasure log
+    /// ([`crate::gallery::erasure`]); `None` for an outbox that never recorded it (new).
+    pub fn erasure_position(&self) -> Result<Option<i64>, OutboxError> {
+        self.conn()
+            .query_row("SELECT seq FROM erasure_position WHERE id = 0", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)
+    }
+
+    /// Every erasure up to `seq` was applied here.
+    pub fn set_erasure_position(&self, seq: i64) -> Result<(), OutboxError> {
+        self.conn()
+            .execute(
+                "INSERT INTO erasure_position (id, seq) VALUES (0, ?1)
+                 ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)",
+                [seq],
+            )
+            .map(|_| ())
+            .map_err(err)
     }
 
     /// Pending rows per endpoint (the outbox depth).
@@ -496,11 +543,17 @@ mod tests {
                 .any(|p| p.contains("USING INDEX outbox_identity")),
             "{plan:?}"
         );
-        let mut scrubbed = o.scrub_identity(alice).unwrap();
-        scrubbed.sort();
-        let mut expected = vec![old.id, new.id];
+        let mut ended = Event::new(EventType::TrackEnded);
+        ended.identity = naming(alice, "Alice").identity;
+        o.enqueue(&ended, &["hook"]).unwrap();
+        let scrubbed = o.scrub_identity(alice).unwrap();
+        let mut expected = vec![old.id, new.id, ended.id];
         expected.sort();
-        assert_eq!(scrubbed, expected);
+        assert_eq!(scrubbed.events, expected);
+        // the recognitions are gone (three pending rows), the track's end stays without her
+        let mut dropped = scrubbed.dropped_pending.clone();
+        dropped.sort();
+        assert_eq!(dropped, ["bus", "hook", "hook"]);
         let payloads: Vec<String> = o
             .conn()
             .prepare("SELECT payload FROM outbox ORDER BY seq")
@@ -509,9 +562,11 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(payloads.len(), 4);
+        assert_eq!(payloads.len(), 2, "{payloads:?}");
         assert!(
-            !payloads.iter().any(|p| p.contains("Alice")),
+            !payloads
+                .iter()
+                .any(|p| p.contains("Alice") || p.contains(&alice.to_string())),
             "{payloads:?}"
         );
         assert!(payloads.iter().any(|p| p.contains("Bob")));

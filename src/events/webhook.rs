@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::outbox::{now_ms, Outbox, OutboxError, Pending};
 use super::{signature, Event, EventsConfig};
+use crate::gallery::erasure::Erasures;
 use crate::shutdown::Shutdown;
 
 /// One webhook endpoint (`[[events.webhooks]]`).
@@ -125,9 +126,10 @@ pub struct EventBus {
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<Event>>>,
     /// Every event as it is published, for `GET /v1/events/stream` (memory only).
     live: tokio::sync::broadcast::Sender<Event>,
-    /// Identities erased while this process runs: an event about one of them decided
-    /// before the erasure and published after it is scrubbed on the way in.
-    erased: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
+    /// The gallery's erasure register: an event about an erased identity, decided before
+    /// the erasure and published after it, loses the identity on the way in (or is not
+    /// published, when it only named them).
+    erasures: Arc<Erasures>,
 }
 
 /// Events a live stream may fall behind by before it is told it missed some.
@@ -144,13 +146,19 @@ impl EventBus {
             .as_ref()
             .is_some_and(|i| self.is_erased(i.id));
         let scrubbed;
-        let event = if erased {
-            let mut e = event.clone();
-            e.forget_identity_details();
-            scrubbed = e;
-            &scrubbed
-        } else {
-            event
+        let event = match erased {
+            true if event.only_names_identity() => {
+                tracing::info!(event = %event.id, r#type = event.kind.as_str(),
+                    "event not published: it names an identity erased meanwhile");
+                return Ok(0);
+            }
+            true => {
+                let mut e = event.clone();
+                e.forget_identity();
+                scrubbed = e;
+                &scrubbed
+            }
+            false => event,
         };
         let targets: Vec<&Endpoint> = self.endpoints.iter().filter(|e| (e.wants)(event)).collect();
         let names: Vec<&str> = targets.iter().map(|e| e.name.as_str()).collect();
@@ -186,34 +194,39 @@ impl EventBus {
         &self.outbox
     }
 
-    /// Whether identity `id` was erased while this process runs.
+    /// Whether identity `id` is erased (or being erased).
     pub fn is_erased(&self, id: uuid::Uuid) -> bool {
-        self.erased
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&id)
+        self.erasures.is_erased(id)
     }
 
     /// Erasure of identity `id` from what this node holds of its events: in the outbox
     /// (every row) and in the recent events that `GET /v1/events/recent` and stream
-    /// replays serve, an event naming it keeps the identity id and loses the name and the
-    /// face thumbnail, and so does any event about it published from now on (decided
-    /// before the erasure). Returns the ids of those events (their snapshots go too).
-    /// Events already delivered live on at their consumers.
+    /// replays serve, an event naming it loses the identity, or goes when it only named it
+    /// (a recognition); so does any event about it published from now on (the register
+    /// marks it before this runs). Returns the ids of those events (their snapshots go
+    /// too). Events already delivered live on at their consumers.
     pub fn forget_identity(&self, id: uuid::Uuid) -> Result<Vec<uuid::Uuid>, OutboxError> {
-        self.erased
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
-        let mut events = self.outbox.scrub_identity(id)?;
+        let scrubbed = self.outbox.scrub_identity(id)?;
+        let m = crate::telemetry::metrics();
+        for endpoint in &scrubbed.dropped_pending {
+            m.outbox_depth
+                .get_or_create(&crate::telemetry::Metrics::endpoint(endpoint))
+                .dec();
+        }
+        let mut events = scrubbed.events;
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for event in recent.iter_mut() {
-                if event.identity.as_ref().is_some_and(|i| i.id == id) {
-                    event.forget_identity_details();
-                    events.push(event.id);
+            recent.retain_mut(|event| {
+                if event.identity.as_ref().is_none_or(|i| i.id != id) {
+                    return true;
                 }
-            }
+                events.push(event.id);
+                if event.only_names_identity() {
+                    return false;
+                }
+                event.forget_identity();
+                true
+            });
         }
         events.sort();
         events.dedup();
@@ -256,15 +269,17 @@ pub fn start(
     config: &EventsConfig,
     shutdown: Shutdown,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
-    start_with(outbox, config, shutdown, None)
+    start_with(outbox, config, shutdown, None, Default::default())
 }
 
-/// As [`start`], with what MQTT endpoints with `home_assistant = true` announce.
+/// As [`start`], with what MQTT endpoints with `home_assistant = true` announce and the
+/// gallery's erasure register.
 pub fn start_with(
     outbox: Arc<Outbox>,
     config: &EventsConfig,
     shutdown: Shutdown,
     announced: Option<super::home_assistant::Announced>,
+    erasures: Arc<Erasures>,
 ) -> (EventBus, Vec<tokio::task::JoinHandle<()>>) {
     let configured: Vec<&str> = config.endpoint_names().collect();
     match outbox.dead_letter_removed_endpoints(&configured) {
@@ -355,7 +370,7 @@ pub fn start_with(
             endpoints: Arc::new(endpoints),
             recent: Default::default(),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
-            erased: Default::default(),
+            erasures,
         },
         handles,
     )

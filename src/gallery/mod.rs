@@ -14,6 +14,7 @@
 //! feed ([`GalleryStore::changes_since`]), so search stays local and keeps running while
 //! the database is away.
 
+pub mod erasure;
 pub mod index;
 pub mod postgres;
 pub mod service;
@@ -189,8 +190,18 @@ pub trait GalleryStore: Send + Sync {
     ) -> Result<(Vec<Identity>, usize), GalleryError>;
     fn get_identity(&self, id: Uuid) -> Result<Identity, GalleryError>;
     fn update_identity(&self, id: Uuid, update: IdentityUpdate) -> Result<Identity, GalleryError>;
-    /// Delete the identity and every template of it; returns the number of templates removed.
-    fn delete_identity(&self, id: Uuid) -> Result<usize, GalleryError>;
+    /// Delete the identity and every template of it, and write the erasure to the
+    /// erasure log ([`erasure`]) in the same transaction (`appearances`: their
+    /// appearances go too); returns the number of templates removed.
+    fn delete_identity(&self, id: Uuid, appearances: bool) -> Result<usize, GalleryError>;
+    /// The erasure log after position `after`, oldest first, at most `limit`.
+    fn erasures_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<erasure::Erasure>, GalleryError>;
+    /// The erasure log's last position (0: empty).
+    fn erasure_head(&self) -> Result<i64, GalleryError>;
     fn add_template(&self, template: &Template) -> Result<(), GalleryError>;
     /// Add every template or none (one transaction).
     fn add_templates(&self, templates: &[Template]) -> Result<(), GalleryError>;

@@ -26,6 +26,7 @@ use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::erasure::Erasure;
 use super::sqlite::{embedding_bytes, embedding_from};
 use super::{
     validate_metadata, validate_name, Change, Changes, GalleryError, GalleryStore, Identity,
@@ -36,6 +37,7 @@ use super::{
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "gallery", include_str!("migrations/0001_gallery.sql")),
     (2, "history", include_str!("migrations/0002_history.sql")),
+    (3, "erasures", include_str!("migrations/0003_erasures.sql")),
 ];
 
 /// Advisory lock keys ("fsgw", "fsgm"): writers, migrations.
@@ -536,13 +538,18 @@ impl GalleryStore for PostgresStore {
         Ok(identity)
     }
 
-    fn delete_identity(&self, id: Uuid) -> Result<usize, GalleryError> {
+    fn delete_identity(&self, id: Uuid, appearances: bool) -> Result<usize, GalleryError> {
         let removed = self.write(|tx| {
             let templates = tx.execute("DELETE FROM templates WHERE identity_id = $1", &[&id])?;
             if tx.execute("DELETE FROM identities WHERE id = $1", &[&id])? == 0 {
                 return Err(GalleryError::IdentityNotFound(id).into());
             }
             record(tx, "identity_removed", id, None)?;
+            // positions are taken under the write lock, so the log is in commit order
+            tx.execute(
+                "INSERT INTO erasures (identity_id, appearances) VALUES ($1, $2)",
+                &[&id, &appearances],
+            )?;
             Ok(templates as usize)
         })?;
         self.set_name(id, None);
@@ -634,6 +641,37 @@ impl GalleryStore for PostgresStore {
                 crops_kept: r.get(3),
             })
             .collect())
+        })
+    }
+
+    fn erasures_since(&self, after: i64, limit: usize) -> Result<Vec<Erasure>, GalleryError> {
+        let rows = self.call(|c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT seq, identity_id, erased_at, appearances FROM erasures
+                     WHERE seq > $1 ORDER BY seq LIMIT {}",
+                    limit.max(1)
+                ),
+                &[&after],
+            )?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| Erasure {
+                seq: r.get(0),
+                identity: r.get(1),
+                at: r.get(2),
+                appearances: r.get(3),
+            })
+            .collect())
+    }
+
+    fn erasure_head(&self) -> Result<i64, GalleryError> {
+        self.call(|c| {
+            Ok(
+                c.query_one("SELECT COALESCE(max(seq), 0) FROM erasures", &[])?
+                    .get(0),
+            )
         })
     }
 

@@ -25,6 +25,7 @@ use image::RgbImage;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::erasure::{Erasure, ErasureCursor, Erasures, MemoryCursor};
 use super::index::{pooling_weight, IdentityHit, Scan, SearchIndex};
 use super::{Change, Changes, GalleryConfig, GalleryError, GalleryStore, Template};
 use crate::engine::{primary_face, EngineError, Face, FaceEngine};
@@ -66,6 +67,9 @@ pub enum ServiceError {
         weakest: &'static str,
         value: f32,
     },
+    /// Applying the erasure log on this node (a hook or the node's cursor failed).
+    #[error("erasure log: {0}")]
+    ErasureLog(String),
 }
 
 /// An enrolled face and how much it counts.
@@ -263,14 +267,23 @@ pub struct GalleryService {
     /// Bumped when a local write takes the gate and again when it lets it go: a feed read
     /// made without the gate is applied only if no local write began or ended meanwhile.
     local_writes: std::sync::atomic::AtomicU64,
-    /// Called with each erased identity, whether erased here or on another node (the
-    /// feed): what the rest of the service holds about the person goes too.
+    /// Called with each erasure of the log, whether erased here or on another node:
+    /// what the rest of the service holds about the person goes too.
     erasure_hooks: RwLock<Vec<ErasureHook>>,
+    /// The identities erased or being erased, for every writer to check.
+    erasures: Arc<Erasures>,
+    /// How far this node applied the erasure log; the lock also makes one follower at a
+    /// time.
+    erasure_cursor: Mutex<Box<dyn ErasureCursor>>,
     decode_slots: DecodeSlots,
 }
 
-/// See [`GalleryService::on_erasure`].
-pub type ErasureHook = Arc<dyn Fn(Uuid) + Send + Sync>;
+/// See [`GalleryService::on_erasure`]: an error leaves the erasure to be applied again
+/// (hooks are idempotent).
+pub type ErasureHook = Arc<dyn Fn(&Erasure) -> Result<(), String> + Send + Sync>;
+
+/// Erasure-log rows read at once.
+const ERASURE_BATCH: usize = 1000;
 
 /// The write gate held by a local write ([`GalleryService::write_gate`]).
 struct WriteGate<'a> {
@@ -319,6 +332,7 @@ impl GalleryService {
         };
         let index = SearchIndex::build(&model, 128, gallery.pooling, &templates)?;
         drop(templates);
+        let erasure_head = store.erasure_head()?;
         let stale = store.stale_identities(&model)?;
         if !stale.is_empty() {
             tracing::warn!(
@@ -345,6 +359,8 @@ impl GalleryService {
             writes: Mutex::new(follow),
             local_writes: std::sync::atomic::AtomicU64::new(0),
             erasure_hooks: RwLock::new(Vec::new()),
+            erasures: Arc::new(Erasures::default()),
+            erasure_cursor: Mutex::new(Box::new(MemoryCursor::at(erasure_head))),
             decode_slots: DecodeSlots {
                 used: Mutex::new(0),
                 freed: std::sync::Condvar::new(),
@@ -388,7 +404,6 @@ impl GalleryService {
                 drop(follow);
                 let mut after = start;
                 let mut applied = 0;
-                let mut erased = Vec::new();
                 loop {
                     let writes_before = self.local_writes.load(Ordering::SeqCst);
                     let read = self.store.changes_since(after, &self.model, FEED_BATCH)?;
@@ -420,7 +435,7 @@ impl GalleryService {
                             let Some(&(last, _)) = changes.last() else {
                                 break;
                             };
-                            applied += self.apply(&changes, &mut erased)?;
+                            applied += self.apply(&changes)?;
                             after = last;
                             *follow = Follow::Feed(after);
                             if changes.len() < FEED_BATCH {
@@ -436,9 +451,6 @@ impl GalleryService {
                         "gallery changes made elsewhere applied to the index"
                     );
                 }
-                erased.sort();
-                erased.dedup();
-                self.erased(&erased);
                 Ok(applied > 0)
             }
         }
@@ -446,19 +458,16 @@ impl GalleryService {
 
     /// Apply feed changes to the index (idempotent: this node's own writes come back
     /// through the feed too). Returns how many changed it.
-    fn apply(
-        &self,
-        changes: &[(i64, Change)],
-        erased: &mut Vec<Uuid>,
-    ) -> Result<usize, ServiceError> {
+    fn apply(&self, changes: &[(i64, Change)]) -> Result<usize, ServiceError> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut applied = 0;
         for (_, change) in changes {
-            if let Change::IdentityRemoved(id) = change {
-                erased.push(*id);
-            }
             let changed = match change {
-                Change::TemplateAdded(Some(t)) if !index.contains_template(t.id) => {
+                // a face added elsewhere to a person being erased here stays out
+                Change::TemplateAdded(Some(t))
+                    if !index.contains_template(t.id)
+                        && !self.erasures.is_erased(t.identity_id) =>
+                {
                     index.insert(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
                     true
                 }
@@ -483,24 +492,74 @@ impl GalleryService {
         Ok(())
     }
 
-    /// Run `hook` with every identity erased from now on, here or (through the change
-    /// feed) on another node; it runs after the gallery change, outside every lock.
-    pub fn on_erasure(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
+    /// Run `hook` with every erasure of the log this node applies from now on
+    /// ([`GalleryService::follow_erasures`]): made here or on another node, while this
+    /// one ran or before it started. It runs outside every gallery lock.
+    pub fn on_erasure(
+        &self,
+        hook: impl Fn(&Erasure) -> Result<(), String> + Send + Sync + 'static,
+    ) {
         self.erasure_hooks
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::new(hook));
     }
 
-    fn erased(&self, identities: &[Uuid]) {
-        let hooks = self
-            .erasure_hooks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for id in identities {
-            for hook in &hooks {
-                hook(*id);
+    /// The identities erased or being erased: every writer downstream of recognition
+    /// checks it.
+    pub fn erasures(&self) -> &Arc<Erasures> {
+        &self.erasures
+    }
+
+    /// Keep how far this node applied the erasure log in `cursor` (durable, for a
+    /// service), instead of in memory from the log's head at open.
+    pub fn set_erasure_cursor(&self, cursor: Box<dyn ErasureCursor>) {
+        *self
+            .erasure_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cursor;
+    }
+
+    /// Apply the erasure log past this node's cursor, oldest first: each identity is
+    /// marked erased, taken out of the index, and handed to every erasure hook; the
+    /// cursor moves past it once every hook succeeded. A hook that fails stops here (it
+    /// is logged): the next call applies that erasure again. How many were applied.
+    pub fn follow_erasures(&self) -> Result<usize, ServiceError> {
+        let cursor = self
+            .erasure_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut at = cursor.position().map_err(ServiceError::ErasureLog)?;
+        let mut applied = 0;
+        loop {
+            let batch = self.store.erasures_since(at, ERASURE_BATCH)?;
+            let n = batch.len();
+            for erasure in batch {
+                self.erasures.mark(erasure.identity, erasure.appearances);
+                self.index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove_identity(erasure.identity);
+                let hooks = self
+                    .erasure_hooks
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for hook in &hooks {
+                    if let Err(e) = hook(&erasure) {
+                        tracing::error!(identity = %erasure.identity, seq = erasure.seq, error = %e,
+                            "erasure not yet applied on this node; tried again at the next round");
+                        return Err(ServiceError::ErasureLog(e));
+                    }
+                }
+                cursor
+                    .advance(erasure.seq)
+                    .map_err(ServiceError::ErasureLog)?;
+                at = erasure.seq;
+                applied += 1;
+            }
+            if n < ERASURE_BATCH {
+                return Ok(applied);
             }
         }
     }
@@ -776,16 +835,67 @@ impl GalleryService {
 
     /// Erase an identity and all its templates (right to erasure); logged.
     pub fn delete_identity(&self, identity: Uuid) -> Result<usize, ServiceError> {
-        let gate = self.write_gate();
-        let removed = self.store.delete_identity(identity)?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_identity(identity);
-        drop(gate);
+        self.erase_identity(identity, false, || Ok(()))
+            .map(|(removed, ())| removed)
+    }
+
+    /// Erase an identity: first marked erased and taken out of the index, so nothing new
+    /// matches it and no writer names it from here on; then `before` runs (the erasure of
+    /// its appearances, which needs its templates); then the identity and its templates
+    /// are deleted with the erasure written to the log, in one transaction; then this
+    /// node applies the log (its hooks scrub what it keeps). When `before` or the
+    /// deletion fails, the mark is lifted and the templates are indexed again: nothing is
+    /// erased and the request can be repeated. `appearances`: the log tells every node to
+    /// delete what it recorded as the person instead of keeping it as unknown.
+    pub fn erase_identity<T>(
+        &self,
+        identity: Uuid,
+        appearances: bool,
+        before: impl FnOnce() -> Result<T, ServiceError>,
+    ) -> Result<(usize, T), ServiceError> {
+        let was = self.erasures.get(identity);
+        {
+            let _gate = self.write_gate();
+            self.erasures.mark(identity, appearances);
+            self.index
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove_identity(identity);
+        }
+        let done = before().and_then(|out| {
+            let _gate = self.write_gate();
+            Ok((self.store.delete_identity(identity, appearances)?, out))
+        });
+        let (removed, out) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                if was.is_none() {
+                    self.erasures.lift(identity);
+                    if let Err(back) = self.index_again(identity) {
+                        tracing::error!(%identity, error = %back, "an erasure failed and the identity's faces could not be indexed again; they match again after the next restart");
+                    }
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(identity = %identity, templates = removed, "identity erased with all its templates");
-        self.erased(&[identity]);
-        Ok(removed)
+        if let Err(e) = self.follow_erasures() {
+            tracing::error!(identity = %identity, error = %e, "erasure: applying the erasure log on this node");
+        }
+        Ok((removed, out))
+    }
+
+    /// Put the templates of `identity` (current model) back into the index.
+    fn index_again(&self, identity: Uuid) -> Result<(), ServiceError> {
+        let _gate = self.write_gate();
+        let templates = self.store.list_templates(identity)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for t in templates.iter().filter(|t| t.model == self.model) {
+            if !index.contains_template(t.id) {
+                index.insert(t.identity_id, t.id, &t.model, &t.embedding, t.quality)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn delete_face(&self, identity: Uuid, face: Uuid) -> Result<(), ServiceError> {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use super::erasure::Erasure;
 use super::{
     validate_metadata, validate_name, GalleryError, GalleryStore, Identity, IdentityUpdate,
     NewIdentity, StaleIdentity, Template,
@@ -37,6 +38,13 @@ CREATE TABLE IF NOT EXISTS templates (
 );
 CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 CREATE INDEX IF NOT EXISTS templates_model ON templates(model);
+-- the erasure log (src/gallery/erasure.rs): identity ids only, written with the deletion
+CREATE TABLE IF NOT EXISTS erasures (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id TEXT NOT NULL,
+    erased_at TEXT NOT NULL,
+    appearances INTEGER NOT NULL
+);
 ";
 
 /// SQLite-backed [`GalleryStore`].
@@ -202,7 +210,7 @@ impl GalleryStore for SqliteStore {
         self.get_identity(id)
     }
 
-    fn delete_identity(&self, id: Uuid) -> Result<usize, GalleryError> {
+    fn delete_identity(&self, id: Uuid, appearances: bool) -> Result<usize, GalleryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(storage)?;
         let templates = tx
@@ -220,8 +228,44 @@ impl GalleryStore for SqliteStore {
         if identities == 0 {
             return Err(GalleryError::IdentityNotFound(id));
         }
+        tx.execute(
+            "INSERT INTO erasures (identity_id, erased_at, appearances) VALUES (?1, ?2, ?3)",
+            params![id.to_string(), Utc::now().to_rfc3339(), appearances],
+        )
+        .map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(templates)
+    }
+
+    fn erasures_since(&self, after: i64, limit: usize) -> Result<Vec<Erasure>, GalleryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, identity_id, erased_at, appearances FROM erasures
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map(params![after, limit.max(1) as i64], |r| {
+                Ok(Erasure {
+                    seq: r.get(0)?,
+                    identity: parse_uuid(r.get(1)?)?,
+                    at: parse_time(r.get(2)?)?,
+                    appearances: r.get(3)?,
+                })
+            })
+            .map_err(storage)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        Ok(rows)
+    }
+
+    fn erasure_head(&self) -> Result<i64, GalleryError> {
+        self.conn()
+            .query_row("SELECT COALESCE(max(seq), 0) FROM erasures", [], |r| {
+                r.get(0)
+            })
+            .map_err(storage)
     }
 
     fn add_template(&self, t: &Template) -> Result<(), GalleryError> {
@@ -445,14 +489,14 @@ mod tests {
             ("Ada L", Some(1))
         );
         assert_eq!(s.templates_for_model("m@1").unwrap().len(), 2);
-        assert_eq!(s.delete_identity(a.id).unwrap(), 2);
+        assert_eq!(s.delete_identity(a.id, false).unwrap(), 2);
         assert!(matches!(
             s.get_identity(a.id),
             Err(GalleryError::IdentityNotFound(_))
         ));
         assert!(s.templates_for_model("m@1").unwrap().is_empty());
         assert!(matches!(
-            s.delete_identity(a.id),
+            s.delete_identity(a.id, false),
             Err(GalleryError::IdentityNotFound(_))
         ));
     }

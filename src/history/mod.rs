@@ -546,6 +546,28 @@ impl History {
         Ok(seqs.len())
     }
 
+    /// An identity was erased with its appearances, on another node: delete those
+    /// recognised as it (its templates are gone; the erasing node deleted those they
+    /// matched). How many were deleted.
+    pub fn erase_recognised(&self, identity: Uuid) -> Result<usize, HistoryError> {
+        let rows: Vec<(i64, i64)> = self
+            .store
+            .recognised_as(identity)?
+            .iter()
+            .map(|s| (s.seq, s.appearance.first_seen.timestamp_millis()))
+            .collect();
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let n = self.store.delete(&seqs)?;
+        let mut index = self.index_mut();
+        for (seq, first_ms) in rows {
+            index.remove_one(seq, first_ms);
+        }
+        Ok(n)
+    }
+
     /// Erase an identity's appearances: those recognised as it and those its templates
     /// match at `threshold`. How many were deleted.
     pub fn erase(

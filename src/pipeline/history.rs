@@ -4,12 +4,18 @@
 //! store cannot be reached (PostgreSQL down) the appearance waits in memory and is written
 //! before the next one, up to [`BACKLOG`] of them (past that the oldest is dropped, and
 //! said); any other failure leaves the appearance out of searches, nothing else affected.
+//!
+//! Erasure ([`crate::gallery::erasure`]): each write asks the erasure register first. An
+//! appearance decided as a person erased since (a track that ended during or after the
+//! erasure, or waited in the mailbox or the backlog meanwhile) is kept as unknown, naming
+//! nobody, or not kept at all when the erasure took the person's appearances too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::gallery::erasure::Erasures;
 use crate::history::{Appearance, History, HistoryError};
 use crate::stages::align::AlignedFace;
 use crate::telemetry::metrics;
@@ -27,14 +33,16 @@ pub(super) const BACKLOG: usize = 10_000;
 
 pub(super) struct HistoryKeeper {
     history: Arc<History>,
+    erasures: Arc<Erasures>,
     /// Encoded appearances waiting for the store to be reachable again, oldest first.
     backlog: VecDeque<Appearance>,
 }
 
 impl HistoryKeeper {
-    pub(super) fn new(history: Arc<History>) -> HistoryKeeper {
+    pub(super) fn new(history: Arc<History>, erasures: Arc<Erasures>) -> HistoryKeeper {
         HistoryKeeper {
             history,
+            erasures,
             backlog: VecDeque::new(),
         }
     }
@@ -43,8 +51,20 @@ impl HistoryKeeper {
     /// stays in the backlog.
     fn write(&mut self, appearance: Appearance) {
         self.backlog.push_back(appearance);
-        while let Some(next) = self.backlog.front() {
+        while let Some(next) = self.backlog.front_mut() {
             let (track, camera) = (next.track_id, next.camera.clone());
+            if let Some(erased) = next.identity.and_then(|i| self.erasures.get(i)) {
+                if erased {
+                    tracing::info!(track = %track, camera = %camera, "appearance not kept: its person was erased with their appearances");
+                    self.backlog.pop_front();
+                    continue;
+                }
+                // the recognition event (which named them) is not linked either
+                next.identity = None;
+                next.similarity = None;
+                next.event_id = None;
+            }
+            let next = &*next;
             match self.history.record(next) {
                 Ok(()) => {
                     self.backlog.pop_front();

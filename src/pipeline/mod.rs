@@ -529,8 +529,11 @@ impl Pipeline {
             (keeper, shots)
         });
         let history = history.map(|h| {
+            let erasures = gallery.erasures().clone();
             (
-                SyncArbiter::start(1, move || history::HistoryKeeper::new(h.clone())),
+                SyncArbiter::start(1, move || {
+                    history::HistoryKeeper::new(h.clone(), erasures.clone())
+                }),
                 config.cluster.node_id(),
             )
         });
