@@ -176,12 +176,11 @@ pub enum ApiError {
         faces: Option<usize>,
     },
     #[error(
-        "{failures} failed logins from {from} within {window_s} s: try again in {retry_after_s} s"
+        "{failures} failed logins from {from}: try again in {retry_after_s} s (each wrong key waits longer; other keys from this address are held up only past 100 failures)"
     )]
     TooManyLogins {
         from: String,
         failures: u32,
-        window_s: u64,
         retry_after_s: u64,
     },
     #[error("method not allowed here; allowed: {allow}")]

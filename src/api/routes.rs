@@ -149,14 +149,12 @@ pub(super) fn authorize<'a>(
     needed: Scope,
 ) -> Result<&'a ApiKey, ApiError> {
     let index = match req.headers().get("authorization") {
-        Some(value) => state.sessions.guarded(req, || {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthorized)?;
-            authorize_key(state, token)
-        })?,
+        Some(value) => {
+            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
+            state.sessions.guarded(req, token.unwrap_or_default(), || {
+                authorize_key(state, token.ok_or(ApiError::Unauthorized)?)
+            })?
+        }
         None => {
             let token = super::session::cookie_token(req).ok_or(ApiError::Unauthorized)?;
             let (index, _) = state

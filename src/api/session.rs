@@ -9,11 +9,13 @@
 //!
 //! Sessions live in memory only (a restart logs everyone out), hold a SHA-256 of the
 //! token rather than the token, expire after `api.session_ttl_s` from login, and are capped
-//! at [`MAX_SESSIONS`] (the oldest goes first). An address that fails [`MAX_FAILURES`]
-//! logins within [`FAILURE_WINDOW`] is refused (429, `Retry-After`) until the window
-//! ends (behind a reverse proxy, the proxy's address is the one counted). A wrong key in
-//! an `Authorization: Bearer` header, on any route, counts as a failed login, and an
-//! address over the limit is refused there too: the header is no way around the limit. A request
+//! at [`MAX_SESSIONS`] (the oldest goes first). Failed logins are counted per address and
+//! key prefix ([`LoginFailures`]): after [`MAX_FAILURES`] with keys that start alike (or
+//! [`MAX_ADDRESS_FAILURES`] with any) each further attempt waits, 30 s doubling to 15 min
+//! (429, `Retry-After`); others behind the same address (a NAT, a reverse proxy, whose
+//! address is the one counted) log in with their own keys meanwhile. A wrong key in
+//! an `Authorization: Bearer` header, on any route, counts as a failed login, and a
+//! waiting bucket is refused there too: the header is no way around the limit. A request
 //! authenticated by the cookie that changes something must also carry
 //! `X-Facestream-Console: 1`: a cross-site form cannot add a header, so this closes what
 //! SameSite leaves open (a sibling subdomain, an old browser).
@@ -38,53 +40,110 @@ pub const COOKIE: &str = "facestream_session";
 pub const CONSOLE_HEADER: &str = "x-facestream-console";
 /// Most sessions held at once; logging in past this ends the oldest session.
 pub const MAX_SESSIONS: usize = 1024;
-/// Failed logins one address may make within [`FAILURE_WINDOW`]; past them, its logins
-/// are refused (429) until the window has passed.
+/// Failed logins one address may make with keys that start alike (the first
+/// [`KEY_PREFIX`] characters: the same key mistyped) before each further attempt with
+/// such a key waits ([`backoff`]).
 pub const MAX_FAILURES: u32 = 10;
+/// Failed logins one address may make with any keys (a guesser varying its keys) before
+/// every attempt from it waits.
+pub const MAX_ADDRESS_FAILURES: u32 = 100;
+/// Characters of a presented key that name its bucket.
+pub const KEY_PREFIX: usize = 8;
+/// The first wait past the free failures; it doubles with each further failure up to
+/// [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// A bucket is forgotten this long after its last failure once its wait is over.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Most addresses whose failures are remembered (the oldest windows go first).
+/// Most buckets remembered (the oldest go first).
 const MAX_TRACKED: usize = 10_000;
 
-/// Failed logins per client address, in fixed windows.
+/// How long the next attempt waits after `failures`, of which `free` cost nothing.
+pub fn backoff(failures: u32, free: u32) -> Duration {
+    if failures < free {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - free).min(16);
+    (FIRST_BACKOFF * (1u32 << doublings)).min(MAX_BACKOFF)
+}
+
+/// A failed-login bucket: an address with keys that start alike (`Some(prefix)`), or
+/// with any key (`None`).
+type Bucket = (IpAddr, Option<String>);
+
+/// Failed logins per client address and key prefix, with backoff. Before, one limit per
+/// address locked a whole site behind one NAT out when one person kept mistyping a key;
+/// now that person waits, and others behind the same address with their own keys do not
+/// (until the address as a whole fails [`MAX_ADDRESS_FAILURES`] times).
 #[derive(Default)]
 pub struct LoginFailures {
-    by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    buckets: Mutex<HashMap<Bucket, (u32, Instant)>>,
+}
+
+fn buckets_of(from: IpAddr, presented: &str) -> [(Bucket, u32); 2] {
+    let prefix: String = presented.trim().chars().take(KEY_PREFIX).collect();
+    [
+        ((from, Some(prefix)), MAX_FAILURES),
+        ((from, None), MAX_ADDRESS_FAILURES),
+    ]
+}
+
+/// Whether a bucket's failures are forgotten: its wait and a window after it are over.
+fn expired(failures: u32, since: Instant, free: u32) -> bool {
+    since.elapsed() >= backoff(failures, free) + FAILURE_WINDOW
 }
 
 impl LoginFailures {
-    /// Refuse a login attempt from `from` while it is over the limit: the seconds left.
-    pub fn check(&self, from: IpAddr) -> Result<(), u64> {
-        let by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        match by.get(&from) {
-            Some(&(n, since)) if n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW => {
-                Err((FAILURE_WINDOW - since.elapsed()).as_secs().max(1))
+    /// Refuse an attempt from `from` with key `presented` while its bucket (or its
+    /// address) waits: the whole seconds left, and the failures that made it wait.
+    pub fn check(&self, from: IpAddr, presented: &str) -> Result<(), (u64, u32)> {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for (bucket, free) in buckets_of(from, presented) {
+            let Some(&(n, since)) = buckets.get(&bucket) else {
+                continue;
+            };
+            if expired(n, since, free) {
+                continue;
             }
-            _ => Ok(()),
+            let wait = backoff(n, free).saturating_sub(since.elapsed());
+            if !wait.is_zero() {
+                return Err((wait.as_secs_f64().ceil() as u64, n));
+            }
         }
+        Ok(())
     }
 
-    /// Count a failed login (or bearer key) from `from`.
-    pub fn failed(&self, from: IpAddr) {
-        let mut by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if by.len() >= MAX_TRACKED && !by.contains_key(&from) {
-            by.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            // still full of live windows (a guesser with many addresses): the oldest
-            // window makes room, so a new address is always counted
-            if by.len() >= MAX_TRACKED {
-                if let Some(oldest) = by
-                    .iter()
-                    .min_by_key(|(_, (_, since))| *since)
-                    .map(|(a, _)| *a)
-                {
-                    by.remove(&oldest);
+    /// Count a failed login (or bearer key) from `from` with key `presented`.
+    pub fn failed(&self, from: IpAddr, presented: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for (bucket, free) in buckets_of(from, presented) {
+            if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&bucket) {
+                buckets.retain(|(_, prefix), (n, since)| {
+                    let free = match prefix {
+                        Some(_) => MAX_FAILURES,
+                        None => MAX_ADDRESS_FAILURES,
+                    };
+                    !expired(*n, *since, free)
+                });
+                // still full of live buckets (a guesser with many addresses): the oldest
+                // makes room, so a new one is always counted
+                if buckets.len() >= MAX_TRACKED {
+                    if let Some(oldest) = buckets
+                        .iter()
+                        .min_by_key(|(_, (_, since))| *since)
+                        .map(|(b, _)| b.clone())
+                    {
+                        buckets.remove(&oldest);
+                    }
                 }
             }
+            let entry = buckets.entry(bucket).or_insert((0, Instant::now()));
+            if expired(entry.0, entry.1, free) {
+                entry.0 = 0;
+            }
+            entry.0 += 1;
+            entry.1 = Instant::now();
         }
-        let entry = by.entry(from).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
@@ -143,19 +202,19 @@ impl Sessions {
     pub(super) fn guarded(
         &self,
         req: &HttpRequest,
+        presented: &str,
         check: impl FnOnce() -> Result<usize, ApiError>,
     ) -> Result<usize, ApiError> {
         let from = peer(req);
-        if let Err(retry_after_s) = self.failures.check(from) {
+        if let Err((retry_after_s, failures)) = self.failures.check(from, presented) {
             return Err(ApiError::TooManyLogins {
                 from: from.to_string(),
-                failures: MAX_FAILURES,
-                window_s: FAILURE_WINDOW.as_secs(),
+                failures,
                 retry_after_s,
             });
         }
         check().inspect_err(|_| {
-            self.failures.failed(from);
+            self.failures.failed(from, presented);
             tracing::warn!(%from, path = %req.path(), "request with an invalid API key");
         })
     }
@@ -298,7 +357,7 @@ pub(super) async fn login(
     // a client that keeps guessing is slowed to MAX_FAILURES guesses per window
     let key = state
         .sessions
-        .guarded(&req, || authorize_key(&state, &body.key))?;
+        .guarded(&req, &body.key, || authorize_key(&state, &body.key))?;
     let token = state
         .sessions
         .create(key, state.keys[key].scope == Scope::Admin);
@@ -379,36 +438,61 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_refused_after_too_many_failures_and_others_are_not() {
+    fn a_mistyped_key_waits_longer_each_time_and_other_keys_from_its_address_do_not() {
+        let failures = LoginFailures::default();
+        let site = IpAddr::from([10, 0, 0, 1]);
+        let elsewhere = IpAddr::from([10, 0, 0, 2]);
+        let (typo, right) = ("fs-admin-key-0123456789-typo", "another-persons-key");
+        for _ in 0..MAX_FAILURES {
+            assert!(failures.check(site, typo).is_ok());
+            failures.failed(site, typo);
+        }
+        // the same key mistyped otherwise shares the bucket: the first 8 characters
+        let (wait, n) = failures.check(site, "fs-admin-other-tail").unwrap_err();
+        assert_eq!(n, MAX_FAILURES);
+        assert!((1..=FIRST_BACKOFF.as_secs()).contains(&wait), "{wait}");
+        // someone else behind the same address (a NAT) is not held up, nor another address
+        assert!(failures.check(site, right).is_ok());
+        assert!(failures.check(elsewhere, typo).is_ok());
+        // backoff, not a wall: each further failure doubles the wait, up to the cap
+        assert_eq!(backoff(MAX_FAILURES - 1, MAX_FAILURES), Duration::ZERO);
+        assert_eq!(backoff(MAX_FAILURES, MAX_FAILURES), FIRST_BACKOFF);
+        assert_eq!(backoff(MAX_FAILURES + 2, MAX_FAILURES), FIRST_BACKOFF * 4);
+        assert_eq!(backoff(MAX_FAILURES + 40, MAX_FAILURES), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_guesser_varying_its_keys_is_held_up_by_its_address() {
         let failures = LoginFailures::default();
         let guesser = IpAddr::from([10, 0, 0, 1]);
-        let other = IpAddr::from([10, 0, 0, 2]);
-        for _ in 0..MAX_FAILURES {
-            assert!(failures.check(guesser).is_ok());
-            failures.failed(guesser);
+        for i in 0..MAX_ADDRESS_FAILURES {
+            let guess = format!("{i:08}-guess");
+            assert!(failures.check(guesser, &guess).is_ok(), "{i}");
+            failures.failed(guesser, &guess);
         }
-        let wait = failures.check(guesser).unwrap_err();
-        assert!((1..=FAILURE_WINDOW.as_secs()).contains(&wait), "{wait}");
-        assert!(failures.check(other).is_ok());
+        assert!(failures.check(guesser, "a-fresh-guess").is_err());
+        assert!(failures
+            .check(IpAddr::from([10, 0, 0, 2]), "a-fresh-guess")
+            .is_ok());
     }
 
     #[test]
     fn a_full_table_still_counts_new_addresses() {
         let failures = LoginFailures::default();
-        // the table full of live windows (a guesser spread over many addresses)
+        // the table full of live buckets (a guesser spread over many addresses)
         for i in 0..MAX_TRACKED as u32 {
-            failures.failed(IpAddr::from((0x0b00_0000 + i).to_be_bytes()));
+            failures.failed(IpAddr::from((0x0b00_0000 + i).to_be_bytes()), "k");
         }
         let guesser = IpAddr::from([10, 0, 0, 1]);
         for _ in 0..MAX_FAILURES {
-            failures.failed(guesser);
+            failures.failed(guesser, "guess");
         }
         assert!(
-            failures.check(guesser).is_err(),
+            failures.check(guesser, "guess").is_err(),
             "failures past a full table were not counted"
         );
         assert!(
-            failures.by_address.lock().unwrap().len() <= MAX_TRACKED,
+            failures.buckets.lock().unwrap().len() <= MAX_TRACKED,
             "the table stays bounded"
         );
     }
