@@ -354,7 +354,8 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     assert!(entries.contains(&("c", "photo")), "{audit}");
     assert!(entries.contains(&("a", "delete")), "{audit}");
     // PostgreSQL down: what b's camera decides meanwhile waits on b, and is written once
-    // the database is back (the next appearance flushes it)
+    // the database is back, on b's timer: the camera is gone by then and no new track
+    // comes to flush it (before, only the next appearance did, so this one never came)
     let history_errors = |n: &Node| -> f64 {
         let text = n
             .http
@@ -378,6 +379,26 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(camera);
+    let metric = |n: &Node, name: &str| -> Option<f64> {
+        let text = n
+            .http
+            .get(n.base.replace("/v1", "/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_until("b's tracks ended with its camera gone", || {
+        metric(&b, "facestream_tracks_active{camera=\"door\"} ").unwrap_or(0.0) == 0.0
+    });
+    assert!(
+        metric(&b, "facestream_history_backlog ").unwrap_or(0.0) > 0.0,
+        "the appearances decided while PostgreSQL was down wait in b's backlog"
+    );
     pg.resume();
     let up_at = chrono::Utc::now();
     let time = |v: &Value| {

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::history::{HistoryKeeper, Record};
+use super::history::{Keeper, Record};
 use super::publish::{Publish, PublishActor};
 use super::review::{Keep, ReviewKeeper};
 use super::sequence::Sequencer;
@@ -92,7 +92,7 @@ pub(super) struct Keeping {
     pub snapshots: Option<Addr<SnapshotKeeper>>,
     /// Where decided tracks go to be kept as appearances (`history.enabled`), and this
     /// node's id.
-    pub history: Option<(Addr<HistoryKeeper>, String)>,
+    pub history: Option<(Keeper, String)>,
 }
 
 pub(super) struct DecideActor {
@@ -110,7 +110,7 @@ pub(super) struct DecideActor {
     /// Where identity events' frames go to be kept (`events.snapshots`).
     snapshots: Option<Addr<SnapshotKeeper>>,
     /// Where decided tracks go to be kept as appearances, and this node's id.
-    history: Option<(Addr<HistoryKeeper>, String)>,
+    history: Option<(Keeper, String)>,
     /// The frame being tracked (kept by the align stage only with snapshots on).
     current_frame: Option<Arc<I420Frame>>,
 }
@@ -401,7 +401,7 @@ impl DecideActor {
             if let (Some(_), Some(id), Some(template)) =
                 (&state.decided, state.id, track.template())
             {
-                keeper.do_send(Record {
+                keeper.record(Record {
                     appearance: Appearance {
                         track_id: id,
                         camera: camera.to_string(),

@@ -426,6 +426,8 @@ pub struct Pipeline {
     credits: Vec<Arc<Credits>>,
     decide: Addr<decide::DecideActor>,
     publish: Addr<publish::PublishActor>,
+    /// The history stage (`history.enabled`), flushed last at shutdown.
+    history: Option<history::Keeper>,
     arbiters: Vec<Arbiter>,
     registry: Arc<CameraRegistry>,
 }
@@ -528,15 +530,21 @@ impl Pipeline {
             });
             (keeper, shots)
         });
-        let history = history.map(|h| {
-            let erasures = gallery.erasures().clone();
-            (
-                SyncArbiter::start(1, move || {
-                    history::HistoryKeeper::new(h.clone(), erasures.clone())
-                }),
-                config.cluster.node_id(),
-            )
-        });
+        let history_keeper = history.map(|h| history::Keeper::start(h, gallery.erasures().clone()));
+        // the history stage's timer: what waits for the store is written when it is back,
+        // new tracks or not
+        if let Some(keeper) = &history_keeper {
+            let (keeper, stop) = (keeper.clone(), shutdown.clone());
+            actix::spawn(async move {
+                while !stop.is_requested() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    keeper.flush();
+                }
+            });
+        }
+        let history = history_keeper
+            .clone()
+            .map(|keeper| (keeper, config.cluster.node_id()));
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
             let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
@@ -681,6 +689,7 @@ impl Pipeline {
             credits: credits.into_values().collect(),
             decide,
             publish,
+            history: history_keeper,
             arbiters: vec![publish_arbiter, decide_arbiter, embed_arbiter],
             registry,
         };
@@ -847,6 +856,10 @@ impl Pipeline {
         }
         let _ = self.decide.send(TrackFlush).await;
         let _ = self.publish.send(publish::Barrier).await;
+        // the tracks just ended, and what waited for the store, written once more
+        if let Some(keeper) = &self.history {
+            keeper.last_flush().await;
+        }
         // Stop the stage threads and wait for them, so their inference sessions are gone
         // before the process exits (native runtimes crash when torn down under a live
         // session on another thread).

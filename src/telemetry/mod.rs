@@ -123,6 +123,8 @@ pub struct Metrics {
     pub history_appearances: Gauge,
     /// Appearances that could not be written to the history.
     pub history_errors: Counter,
+    pub history_backlog: Gauge,
+    pub history_dropped: Counter,
     /// Appearance searches (`POST /v1/search/faces`, identity timelines), by kind.
     pub history_searches: Family<SearchKindLabel, Counter>,
     /// Event snapshots that could not be written (`events.snapshots`).
@@ -269,6 +271,18 @@ impl Metrics {
             "history_errors",
             "Appearances that could not be written to the history",
             history_errors.clone(),
+        );
+        let history_backlog = Gauge::default();
+        registry.register(
+            "history_backlog",
+            "Appearances waiting in memory for the history store to be reachable again",
+            history_backlog.clone(),
+        );
+        let history_dropped = Counter::default();
+        registry.register(
+            "history_dropped",
+            "Appearances dropped before they were written: the waiting backlog or the stage's mailbox was full, or the store was unreachable at shutdown",
+            history_dropped.clone(),
         );
         let history_searches = Family::<SearchKindLabel, Counter>::default();
         registry.register(
@@ -521,6 +535,8 @@ impl Metrics {
             review_errors,
             history_appearances,
             history_errors,
+            history_backlog,
+            history_dropped,
             history_searches,
             snapshot_errors,
             background_task_failures,
