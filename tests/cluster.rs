@@ -526,6 +526,83 @@ fn a_node_down_during_an_erasure_applies_it_before_it_serves() {
     drop((a, b));
 }
 
+/// A node builds its appearance index from PostgreSQL in keyset pages, each one statement
+/// within the statement timeout (one statement for every row failed start-up at a few
+/// million appearances). Small pages here: every row is loaded exactly once across page
+/// boundaries, also rows that share a first-seen time, and a search finds them all.
+#[test]
+fn the_appearance_index_loads_in_pages_and_misses_no_row() {
+    use facestream::history::{Appearance, History, HistoryConfig, Order, PgHistory, Query};
+    let dir = common::temp_dir("cluster-history-pages");
+    let pg = Postgres::start(&dir);
+    let writer = PgHistory::open(&pg.url()).unwrap();
+    let model = "sface@2021dec";
+    let template = common::synthetic_template(uuid::Uuid::now_v7(), model, 1).embedding;
+    let base = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    let history = History::with_store(
+        Box::new(writer),
+        &HistoryConfig::default(),
+        model,
+        template.len(),
+        "w",
+    )
+    .unwrap();
+    for i in 0..25i64 {
+        // three rows to each first-seen time: ties cross page boundaries
+        let first = base + chrono::TimeDelta::seconds(i / 3);
+        history
+            .record(&Appearance {
+                track_id: uuid::Uuid::now_v7(),
+                camera: "door".into(),
+                node: "w".into(),
+                first_seen: first,
+                last_seen: first + chrono::TimeDelta::seconds(2),
+                model: model.into(),
+                template: template.clone(),
+                quality: 0.8,
+                event_id: None,
+                identity: None,
+                similarity: None,
+                shot: None,
+            })
+            .unwrap();
+    }
+    for page in [1, 7, 25, 1000] {
+        let store = PgHistory::open(&pg.url()).unwrap().with_load_page(page);
+        let loaded = History::with_store(
+            Box::new(store),
+            &HistoryConfig::default(),
+            model,
+            template.len(),
+            "r",
+        )
+        .unwrap();
+        assert_eq!(loaded.len(), 25, "pages of {page}");
+        let found = loaded
+            .search(
+                &template,
+                &Query {
+                    camera: None,
+                    from: None,
+                    to: None,
+                    min_similarity: 0.9,
+                    limit: 100,
+                    order: Order::Newest,
+                    only_unknown: false,
+                },
+            )
+            .unwrap();
+        let mut tracks: Vec<_> = found
+            .items
+            .iter()
+            .map(|f| f.stored.appearance.track_id)
+            .collect();
+        tracks.sort();
+        tracks.dedup();
+        assert_eq!(tracks.len(), 25, "pages of {page}: each row once");
+    }
+}
+
 /// A database restart quicker than a second (PostgreSQL without fsync restarts in well
 /// under one) between two calls: the connection the first call left looks open to the
 /// synchronous driver, and the second call must still succeed, on a new connection.

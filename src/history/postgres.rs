@@ -6,7 +6,6 @@
 //! The connection is the gallery store's kind ([`PostgresStore::run`]: reconnection,
 //! TCP and statement timeouts), a lost database is [`HistoryError::Unavailable`].
 
-use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::Transaction;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -130,14 +129,28 @@ fn record_all(
 /// The shared appearance store.
 pub struct PgHistory {
     db: PostgresStore,
+    /// Rows read per statement when the index is built ([`LOAD_PAGE`]).
+    page: usize,
 }
+
+/// Rows one statement reads when a node builds its index (about 30 MB): each page is one
+/// statement well within the 30-s statement timeout, where one statement for every row
+/// failed start-up at a few million appearances.
+pub const LOAD_PAGE: usize = 50_000;
 
 impl PgHistory {
     /// Connect to `url` (the gallery's database; its migrations create the tables).
     pub fn open(url: &str) -> Result<PgHistory, HistoryError> {
         Ok(PgHistory {
             db: PostgresStore::open(url).map_err(fail)?,
+            page: LOAD_PAGE,
         })
+    }
+
+    /// Read `page` rows per statement when the index is built (tests: small pages).
+    pub fn with_load_page(mut self, page: usize) -> PgHistory {
+        self.page = page.max(1);
+        self
     }
 
     fn run<T: Send>(
@@ -176,18 +189,42 @@ impl AppearanceStore for PgHistory {
         model: &str,
         f: &mut (dyn FnMut(Stored) + Send),
     ) -> Result<(), HistoryError> {
-        self.run(|c| {
-            let mut rows = c.query_raw(
-                &format!(
-                    "SELECT {COLUMNS} FROM appearances WHERE model = $1 ORDER BY first_seen_ms, seq"
-                ),
-                &[&model],
-            )?;
-            while let Some(r) = rows.next()? {
-                f(stored(&r, 0));
+        // Keyset pages in (first_seen_ms, seq) order, each its own statement: a row added
+        // or removed meanwhile is in the feed the index follows from its head (read
+        // before), so nothing is lost between pages.
+        let (mut after_ms, mut after_seq) = (i64::MIN, i64::MIN);
+        let (mut loaded, started) = (0usize, std::time::Instant::now());
+        let page = self.page as i64;
+        loop {
+            let rows = self.run(|c| {
+                c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM appearances
+                         WHERE model = $1 AND (first_seen_ms, seq) > ($2, $3)
+                         ORDER BY first_seen_ms, seq LIMIT $4"
+                    ),
+                    &[&model, &after_ms, &after_seq, &page],
+                )
+            })?;
+            let n = rows.len();
+            for r in &rows {
+                let s = stored(r, 0);
+                (after_ms, after_seq) = (s.appearance.first_seen.timestamp_millis(), s.seq);
+                f(s);
             }
-            Ok(())
-        })
+            loaded += n;
+            if n < self.page {
+                if loaded > self.page {
+                    tracing::info!(
+                        loaded,
+                        seconds = started.elapsed().as_secs_f32(),
+                        "appearance index loaded"
+                    );
+                }
+                return Ok(());
+            }
+            tracing::info!(loaded, "appearance index: loading");
+        }
     }
 
     fn get_many(&self, seqs: &[i64]) -> Result<Vec<Stored>, HistoryError> {
