@@ -356,30 +356,6 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     // PostgreSQL down: what b's camera decides meanwhile waits on b, and is written once
     // the database is back, on b's timer: the camera is gone by then and no new track
     // comes to flush it (before, only the next appearance did, so this one never came)
-    let history_errors = |n: &Node| -> f64 {
-        let text = n
-            .http
-            .get(n.base.replace("/v1", "/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("facestream_history_errors_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    pg.stop();
-    let down_at = chrono::Utc::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while history_errors(&b) == 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no appearance was decided while PostgreSQL was down"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(camera);
     let metric = |n: &Node, name: &str| -> Option<f64> {
         let text = n
             .http
@@ -392,6 +368,18 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse().ok())
     };
+    let history_errors = |n: &Node| metric(n, "facestream_history_errors_total ").unwrap_or(0.0);
+    pg.stop();
+    let down_at = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while history_errors(&b) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no appearance was decided while PostgreSQL was down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(camera);
     wait_until("b's tracks ended with its camera gone", || {
         metric(&b, "facestream_tracks_active{camera=\"door\"} ").unwrap_or(0.0) == 0.0
     });

@@ -609,10 +609,16 @@ fn erasing_an_identity_scrubs_its_events_and_deletes_its_snapshots() {
         .text()
         .unwrap()
     };
+    // At least 30 s, and until the camera was seen producing events meanwhile (a slow
+    // machine takes longer to: waited on as a condition, with a generous cap).
     let watch = Instant::now();
     let mut new_events = 0;
     let mut streamed = 0;
-    while watch.elapsed() < Duration::from_secs(30) {
+    while watch.elapsed() < Duration::from_secs(30) || new_events == 0 || streamed == 0 {
+        assert!(
+            watch.elapsed() < Duration::from_secs(300),
+            "the camera produced no event in 300 s after the erasure: {new_events} new, {streamed} lines streamed"
+        );
         let now = recent();
         for e in &now {
             assert!(!names_him(&e.to_string()), "an event names him: {e}");
@@ -645,10 +651,6 @@ fn erasing_an_identity_scrubs_its_events_and_deletes_its_snapshots() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(
-        new_events > 0 && streamed > 0,
-        "the camera went on producing events during the watch: {new_events} new, {streamed} lines streamed"
-    );
 
     // The webhook receiver comes up: what it gets of the queue names him nowhere.
     let receiver = Receiver::start_on(hook.listen(), Mode::Accept);
