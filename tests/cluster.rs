@@ -91,6 +91,30 @@ fn start_node_at(dir: &Path, name: &str, url: &str, extra: &str) -> Node {
     }
 }
 
+/// The value of the metric line that starts with `name` (labels included), if any.
+fn metric(n: &Node, name: &str) -> Option<f64> {
+    let text = n
+        .http
+        .get(n.base.replace("/v1", "/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(proc: &Proc) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", proc.0.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 fn photo(name: &str) -> Vec<u8> {
     std::fs::read(common::fixture(name)).unwrap()
 }
@@ -356,18 +380,6 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     // PostgreSQL down: what b's camera decides meanwhile waits on b, and is written once
     // the database is back, on b's timer: the camera is gone by then and no new track
     // comes to flush it (before, only the next appearance did, so this one never came)
-    let metric = |n: &Node, name: &str| -> Option<f64> {
-        let text = n
-            .http
-            .get(n.base.replace("/v1", "/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-    };
     let history_errors = |n: &Node| metric(n, "facestream_history_errors_total ").unwrap_or(0.0);
     pg.stop();
     let down_at = chrono::Utc::now();
@@ -667,6 +679,101 @@ fn a_silent_partition_from_postgres_is_answered_503_not_hung() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A 60-s silent partition between a node and PostgreSQL with its camera running (the
+/// database's packets dropped: each write waits out the connection's timeout): what the
+/// camera decides meanwhile waits in memory, never more than `history.backlog` (2 here,
+/// so the bound is reached), past that the oldest is dropped and counted; the node's
+/// memory stays flat; and once the network heals, what waited is written, with no new
+/// track needed. Before, the backlog grew without a bound and was written only when the
+/// next track arrived.
+#[test]
+fn a_partition_from_postgres_keeps_a_bounded_backlog_written_when_it_heals() {
+    let dir = common::temp_dir("cluster-history-partition");
+    let pg = Postgres::start(&dir);
+    let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = simulate::RtspServer::start("127.0.0.1", 0, vec![("door".into(), clip)]).unwrap();
+    let a = start_node_with(
+        &dir,
+        "a",
+        &pg,
+        &format!(
+            "[history]\nenabled = true\nbacklog = 2\n[pipeline]\nframe_queue = 300\n\
+             [[cameras]]\nid = \"door\"\nurl = \"{}\"\n",
+            camera.url("door")
+        ),
+    );
+    let mut db = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    let mut written_between = |from: i64, to: i64| -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM appearances WHERE first_seen_ms >= $1 AND last_seen_ms <= $2",
+            &[&from, &to],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // the camera's tracks reach the database before the cut
+    let since = chrono::Utc::now().timestamp_millis();
+    wait_until("an appearance written before the partition", || {
+        written_between(since, i64::MAX) > 0
+    });
+    let rss_before = rss_kib(&a.proc);
+    let dropped = |n: &Node| metric(n, "facestream_history_dropped_total ").unwrap_or(0.0);
+    let dropped_before = dropped(&a);
+
+    let cut = common::partition::Partition::drop_port(pg.port);
+    let cut_ms = chrono::Utc::now().timestamp_millis();
+    let started = Instant::now();
+    let (mut most_waiting, mut rss_most) = (0.0f64, rss_before);
+    // at least 60 s, and until the bound was reached (the camera's tracks come at its
+    // pace, not the test's)
+    while started.elapsed() < Duration::from_secs(60) || dropped(&a) == dropped_before {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no appearance dropped past a backlog of 2 in 300 s of partition"
+        );
+        let waiting = metric(&a, "facestream_history_backlog ").unwrap_or(0.0);
+        assert!(
+            waiting <= 2.0,
+            "backlog of {waiting} past history.backlog = 2"
+        );
+        most_waiting = most_waiting.max(waiting);
+        rss_most = rss_most.max(rss_kib(&a.proc));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!(
+        "partition of {:.0} s: at most {most_waiting} waiting, {} dropped, RSS {} MiB before, {} MiB at most",
+        started.elapsed().as_secs_f32(),
+        dropped(&a) - dropped_before,
+        rss_before / 1024,
+        rss_most / 1024
+    );
+    assert!(most_waiting > 0.0, "nothing waited in the backlog");
+    assert!(
+        rss_most < rss_before + 256 * 1024,
+        "the node grew from {} MiB to {} MiB during the partition",
+        rss_before / 1024,
+        rss_most / 1024
+    );
+    // the camera goes, then the network heals: what waited is written without a new track
+    drop(camera);
+    wait_until("a's tracks ended with its camera gone", || {
+        metric(&a, "facestream_tracks_active{camera=\"door\"} ").unwrap_or(0.0) == 0.0
+    });
+    let heal_ms = chrono::Utc::now().timestamp_millis();
+    drop(cut);
+    wait_until("the backlog written after the partition healed", || {
+        metric(&a, "facestream_history_backlog ").unwrap_or(1.0) == 0.0
+            && written_between(cut_ms, heal_ms) > 0
+    });
+    let log = std::fs::read_to_string(dir.join("a").join("serve.log")).unwrap();
+    assert!(
+        log.contains("history backlog full: the oldest waiting appearance is dropped"),
+        "{log}"
+    );
 }
 
 /// The store used from inside an async runtime (as the Home Assistant announcer reads the

@@ -72,6 +72,7 @@ pub fn run(args: BenchHistoryArgs) -> anyhow::Result<ExitCode> {
         enabled: true,
         database: args.db.clone(),
         retention_s: 366 * 86_400,
+        ..HistoryConfig::default()
     };
     let t = Instant::now();
     {

@@ -48,6 +48,10 @@ pub struct HistoryConfig {
     pub database: PathBuf,
     /// An appearance is deleted this long after it was last seen.
     pub retention_s: u64,
+    /// Appearances kept in memory while the store cannot be reached (each about 5–6 KB:
+    /// the template and the best shot); past that the oldest waiting one is dropped,
+    /// counted in `facestream_history_dropped_total`.
+    pub backlog: usize,
 }
 
 impl Default for HistoryConfig {
@@ -56,6 +60,7 @@ impl Default for HistoryConfig {
             enabled: false,
             database: PathBuf::from("data/history.db"),
             retention_s: 7 * 86_400,
+            backlog: 10_000,
         }
     }
 }
@@ -70,6 +75,12 @@ impl HistoryConfig {
                 "history.retention_s = {} must be within [3600, {}]",
                 self.retention_s,
                 366 * 86_400
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.backlog) {
+            problems.push(format!(
+                "history.backlog = {} must be within [1, 1000000] appearances (each about 6 KB in memory)",
+                self.backlog
             ));
         }
     }
@@ -691,6 +702,7 @@ mod tests {
             enabled: true,
             database: dir.join("history.db"),
             retention_s: 3600,
+            ..HistoryConfig::default()
         };
         (History::open(&config, MODEL, 128).unwrap(), dir)
     }
@@ -872,6 +884,7 @@ mod tests {
             enabled: true,
             database: dir.join("history.db"),
             retention_s: 3600,
+            ..HistoryConfig::default()
         };
         let h = History::open(&config, MODEL, 128).unwrap();
         assert_eq!(h.len(), 2);

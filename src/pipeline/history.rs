@@ -5,7 +5,7 @@
 //! affected.
 //!
 //! **The store unreachable** (PostgreSQL down or partitioned away): the appearance waits
-//! in memory, in a backlog of at most [`BACKLOG`] (`facestream_history_backlog`); past
+//! in memory, in a backlog of at most `history.backlog` (`facestream_history_backlog`); past
 //! that the oldest waiting one is dropped (`facestream_history_dropped_total`, alert
 //! `FacestreamHistoryDropping`). While the store fails, writes are tried again every
 //! [`RETRY`] on the stage's timer ([`Flush`], sent every second by the pipeline), not on
@@ -48,9 +48,6 @@ pub(super) struct Flush {
     pub last: bool,
 }
 
-/// Appearances kept in memory while the store cannot be reached (each about 5–6 KB: the
-/// template and the best shot).
-pub(super) const BACKLOG: usize = 10_000;
 /// Records sent to the stage and not yet handled, at most (each holds an aligned face).
 pub(super) const MAILBOX: usize = 1_000;
 /// How long after a failed write the backlog is tried again.
@@ -120,10 +117,10 @@ impl HistoryKeeper {
         }
     }
 
-    /// Queue `appearance` behind the backlog, dropping the oldest past [`BACKLOG`].
+    /// Queue `appearance` behind the backlog, dropping the oldest past `history.backlog`.
     fn queue(&mut self, appearance: Appearance) {
         self.backlog.push_back(appearance);
-        if self.backlog.len() > BACKLOG {
+        if self.backlog.len() > self.history.config().backlog {
             let dropped = self.backlog.pop_front().map(|a| a.track_id);
             metrics().history_dropped.inc();
             tracing::error!(track = ?dropped, "history backlog full: the oldest waiting appearance is dropped");
