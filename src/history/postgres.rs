@@ -6,6 +6,7 @@
 //! The connection is the gallery store's kind ([`PostgresStore::run`]: reconnection,
 //! TCP and statement timeouts), a lost database is [`HistoryError::Unavailable`].
 
+use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::Transaction;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -196,22 +197,31 @@ impl AppearanceStore for PgHistory {
         let (mut loaded, started) = (0usize, std::time::Instant::now());
         let page = self.page as i64;
         loop {
-            let rows = self.run(|c| {
-                c.query(
+            // each page streamed: the index takes a row while the server sends the next
+            let (n, last) = self.run(|c| {
+                let mut rows = c.query_raw(
                     &format!(
                         "SELECT {COLUMNS} FROM appearances
                          WHERE model = $1 AND (first_seen_ms, seq) > ($2, $3)
                          ORDER BY first_seen_ms, seq LIMIT $4"
                     ),
-                    &[&model, &after_ms, &after_seq, &page],
-                )
+                    [
+                        &model as &(dyn ::postgres::types::ToSql + Sync),
+                        &after_ms,
+                        &after_seq,
+                        &page,
+                    ],
+                )?;
+                let (mut n, mut last) = (0usize, (after_ms, after_seq));
+                while let Some(r) = rows.next()? {
+                    let s = stored(&r, 0);
+                    last = (s.appearance.first_seen.timestamp_millis(), s.seq);
+                    f(s);
+                    n += 1;
+                }
+                Ok((n, last))
             })?;
-            let n = rows.len();
-            for r in &rows {
-                let s = stored(r, 0);
-                (after_ms, after_seq) = (s.appearance.first_seen.timestamp_millis(), s.seq);
-                f(s);
-            }
+            (after_ms, after_seq) = last;
             loaded += n;
             if n < self.page {
                 if loaded > self.page {
