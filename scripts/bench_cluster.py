@@ -17,6 +17,11 @@ measures, each beside its single-machine baseline in the same run:
    SIGKILL the node watching it, time until the other node reports it `live` (polled
    every 20 ms), --failovers times, the victim restarted between runs. Baseline: one node
    killed and started again at once (what a supervisor restarting a lone node gives).
+   Then the same with the holder frozen (SIGSTOP, resumed after the takeover): the bound
+   README promises is lease_timeout_ms plus a round plus the camera's connection.
+4. a silent partition from PostgreSQL (nftables drops its port on loopback; needs root
+   and `nft`): how long GET /v1/ready, GET /v1/identities and POST /v1/identities take to
+   answer 503, three times each, the network healed in between.
 
 Prints the CPU flags (AVX-512 machines run inference faster, start-up included).
 
@@ -292,7 +297,7 @@ def main():
     ap.add_argument("--enrolments", type=int, default=100)
     ap.add_argument("--templates", type=int, default=100_000)
     ap.add_argument("--failovers", type=int, default=5)
-    ap.add_argument("--only", default="propagation,startup,failover")
+    ap.add_argument("--only", default="propagation,startup,failover,partition")
     args = ap.parse_args()
     only = args.only.split(",")
     print(f"machine: {machine()}")
@@ -373,28 +378,81 @@ def main():
                 nodes.remove(lone)
                 pair = {name: Node(root, f"lease-{name}", *leased(name)) for name in "xy"}
                 nodes += pair.values()
-                takeovers = []
-                for _ in range(args.failovers):
-                    holder = None
-                    while holder is None:
-                        for name, node in pair.items():
-                            for c in node.cameras():
-                                if c["state"] == "live":
-                                    holder = name
+                def holders():
+                    return [name for name, node in pair.items()
+                            if any(c["state"] == "live" for c in node.cameras())]
+
+                def one_holder():
+                    deadline = time.monotonic() + 120
+                    while len(live := holders()) != 1:
+                        if time.monotonic() > deadline:
+                            raise SystemExit(f"the camera is live on {live}, not on one node")
                         time.sleep(0.02)
+                    return live[0]
+
+                takeovers, frozen = [], []
+                for _ in range(args.failovers):
+                    holder = one_holder()
                     other = "y" if holder == "x" else "x"
                     pair[holder].kill()
                     t = time.monotonic()
                     wait_live(pair[other], "door")
                     takeovers.append(time.monotonic() - t)
                     pair[holder].start()
+                # a frozen node (SIGSTOP: its sockets stay open, so PostgreSQL alone would
+                # never end its session): the documented bound is lease_timeout_ms (10 s)
+                # plus a round (1 s) plus the camera's connection
+                for _ in range(args.failovers):
+                    holder = one_holder()
+                    other = "y" if holder == "x" else "x"
+                    pair[holder].proc.send_signal(signal.SIGSTOP)
+                    t = time.monotonic()
+                    wait_live(pair[other], "door")
+                    frozen.append(time.monotonic() - t)
+                    pair[holder].proc.send_signal(signal.SIGCONT)
+                    one_holder()  # the resumed node gives the camera up
                 for label, v in [("lone node restarted", restarts),
-                                 ("lease takeover", takeovers)]:
+                                 ("lease takeover", takeovers),
+                                 ("frozen node's camera taken over", frozen)]:
                     print(f"failover {label}: n={len(v)} p50={pct(v, 50):.2f} s "
                           f"max={max(v):.2f} s ({', '.join(f'{x:.2f}' for x in v)})")
             finally:
                 sim.send_signal(signal.SIGTERM)
                 sim.wait()
+        if "partition" in only:
+            # a silent partition from PostgreSQL (its packets dropped on loopback: the
+            # connections stay open and nothing answers): how long until a node says 503
+            pgg = f'[gallery]\nstore = "postgres"\npostgres_url = "{pg.url()}"'
+            a = Node(root, "cut", pgg)
+            nodes.append(a)
+            table = f"facestream_bench_{os.getpid()}"
+            for path, body in [("/v1/ready", None), ("/v1/identities", None),
+                               ("/v1/identities", b'{"name": "x"}')] * 3:
+                a.call("GET", "/v1/ready")  # connections in use before the cut
+                subprocess.run(["nft", "add", "table", "inet", table], check=True)
+                subprocess.run(["nft", "add", "chain", "inet", table, "input",
+                                "{ type filter hook input priority -10 ; }"], check=True)
+                subprocess.run(["nft", "add", "rule", "inet", table, "input", "iif", "lo", "tcp",
+                                "dport", str(pg.port), "drop"], check=True)
+                t = time.monotonic()
+                try:
+                    status = a.call("POST" if body else "GET", path, body, "application/json")[0]
+                except urllib.error.HTTPError as e:
+                    status = e.code
+                took = time.monotonic() - t
+                subprocess.run(["nft", "delete", "table", "inet", table], check=True)
+                print(f"partition: {'POST' if body else 'GET'} {path} answered {status} "
+                      f"after {took:.2f} s")
+                deadline = time.monotonic() + 120
+                while True:  # healed: ready again before the next cut
+                    try:
+                        if a.call("GET", "/v1/ready")[0] == 200:
+                            break
+                    except (urllib.error.HTTPError, OSError):
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit("never ready again after the partition")
+                    time.sleep(0.2)
     finally:
         for n in nodes:
             n.stop()
