@@ -9,7 +9,7 @@ use actix::prelude::*;
 
 use image::RgbImage;
 
-use super::regions::DetectPlan;
+use super::regions::{detection_step, DetectPlan};
 use super::{guarded, FaceItem, Meter, Next, Work};
 use crate::ingest::{I420Frame, Region};
 use crate::stages::align;
@@ -42,11 +42,6 @@ impl DetectActor {
 
 impl Actor for DetectActor {
     type Context = SyncContext<Self>;
-}
-
-/// Integer shrink factor that brings the longer side to at most `max_side`.
-pub(crate) fn detection_step(width: u32, height: u32, max_side: u32) -> u32 {
-    width.max(height).div_ceil(max_side.max(1)).max(1)
 }
 
 impl DetectActor {
@@ -290,18 +285,5 @@ impl Handler<Work> for QualityActor {
         });
         self.meter.done(started);
         self.next.send(work);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detection_step_brings_the_long_side_under_the_limit() {
-        assert_eq!(detection_step(1920, 1080, 640), 3);
-        assert_eq!(detection_step(1280, 720, 640), 2);
-        assert_eq!(detection_step(640, 480, 640), 1);
-        assert_eq!(detection_step(3840, 2160, 640), 6);
     }
 }

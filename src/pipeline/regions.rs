@@ -45,7 +45,6 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::analyse::detection_step;
 use super::TrackBox;
 use crate::ingest::I420Frame;
 use crate::stages::motion::plan::{self, Tile};
@@ -386,9 +385,22 @@ impl CameraPlanner {
     }
 }
 
+/// Integer shrink factor that brings the longer side to at most `max_side`.
+pub(crate) fn detection_step(width: u32, height: u32, max_side: u32) -> u32 {
+    width.max(height).div_ceil(max_side.max(1)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detection_step_brings_the_long_side_under_the_limit() {
+        assert_eq!(detection_step(1920, 1080, 640), 3);
+        assert_eq!(detection_step(1280, 720, 640), 2);
+        assert_eq!(detection_step(640, 480, 640), 1);
+        assert_eq!(detection_step(3840, 2160, 640), 6);
+    }
 
     /// A `w`×`h` checkerboard frame with a bright rectangle `(x, y, width, height)`.
     fn painted(w: u32, h: u32, bright: Option<(u32, u32, u32, u32)>) -> I420Frame {
