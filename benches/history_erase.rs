@@ -8,21 +8,12 @@
 //!
 //! `cargo bench --bench history_erase` (`-- --rows N --people P --per-person K`).
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Instant;
+use support::{arg, machine, ms};
 
 use facestream::history::index::{AppearanceIndex, Filter};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
 
 /// The removal before this change, on plain vectors: rows of (seq, first_ms) and codes.
 struct Before {
@@ -64,16 +55,7 @@ fn main() {
     let rows = arg("--rows", 1_000_000);
     let people = arg("--people", 100);
     let per_person = arg("--per-person", 20);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = ["avx512f", "avx2"]
-        .into_iter()
-        .filter(|f| cpu.split_whitespace().any(|w| w == *f))
-        .collect();
-    println!(
-        "machine: {} cores, flags: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        flags.join(" ")
-    );
+    println!("{}", machine());
     let dim = 128;
     // one template for every row: the cost measured is the removal, not the vectors
     let template = facestream::simulate::random_unit(1, dim);

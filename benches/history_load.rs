@@ -12,52 +12,23 @@
 //! streamed row by row into the index as the old `for_each` did (the statement lasts as
 //! long as the client takes to consume it, and the timeout counts all of it).
 
+mod support;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
+use support::{arg, machine};
 
 use facestream::gallery::postgres::STATEMENT_TIMEOUT_MS;
 use facestream::history::postgres::LOAD_PAGE;
 use facestream::history::{History, HistoryConfig, PgHistory};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
-fn machine() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_default();
-    let flags: Vec<&str> = info
-        .lines()
-        .find_map(|l| l.strip_prefix("flags"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|f| ["avx2", "avx512f", "avx512_vnni"].contains(f))
-                .collect()
-        })
-        .unwrap_or_default();
-    format!(
-        "{model}, {} cores, flags: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        flags.join(" ")
-    )
-}
-
 const MODEL: &str = "sface@2021dec";
 
 fn main() {
     let rows = arg("--rows", 2_000_000);
-    println!("machine: {}", machine());
+    println!("{}", machine());
     let dir = common::temp_dir("bench-history-load");
     let pg = common::postgres::Postgres::start(&dir);
     let url = pg.url();

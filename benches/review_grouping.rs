@@ -6,7 +6,10 @@
 //!
 //! `cargo bench --bench review_grouping` (`-- --tracks N --people P` to change the queue).
 
+mod support;
+
 use std::time::{Duration, Instant};
+use support::{arg, machine, ms};
 
 use facestream::review::{group, ReviewShot, ReviewStore, UnknownTrack};
 use uuid::Uuid;
@@ -28,31 +31,10 @@ fn median(mut runs: Vec<Duration>) -> Duration {
     runs[runs.len() / 2]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let tracks = arg("--tracks", 10_000);
     let people = arg("--people", 2_500);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = ["avx512f", "avx2"]
-        .into_iter()
-        .filter(|f| cpu.split_whitespace().any(|w| w == *f))
-        .collect();
-    println!(
-        "machine: {} cores, flags: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        flags.join(" ")
-    );
+    println!("{}", machine());
     let dir = std::env::temp_dir().join(format!("facestream-bench-review-{}", Uuid::now_v7()));
     let store = ReviewStore::open(&dir.join("review.db")).unwrap();
     let faces: Vec<Vec<f32>> = (0..people as u64).map(|p| unit(1 + p)).collect();
