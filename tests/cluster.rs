@@ -752,8 +752,12 @@ fn a_partition_from_postgres_keeps_a_bounded_backlog_written_when_it_heals() {
         rss_most / 1024
     );
     assert!(most_waiting > 0.0, "nothing waited in the backlog");
+    // the pipeline's own bounded frame queue (300 decoded 960x540 frames, ~230 MiB) may
+    // fill on a slower machine whatever the database does: allowed for, so the bound
+    // checked is the history's, not the machine's speed
+    let frame_queue_kib = 300 * 960 * 540 * 3 / 2 / 1024;
     assert!(
-        rss_most < rss_before + 256 * 1024,
+        rss_most < rss_before + frame_queue_kib + 256 * 1024,
         "the node grew from {} MiB to {} MiB during the partition",
         rss_before / 1024,
         rss_most / 1024
