@@ -58,7 +58,7 @@ fn main() {
     println!("{}", machine());
     let dim = 128;
     // one template for every row: the cost measured is the removal, not the vectors
-    let template = facestream::simulate::random_unit(1, dim);
+    let template = facestream::vectors::random_unit(1, dim);
     let mut index = AppearanceIndex::new(dim);
     index.reserve(rows);
     for seq in 0..rows as i64 {

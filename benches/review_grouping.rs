@@ -15,7 +15,7 @@ use facestream::review::{group, ReviewShot, ReviewStore, UnknownTrack};
 use uuid::Uuid;
 
 fn unit(seed: u64) -> Vec<f32> {
-    facestream::simulate::random_unit(seed, 128)
+    facestream::vectors::random_unit(seed, 128)
 }
 
 /// `base` moved towards noise (cosine to it about 0.86).

@@ -6,9 +6,10 @@
 Each `.rs` file under src/ is a module (`src/a/b.rs` and `src/a/b/mod.rs` are `a::b`).
 Every `crate::x::y` path in a file (in `use` lines or inline, comments left out) is an
 edge from that file's module to `x` (depth 1: top-level modules) or to `x::y` inside the
-folders named by --inside. Prints the strongly connected components with more than one
-member (the cycles) and, for each, the files and lines that make its edges. Exit 1 if
-there is any. Not yet part of `make test`: the cycles it finds are issue 33's to break.
+folders named by --inside (events, events::sinks, pipeline). Prints the strongly
+connected components with more than one member (the cycles) and, for each, the files
+that make its edges. Exit 1 if there is any: `make test` runs it first, so a new cycle
+fails CI. Test modules count: a `#[cfg(test)]` block that imports upwards is an edge too.
 """
 import argparse
 import os
@@ -42,10 +43,16 @@ def expand_use(text):
 
 
 def node(path_parts, inside, depth, known):
-    top = path_parts[0]
-    if top in inside and len(path_parts) > 1 and f"{top}::{path_parts[1]}" in known:
-        return f"{top}::{path_parts[1]}"
-    return top if depth == 1 else "::".join(path_parts[:depth])
+    """The graph node of a path: its top-level module, or inside a split folder (the
+    longest of --inside that holds it) the folder's child module."""
+    for folder in sorted(inside, key=lambda f: -f.count("::")):
+        parts = folder.split("::")
+        n = len(parts)
+        if path_parts[:n] == parts and len(path_parts) > n:
+            child = "::".join(path_parts[: n + 1])
+            if child in known:
+                return child
+    return path_parts[0] if depth == 1 else "::".join(path_parts[:depth])
 
 
 def tarjan(graph):
@@ -82,12 +89,16 @@ def tarjan(graph):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", type=int, default=1)
-    ap.add_argument("--inside", default="events,pipeline")
+    ap.add_argument("--inside", default="events,events::sinks,pipeline")
     args = ap.parse_args()
     inside = set(filter(None, args.inside.split(",")))
     graph, why = {}, {}
-    known = {"::".join(module_of(os.path.join(d, f))[:2]) for d, _, fs in os.walk(SRC)
-             for f in fs if f.endswith(".rs")}
+    known = set()
+    for d, _, fs in os.walk(SRC):
+        for f in fs:
+            if f.endswith(".rs"):
+                mod = module_of(os.path.join(d, f))
+                known.update("::".join(mod[:k]) for k in range(1, len(mod) + 1))
     for d, _, files in os.walk(SRC):
         for f in files:
             if not f.endswith(".rs"):
@@ -118,7 +129,8 @@ def main():
     cycles = [c for c in tarjan(graph) if len(c) > 1]
     # and inside each split folder on its own: its files among themselves
     for folder in sorted(inside):
-        members = {v for v in graph if v.startswith(folder + "::")}
+        depth_in = folder.count("::") + 1
+        members = {v for v in graph if v.startswith(folder + "::") and v.count("::") == depth_in}
         sub = {v: graph[v] & members for v in members}
         cycles += [c for c in tarjan(sub) if len(c) > 1 and c not in cycles]
     for c in sorted(cycles, key=len, reverse=True):

@@ -1090,7 +1090,7 @@ fn follower(pg: &Postgres) -> GalleryService {
     let store: Arc<dyn GalleryStore> = Arc::new(PostgresStore::open(&pg.url()).unwrap());
     GalleryService::new(
         store,
-        FaceEngine::new(&config).unwrap(),
+        FaceEngine::open(&config.engine()).unwrap(),
         config.matching.clone(),
         config.gallery.clone(),
         config.verify.threshold,

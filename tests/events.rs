@@ -10,9 +10,11 @@ use common::ReservedPort;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use facestream::events::bus;
+use facestream::events::config::EventsConfig;
 use facestream::events::outbox::Outbox;
-use facestream::events::webhook::{self, WebhookConfig};
-use facestream::events::{Event, EventType, EventsConfig};
+use facestream::events::sinks::webhook::WebhookConfig;
+use facestream::events::{Event, EventType};
 use facestream::shutdown::Shutdown;
 
 use common::receiver::{Mode, Receiver, SECRET};
@@ -78,7 +80,7 @@ async fn an_outage_then_recovery_loses_nothing_and_a_crash_keeps_pending_events(
     // Receiver down: publish 30 events.
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (bus, handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     let mut sent = Vec::new();
     for k in 0..30 {
         let e = event(k);
@@ -100,7 +102,7 @@ async fn an_outage_then_recovery_loses_nothing_and_a_crash_keeps_pending_events(
     let receiver = Receiver::start_on(reserved.listen(), Mode::Accept);
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (_bus, _handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     let all = wait_until(Duration::from_secs(20), || {
         unique(&receiver.accepted_ids()).len() == 30
     })
@@ -150,7 +152,7 @@ async fn a_failing_endpoint_is_retried_without_delaying_a_healthy_one() {
     cfg.webhooks[2].timeout_ms = 300;
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..10 {
         assert_eq!(bus.publish(&event(k)).unwrap(), 4);
     }
@@ -230,7 +232,7 @@ async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
     let cfg = config(&dir, &[("gone", port)], 1);
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (bus, handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..5 {
         bus.publish(&event(k)).unwrap();
     }
@@ -255,7 +257,7 @@ async fn undeliverable_events_are_dead_lettered_and_can_be_redelivered() {
     let cfg = config(&dir, &[("gone", port)], 3600);
     assert_eq!(outbox.redeliver(None).unwrap(), 5);
     let shutdown = Shutdown::new();
-    let (_bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (_bus, _handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     assert!(
         wait_until(Duration::from_secs(10), || receiver.accepted_ids().len()
             == 5)
@@ -273,7 +275,7 @@ async fn a_redirect_is_not_followed_and_the_event_stays_pending() {
     let cfg = config(&dir, &[("hook", redirecting.port)], 3600);
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     let event = event(0);
     bus.publish(&event).unwrap();
     // retried (a 307 is a failed attempt), never delivered to where it points
@@ -344,7 +346,7 @@ async fn an_https_receiver_of_a_private_ca_is_trusted_only_with_its_ca_file() {
     assert_eq!(cfg.webhooks[0].extra_roots().unwrap().len(), 1);
     let shutdown = Shutdown::new();
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&cfg.outbox)).unwrap());
-    let (bus, _handles) = webhook::start(outbox.clone(), &cfg, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &cfg, shutdown.clone());
     for k in 0..3 {
         assert_eq!(bus.publish(&event(k)).unwrap(), 2);
     }

@@ -141,9 +141,9 @@ fn the_int8_model_embeds_like_f32_and_keeps_the_decisions() {
     let threshold = common::config().verify.threshold;
     let mut config = common::config();
     config.inference.precision = Precision::F32;
-    let mut full = FaceEngine::new(&config).unwrap();
+    let mut full = FaceEngine::open(&config.engine()).unwrap();
     config.inference.precision = Precision::Int8;
-    let mut int8 = FaceEngine::new(&config).unwrap();
+    let mut int8 = FaceEngine::open(&config.engine()).unwrap();
     assert!(
         int8.backend_description().contains("int8"),
         "{}",
@@ -181,9 +181,9 @@ fn the_int8_model_embeds_like_f32_and_keeps_the_decisions() {
 fn a_face_embeds_the_same_alone_and_inside_a_batch() {
     let mut config = common::config();
     config.embed.batch_size = 4; // six faces -> batches of 4 and 2
-    let mut batched = FaceEngine::new(&config).unwrap();
+    let mut batched = FaceEngine::open(&config.engine()).unwrap();
     config.embed.batch_size = 1;
-    let mut single = FaceEngine::new(&config).unwrap();
+    let mut single = FaceEngine::open(&config.engine()).unwrap();
     let image = batched.load(&common::fixture("t1.jpg")).unwrap();
     let (a, _) = batched.analyze(&image).unwrap();
     let (b, _) = single.analyze(&image).unwrap();
@@ -222,7 +222,7 @@ fn a_tampered_model_file_is_refused() {
     std::fs::write(&file, bytes).unwrap();
     let mut config = common::config();
     config.models.dir = dir.clone();
-    match FaceEngine::new(&config) {
+    match FaceEngine::open(&config.engine()) {
         Err(facestream::engine::EngineError::Model(ModelError::ChecksumMismatch {
             path, ..
         })) => {
@@ -240,7 +240,7 @@ fn a_tampered_model_file_is_refused() {
 fn flip_averaging_is_mirror_invariant_and_still_recognises() {
     let mut config = common::config();
     config.embed.flip_average = true;
-    let mut flip = FaceEngine::new(&config).unwrap();
+    let mut flip = FaceEngine::open(&config.engine()).unwrap();
     let mut plain = common::engine();
     let face = main_face(&mut plain, "obama.jpg");
     let mut mirrored = face.aligned.clone();

@@ -18,7 +18,7 @@ fn a_model_change_is_reported_and_kept_crops_are_reembedded() {
     let config = common::config();
     let dir = common::temp_dir("gallery-model-change");
     let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
-    let mut engine = FaceEngine::new(&config).unwrap();
+    let mut engine = FaceEngine::open(&config.engine()).unwrap();
     let obama = engine.load(&common::fixture("obama.jpg")).unwrap();
     let (faces, _) = engine.analyze(&obama).unwrap();
     let face = primary_face(&faces).unwrap().clone();
@@ -89,7 +89,7 @@ fn service_on(db: &std::path::Path, config: &facestream::config::Config) -> Gall
     let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(db).unwrap());
     GalleryService::new(
         store,
-        FaceEngine::new(config).unwrap(),
+        FaceEngine::open(&config.engine()).unwrap(),
         config.matching.clone(),
         config.gallery.clone(),
         0.363,
@@ -319,7 +319,7 @@ fn poor_enrolment_faces_count_less_or_are_refused_with_the_reason() {
     let service = |config: &facestream::config::Config| {
         GalleryService::new(
             store.clone(),
-            FaceEngine::new(config).unwrap(),
+            FaceEngine::open(&config.engine()).unwrap(),
             config.matching.clone(),
             config.gallery.clone(),
             0.363,

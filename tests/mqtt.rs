@@ -12,10 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use facestream::events::mqtt::MqttConfig;
+use facestream::events::bus;
+use facestream::events::config::EventsConfig;
 use facestream::events::outbox::Outbox;
-use facestream::events::webhook;
-use facestream::events::{Event, EventType, EventsConfig};
+use facestream::events::sinks::mqtt::MqttConfig;
+use facestream::events::{Event, EventType};
 use facestream::shutdown::Shutdown;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 
@@ -177,7 +178,7 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     // Broker down: events are accepted, attempts fail, rows stay pending.
     let shutdown = Shutdown::new();
-    let (bus, handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+    let (bus, handles) = bus::start(outbox.clone(), &config, shutdown.clone());
     let mut sent = Vec::new();
     for (k, kind) in [
         EventType::IdentityRecognized,
@@ -205,7 +206,7 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
         .unwrap_or_else(|e| panic!("restarting the broker on port {port}: {e}"));
     let messages = subscriber(port).await;
     let shutdown = Shutdown::new();
-    let (_bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+    let (_bus, _handles) = bus::start(outbox.clone(), &config, shutdown.clone());
     let deadline = Instant::now() + Duration::from_secs(15);
     while messages.lock().unwrap().len() < 6 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -217,7 +218,10 @@ async fn events_queued_during_a_broker_outage_are_published_on_their_topics() {
             .iter()
             .find(|(_, p)| p.contains(&e.id.to_string()))
             .unwrap_or_else(|| panic!("event {} not published", e.id));
-        assert_eq!(topic, &facestream::events::mqtt::topic("facestream", e));
+        assert_eq!(
+            topic,
+            &facestream::events::sinks::mqtt::topic("facestream", e)
+        );
         assert_eq!(&serde_json::from_str::<Event>(payload).unwrap(), e);
     }
     assert!(got.iter().any(|(t, _)| t == "facestream/cam0/identity"));
@@ -243,7 +247,7 @@ async fn an_idle_connection_sends_keep_alive_pings_and_then_still_delivers() {
     let config = events_config(&dir, port, 1);
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     let shutdown = Shutdown::new();
-    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &config, shutdown.clone());
     // No event is published: the client must still ping the broker (a broker drops a
     // client silent for 1.5 × its keep-alive). `log_type all` logs every PINGREQ.
     let pings = || {
@@ -372,7 +376,7 @@ async fn a_tls_broker_of_a_private_ca_is_trusted_only_with_its_ca_file() {
     }
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     let shutdown = Shutdown::new();
-    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &config, shutdown.clone());
     let sent: Vec<Event> = (0..3)
         .map(|k| {
             let mut e = Event::new(EventType::IdentityRecognized);
@@ -443,7 +447,7 @@ async fn retained(port: u16, filter: &str, id: &str, expected: usize) -> Vec<(St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
-    use facestream::events::home_assistant::{seen_topic, Announced};
+    use facestream::events::sinks::mqtt::home_assistant::{seen_topic, Announced};
     use facestream::events::EventIdentity;
     let dir = common::temp_dir("mqtt-ha");
     let (_broker, [port]) = start_on_free_ports(&dir, "mosquitto.log", |[p]| plain_listener(p));
@@ -494,7 +498,7 @@ async fn home_assistant_discovery_follows_cameras_identities_and_erasures() {
     config.mqtt[0].seen_s = 120;
     let outbox = Arc::new(Outbox::open(std::path::Path::new(&config.outbox)).unwrap());
     let shutdown = Shutdown::new();
-    let (bus, _handles) = webhook::start_with(
+    let (bus, _handles) = bus::start_with(
         outbox.clone(),
         &config,
         shutdown.clone(),

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use facestream::events::nats::NatsConfig;
+use facestream::events::bus;
+use facestream::events::config::EventsConfig;
 use facestream::events::outbox::Outbox;
-use facestream::events::webhook;
-use facestream::events::{Event, EventIdentity, EventType, EventsConfig};
+use facestream::events::sinks::nats::NatsConfig;
+use facestream::events::{Event, EventIdentity, EventType};
 use facestream::shutdown::Shutdown;
 
 fn events_config(dir: &Path, port: u16) -> EventsConfig {
@@ -57,7 +58,7 @@ async fn events_reach_jetstream_once_each_through_a_server_kill_and_restart() {
     assert_eq!(nats.subject_prefix, "facestream");
     let outbox = Arc::new(Outbox::open(Path::new(&config.outbox)).unwrap());
     let shutdown = Shutdown::new();
-    let (bus, _handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+    let (bus, _handles) = bus::start(outbox.clone(), &config, shutdown.clone());
 
     // a first burst, with the server up: the sink creates the stream and fills it
     let mut published = Vec::new();

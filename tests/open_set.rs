@@ -21,7 +21,7 @@ use facestream::stages::matching::{Decision, UnknownReason};
 use image::RgbImage;
 use uuid::Uuid;
 
-use facestream::simulate::random_unit;
+use facestream::vectors::random_unit;
 
 /// Crop each face of the group photo (box grown by 60%) into its own image.
 fn group_faces(engine: &mut FaceEngine) -> Vec<RgbImage> {
@@ -48,7 +48,7 @@ fn strangers_are_unknown_in_a_gallery_of_56_identities() {
     let config = common::config();
     let dir = common::temp_dir("open-set");
     let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&dir.join("g.db")).unwrap());
-    let mut engine = FaceEngine::new(&config).unwrap();
+    let mut engine = FaceEngine::open(&config.engine()).unwrap();
     let crops = group_faces(&mut engine);
     assert_eq!(crops.len(), 6);
     // Each crop must hold exactly its own face for enrolment.
@@ -199,7 +199,7 @@ fn identify_protocol_scores_three_quality_splits_on_real_faces() {
     };
     assert_eq!(write_copies(&images, &low_dir, &low, |_, _| {}).unwrap(), 6);
     let config = common::config();
-    let mut engine = FaceEngine::new(&config).unwrap();
+    let mut engine = FaceEngine::open(&config.engine()).unwrap();
     let dump = dir.join("embeddings.jsonl");
     let mut seen = 0;
     let report = evaluate(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{ApiError, ApiKey, JsonObject, Scope};
-use crate::events::webhook::EventBus;
+use crate::events::bus::EventBus;
 use crate::events::{Event, EventType};
 use crate::gallery::service::{FaceChoice, GalleryService, ServiceError};
 use crate::gallery::{IdentityUpdate, NewIdentity};
@@ -373,7 +373,7 @@ async fn recent_events(
     query: web::Query<RecentQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let key = authorize(&req, &state, Scope::Read)?;
-    check_limit(query.limit, crate::events::webhook::RECENT_EVENTS)?;
+    check_limit(query.limit, crate::events::bus::RECENT_EVENTS)?;
     // where a person was seen before is history data: admin keys only
     let history = key.scope == Scope::Admin;
     let mut items = state.events.recent(query.limit);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::routes::{authorize, AppState};
 use super::{ApiError, Scope};
-use crate::events::webhook::{LIVE_BUFFER, RECENT_EVENTS};
+use crate::events::bus::{LIVE_BUFFER, RECENT_EVENTS};
 use crate::events::{Event, EventType};
 use crate::shutdown::Shutdown;
 

@@ -163,7 +163,7 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             let det_small = detect_at(&small_tile, SMALL_TILE)?;
             // The embedding model inference.precision selects on this backend (int8 or f32).
             let (sface, precision) =
-                facestream::engine::embedding_model(&sface, backend.name(), config)?;
+                facestream::engine::embedding_model(&sface, backend.name(), &config.inference)?;
             let embed_at = |batch: usize| -> anyhow::Result<Vec<f64>> {
                 let mut embed = Embed::new(
                     backend.as_ref(),

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use facestream::events::bus;
+use facestream::events::config::EventsConfig;
 use facestream::events::outbox::Outbox;
-use facestream::events::webhook::{self, WebhookConfig};
-use facestream::events::{Event, EventType, EventsConfig};
+use facestream::events::sinks::webhook::WebhookConfig;
+use facestream::events::{Event, EventType};
 use facestream::shutdown::Shutdown;
 
 /// Arrival time of each webhook-id at the receiver.
@@ -135,7 +137,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     let healthy = config(vec![hook("bench", port)]);
     let (_published, took) = runtime.block_on(async {
         let shutdown = Shutdown::new();
-        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown.clone());
+        let (bus, handles) = bus::start(outbox.clone(), &healthy, shutdown.clone());
         let mut published = std::collections::HashMap::with_capacity(args.events);
         let start = Instant::now();
         for k in 0..args.events {
@@ -171,7 +173,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     arrivals.lock().unwrap().clear();
     let paced = runtime.block_on(async {
         let shutdown = Shutdown::new();
-        let (bus, handles) = webhook::start(outbox.clone(), &healthy, shutdown.clone());
+        let (bus, handles) = bus::start(outbox.clone(), &healthy, shutdown.clone());
         let mut published = std::collections::HashMap::with_capacity(args.paced_events);
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate.max(1)));
         for _ in 0..args.paced_events {
@@ -217,7 +219,7 @@ pub fn run(args: BenchEventsArgs) -> anyhow::Result<ExitCode> {
     let outage_start = Instant::now();
     runtime.block_on(async {
         let shutdown = Shutdown::new();
-        let (bus, _handles) = webhook::start(outbox.clone(), &down, shutdown.clone());
+        let (bus, _handles) = bus::start(outbox.clone(), &down, shutdown.clone());
         for _ in 0..args.outage_events {
             bus.publish(&Event::new(EventType::IdentityUnknown))?;
         }
@@ -256,7 +258,7 @@ fn nats_burst(
     ))?];
     let took = runtime.block_on(async {
         let shutdown = Shutdown::new();
-        let (bus, handles) = webhook::start(outbox.clone(), &config, shutdown.clone());
+        let (bus, handles) = bus::start(outbox.clone(), &config, shutdown.clone());
         // one event first: the sink connects and creates the stream outside the timing
         bus.publish(&Event::new(EventType::Test))?;
         let ready = Instant::now();

@@ -31,7 +31,7 @@ pub fn run(config: &Config, args: EmbedArgs) -> anyhow::Result<ExitCode> {
         !paths.is_empty(),
         "no images given (pass paths or --list FILE)"
     );
-    let mut engine = FaceEngine::new(config)?;
+    let mut engine = FaceEngine::open(&config.engine())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0usize;

@@ -47,7 +47,10 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         "{} has no sub-folders (one per person expected)",
         args.dir.display()
     );
-    let service = super::serve::gallery_service(config)?;
+    let service = super::serve::gallery_service(
+        config,
+        &facestream::engine::EngineSetup::resolve(&config.engine())?,
+    )?;
     let store = service.store().clone();
     let mut existing = service.identities_by_name()?;
     let total: usize = people.iter().map(|(_, p)| p.len()).sum();

@@ -150,7 +150,7 @@ pub fn run(config: &Config, command: EvalCommand) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.limit_pairs {
         pairs = lfw::limit_pairs(pairs, n);
     }
-    let mut engine = FaceEngine::new(&config)?;
+    let mut engine = FaceEngine::open(&config.engine())?;
     let bar = images_bar();
     let degrade = args.degrade_scale.map(|scale| lfw::Degrade {
         fraction: args.degrade_fraction,
@@ -273,7 +273,7 @@ fn identify(config: &Config, args: IdentifyArgs) -> anyhow::Result<ExitCode> {
             args.low_images.display()
         );
     }
-    let mut engine = FaceEngine::new(config)?;
+    let mut engine = FaceEngine::open(&config.engine())?;
     let bar = images_bar();
     let report = facestream::eval::identify::evaluate(
         &mut engine,

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use facestream::config::Config;
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let service = super::serve::gallery_service(config)?;
+    let service = super::serve::gallery_service(
+        config,
+        &facestream::engine::EngineSetup::resolve(&config.engine())?,
+    )?;
     let stale = service.store().stale_identities(service.model())?;
     if stale.is_empty() {
         println!(

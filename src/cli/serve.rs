@@ -11,9 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use facestream::api::{self, AppState};
 use facestream::config::Config;
-use facestream::engine::FaceEngine;
+use facestream::engine::{EngineSetup, FaceEngine};
+use facestream::events::bus;
 use facestream::events::outbox::Outbox;
-use facestream::events::webhook;
 use facestream::gallery::postgres::PostgresStore;
 use facestream::gallery::service::GalleryService;
 use facestream::gallery::sqlite::SqliteStore;
@@ -22,9 +22,10 @@ use facestream::pipeline::Pipeline;
 use facestream::shutdown::Shutdown;
 use facestream::simulate::demo;
 
-/// Open the store and build the gallery service (shared with `enroll`).
-pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
-    let engine = FaceEngine::new(config)?;
+/// Open the store and build the gallery service (shared with `enroll`) on the engine
+/// start-up resolved.
+pub fn gallery_service(config: &Config, setup: &EngineSetup) -> anyhow::Result<GalleryService> {
+    let engine = FaceEngine::new(setup)?;
     let store: Arc<dyn GalleryStore> = match config.gallery.store {
         StoreKind::Sqlite => Arc::new(
             SqliteStore::open(Path::new(&config.gallery.database))
@@ -34,7 +35,7 @@ pub fn gallery_service(config: &Config) -> anyhow::Result<GalleryService> {
             let store = PostgresStore::open(&config.gallery.postgres_url).with_context(|| {
                 format!(
                     "opening the PostgreSQL gallery at {}",
-                    facestream::ingest::redact_secrets(&config.gallery.postgres_url)
+                    facestream::redact::secrets(&config.gallery.postgres_url)
                 )
             })?;
             tracing::info!(database = store.target(), "gallery of record in PostgreSQL");
@@ -94,7 +95,7 @@ fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
 /// fails the hook and the erasure is applied again at the next round.
 fn forget_erased_identities(
     service: &Arc<GalleryService>,
-    events: &facestream::events::webhook::EventBus,
+    events: &facestream::events::bus::EventBus,
     history: Option<Arc<facestream::history::History>>,
     config: &Config,
 ) {
@@ -322,7 +323,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     // (an error returned early included), so no thread or task outlives the service.
     let shutdown = Shutdown::new();
     let _stop_all = shutdown.guard();
-    let service = Arc::new(gallery_service(config)?);
+    // backends and models: resolved and verified once, for the gallery and the pipeline
+    let setup = EngineSetup::resolve(&config.engine())?;
+    let service = Arc::new(gallery_service(config, &setup)?);
     watch_gallery(&service, shutdown.clone());
     let mut config = config.clone();
     let demo_wanted = config.demo.wanted(&config.cameras)
@@ -433,7 +436,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let (events, deliverers) = {
             let _on = delivery.enter();
             let store = service.store().clone();
-            let announced = facestream::events::home_assistant::Announced {
+            let announced = facestream::events::sinks::mqtt::home_assistant::Announced {
                 cameras: config
                     .cameras
                     .iter()
@@ -453,9 +456,9 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }),
-                refresh: facestream::events::home_assistant::REFRESH,
+                refresh: facestream::events::sinks::mqtt::home_assistant::REFRESH,
             };
-            webhook::start_with(
+            bus::start_with(
                 outbox.clone(),
                 &config.events,
                 deliveries.clone(),
@@ -468,7 +471,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(Arc::new(
                 Pipeline::start(
-                    config,
+                    &config.pipeline_setup(setup.clone()),
                     service.clone(),
                     events.clone(),
                     facestream::pipeline::Kept {

@@ -20,7 +20,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut engine = FaceEngine::new(config)?;
+    let mut engine = FaceEngine::open(&config.engine())?;
     let mut faces = Vec::new();
     for path in [&args.a, &args.b] {
         let image = match engine.load(path) {

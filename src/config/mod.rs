@@ -14,11 +14,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
-use crate::events::EventsConfig;
+use crate::engine::{EngineConfig, EngineSetup};
+use crate::events::config::EventsConfig;
 use crate::gallery::GalleryConfig;
 use crate::imageio::LimitsConfig;
 use crate::inference::InferenceConfig;
 use crate::ingest::{CameraConfig, PipelineConfig};
+use crate::models::ModelsConfig;
+use crate::pipeline::PipelineSetup;
 use crate::review::ReviewConfig;
 use crate::simulate::demo::DemoConfig;
 use crate::stages::detect::DetectConfig;
@@ -44,16 +47,6 @@ pub enum ConfigError {
     Env { name: String, message: String },
     #[error("invalid configuration ({} problem(s)):\n  - {}", .0.len(), .0.join("\n  - "))]
     Invalid(Vec<String>),
-}
-
-/// Where the prepared models live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelsConfig {
-    /// Folder holding `manifest.json` and the prepared ONNX files written by
-    /// `make models` (scripts/prepare_models.py). Relative paths are taken from the
-    /// working directory.
-    pub dir: PathBuf,
 }
 
 /// 1:1 verification settings.
@@ -99,6 +92,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// The face engine's sections (`[models]`, `[inference]`, `[limits]`, `[detect]`,
+    /// `[quality]`, `[embed]`), to resolve once with [`EngineSetup::resolve`].
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            models: self.models.clone(),
+            inference: self.inference.clone(),
+            limits: self.limits.clone(),
+            detect: self.detect.clone(),
+            quality: self.quality.clone(),
+            embed: self.embed.clone(),
+        }
+    }
+
+    /// What the streaming pipeline is built from: the resolved engine and the sections
+    /// of the cameras, the pipeline, tracking, events, review and this node.
+    pub fn pipeline_setup(&self, engine: EngineSetup) -> PipelineSetup {
+        PipelineSetup {
+            engine,
+            cameras: self.cameras.clone(),
+            pipeline: self.pipeline.clone(),
+            track: self.track.clone(),
+            events: self.events.clone(),
+            review: self.review.clone(),
+            top_k: self.matching.top_k,
+            node_id: self.cluster.node_id(),
+            camera_leases: self.cluster.camera_leases,
+        }
+    }
+
     /// Load the embedded default, overlay `file` when given, then the environment,
     /// and validate.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -164,7 +186,7 @@ impl Config {
         }
         for hook in &mut c.events.webhooks {
             hook.secret = "***".into();
-            hook.url = crate::ingest::redact_url(&hook.url);
+            hook.url = crate::redact::url(&hook.url);
         }
         for broker in &mut c.events.mqtt {
             if broker.password.is_some() {
@@ -172,18 +194,18 @@ impl Config {
             }
         }
         for server in &mut c.events.nats {
-            server.url = crate::ingest::redact_url_in(&server.url);
+            server.url = crate::redact::urls_in(&server.url);
             for secret in [&mut server.password, &mut server.token] {
                 if secret.is_some() {
                     *secret = Some("***".into());
                 }
             }
         }
-        c.gallery.postgres_url = crate::ingest::redact_secrets(&c.gallery.postgres_url);
+        c.gallery.postgres_url = crate::redact::secrets(&c.gallery.postgres_url);
         for camera in &mut c.cameras {
-            camera.url = crate::ingest::redact_url(&camera.url);
+            camera.url = crate::redact::url(&camera.url);
             if let Some(p) = &mut camera.pipeline {
-                *p = crate::ingest::redact_url_in(p);
+                *p = crate::redact::urls_in(p);
             }
         }
         c

@@ -2,6 +2,12 @@
 //!
 //! Used by the CLI (`embed`, `verify`), evaluation and enrolment. It owns one session per
 //! model; it is not shared between threads (build one engine per worker).
+//!
+//! Start-up resolves the inference backends and verifies the model files **once**
+//! ([`EngineSetup::resolve`]): the `auto` backend is chosen, each model file is hashed and
+//! the embedding model's precision is settled, each logged once. Every session after that
+//! (this engine's, the streaming pipeline's detector workers and embedder) is loaded from
+//! the resolved [`EngineSetup`], not from the configuration again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,13 +15,14 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::imageio::{self, ImageError};
-use crate::inference::{self, InferenceError, Precision, SessionOptions};
-use crate::models::{ModelError, ModelStore, VerifiedModel};
+use std::sync::Arc;
+
+use crate::imageio::{self, ImageError, LimitsConfig};
+use crate::inference::{self, Backend, InferenceConfig, InferenceError, Precision, SessionOptions};
+use crate::models::{ModelError, ModelStore, ModelsConfig, VerifiedModel};
 use crate::stages::align::{self, AlignedFace};
-use crate::stages::detect::{Detect, DetectError};
-use crate::stages::embed::{Embed, EmbedError, Embedding};
+use crate::stages::detect::{Detect, DetectConfig, DetectError};
+use crate::stages::embed::{Embed, EmbedConfig, EmbedError, Embedding};
 use crate::stages::quality::{self, Quality, QualityConfig};
 use crate::stages::Detection;
 
@@ -74,10 +81,16 @@ pub struct FaceEngine {
 }
 
 impl FaceEngine {
-    /// Select the backend, verify and load both models.
-    pub fn new(config: &Config) -> Result<FaceEngine, EngineError> {
-        let (detect, detector) = build_detect(config)?;
-        let (embed, embedder) = build_embed(config)?;
+    /// Resolve the backends, verify the models and load both sessions (one call per
+    /// process for a command; a service resolves once and calls [`FaceEngine::new`]).
+    pub fn open(config: &EngineConfig) -> Result<FaceEngine, EngineError> {
+        FaceEngine::new(&EngineSetup::resolve(config)?)
+    }
+
+    /// Load both sessions from what start-up resolved.
+    pub fn new(setup: &EngineSetup) -> Result<FaceEngine, EngineError> {
+        let (detect, detector) = setup.detector()?;
+        let (embed, embedder) = setup.embedder()?;
         let backend_description = if detector == embedder {
             embedder
         } else {
@@ -86,8 +99,8 @@ impl FaceEngine {
         Ok(FaceEngine {
             detect,
             embed,
-            quality: config.quality.clone(),
-            limits: config.limits.clone(),
+            quality: setup.quality.clone(),
+            limits: setup.limits.clone(),
             backend_description,
         })
     }
@@ -176,48 +189,126 @@ impl FaceEngine {
     }
 }
 
-/// The detector session and its backend's description: on `inference.detect_backend`
-/// when it names a backend; under `auto` on [`inference::auto_detect_backend`]'s pick
-/// when that is usable here, else on the selected backend. The streaming pipeline builds
-/// one per detector worker.
-pub fn build_detect(config: &Config) -> Result<(Detect, String), EngineError> {
-    let backend = match config.inference.detect_backend.as_str() {
-        "auto" => {
-            let selected = inference::select(&config.inference)?;
-            let moved = inference::auto_detect_backend(selected.name()).and_then(|name| {
-                inference::open(name, &config.inference)
-                    .inspect_err(|e| {
-                        tracing::info!(backend = name, reason = %e,
-                            "detector stays on the selected backend")
-                    })
-                    .ok()
-            });
-            moved.unwrap_or(selected)
-        }
-        name => inference::open(name, &config.inference)?,
-    };
-    let store = ModelStore::open(&config.models.dir)?;
-    let model = store.model("yunet")?;
-    let backend = inference::for_model(backend, &model, &config.inference)?;
-    let options = SessionOptions::from(&config.inference);
-    let detect = Detect::new(backend.as_ref(), &model, &options, config.detect.clone())?;
-    Ok((detect, backend.describe()))
+/// The sections the face engine is built from (`[models]`, `[inference]`, `[limits]`,
+/// `[detect]`, `[quality]`, `[embed]`), handed over by the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub models: ModelsConfig,
+    pub inference: InferenceConfig,
+    pub limits: LimitsConfig,
+    pub detect: DetectConfig,
+    pub quality: QualityConfig,
+    pub embed: EmbedConfig,
 }
 
-/// The embedding session on the selected backend, and that backend's description (with
-/// the model's precision when it is int8).
-pub fn build_embed(config: &Config) -> Result<(Embed, String), EngineError> {
-    let store = ModelStore::open(&config.models.dir)?;
-    let model = store.model("sface")?;
-    let backend = selected_backend(config, &model)?;
-    let (model, precision) = embedding_model(&model, backend.name(), config)?;
-    let options = SessionOptions::from(&config.inference);
-    let embed = Embed::new(backend.as_ref(), &model, &options, &config.embed)?;
-    let description = match precision {
-        Precision::Int8 => format!("{}, int8 embedding model", backend.describe()),
-        _ => backend.describe(),
-    };
-    Ok((embed, description))
+/// What start-up resolved: the backend each model runs on (opened once), the verified
+/// model files (hashed once) and the embedding precision, with the stage settings.
+/// Cloning it shares the backends; sessions are loaded from it at will.
+#[derive(Clone)]
+pub struct EngineSetup {
+    detect_backend: Arc<dyn Backend>,
+    detector: VerifiedModel,
+    embed_backend: Arc<dyn Backend>,
+    embedder: VerifiedModel,
+    embed_precision: Precision,
+    /// Threads, precision and shape cache of every session (`serve` sets the threads).
+    pub options: SessionOptions,
+    pub detect: DetectConfig,
+    pub embed: EmbedConfig,
+    pub quality: QualityConfig,
+    pub limits: LimitsConfig,
+}
+
+impl EngineSetup {
+    /// Choose the backends and verify the model files, once.
+    ///
+    /// The embedding model runs on `inference.backend` (`auto`: the first usable in
+    /// [`inference::auto_order`]). The detector runs on `inference.detect_backend` when it
+    /// names a backend; under `auto` on [`inference::auto_detect_backend`]'s pick when that
+    /// is usable here, else on the embedding model's backend. A backend that cannot run a
+    /// model (LiteRT carries only the embedding model) gives way to the next in line.
+    pub fn resolve(config: &EngineConfig) -> Result<EngineSetup, EngineError> {
+        let inference = &config.inference;
+        let store = ModelStore::open(&config.models.dir)?;
+        let sface = store.model("sface")?;
+        let selected = inference::select(inference)?;
+        let embed_backend: Arc<dyn Backend> =
+            Arc::from(inference::for_model(selected, &sface, inference)?);
+        let (embedder, embed_precision) = embedding_model(&sface, embed_backend.name(), inference)?;
+        let detector = store.model("yunet")?;
+        let named = match inference.detect_backend.as_str() {
+            "auto" => inference::auto_detect_backend(embed_backend.name()).and_then(|name| {
+                inference::open(name, inference)
+                    .inspect_err(|e| {
+                        tracing::info!(backend = name, reason = %e,
+                            "detector stays on the embedding model's backend")
+                    })
+                    .ok()
+            }),
+            name => Some(inference::open(name, inference)?),
+        };
+        let detect_backend: Arc<dyn Backend> = match named {
+            Some(backend) => Arc::from(inference::for_model(backend, &detector, inference)?),
+            None if embed_backend.supports(&detector) => embed_backend.clone(),
+            None => Arc::from(inference::for_model(
+                inference::open(embed_backend.name(), inference)?,
+                &detector,
+                inference,
+            )?),
+        };
+        for (stage, backend, model) in [
+            ("detect", &detect_backend, &detector),
+            ("embed", &embed_backend, &embedder),
+        ] {
+            tracing::info!(stage, backend = backend.name(), model = %model.id,
+                file = %model.path.display(), "inference backend resolved");
+        }
+        Ok(EngineSetup {
+            detect_backend,
+            detector,
+            embed_backend,
+            embedder,
+            embed_precision,
+            options: SessionOptions::from(inference),
+            detect: config.detect.clone(),
+            embed: config.embed.clone(),
+            quality: config.quality.clone(),
+            limits: config.limits.clone(),
+        })
+    }
+
+    /// A detector session and its backend's description. The streaming pipeline loads
+    /// one per detector worker.
+    pub fn detector(&self) -> Result<(Detect, String), EngineError> {
+        let detect = Detect::new(
+            self.detect_backend.as_ref(),
+            &self.detector,
+            &self.options,
+            self.detect.clone(),
+        )?;
+        Ok((detect, self.detect_backend.describe()))
+    }
+
+    /// An embedding session and its backend's description (with the model's precision
+    /// when it is int8).
+    pub fn embedder(&self) -> Result<(Embed, String), EngineError> {
+        let embed = Embed::new(
+            self.embed_backend.as_ref(),
+            &self.embedder,
+            &self.options,
+            &self.embed,
+        )?;
+        let description = match self.embed_precision {
+            Precision::Int8 => format!("{}, int8 embedding model", self.embed_backend.describe()),
+            _ => self.embed_backend.describe(),
+        };
+        Ok((embed, description))
+    }
+
+    /// The detector model's name (`yunet`), as metrics label it.
+    pub fn detector_name(&self) -> &str {
+        &self.detector.name
+    }
 }
 
 /// The embedding model file for `inference.precision` on `backend` (see
@@ -226,10 +317,9 @@ pub fn build_embed(config: &Config) -> Result<(Embed, String), EngineError> {
 pub fn embedding_model(
     sface: &VerifiedModel,
     backend: &str,
-    config: &Config,
+    inference: &InferenceConfig,
 ) -> Result<(VerifiedModel, Precision), EngineError> {
-    let precision = config
-        .inference
+    let precision = inference
         .precision
         .for_embedding(backend, inference::cpu_has_int8_dot_product());
     if precision != Precision::Int8 {
@@ -241,14 +331,6 @@ pub fn embedding_model(
         });
     }
     Ok((sface.with_variant("int8")?, precision))
-}
-
-fn selected_backend(
-    config: &Config,
-    model: &VerifiedModel,
-) -> Result<Box<dyn inference::Backend>, EngineError> {
-    let preferred = inference::select(&config.inference)?;
-    Ok(inference::for_model(preferred, model, &config.inference)?)
 }
 
 /// The face to use when an image should show one person: the largest box.

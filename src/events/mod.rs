@@ -1,25 +1,30 @@
-//! Identity events: the schema, a durable outbox, and the webhook, MQTT and NATS sinks.
+//! Identity events: the schema every sink delivers, and the parts that deliver it.
 //!
-//! Last stage of the pipeline. [`webhook::EventBus::publish`] writes an event to the
-//! [`outbox::Outbox`] (SQLite, the data directory) — one row per subscribed endpoint —
-//! **before** any delivery is tried, so an accepted event survives a crash or `kill -9`.
-//! [`webhook::start`] runs one delivery task per endpoint (in `serve`, on a runtime and
-//! thread of their own): webhooks ([`webhook`]: signed the Standard Webhooks way, their own
-//! concurrency limit), MQTT brokers ([`mqtt`]: QoS 1, settled by PUBACK) and NATS servers
-//! ([`nats`]: JetStream, settled by the publish acknowledgement). Each retries
-//! with exponential backoff and jitter ([`crate::backoff`]) until the endpoint accepts the
-//! row or it is older than `events.dead_letter_after_s`, when it moves to the dead
-//! letters. Delivery is at least once; the event id (UUID v7) is the idempotency key
-//! consumers deduplicate on.
+//! Last stage of the pipeline. This file is the schema ([`Event`], [`EventType`]; the JSON
+//! Schema is `src/events/event-v1.schema.json`, [`SCHEMA_V1`]) and imports none of its
+//! neighbours. [`bus::EventBus::publish`] writes an event to the [`outbox::Outbox`]
+//! (SQLite, the data directory) — one row per subscribed endpoint — **before** any
+//! delivery is tried, so an accepted event survives a crash or `kill -9`. [`bus::start`]
+//! runs one delivery task per configured [`sinks::Sink`] (in `serve`, on a runtime and
+//! thread of their own): webhooks ([`sinks::webhook`]: signed the Standard Webhooks way
+//! ([`signature`]), their own concurrency limit), MQTT brokers ([`sinks::mqtt`]: QoS 1,
+//! settled by PUBACK, with Home Assistant discovery) and NATS servers ([`sinks::nats`]:
+//! JetStream, settled by the publish acknowledgement). Each retries ([`delivery`]) with
+//! exponential backoff and jitter ([`crate::backoff`]) until the endpoint accepts the row
+//! or it is older than `events.dead_letter_after_s`, when it moves to the dead letters.
+//! Delivery is at least once; the event id (UUID v7) is the idempotency key consumers
+//! deduplicate on. The `[events]` section is [`config::EventsConfig`].
 //!
-//! The JSON Schema of the payload is `src/events/event-v1.schema.json` ([`SCHEMA_V1`]).
+//! What may import what, inside: `sinks` use `delivery`, `outbox` and this schema;
+//! `config` lists the sinks' settings; `bus` starts the sinks `config` lists. Nothing
+//! here imports `bus` or `config` but the top.
 
-pub mod home_assistant;
-pub mod mqtt;
-pub mod nats;
+pub mod bus;
+pub mod config;
+pub mod delivery;
 pub mod outbox;
 pub mod signature;
-pub mod webhook;
+pub mod sinks;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -206,127 +211,6 @@ impl Event {
             model: None,
             thumbnail_jpeg: None,
             appearances: None,
-        }
-    }
-}
-
-/// Event delivery settings (section `[events]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    /// SQLite outbox file (created if missing).
-    pub outbox: String,
-    /// Undelivered rows older than this move to the dead letters.
-    pub dead_letter_after_s: u64,
-    /// First retry delay; doubles per attempt up to `retry_max_ms`, ×[0.5, 1.5) jitter.
-    pub retry_initial_ms: u64,
-    pub retry_max_ms: u64,
-    /// Attach a face thumbnail (JPEG, base64) to identity events. Off: privacy first.
-    pub thumbnails: bool,
-    /// Delivered and dead-lettered rows older than this are deleted from the outbox
-    /// (checked every 10 minutes): the outbox is a delivery queue, not an archive.
-    pub retention_s: u64,
-    /// Event snapshots (`[events.snapshots]`).
-    #[serde(default)]
-    pub snapshots: SnapshotConfig,
-    /// Webhook endpoints.
-    pub webhooks: Vec<webhook::WebhookConfig>,
-    /// MQTT brokers (same outbox, QoS 1).
-    #[serde(default)]
-    pub mqtt: Vec<mqtt::MqttConfig>,
-    /// NATS JetStream servers (same outbox, settled by the publish acknowledgement).
-    #[serde(default)]
-    pub nats: Vec<nats::NatsConfig>,
-}
-
-impl EventsConfig {
-    /// Every endpoint's name: webhooks, MQTT brokers, NATS servers.
-    pub fn endpoint_names(&self) -> impl Iterator<Item = &str> {
-        self.webhooks
-            .iter()
-            .map(|w| w.name.as_str())
-            .chain(self.mqtt.iter().map(|b| b.name.as_str()))
-            .chain(self.nats.iter().map(|n| n.name.as_str()))
-    }
-}
-
-/// Event snapshots (section `[events.snapshots]`): the frame each identity event was
-/// decided on, shrunk, with the face boxed, at `GET /v1/events/{id}/snapshot`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotConfig {
-    /// Off by default: a full frame shows everyone in view.
-    pub enabled: bool,
-    /// Folder of the snapshots (created owner-only), one `<event id>.jpg` each.
-    pub dir: String,
-    /// Snapshots older than this are deleted (checked at start and every minute).
-    pub retention_s: u64,
-    /// Longer side of a snapshot; the frame is shrunk by the smallest whole factor that
-    /// fits it.
-    pub max_side: u32,
-}
-
-impl Default for SnapshotConfig {
-    fn default() -> Self {
-        SnapshotConfig {
-            enabled: false,
-            dir: "data/snapshots".into(),
-            retention_s: 86_400,
-            max_side: 640,
-        }
-    }
-}
-
-impl SnapshotConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if self.enabled && self.dir.is_empty() {
-            problems.push("events.snapshots.dir must not be empty when enabled".into());
-        }
-        if !(60..=366 * 86_400).contains(&self.retention_s) {
-            problems.push(format!(
-                "events.snapshots.retention_s = {} must be within [60, {}]",
-                self.retention_s,
-                366 * 86_400
-            ));
-        }
-        if !(64..=4096).contains(&self.max_side) {
-            problems.push(format!(
-                "events.snapshots.max_side = {} must be within [64, 4096]",
-                self.max_side
-            ));
-        }
-    }
-}
-
-impl EventsConfig {
-    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        self.snapshots.validate(problems);
-        if self.outbox.is_empty() {
-            problems.push("events.outbox must not be empty".into());
-        }
-        if self.retention_s < 3600 {
-            problems.push(format!(
-                "events.retention_s = {} must be at least 3600",
-                self.retention_s
-            ));
-        }
-        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
-            problems.push("events.retry_initial_ms must be > 0 and ≤ events.retry_max_ms".into());
-        }
-        for w in &self.webhooks {
-            w.validate(problems);
-        }
-        for m in &self.mqtt {
-            m.validate(problems);
-        }
-        for n in &self.nats {
-            n.validate(problems);
-        }
-        let mut names = std::collections::HashSet::new();
-        for name in self.endpoint_names() {
-            if !names.insert(name) {
-                problems.push(format!("events: endpoint name `{name}` is used twice"));
-            }
         }
     }
 }

@@ -27,11 +27,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::erasure::Erasure;
-use super::sqlite::{embedding_bytes, embedding_from};
 use super::{
     validate_metadata, validate_name, Change, Changes, GalleryError, GalleryStore, Identity,
     IdentityUpdate, NewIdentity, StaleIdentity, Template,
 };
+use crate::vectors::{embedding_bytes, embedding_from};
 
 /// Schema migrations: (version, name, SQL), applied in order, each once.
 const MIGRATIONS: &[(i32, &str, &str)] = &[

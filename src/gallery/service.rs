@@ -26,7 +26,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::erasure::{Erasure, ErasureCursor, Erasures, MemoryCursor};
-use super::index::{pooling_weight, IdentityHit, Scan, SearchIndex};
+use super::index::{IdentityHit, Scan, SearchIndex};
 use super::{Change, Changes, GalleryConfig, GalleryError, GalleryStore, Template};
 use crate::engine::{primary_face, EngineError, Face, FaceEngine};
 use crate::imageio::ImageError;
@@ -34,6 +34,7 @@ use crate::stages::embed::cosine;
 use crate::stages::matching::{decide, Decision, MatchConfig};
 use crate::stages::quality::QualityClass;
 use crate::stages::BBox;
+use crate::vectors::pooling_weight;
 
 /// Errors from enrolment and search.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ pub struct Enrolled {
     #[serde(flatten)]
     pub template: Template,
     /// Its weight in the identity's pooled template (`gallery.pooling = "quality_mean"`):
-    /// the quality score, at least [`crate::gallery::index::MIN_POOLING_WEIGHT`].
+    /// the quality score, at least [`crate::vectors::MIN_POOLING_WEIGHT`].
     pub weight: f32,
     /// Set when the face is of low quality (under `quality.high_cut`): what limits it.
     pub advice: Option<String>,

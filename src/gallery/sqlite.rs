@@ -17,6 +17,7 @@ use super::{
     validate_metadata, validate_name, GalleryError, GalleryStore, Identity, IdentityUpdate,
     NewIdentity, StaleIdentity, Template,
 };
+use crate::vectors::{embedding_bytes, embedding_from};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -68,17 +69,6 @@ fn parse_time(s: String) -> rusqlite::Result<DateTime<Utc>> {
         .map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
         })
-}
-
-pub(crate) fn embedding_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub(crate) fn embedding_from(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 const IDENTITY_COLUMNS: &str =

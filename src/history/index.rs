@@ -17,7 +17,7 @@
 //! 128 dimensions its standard deviation is about 0.003, so [`SLACK`] (0.03) is some ten of
 //! them — an appearance at or above the bar is not lost to rounding.
 
-use crate::gallery::index::{kernels, quantize};
+use crate::vectors::{kernels, quantize};
 
 /// How far under the bar an int8 score may lie and still be re-ranked exactly.
 pub const SLACK: f32 = 0.03;
@@ -335,7 +335,7 @@ impl AppearanceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::random_unit;
+    use crate::vectors::random_unit;
 
     fn exact(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::gallery::index::{kernels, pooled_template};
+use crate::vectors::{kernels, pooled_template};
 use index::{AppearanceIndex, Filter};
 pub use postgres::PgHistory;
 pub use store::SqliteHistory;
@@ -683,7 +683,7 @@ fn add(index: &mut AppearanceIndex, seq: i64, a: &Appearance) -> bool {
 }
 
 /// The quality-weighted mean of `(embedding, quality)` templates, renormalised: the
-/// gallery's pooled template ([`crate::gallery::index::pooled_template`]).
+/// gallery's pooled template ([`crate::vectors::pooled_template`]).
 pub fn pooled(templates: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
     let dim = templates.first()?.0.len();
     pooled_template(templates.iter().map(|(t, q)| (t.as_slice(), *q)), dim)
@@ -692,7 +692,7 @@ pub fn pooled(templates: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::random_unit;
+    use crate::vectors::random_unit;
 
     const MODEL: &str = "test@1";
 

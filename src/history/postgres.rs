@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{Appearance, AppearanceStore, AuditEntry, HistoryChange, HistoryError, Stored};
 use crate::gallery::postgres::PostgresStore;
-use crate::gallery::sqlite::{embedding_bytes, embedding_from};
 use crate::gallery::GalleryError;
+use crate::vectors::{embedding_bytes, embedding_from};
 
 /// Advisory lock key of history writers ("fsgh").
 const WRITE_LOCK: i64 = 0x6673_6768;

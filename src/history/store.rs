@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{Appearance, AppearanceStore, AuditEntry, HistoryError, Stored};
-use crate::gallery::sqlite::{embedding_bytes, embedding_from};
+use crate::vectors::{embedding_bytes, embedding_from};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS appearances (

@@ -552,9 +552,9 @@ mod tests {
 
     #[test]
     fn int8_on_a_backend_without_int8_kernels_is_a_config_error() {
-        let mut config = crate::config::Config::load_with_env(None, &[])
-            .expect("default config")
-            .inference;
+        // the embedded default's `[inference]` section
+        let default: toml::Table = include_str!("../../config/default.toml").parse().unwrap();
+        let mut config: InferenceConfig = default["inference"].clone().try_into().unwrap();
         config.precision = Precision::Int8;
         config.backend = "tract".into();
         let mut problems = Vec::new();

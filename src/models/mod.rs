@@ -5,12 +5,24 @@
 //! sha256 of the prepared file. [`ModelStore::model`] re-hashes the file and refuses it on
 //! any mismatch, so a truncated download or a hand-edited graph never reaches inference.
 
+pub mod calibration;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// Where the prepared models live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder holding `manifest.json` and the prepared ONNX files written by
+    /// `make models` (scripts/prepare_models.py). Relative paths are taken from the
+    /// working directory.
+    pub dir: PathBuf,
+}
 
 /// Errors from the model store.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +72,7 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Calibration {
     /// Cosine similarity between good faces of different people.
-    pub impostors: crate::stages::matching::ImpostorModel,
+    pub impostors: calibration::ImpostorModel,
     /// What it was fitted on.
     #[serde(default)]
     pub fitted_on: String,
@@ -116,6 +128,8 @@ impl VerifiedModel {
             })?;
         let path = self.dir.join(&variant.file);
         verify(&path, &variant.sha256)?;
+        tracing::info!(model = %self.name, variant = kind, file = %path.display(),
+            sha256 = %variant.sha256, "model variant verified");
         Ok((path, variant))
     }
 }
@@ -191,7 +205,10 @@ impl ModelStore {
                 manifest: self.manifest_path.clone(),
             })?;
         let path = self.dir.join(&entry.file);
+        let started = std::time::Instant::now();
         verify(&path, &entry.sha256)?;
+        tracing::info!(model = name, version = %entry.version, file = %path.display(),
+            sha256 = %entry.sha256, ms = started.elapsed().as_millis() as u64, "model verified");
         Ok(VerifiedModel {
             name: name.to_string(),
             id: format!("{name}@{}", entry.version),

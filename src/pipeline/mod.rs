@@ -43,9 +43,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::Config;
-use crate::engine::{self, EngineError};
-use crate::events::webhook::EventBus;
+use crate::engine::{EngineError, EngineSetup};
+use crate::events::bus::EventBus;
+use crate::events::config::EventsConfig;
 use crate::gallery::service::GalleryService;
 use crate::ingest::camera::{self, CameraActor};
 use crate::ingest::{CameraRegistry, CameraState, CameraStatus, FrameRing, I420Frame};
@@ -449,6 +449,25 @@ pub struct Kept {
     pub history: Option<Arc<crate::history::History>>,
 }
 
+/// What the streaming pipeline is built from, assembled by the configuration
+/// (`Config::pipeline_setup`) or by a test: the engine start-up resolved, and the sections
+/// the stages use.
+#[derive(Clone)]
+pub struct PipelineSetup {
+    pub engine: EngineSetup,
+    pub cameras: Vec<crate::ingest::CameraConfig>,
+    pub pipeline: crate::ingest::PipelineConfig,
+    pub track: crate::track::TrackConfig,
+    pub events: EventsConfig,
+    pub review: crate::review::ReviewConfig,
+    /// `match.top_k`: candidates kept per decided track.
+    pub top_k: usize,
+    /// This node's id (`cluster.node_id`, resolved).
+    pub node_id: String,
+    /// `cluster.camera_leases`: the cluster decides which cameras run here.
+    pub camera_leases: bool,
+}
+
 struct Launcher {
     cameras: Vec<crate::ingest::CameraConfig>,
     pipeline: crate::ingest::PipelineConfig,
@@ -469,7 +488,7 @@ impl Pipeline {
     /// The pumps stop handing frames to the stages once `shutdown` is requested; the
     /// rest stops in [`Pipeline::shutdown`].
     pub fn start(
-        config: &Config,
+        setup: &PipelineSetup,
         gallery: Arc<GalleryService>,
         events: EventBus,
         keep: Kept,
@@ -477,19 +496,20 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let Kept { review, history } = keep;
         // with camera leases the cluster decides which cameras run here
-        let leased = config.cluster.camera_leases;
+        let leased = setup.camera_leases;
         gstreamer::init().map_err(|e| PipelineError::Gstreamer(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = session_threads(
-            config.inference.threads,
+            setup.engine.options.threads,
             cores,
-            config.pipeline.detect_workers,
+            setup.pipeline.detect_workers,
         );
         let config = &{
-            let mut c = config.clone();
-            c.inference.threads = threads;
+            let mut c = setup.clone();
+            c.engine.options.threads = threads;
             c
         };
+        let engine = &config.engine;
         let pc = &config.pipeline;
         let m = metrics();
         let publish_arbiter = Arbiter::new();
@@ -544,11 +564,11 @@ impl Pipeline {
         }
         let history = history_keeper
             .clone()
-            .map(|keeper| (keeper, config.cluster.node_id()));
+            .map(|keeper| (keeper, config.node_id.clone()));
         let decide = decide::DecideActor::start_in_arbiter(&decide_arbiter.handle(), {
             let (track, events_cfg) = (config.track.clone(), config.events.clone());
             let (credits, publish, decided) = (credits.clone(), publish.clone(), decided.clone());
-            let top_k = config.matching.top_k;
+            let top_k = config.top_k;
             move |_| {
                 decide::DecideActor::new(
                     track,
@@ -567,7 +587,7 @@ impl Pipeline {
             }
         });
         let warm_started = Instant::now();
-        let (mut embed, embed_backend) = engine::build_embed(config)?;
+        let (mut embed, embed_backend) = engine.embedder()?;
         embed
             .warm_up(pc.embed_max_batch)
             .map_err(|e| PipelineError::WarmUp {
@@ -595,7 +615,7 @@ impl Pipeline {
         });
         let quality = SyncArbiter::start(1, {
             let next = Next::new(embed_addr.recipient(), "embed");
-            let qc = config.quality.clone();
+            let qc = engine.quality.clone();
             move || analyse::QualityActor::new(qc.clone(), next.clone())
         });
         let align = SyncArbiter::start(1, {
@@ -604,8 +624,8 @@ impl Pipeline {
         });
         let mut detectors = Vec::new();
         for _ in 0..pc.detect_workers {
-            let (mut detect, backend) = engine::build_detect(config)?;
-            warm_up_detect(&mut detect, config.detect.max_side).map_err(|e| {
+            let (mut detect, backend) = engine.detector()?;
+            warm_up_detect(&mut detect, engine.detect.max_side).map_err(|e| {
                 PipelineError::WarmUp {
                     stage: "detect",
                     reason: e.to_string(),
@@ -615,7 +635,7 @@ impl Pipeline {
                 .get_or_create(&BackendLabel {
                     stage: "detect".into(),
                     backend,
-                    model: "yunet".into(),
+                    model: engine.detector_name().into(),
                 })
                 .set(1);
             detectors.push(detect);
@@ -629,7 +649,7 @@ impl Pipeline {
         let detectors = Arc::new(Mutex::new(detectors));
         let detect = SyncArbiter::start(pc.detect_workers, {
             let next = Next::new(align.recipient(), "align");
-            let max_side = config.detect.max_side;
+            let max_side = engine.detect.max_side;
             move || {
                 let detect = detectors
                     .lock()
@@ -646,8 +666,8 @@ impl Pipeline {
         let launcher = Launcher {
             cameras: cameras.iter().map(|c| (*c).clone()).collect(),
             pipeline: pc.clone(),
-            max_side: config.detect.max_side,
-            min_face_px: config.detect.min_face_px,
+            max_side: engine.detect.max_side,
+            min_face_px: engine.detect.min_face_px,
             events: {
                 let publish = publish.clone();
                 Arc::new(move |event| {
@@ -660,7 +680,7 @@ impl Pipeline {
             credits: credits.clone(),
             detect: detect_next,
             decided,
-            node: config.cluster.node_id(),
+            node: config.node_id.clone(),
         };
         for camera in &cameras {
             registry.add(CameraStatus {

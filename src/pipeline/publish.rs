@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::Meter;
-use crate::events::webhook::EventBus;
+use crate::events::bus::EventBus;
 use crate::events::{Event, EventType};
 use crate::telemetry::metrics;
 
@@ -160,9 +160,10 @@ impl Handler<Barrier> for PublishActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::bus;
+    use crate::events::config::EventsConfig;
     use crate::events::outbox::Outbox;
-    use crate::events::webhook::{self, WebhookConfig};
-    use crate::events::EventsConfig;
+    use crate::events::sinks::webhook::WebhookConfig;
     use crate::shutdown::Shutdown;
     use std::sync::Arc;
     use std::time::Duration;
@@ -196,7 +197,7 @@ mod tests {
                 nats: vec![],
                 snapshots: Default::default(),
             };
-            let (bus, _handles) = webhook::start(outbox.clone(), &config, Shutdown::new());
+            let (bus, _handles) = bus::start(outbox.clone(), &config, Shutdown::new());
             let actor = PublishActor::new(bus).start();
             // break the outbox from another connection
             let other = rusqlite::Connection::open(&path).unwrap();

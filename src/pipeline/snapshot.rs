@@ -173,7 +173,7 @@ pub(super) struct SnapshotKeeper {
     last_prune: Option<std::time::Instant>,
     /// Which identities were erased: a recognition decided before an erasure and
     /// reaching this stage after it leaves no snapshot.
-    events: crate::events::webhook::EventBus,
+    events: crate::events::bus::EventBus,
 }
 
 impl SnapshotKeeper {
@@ -181,7 +181,7 @@ impl SnapshotKeeper {
         dir: PathBuf,
         retention_s: u64,
         max_side: u32,
-        events: crate::events::webhook::EventBus,
+        events: crate::events::bus::EventBus,
     ) -> SnapshotKeeper {
         SnapshotKeeper {
             dir,

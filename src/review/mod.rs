@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::gallery::index::pooling_weight;
+use crate::vectors::pooling_weight;
 
 pub use store::ReviewStore;
 
@@ -371,7 +371,7 @@ mod tests {
     use super::*;
 
     fn unit(seed: u64) -> Vec<f32> {
-        crate::simulate::random_unit(seed, 128)
+        crate::vectors::random_unit(seed, 128)
     }
 
     /// `base` moved towards noise: cosine to `base` about `1 / sqrt(1 + amount²)`.

@@ -652,22 +652,6 @@ fn clip_factory(clip: Arc<Clip>, start: usize) -> rtsp::RTSPMediaFactory {
     factory
 }
 
-/// A unit vector of `dim` pseudo-random components, the same for the same `seed`
-/// (xorshift): synthetic embeddings for tests and benchmarks.
-pub fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
 /// Load photos for a scene, skipping (and reporting) unreadable ones.
 pub fn load_photos(paths: &[std::path::PathBuf]) -> Vec<RgbImage> {
     paths

@@ -40,7 +40,7 @@ pub fn config() -> Config {
 }
 
 pub fn engine() -> FaceEngine {
-    FaceEngine::new(&config())
+    FaceEngine::open(&config().engine())
         .expect("engine (run `make test` so models and OpenVINO are installed)")
 }
 

@@ -277,9 +277,11 @@ mod tests {
     use crate::stages::BBox;
 
     fn config() -> QualityConfig {
-        toml::from_str::<crate::config::Config>(crate::config::DEFAULT_TOML)
-            .unwrap()
-            .quality
+        // the embedded default's `[quality]` section
+        let default: toml::Table = include_str!("../../../config/default.toml")
+            .parse()
+            .unwrap();
+        default["quality"].clone().try_into().unwrap()
     }
 
     fn crop_from(f: impl Fn(usize, usize) -> u8) -> AlignedFace {

@@ -19,9 +19,13 @@ use rumqttc::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::home_assistant::Announced;
-use super::outbox::Outbox;
-use super::{Event, EventType, EventsConfig};
+pub mod home_assistant;
+
+use self::home_assistant::Announced;
+use super::{Sink, SinkContext};
+use crate::events::delivery::{record, EndpointQueue, Retry};
+use crate::events::outbox::Outbox;
+use crate::events::{Event, EventType};
 use crate::shutdown::Shutdown;
 
 /// One MQTT broker (`[[events.mqtt]]`).
@@ -110,8 +114,8 @@ impl MqttConfig {
     /// config current (an erased person's included) also for nodes that are gone.
     pub fn discovery_node(&self) -> String {
         match self.cluster_node {
-            Some(_) => super::home_assistant::slug(&format!("{}-cluster", self.topic_prefix)),
-            None => super::home_assistant::slug(&self.effective_client_id()),
+            Some(_) => home_assistant::slug(&format!("{}-cluster", self.topic_prefix)),
+            None => home_assistant::slug(&self.effective_client_id()),
         }
     }
 
@@ -222,8 +226,43 @@ impl MqttConfig {
         }
     }
 
-    pub(crate) fn wants(&self, event: &Event) -> bool {
+    fn wants(&self, event: &Event) -> bool {
         event.kind.wanted_by(&self.types)
+    }
+
+    /// This broker as a sink, announcing `announced` when `home_assistant = true`.
+    pub fn sink(&self, announced: Option<Announced>) -> Box<dyn Sink> {
+        Box::new(MqttSink {
+            endpoint: self.clone(),
+            announced,
+        })
+    }
+}
+
+/// A broker and what Home Assistant discovery announces on it.
+struct MqttSink {
+    endpoint: MqttConfig,
+    announced: Option<Announced>,
+}
+
+impl Sink for MqttSink {
+    fn name(&self) -> &str {
+        &self.endpoint.name
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        self.endpoint.wants(event)
+    }
+
+    fn spawn(self: Arc<Self>, c: SinkContext) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(deliver_loop(
+            c.outbox,
+            self.endpoint.clone(),
+            c.retry,
+            c.notify,
+            c.shutdown,
+            self.announced.clone(),
+        ))
     }
 }
 
@@ -251,10 +290,10 @@ pub fn topic(prefix: &str, event: &Event) -> String {
     camera_topic(prefix, camera, leaf)
 }
 
-pub(crate) async fn deliver_loop(
+async fn deliver_loop(
     outbox: Arc<Outbox>,
     endpoint: MqttConfig,
-    config: EventsConfig,
+    retry: Retry,
     notify: Arc<Notify>,
     shutdown: Shutdown,
     announced: Option<Announced>,
@@ -284,16 +323,11 @@ pub(crate) async fn deliver_loop(
     }
     let (client, eventloop) = AsyncClient::new(options, 16);
     let link = Arc::new(Link::default());
-    let driver = tokio::spawn(drive(
-        eventloop,
-        link.clone(),
-        config.clone(),
-        shutdown.clone(),
-    ));
+    let driver = tokio::spawn(drive(eventloop, link.clone(), retry, shutdown.clone()));
     let announcer = announced
         .filter(|_| endpoint.home_assistant)
         .map(|announced| {
-            tokio::spawn(super::home_assistant::announce_loop(
+            tokio::spawn(home_assistant::announce_loop(
                 client.clone(),
                 link.clone(),
                 endpoint.clone(),
@@ -301,13 +335,7 @@ pub(crate) async fn deliver_loop(
                 shutdown.clone(),
             ))
         });
-    let mut queue = super::webhook::EndpointQueue::new(
-        outbox.clone(),
-        &endpoint.name,
-        &config,
-        notify,
-        shutdown,
-    );
+    let mut queue = EndpointQueue::new(outbox.clone(), &endpoint.name, &retry, notify, shutdown);
     while let Some(due) = queue.next_batch(32).await {
         for row in due {
             let result = match serde_json::from_str::<Event>(&row.payload) {
@@ -324,8 +352,7 @@ pub(crate) async fn deliver_loop(
                         (endpoint.home_assistant, &result, &event.identity)
                     {
                         // Home Assistant's "seen" sensor; it turns itself off (off_delay)
-                        let seen =
-                            super::home_assistant::seen_topic(&endpoint.topic_prefix, identity.id);
+                        let seen = home_assistant::seen_topic(&endpoint.topic_prefix, identity.id);
                         if let Err(e) = publish(&client, &link, &seen, "ON", false).await {
                             tracing::debug!(endpoint = %endpoint.name, error = %e, "seen state not published");
                         }
@@ -334,7 +361,7 @@ pub(crate) async fn deliver_loop(
                 }
                 Err(e) => Err(format!("stored event is not valid JSON: {e}")),
             };
-            super::webhook::record(&outbox, &endpoint.name, &row, result, &config);
+            record(&outbox, &endpoint.name, &row, result, &retry);
         }
     }
     driver.abort();
@@ -405,12 +432,7 @@ impl Link {
 /// fails, every publish in flight fails (its row is retried from the outbox) and whatever
 /// the client still buffered is dropped under the same lock that publishing takes, so no
 /// stale publish can be taken for a later one; reconnection backs off like deliveries.
-async fn drive(
-    mut eventloop: EventLoop,
-    link: Arc<Link>,
-    config: EventsConfig,
-    shutdown: Shutdown,
-) {
+async fn drive(mut eventloop: EventLoop, link: Arc<Link>, retry: Retry, shutdown: Shutdown) {
     let mut failures = 0u32;
     loop {
         let event = tokio::select! {
@@ -461,11 +483,7 @@ async fn drive(
                     }
                 }
                 failures = failures.saturating_add(1);
-                let pause = crate::backoff::jittered(
-                    config.retry_initial_ms,
-                    config.retry_max_ms,
-                    failures,
-                );
+                let pause = crate::backoff::jittered(retry.initial_ms, retry.max_ms, failures);
                 tokio::select! {
                     _ = shutdown.requested() => return,
                     _ = tokio::time::sleep(pause) => {}

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, QoS};
 use uuid::Uuid;
 
-use super::mqtt::{publish, Link, MqttConfig};
+use super::{publish, Link, MqttConfig};
 use crate::shutdown::Shutdown;
 
 /// How often the identity list is read again.
@@ -82,7 +82,7 @@ pub fn configs(
     let mut out = BTreeMap::new();
     for camera in cameras {
         let cam = slug(camera);
-        let state = super::mqtt::camera_topic(prefix, camera, "identity");
+        let state = super::camera_topic(prefix, camera, "identity");
         let payload = serde_json::json!({
             "name": "Last person",
             "unique_id": format!("{node}_{cam}_last_person"),

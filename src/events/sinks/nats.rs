@@ -22,8 +22,10 @@ use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::outbox::Outbox;
-use super::{Event, EventType, EventsConfig};
+use super::{Sink, SinkContext};
+use crate::events::delivery::{record, EndpointQueue, Retry};
+use crate::events::outbox::Outbox;
+use crate::events::{Event, EventType};
 use crate::shutdown::Shutdown;
 
 /// How long a publish waits for its acknowledgement before the row is retried.
@@ -73,7 +75,7 @@ impl NatsConfig {
             if !url.contains("://") || !matches!(scheme, "nats" | "tls") {
                 problems.push(format!(
                     "{at}.url: {:?} is not a nats:// or tls:// URL",
-                    crate::ingest::redact_url(url)
+                    crate::redact::url(url)
                 ));
             }
         }
@@ -106,9 +108,25 @@ impl NatsConfig {
             }
         }
     }
+}
 
-    pub(crate) fn wants(&self, event: &Event) -> bool {
+impl Sink for NatsConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants(&self, event: &Event) -> bool {
         event.kind.wanted_by(&self.types)
+    }
+
+    fn spawn(self: Arc<Self>, c: SinkContext) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(deliver_loop(
+            c.outbox,
+            (*self).clone(),
+            c.retry,
+            c.notify,
+            c.shutdown,
+        ))
     }
 }
 
@@ -172,10 +190,10 @@ async fn ensure_stream(js: &jetstream::Context, endpoint: &NatsConfig) -> Result
     .map_err(|e| format!("creating stream {}: {e}", endpoint.stream))
 }
 
-pub(crate) async fn deliver_loop(
+async fn deliver_loop(
     outbox: Arc<Outbox>,
     endpoint: NatsConfig,
-    config: EventsConfig,
+    retry: Retry,
     notify: Arc<Notify>,
     shutdown: Shutdown,
 ) {
@@ -192,26 +210,14 @@ pub(crate) async fn deliver_loop(
     };
     let js = jetstream::new(client);
     let mut stream_ready = endpoint.stream.is_empty();
-    let mut queue = super::webhook::EndpointQueue::new(
-        outbox.clone(),
-        &endpoint.name,
-        &config,
-        notify,
-        shutdown,
-    );
+    let mut queue = EndpointQueue::new(outbox.clone(), &endpoint.name, &retry, notify, shutdown);
     while let Some(due) = queue.next_batch(BATCH).await {
         if !stream_ready {
             match ensure_stream(&js, &endpoint).await {
                 Ok(()) => stream_ready = true,
                 Err(e) => {
                     for row in &due {
-                        super::webhook::record(
-                            &outbox,
-                            &endpoint.name,
-                            row,
-                            Err(e.clone()),
-                            &config,
-                        );
+                        record(&outbox, &endpoint.name, row, Err(e.clone()), &retry);
                     }
                     continue;
                 }
@@ -253,7 +259,7 @@ pub(crate) async fn deliver_loop(
         });
         let results = futures_util::future::join_all(acks).await;
         for (row, result) in due.iter().zip(results) {
-            super::webhook::record(&outbox, &endpoint.name, row, result, &config);
+            record(&outbox, &endpoint.name, row, result, &retry);
         }
     }
 }
