@@ -169,6 +169,21 @@ fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real
         names.iter().all(|n| ["Obama", "Biden"].contains(n)),
         "{names:?}"
     );
+    // Start-up resolved the backends and verified each model file once (not once per
+    // detector worker, embedder and gallery engine, as before).
+    let logged = |message: &str, field: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .map(|v| v[field].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let mut verified = logged("model verified", "model");
+    verified.sort();
+    assert_eq!(verified, ["sface", "yunet"], "{log}");
+    let mut resolved = logged("inference backend resolved", "stage");
+    resolved.sort();
+    assert_eq!(resolved, ["detect", "embed"], "{log}");
     // JSON logs: every line an object
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         if line.starts_with('{') {
@@ -256,13 +271,40 @@ fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Every key of the effective configuration is documented in README.md.
-#[test]
-fn every_config_key_is_documented() {
-    let config = facestream::config::Config::load(None).unwrap();
-    let value = toml::Value::try_from(&config).unwrap();
+/// The keys a row of docs/configuration.md documents: its first cell's code spans,
+/// where `` `a.b` / `c` `` stands for `a.b` and `a.c`.
+fn documented_keys(row: &str) -> Vec<String> {
+    let cell = row.split('|').nth(1).unwrap_or("");
     let mut keys = Vec::new();
-    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+    let mut section = String::new();
+    for (n, span) in cell.split('`').enumerate() {
+        if n % 2 == 0 || span.is_empty() {
+            continue;
+        }
+        match span.rsplit_once('.') {
+            Some((s, _)) => {
+                section = s.to_string();
+                keys.push(span.to_string());
+            }
+            None if !section.is_empty() => keys.push(format!("{section}.{span}")),
+            None => keys.push(span.to_string()),
+        }
+    }
+    keys
+}
+
+/// The effective default configuration as `section.key` → value (arrays of tables, such
+/// as `cameras`, are one key).
+fn default_config_keys() -> std::collections::BTreeMap<String, toml::Value> {
+    // the embedded default, whatever this shell's FACESTREAM_* variables say
+    let config = facestream::config::Config::load_with_env(None, &[]).unwrap();
+    let value = toml::Value::try_from(&config).unwrap();
+    let mut keys = std::collections::BTreeMap::new();
+    fn walk(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, toml::Value>,
+    ) {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
@@ -274,28 +316,152 @@ fn every_config_key_is_documented() {
                     walk(&path, v, out);
                 }
             }
-            _ => out.push(prefix.to_string()),
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
         }
     }
     walk("", &value, &mut keys);
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let mut missing = Vec::new();
-    for key in &keys {
-        let (section, leaf) = key.rsplit_once('.').unwrap_or(("", key));
-        let top = key.split('.').next().unwrap();
-        let documented = readme.contains(&format!("`{key}`"))
-            || readme.contains(&format!("`{top}.*`"))
-            || readme.lines().any(|l| {
-                l.starts_with('|')
-                    && l.contains(&format!("`{section}."))
-                    && l.contains(&format!("`{leaf}`"))
-            });
-        if !documented {
-            missing.push(key.clone());
+    keys
+}
+
+/// The configuration reference (docs/configuration.md) and the code cannot drift: every
+/// key of the effective configuration has a row, every row names a key that exists, and
+/// where a row's default is a plain value (a number or one code span) it is the default
+/// the code has.
+#[test]
+fn the_configuration_reference_matches_the_code() {
+    let keys = default_config_keys();
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    let mut documented = std::collections::BTreeSet::new();
+    let (mut unknown, mut wrong_default) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let names = documented_keys(row);
+        let defaults: Vec<&str> = row
+            .split('|')
+            .nth(2)
+            .unwrap_or("")
+            .split(" / ")
+            .map(str::trim)
+            .collect();
+        for (i, key) in names.iter().enumerate() {
+            if let Some(prefix) = key.strip_suffix(".*") {
+                let under: Vec<_> = keys
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{prefix}.")))
+                    .collect();
+                if under.is_empty() {
+                    unknown.push(key.clone());
+                }
+                documented.extend(under.into_iter().cloned());
+                continue;
+            }
+            let Some(value) = keys.get(key) else {
+                unknown.push(key.clone());
+                continue;
+            };
+            documented.insert(key.clone());
+            // a plain default: `literal` or a number (thousands commas allowed)
+            let Some(cell) = defaults.get(if defaults.len() == names.len() { i } else { 0 }) else {
+                continue;
+            };
+            let plain = cell
+                .strip_prefix('`')
+                .and_then(|c| c.strip_suffix('`'))
+                .filter(|c| !c.contains('`'))
+                .map(str::to_string)
+                .or_else(|| {
+                    let n = cell.replace(',', "");
+                    n.parse::<f64>().is_ok().then_some(n)
+                });
+            let Some(plain) = plain else { continue };
+            let actual = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(a) if a.is_empty() => "[]".into(),
+                other => other.to_string(),
+            };
+            // f32 settings print as their f64 widening (0.6 → 0.6000000238…)
+            let same = actual == plain
+                || (actual.is_empty() && plain == "\"\"")
+                || matches!((actual.parse::<f64>(), plain.parse::<f64>()),
+                    (Ok(a), Ok(b)) if (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+            if !same {
+                wrong_default.push(format!("{key}: documented {plain}, code {actual}"));
+            }
         }
     }
+    let missing: Vec<_> = keys.keys().filter(|k| !documented.contains(*k)).collect();
     assert!(keys.len() > 60, "{keys:?}");
-    assert!(missing.is_empty(), "undocumented config keys: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "config keys with no row in docs/configuration.md: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md rows for keys the code does not have: {unknown:?}"
+    );
+    assert!(
+        wrong_default.is_empty(),
+        "docs/configuration.md defaults that are not the code's: {wrong_default:?}"
+    );
+}
+
+/// README and docs/ link to files that exist, and to headings that exist.
+#[test]
+fn the_documentation_links_resolve() {
+    let mut pages = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let anchor = |heading: &str| -> String {
+        heading
+            .trim_start_matches('#')
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect()
+    };
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().unwrap().join(file)
+            };
+            if !path.exists() {
+                broken.push(format!("{}: {target}", page.display()));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let headings = std::fs::read_to_string(&path).unwrap_or_default();
+                if !headings
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .any(|l| anchor(l) == fragment)
+                {
+                    broken.push(format!("{}: {target} (no such heading)", page.display()));
+                }
+            }
+        }
+    }
+    assert!(pages.len() > 8, "{pages:?}");
+    assert!(broken.is_empty(), "broken links: {broken:#?}");
 }
 
 /// `demo.mode = "auto"` with no cameras but a gallery of real people: the demo is not
