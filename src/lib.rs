@@ -53,4 +53,5 @@ pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod track;
+pub mod validate;
 pub mod vectors;

@@ -132,12 +132,13 @@ impl ApiConfig {
                     .into(),
             );
         }
-        if !(60..=30 * 86400).contains(&self.session_ttl_s) {
-            problems.push(format!(
-                "api.session_ttl_s = {} must be within [60, 2592000] (one minute to 30 days)",
-                self.session_ttl_s
-            ));
-        }
+        crate::validate::within_note(
+            problems,
+            "api.session_ttl_s",
+            self.session_ttl_s,
+            60..=30 * 86400,
+            "(one minute to 30 days)",
+        );
         if self.max_body_bytes < 1024 {
             problems.push("api.max_body_bytes must be at least 1024".into());
         }

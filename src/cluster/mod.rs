@@ -118,12 +118,12 @@ impl ClusterConfig {
                 "cluster.node_id = {id:?} must be at most {MAX_NODE_ID} letters, digits, '.', '_' or '-'"
             ));
         }
-        if !(100..=60_000).contains(&self.lease_round_ms) {
-            problems.push(format!(
-                "cluster.lease_round_ms = {} must be within [100, 60000]",
-                self.lease_round_ms
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "cluster.lease_round_ms",
+            self.lease_round_ms,
+            100..=60_000,
+        );
         if !(2_000..=300_000).contains(&self.lease_timeout_ms)
             || self.lease_timeout_ms < 3 * self.lease_round_ms
         {

@@ -112,19 +112,18 @@ impl SnapshotConfig {
         if self.enabled && self.dir.is_empty() {
             problems.push("events.snapshots.dir must not be empty when enabled".into());
         }
-        if !(60..=366 * 86_400).contains(&self.retention_s) {
-            problems.push(format!(
-                "events.snapshots.retention_s = {} must be within [60, {}]",
-                self.retention_s,
-                366 * 86_400
-            ));
-        }
-        if !(64..=4096).contains(&self.max_side) {
-            problems.push(format!(
-                "events.snapshots.max_side = {} must be within [64, 4096]",
-                self.max_side
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "events.snapshots.retention_s",
+            self.retention_s,
+            60..=366 * 86_400,
+        );
+        crate::validate::within(
+            problems,
+            "events.snapshots.max_side",
+            self.max_side,
+            64..=4096,
+        );
     }
 }
 

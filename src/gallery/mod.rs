@@ -79,18 +79,18 @@ impl GalleryConfig {
             },
             StoreKind::Sqlite => {}
         }
-        if !(0.0..=1.0).contains(&self.min_enroll_quality) {
-            problems.push(format!(
-                "gallery.min_enroll_quality = {} must be within [0, 1]",
-                self.min_enroll_quality
-            ));
-        }
-        if !(1..=100_000).contains(&self.rerank_candidates) {
-            problems.push(format!(
-                "gallery.rerank_candidates = {} must be within [1, 100000]",
-                self.rerank_candidates
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "gallery.min_enroll_quality",
+            self.min_enroll_quality,
+            0.0..=1.0,
+        );
+        crate::validate::within(
+            problems,
+            "gallery.rerank_candidates",
+            self.rerank_candidates,
+            1..=100_000,
+        );
     }
 }
 

@@ -70,19 +70,19 @@ impl HistoryConfig {
         if self.database.as_os_str().is_empty() {
             problems.push("history.database must not be empty".into());
         }
-        if !(3600..=366 * 86_400).contains(&self.retention_s) {
-            problems.push(format!(
-                "history.retention_s = {} must be within [3600, {}]",
-                self.retention_s,
-                366 * 86_400
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.backlog) {
-            problems.push(format!(
-                "history.backlog = {} must be within [1, 1000000] appearances (each about 6 KB in memory)",
-                self.backlog
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "history.retention_s",
+            self.retention_s,
+            3600..=366 * 86_400,
+        );
+        crate::validate::within_note(
+            problems,
+            "history.backlog",
+            self.backlog,
+            1..=1_000_000,
+            "appearances (each about 6 KB in memory)",
+        );
     }
 }
 

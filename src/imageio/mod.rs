@@ -40,12 +40,12 @@ impl LimitsConfig {
         if self.max_image_pixels == 0 {
             problems.push("limits.max_image_pixels must be > 0".into());
         }
-        if !(1..=64).contains(&self.max_concurrent_decodes) {
-            problems.push(format!(
-                "limits.max_concurrent_decodes = {} must be within [1, 64]",
-                self.max_concurrent_decodes
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "limits.max_concurrent_decodes",
+            self.max_concurrent_decodes,
+            1..=64,
+        );
     }
 }
 

@@ -259,11 +259,7 @@ impl PipelineConfig {
             ("backoff_max_ms", self.backoff_max_ms, 10, 3_600_000),
         ];
         for (name, value, lo, hi) in ranges {
-            if !(lo..=hi).contains(&value) {
-                problems.push(format!(
-                    "pipeline.{name} = {value} must be within [{lo}, {hi}]"
-                ));
-            }
+            crate::validate::within(problems, &format!("pipeline.{name}"), value, lo..=hi);
         }
         if self.backoff_max_ms < self.backoff_initial_ms {
             problems.push("pipeline.backoff_max_ms must be >= pipeline.backoff_initial_ms".into());

@@ -69,18 +69,14 @@ impl ReviewConfig {
             ("shots", self.shots as u64, 1, 10),
         ];
         for (name, value, lo, hi) in ranges {
-            if !(lo..=hi).contains(&value) {
-                problems.push(format!(
-                    "review.{name} = {value} must be within [{lo}, {hi}]"
-                ));
-            }
+            crate::validate::within(problems, &format!("review.{name}"), value, lo..=hi);
         }
-        if !(0.0..=1.0).contains(&self.group_similarity) {
-            problems.push(format!(
-                "review.group_similarity = {} must be within [0, 1]",
-                self.group_similarity
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "review.group_similarity",
+            self.group_similarity,
+            0.0..=1.0,
+        );
     }
 }
 

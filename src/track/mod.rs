@@ -62,57 +62,48 @@ fn default_min_appearance_similarity() -> f32 {
 
 impl TrackConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if !(0.0..=1.0).contains(&self.iou_threshold) {
-            problems.push(format!(
-                "track.iou_threshold = {} must be within [0, 1]",
-                self.iou_threshold
-            ));
-        }
-        if !(-1.0..=1.0).contains(&self.min_appearance_similarity) {
-            problems.push(format!(
-                "track.min_appearance_similarity = {} must be within [-1, 1]",
-                self.min_appearance_similarity
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "track.iou_threshold",
+            self.iou_threshold,
+            0.0..=1.0,
+        );
+        crate::validate::within(
+            problems,
+            "track.min_appearance_similarity",
+            self.min_appearance_similarity,
+            -1.0..=1.0,
+        );
         if self.max_centre_distance.is_nan() || self.max_centre_distance < 0.0 {
             problems.push("track.max_centre_distance must be >= 0".into());
         }
-        if !(0.0..=100.0).contains(&self.max_speed) {
-            problems.push(format!(
-                "track.max_speed = {} must be within [0, 100] face widths per second",
-                self.max_speed
-            ));
-        }
-        if !(100..=600_000).contains(&self.lost_after_ms) {
-            problems.push(format!(
-                "track.lost_after_ms = {} must be within [100, 600000]",
-                self.lost_after_ms
-            ));
-        }
-        if !(1..=100).contains(&self.min_hits) {
-            problems.push(format!(
-                "track.min_hits = {} must be within [1, 100]",
-                self.min_hits
-            ));
-        }
-        if !(1..=64).contains(&self.best_shots) {
-            problems.push(format!(
-                "track.best_shots = {} must be within [1, 64]",
-                self.best_shots
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.min_match_quality) {
-            problems.push(format!(
-                "track.min_match_quality = {} must be within [0, 1]",
-                self.min_match_quality
-            ));
-        }
-        if !(0..=600_000).contains(&self.unknown_after_ms) {
-            problems.push(format!(
-                "track.unknown_after_ms = {} must be within [0, 600000]",
-                self.unknown_after_ms
-            ));
-        }
+        crate::validate::within_note(
+            problems,
+            "track.max_speed",
+            self.max_speed,
+            0.0..=100.0,
+            "face widths per second",
+        );
+        crate::validate::within(
+            problems,
+            "track.lost_after_ms",
+            self.lost_after_ms,
+            100..=600_000,
+        );
+        crate::validate::within(problems, "track.min_hits", self.min_hits, 1..=100);
+        crate::validate::within(problems, "track.best_shots", self.best_shots, 1..=64);
+        crate::validate::within(
+            problems,
+            "track.min_match_quality",
+            self.min_match_quality,
+            0.0..=1.0,
+        );
+        crate::validate::within(
+            problems,
+            "track.unknown_after_ms",
+            self.unknown_after_ms,
+            0..=600_000,
+        );
     }
 }
 

@@ -97,9 +97,12 @@ impl WebhookConfig {
                 problems.push(format!("{at}.types: unknown event type {t:?}"));
             }
         }
-        if !(1..=256).contains(&self.max_concurrency) {
-            problems.push(format!("{at}.max_concurrency must be within [1, 256]"));
-        }
+        crate::validate::within(
+            problems,
+            &format!("{at}.max_concurrency"),
+            self.max_concurrency,
+            1..=256,
+        );
         if self.timeout_ms == 0 {
             problems.push(format!("{at}.timeout_ms must be > 0"));
         }

@@ -34,27 +34,22 @@ pub struct DetectConfig {
 
 impl DetectConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if !(0.0..=1.0).contains(&self.score_threshold) {
-            problems.push(format!(
-                "detect.score_threshold = {} must be within [0, 1]",
-                self.score_threshold
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.nms_threshold) {
-            problems.push(format!(
-                "detect.nms_threshold = {} must be within [0, 1]",
-                self.nms_threshold
-            ));
-        }
+        crate::validate::within(
+            problems,
+            "detect.score_threshold",
+            self.score_threshold,
+            0.0..=1.0,
+        );
+        crate::validate::within(
+            problems,
+            "detect.nms_threshold",
+            self.nms_threshold,
+            0.0..=1.0,
+        );
         if self.top_k == 0 {
             problems.push("detect.top_k must be at least 1".into());
         }
-        if !(32..=8192).contains(&self.max_side) {
-            problems.push(format!(
-                "detect.max_side = {} must be within [32, 8192]",
-                self.max_side
-            ));
-        }
+        crate::validate::within(problems, "detect.max_side", self.max_side, 32..=8192);
         if self.min_face_px < 0.0 {
             problems.push("detect.min_face_px must be ≥ 0".into());
         }

@@ -26,12 +26,7 @@ pub struct EmbedConfig {
 
 impl EmbedConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if !(1..=256).contains(&self.batch_size) {
-            problems.push(format!(
-                "embed.batch_size = {} must be within [1, 256]",
-                self.batch_size
-            ));
-        }
+        crate::validate::within(problems, "embed.batch_size", self.batch_size, 1..=256);
     }
 }
 

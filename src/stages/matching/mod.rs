@@ -80,30 +80,10 @@ impl MatchConfig {
 
 impl MatchConfig {
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
-        if !(-1.0..=1.0).contains(&self.threshold) {
-            problems.push(format!(
-                "match.threshold = {} must be within [-1, 1]",
-                self.threshold
-            ));
-        }
-        if !(0.0..=2.0).contains(&self.margin) {
-            problems.push(format!(
-                "match.margin = {} must be within [0, 2]",
-                self.margin
-            ));
-        }
-        if self.cohort > 1000 {
-            problems.push(format!(
-                "match.cohort = {} must be within [0, 1000]",
-                self.cohort
-            ));
-        }
-        if !(1..=1000).contains(&self.top_k) {
-            problems.push(format!(
-                "match.top_k = {} must be within [1, 1000]",
-                self.top_k
-            ));
-        }
+        crate::validate::within(problems, "match.threshold", self.threshold, -1.0..=1.0);
+        crate::validate::within(problems, "match.margin", self.margin, 0.0..=2.0);
+        crate::validate::within(problems, "match.cohort", self.cohort, 0..=1000);
+        crate::validate::within(problems, "match.top_k", self.top_k, 1..=1000);
     }
 }
 

@@ -93,41 +93,32 @@ impl CameraDetection {
     /// Append every problem to `problems`, naming the camera.
     pub fn validate(&self, camera: &str, problems: &mut Vec<String>) {
         let key = |k: &str| format!("cameras[{camera}].detection.{k}");
-        if !(1..=1000).contains(&self.full_frame_every) {
-            problems.push(format!(
-                "{} = {} must be within [1, 1000]",
-                key("full_frame_every"),
-                self.full_frame_every
-            ));
-        }
-        if self.sweep_every > 1000 {
-            problems.push(format!(
-                "{} = {} must be within [0, 1000] (0: no sweep)",
-                key("sweep_every"),
-                self.sweep_every
-            ));
-        }
-        if !(1.0..=128.0).contains(&self.motion_threshold) {
-            problems.push(format!(
-                "{} = {} must be within [1, 128]",
-                key("motion_threshold"),
-                self.motion_threshold
-            ));
-        }
-        if !(0.0..=2.0).contains(&self.region_padding) {
-            problems.push(format!(
-                "{} = {} must be within [0, 2]",
-                key("region_padding"),
-                self.region_padding
-            ));
-        }
-        if !(1..=64).contains(&self.max_tiles) {
-            problems.push(format!(
-                "{} = {} must be within [1, 64]",
-                key("max_tiles"),
-                self.max_tiles
-            ));
-        }
+        crate::validate::within(
+            problems,
+            &key("full_frame_every"),
+            self.full_frame_every,
+            1..=1000,
+        );
+        crate::validate::within_note(
+            problems,
+            &key("sweep_every"),
+            self.sweep_every,
+            0..=1000,
+            "(0: no sweep)",
+        );
+        crate::validate::within(
+            problems,
+            &key("motion_threshold"),
+            self.motion_threshold,
+            1.0..=128.0,
+        );
+        crate::validate::within(
+            problems,
+            &key("region_padding"),
+            self.region_padding,
+            0.0..=2.0,
+        );
+        crate::validate::within(problems, &key("max_tiles"), self.max_tiles, 1..=64);
         if self.min_face_px.is_nan() || self.min_face_px < 0.0 {
             problems.push(format!("{} must be ≥ 0", key("min_face_px")));
         }

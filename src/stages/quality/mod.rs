@@ -92,12 +92,7 @@ impl QualityConfig {
                 self.confidence_full, self.confidence_floor
             ));
         }
-        if !(0.0..=1.0).contains(&self.high_cut) {
-            problems.push(format!(
-                "quality.high_cut = {} must be within [0, 1]",
-                self.high_cut
-            ));
-        }
+        crate::validate::within(problems, "quality.high_cut", self.high_cut, 0.0..=1.0);
     }
 }
 

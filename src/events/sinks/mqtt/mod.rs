@@ -193,12 +193,7 @@ impl MqttConfig {
                 "{at}.discovery_prefix must be non-empty without # or +"
             ));
         }
-        if !(10..=86_400).contains(&self.seen_s) {
-            problems.push(format!(
-                "{at}.seen_s = {} must be within [10, 86400]",
-                self.seen_s
-            ));
-        }
+        crate::validate::within(problems, &format!("{at}.seen_s"), self.seen_s, 10..=86_400);
         if self.keep_alive_s == 0 {
             problems.push(format!("{at}.keep_alive_s must be at least 1"));
         }
