@@ -7,7 +7,7 @@ mod common;
 use facestream::inference::{self, Backend, SessionOptions};
 use facestream::models::ModelStore;
 use facestream::stages::align::{self, AlignedFace};
-use facestream::stages::detect::Detect;
+use facestream::stages::detect::{Detect, Detector};
 use facestream::stages::embed::{cosine, Embed, EmbedConfig};
 use facestream::stages::Detection;
 

@@ -10,11 +10,19 @@
 //! stack trace or a server path: internal failures are logged and answered with a generic
 //! 500.
 
+mod auth;
+mod cameras;
+mod events;
+mod http;
+mod identities;
+mod recognize;
 mod review;
 mod routes;
 mod search;
 pub mod session;
+mod state;
 mod stream;
+mod system;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,7 +37,7 @@ use crate::gallery::GalleryError;
 use crate::imageio::ImageError;
 use crate::shutdown::Shutdown;
 
-pub use routes::AppState;
+pub use state::AppState;
 
 /// API settings (section `[api]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::routes::{authorize, blocking, parse_id, AppState};
+use super::auth::authorize;
+use super::http::{blocking, parse_id, private_jpeg};
+use super::AppState;
 use super::{ApiError, JsonObject, Scope};
 use crate::gallery::service::GalleryService;
 use crate::gallery::{NewIdentity, Template};
@@ -177,7 +179,7 @@ pub(super) async fn shot(
         .parse()
         .map_err(|_| ApiError::NotFound(format!("shot {n:?} of track {id} not found")))?;
     let jpeg = blocking(move || Ok(store.shot_jpeg(id, n)?)).await?;
-    Ok(super::routes::private_jpeg(jpeg))
+    Ok(private_jpeg(jpeg))
 }
 
 /// Track ids of a request: 1 to [`MAX_TRACKS_PER_REQUEST`], no repeats.

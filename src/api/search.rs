@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::routes::{
-    authorize, blocking, check_limit, parse_id, private_jpeg, read_body, AppState,
-};
+use super::auth::authorize;
+use super::http::{blocking, check_limit, parse_id, private_jpeg, read_body};
+use super::AppState;
 use super::{ApiError, Scope};
 use crate::gallery::service::{FaceChoice, GalleryService};
 use crate::history::{Found, History, Order, Query, Results};

@@ -31,7 +31,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::routes::{authorize, authorize_key, AppState};
+use super::auth::{authorize, authorize_key};
+use super::AppState;
 use super::{ApiError, JsonObject, Scope};
 
 /// The session cookie's name.

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use uuid::Uuid;
 
-use super::routes::{authorize, AppState};
+use super::auth::authorize;
+use super::AppState;
 use super::{ApiError, Scope};
 use crate::events::bus::{LIVE_BUFFER, RECENT_EVENTS};
 use crate::events::{Event, EventType};

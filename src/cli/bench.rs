@@ -13,7 +13,7 @@ use facestream::config::Config;
 use facestream::inference::{self, Precision, SessionOptions};
 use facestream::models::ModelStore;
 use facestream::stages::align::{self, AlignedFace};
-use facestream::stages::detect::Detect;
+use facestream::stages::detect::{Detect, Detector};
 use facestream::stages::embed::{Embed, EmbedConfig};
 use facestream::stages::motion::plan::{SMALL_TILE, TILE};
 use serde::Serialize;
@@ -97,7 +97,10 @@ pub fn run(config: &Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tile = resize(TILE, TILE);
     let small_tile = resize(SMALL_TILE, SMALL_TILE);
     let store = ModelStore::open(&config.models.dir)?;
-    let (yunet, sface) = (store.model("yunet")?, store.model("sface")?);
+    let (yunet, sface) = (
+        store.model(facestream::models::DETECTOR)?,
+        store.model(facestream::models::EMBEDDER)?,
+    );
     let names: Vec<String> = if args.backend.is_empty() {
         inference::survey(&config.inference)
             .into_iter()

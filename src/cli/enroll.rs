@@ -47,7 +47,7 @@ pub fn run(config: &Config, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         "{} has no sub-folders (one per person expected)",
         args.dir.display()
     );
-    let service = super::serve::gallery_service(
+    let service = super::open_gallery(
         config,
         &facestream::engine::EngineSetup::resolve(&config.engine())?,
     )?;

@@ -23,6 +23,20 @@ use facestream::config::Config;
 /// Exit code when some inputs were rejected but the rest were processed.
 pub const EXIT_SOME_INPUTS_FAILED: u8 = 2;
 
+/// The gallery service on the engine start-up resolved, from the config's sections
+/// (`serve`, `enroll` and `reembed`).
+pub fn open_gallery(
+    config: &Config,
+    setup: &facestream::engine::EngineSetup,
+) -> anyhow::Result<facestream::gallery::service::GalleryService> {
+    Ok(facestream::service::open_gallery(
+        &config.gallery,
+        &config.matching,
+        config.verify.threshold,
+        setup,
+    )?)
+}
+
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(file)?)
 }

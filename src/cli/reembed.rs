@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use facestream::config::Config;
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let service = super::serve::gallery_service(
+    let service = super::open_gallery(
         config,
         &facestream::engine::EngineSetup::resolve(&config.engine())?,
     )?;

@@ -11,312 +11,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use facestream::api::{self, AppState};
 use facestream::config::Config;
-use facestream::engine::{EngineSetup, FaceEngine};
+use facestream::engine::EngineSetup;
 use facestream::events::bus;
 use facestream::events::outbox::Outbox;
-use facestream::gallery::postgres::PostgresStore;
-use facestream::gallery::service::GalleryService;
-use facestream::gallery::sqlite::SqliteStore;
-use facestream::gallery::{GalleryStore, StoreKind};
 use facestream::pipeline::Pipeline;
+use facestream::service::{self, Retention};
 use facestream::shutdown::Shutdown;
 use facestream::simulate::demo;
-
-/// Open the store and build the gallery service (shared with `enroll`) on the engine
-/// start-up resolved.
-pub fn gallery_service(config: &Config, setup: &EngineSetup) -> anyhow::Result<GalleryService> {
-    let engine = FaceEngine::new(setup)?;
-    let store: Arc<dyn GalleryStore> = match config.gallery.store {
-        StoreKind::Sqlite => Arc::new(
-            SqliteStore::open(Path::new(&config.gallery.database))
-                .with_context(|| format!("opening gallery {}", config.gallery.database))?,
-        ),
-        StoreKind::Postgres => {
-            let store = PostgresStore::open(&config.gallery.postgres_url).with_context(|| {
-                format!(
-                    "opening the PostgreSQL gallery at {}",
-                    facestream::redact::secrets(&config.gallery.postgres_url)
-                )
-            })?;
-            tracing::info!(database = store.target(), "gallery of record in PostgreSQL");
-            Arc::new(store)
-        }
-    };
-    Ok(GalleryService::new(
-        store,
-        engine,
-        config.matching.clone(),
-        config.gallery.clone(),
-        config.verify.threshold,
-    )?)
-}
-
-/// Pick up gallery changes made elsewhere (another node, `facestream enroll`, an erasure
-/// while the service runs) as soon as the store announces them and at least every
-/// second, until `shutdown` is requested.
-fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
-    let weak = Arc::downgrade(service);
-    let _ = facestream::tasks::thread("gallery-watch", &shutdown.clone(), move || {
-        let mut failing = false;
-        loop {
-            let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
-                return;
-            };
-            service.wait_for_change(std::time::Duration::from_secs(1));
-            let refreshed = service.refresh_if_changed();
-            // erasures made elsewhere (a failed hook says so itself; an unreachable store
-            // is said by the refresh)
-            if refreshed.is_ok() {
-                let _ = service.follow_erasures();
-            }
-            match refreshed {
-                Ok(_) if failing => {
-                    failing = false;
-                    tracing::info!("gallery store reachable again; changes followed");
-                }
-                Ok(_) => {}
-                // said once per outage, not every second
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "following gallery changes made elsewhere");
-                }
-                Err(_) => {}
-            }
-        }
-    });
-}
-
-/// Erasure beyond the gallery: for each erasure of the log (made here, on another node
-/// of a cluster, or while this node was down), the events this node holds that name the
-/// person lose the identity or go (outbox rows and the recent events of
-/// `/v1/events/recent` and stream replays), its event snapshots are deleted, and the
-/// appearances recognised as the person are unlinked (kept as unknown) or, when the
-/// erasure took the appearances too, deleted. Every step is idempotent: a failed one
-/// fails the hook and the erasure is applied again at the next round.
-fn forget_erased_identities(
-    service: &Arc<GalleryService>,
-    events: &facestream::events::bus::EventBus,
-    history: Option<Arc<facestream::history::History>>,
-    config: &Config,
-) {
-    let events = events.clone();
-    let snapshots = config
-        .events
-        .snapshots
-        .enabled
-        .then(|| std::path::PathBuf::from(&config.events.snapshots.dir));
-    service.on_erasure(move |erasure| {
-        let identity = erasure.identity;
-        let scrubbed = events
-            .forget_identity(identity)
-            .map_err(|e| format!("scrubbing the events naming it: {e}"))?;
-        let deleted = match &snapshots {
-            Some(dir) => facestream::pipeline::forget_snapshots(dir, identity, &scrubbed)
-                .map_err(|e| format!("deleting its snapshots in {}: {e}", dir.display()))?,
-            None => 0,
-        };
-        let (unlinked, erased) = match &history {
-            Some(h) if erasure.appearances => (
-                0,
-                h.erase_recognised(identity)
-                    .map_err(|e| format!("erasing its appearances: {e}"))?,
-            ),
-            Some(h) => (
-                h.unlink(identity)
-                    .map_err(|e| format!("unlinking its appearances: {e}"))?,
-                0,
-            ),
-            None => (0, 0),
-        };
-        tracing::info!(
-            %identity,
-            seq = erasure.seq,
-            events = scrubbed.len(),
-            snapshots = deleted,
-            appearances_unlinked = unlinked,
-            appearances_erased = erased,
-            "erasure applied on this node: no event, snapshot or appearance kept here names the person"
-        );
-        Ok(())
-    });
-}
-
-/// How far this node applied the erasure log, kept in its outbox database (the node's own
-/// durable state: a restart replays only the erasures it missed).
-struct OutboxCursor(Arc<Outbox>);
-
-impl facestream::gallery::erasure::ErasureCursor for OutboxCursor {
-    fn position(&self) -> Result<i64, String> {
-        Ok(self
-            .0
-            .erasure_position()
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0))
-    }
-
-    fn advance(&self, seq: i64) -> Result<(), String> {
-        self.0.set_erasure_position(seq).map_err(|e| e.to_string())
-    }
-}
-
-/// Apply the erasure log on this node before it serves: the erasures made while it was
-/// down (or since its change feed was pruned). A new outbox starts at the log's head: a
-/// node with no outbox of its own holds no event of anyone.
-fn replay_erasures(service: &GalleryService, outbox: &Arc<Outbox>) -> anyhow::Result<()> {
-    if outbox.erasure_position()?.is_none() {
-        outbox.set_erasure_position(service.store().erasure_head()?)?;
-    }
-    service.set_erasure_cursor(Box::new(OutboxCursor(outbox.clone())));
-    match service.follow_erasures() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            erasures = n,
-            "erasures made while this node was down applied before serving"
-        ),
-        // the gallery watcher tries again every round
-        Err(e) => {
-            tracing::error!(error = %e, "erasures made while this node was down: not all applied yet")
-        }
-    }
-    Ok(())
-}
-
-/// The appearance history of `history.enabled`: in the gallery's PostgreSQL database
-/// when the gallery is shared (every node writes there; each follows the others), else in
-/// `history.database` on this machine.
-fn open_history(
-    config: &Config,
-    service: &GalleryService,
-) -> anyhow::Result<facestream::history::History> {
-    use facestream::history::{AppearanceStore, History, PgHistory, SqliteHistory};
-    let store: Box<dyn AppearanceStore> = match config.gallery.store {
-        facestream::gallery::StoreKind::Postgres => Box::new(
-            PgHistory::open(&config.gallery.postgres_url)
-                .context("opening the appearance history in the gallery's PostgreSQL database")?,
-        ),
-        _ => Box::new(
-            SqliteHistory::open(&config.history.database).with_context(|| {
-                format!(
-                    "opening the appearance history {}",
-                    config.history.database.display()
-                )
-            })?,
-        ),
-    };
-    Ok(History::with_store(
-        store,
-        &config.history,
-        service.model(),
-        service.dim(),
-        &config.cluster.node_id(),
-    )?)
-}
-
-/// A shared history: follow the appearances the other nodes record (and their deletions)
-/// into this node's index, every second until `shutdown`.
-fn follow_history(history: &Arc<facestream::history::History>, shutdown: Shutdown) {
-    if !history.is_shared() {
-        return;
-    }
-    let weak = Arc::downgrade(history);
-    let _ = facestream::tasks::thread("history-feed", &shutdown.clone(), move || {
-        let mut failing = false;
-        while !shutdown.is_requested() {
-            let Some(history) = weak.upgrade() else {
-                return;
-            };
-            match history.follow() {
-                Ok(_) if failing => {
-                    failing = false;
-                    tracing::info!("appearance history reachable again; changes followed");
-                }
-                Ok(_) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "following the appearances other nodes record");
-                }
-                Err(_) => {}
-            }
-            drop(history);
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-    });
-}
-
-/// How often retention runs while the service is up.
-const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Apply `review.retention_s` (and `review.max_tracks`) and `events.snapshots.retention_s`
-/// every [`RETENTION_EVERY`] on a thread of its own, until `shutdown`: kept biometric data
-/// expires on schedule also when nothing new arrives (a quiet night, a camera down).
-fn keep_retention(
-    review: Option<Arc<facestream::review::ReviewStore>>,
-    history: Option<Arc<facestream::history::History>>,
-    config: &Config,
-    shutdown: Shutdown,
-) {
-    let review = review.map(|store| (store, config.review.clone()));
-    let snapshots = config.events.snapshots.enabled.then(|| {
-        (
-            std::path::PathBuf::from(&config.events.snapshots.dir),
-            std::time::Duration::from_secs(config.events.snapshots.retention_s),
-        )
-    });
-    if review.is_none() && snapshots.is_none() && history.is_none() {
-        return;
-    }
-    let _ = facestream::tasks::thread("retention", &shutdown.clone(), move || loop {
-        if let Some((store, rc)) = &review {
-            match store.prune(chrono::Utc::now(), rc.retention_s, rc.max_tracks) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(tracks = n, "review: tracks past review.retention_s deleted");
-                    if let Ok(count) = store.count() {
-                        facestream::telemetry::metrics()
-                            .review_tracks
-                            .set(count as i64);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "review: applying retention"),
-            }
-        }
-        if let Some(h) = &history {
-            match h.prune(chrono::Utc::now()) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(
-                        appearances = n,
-                        "history: appearances past history.retention_s deleted"
-                    );
-                    facestream::telemetry::metrics()
-                        .history_appearances
-                        .set(h.len() as i64);
-                }
-                Err(e) => tracing::warn!(error = %e, "history: applying retention"),
-            }
-        }
-        if let Some((dir, retention)) = &snapshots {
-            match facestream::pipeline::prune_snapshots(dir, *retention) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    snapshots = n,
-                    "event snapshots past events.snapshots.retention_s deleted"
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "pruning old snapshots")
-                }
-            }
-        }
-        let next = std::time::Instant::now() + RETENTION_EVERY;
-        while std::time::Instant::now() < next {
-            if shutdown.is_requested() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-    });
-}
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     // The service's one stop token; the guard requests it on every way out of `run`
@@ -325,8 +26,8 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let _stop_all = shutdown.guard();
     // backends and models: resolved and verified once, for the gallery and the pipeline
     let setup = EngineSetup::resolve(&config.engine())?;
-    let service = Arc::new(gallery_service(config, &setup)?);
-    watch_gallery(&service, shutdown.clone());
+    let service = Arc::new(super::open_gallery(config, &setup)?);
+    service::watch_gallery(&service, shutdown.clone());
     let mut config = config.clone();
     let demo_wanted = config.demo.wanted(&config.cameras)
         && (config.demo.mode != demo::DemoMode::Auto
@@ -382,7 +83,12 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         None
     };
     let history = if config.history.enabled {
-        let history = open_history(config, &service)?;
+        let history = service::open_history(
+            &config.history,
+            &config.gallery,
+            &service,
+            &config.cluster.node_id(),
+        )?;
         history
             .prune(chrono::Utc::now())
             .context("applying history.retention_s at start")?;
@@ -399,9 +105,26 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         None
     };
     if let Some(h) = &history {
-        follow_history(h, shutdown.clone());
+        service::follow_history(h, shutdown.clone());
     }
-    keep_retention(review.clone(), history.clone(), config, shutdown.clone());
+    let snapshots = config
+        .events
+        .snapshots
+        .enabled
+        .then(|| std::path::PathBuf::from(&config.events.snapshots.dir));
+    service::keep_retention(
+        Retention {
+            review: review.clone().map(|store| (store, config.review.clone())),
+            history: history.clone(),
+            snapshots: snapshots.clone().map(|dir| {
+                (
+                    dir,
+                    std::time::Duration::from_secs(config.events.snapshots.retention_s),
+                )
+            }),
+        },
+        shutdown.clone(),
+    );
     if config.events.snapshots.enabled {
         let dir = Path::new(&config.events.snapshots.dir);
         facestream::private_files::create_dir(dir)
@@ -466,8 +189,8 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 service.erasures().clone(),
             )
         };
-        forget_erased_identities(&service, &events, history.clone(), config);
-        replay_erasures(&service, &outbox)?;
+        service::forget_erased_identities(&service, &events, history.clone(), snapshots.clone());
+        service::replay_erasures(&service, &outbox)?;
         let pipeline = if config.cameras.iter().any(|c| c.enabled) {
             Some(Arc::new(
                 Pipeline::start(
@@ -522,11 +245,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             )),
             review: review.map(|store| (store, config.review.clone())),
             history,
-            snapshots: config
-                .events
-                .snapshots
-                .enabled
-                .then(|| std::path::PathBuf::from(&config.events.snapshots.dir)),
+            snapshots,
         });
         let served = api::serve(state, &config.api, tls, shutdown.clone()).await;
         // the API also ends on its own when it fails: everything else stops with it

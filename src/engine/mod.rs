@@ -21,7 +21,7 @@ use crate::imageio::{self, ImageError, LimitsConfig};
 use crate::inference::{self, Backend, InferenceConfig, InferenceError, Precision, SessionOptions};
 use crate::models::{ModelError, ModelStore, ModelsConfig, VerifiedModel};
 use crate::stages::align::{self, AlignedFace};
-use crate::stages::detect::{Detect, DetectConfig, DetectError};
+use crate::stages::detect::{Detect, DetectConfig, DetectError, Detector};
 use crate::stages::embed::{Embed, EmbedConfig, EmbedError, Embedding};
 use crate::stages::quality::{self, Quality, QualityConfig};
 use crate::stages::Detection;
@@ -73,7 +73,7 @@ impl Timings {
 
 /// Detector + embedder + quality settings, ready to analyse images.
 pub struct FaceEngine {
-    detect: Detect,
+    detect: Box<dyn Detector>,
     embed: Embed,
     quality: QualityConfig,
     limits: imageio::LimitsConfig,
@@ -230,12 +230,12 @@ impl EngineSetup {
     pub fn resolve(config: &EngineConfig) -> Result<EngineSetup, EngineError> {
         let inference = &config.inference;
         let store = ModelStore::open(&config.models.dir)?;
-        let sface = store.model("sface")?;
+        let sface = store.model(crate::models::EMBEDDER)?;
         let selected = inference::select(inference)?;
         let embed_backend: Arc<dyn Backend> =
             Arc::from(inference::for_model(selected, &sface, inference)?);
         let (embedder, embed_precision) = embedding_model(&sface, embed_backend.name(), inference)?;
-        let detector = store.model("yunet")?;
+        let detector = store.model(crate::models::DETECTOR)?;
         let named = match inference.detect_backend.as_str() {
             "auto" => inference::auto_detect_backend(embed_backend.name()).and_then(|name| {
                 inference::open(name, inference)
@@ -279,14 +279,14 @@ impl EngineSetup {
 
     /// A detector session and its backend's description. The streaming pipeline loads
     /// one per detector worker.
-    pub fn detector(&self) -> Result<(Detect, String), EngineError> {
+    pub fn detector(&self) -> Result<(Box<dyn Detector>, String), EngineError> {
         let detect = Detect::new(
             self.detect_backend.as_ref(),
             &self.detector,
             &self.options,
             self.detect.clone(),
         )?;
-        Ok((detect, self.detect_backend.describe()))
+        Ok((Box::new(detect), self.detect_backend.describe()))
     }
 
     /// An embedding session and its backend's description (with the model's precision

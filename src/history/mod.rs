@@ -17,8 +17,8 @@
 //! **Retroactive recognition** ([`History::seen_before`]): when a face is enrolled, the
 //! unknown appearances it matches say the person was already seen, and where.
 //!
-//! **Off by default**: it keeps biometric data of people who never consented (README,
-//! Privacy). Every search is written to an audit table with the API key's name.
+//! **Off by default**: it keeps biometric data of people who never consented
+//! (docs/privacy.md). Every search is written to an audit table with the API key's name.
 
 pub mod index;
 pub mod postgres;

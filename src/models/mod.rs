@@ -7,6 +7,11 @@
 
 pub mod calibration;
 
+/// The manifest name of the face detector (YuNet 2023mar).
+pub const DETECTOR: &str = "yunet";
+/// The manifest name of the embedding model (SFace 2021dec).
+pub const EMBEDDER: &str = "sface";
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

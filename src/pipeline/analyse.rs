@@ -13,7 +13,7 @@ use super::regions::{detection_step, DetectPlan};
 use super::{guarded, FaceItem, Meter, Next, Work};
 use crate::ingest::{I420Frame, Region};
 use crate::stages::align;
-use crate::stages::detect::{nms, Detect, DetectError};
+use crate::stages::detect::{nms, DetectError, Detector};
 use crate::stages::quality::{self, QualityConfig};
 use crate::stages::Detection;
 use crate::telemetry::{metrics, Metrics};
@@ -23,14 +23,14 @@ const TEMPLATE_IOD: f32 = 35.2;
 
 /// Runs the detector where each frame's plan says.
 pub(super) struct DetectActor {
-    detect: Detect,
+    detect: Box<dyn Detector>,
     max_side: u32,
     next: Next,
     meter: Meter,
 }
 
 impl DetectActor {
-    pub(super) fn new(detect: Detect, max_side: u32, next: Next) -> DetectActor {
+    pub(super) fn new(detect: Box<dyn Detector>, max_side: u32, next: Next) -> DetectActor {
         DetectActor {
             detect,
             max_side,

@@ -10,7 +10,7 @@
 //! Either way the tracks leave the review store.
 //!
 //! **Off by default**: the templates and crops of people who were never enrolled are
-//! biometric data kept without their knowledge (README, Privacy).
+//! biometric data kept without their knowledge (docs/privacy.md).
 
 pub mod store;
 

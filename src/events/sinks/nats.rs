@@ -13,7 +13,7 @@
 //! replicas); a server outage, or a subject no stream captures, leaves rows pending, and
 //! they are retried with the same backoff as webhooks. With `stream` set, the stream is
 //! created at the first connection if it does not exist (subjects `<prefix>.>`, file
-//! storage); otherwise the operator creates it (README: *Identity events*, NATS).
+//! storage); otherwise the operator creates it (docs/events.md, NATS).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -67,6 +67,24 @@ pub enum DetectError {
 
 const STRIDES: [usize; 3] = [8, 16, 32];
 
+/// A face detector: what the still-image engine and the streaming pipeline's detect
+/// workers call. [`Detect`] (YuNet) is the one there is; another model is another
+/// implementation, chosen where [`crate::engine::EngineSetup`] resolves the models.
+pub trait Detector: Send {
+    /// Its settings (`[detect]`).
+    fn config(&self) -> &DetectConfig;
+    /// Faces in an RGB image scaled to at most `detect.max_side`, boxes and landmarks in
+    /// its pixel coordinates, highest score first, smaller than `detect.min_face_px`
+    /// dropped.
+    fn detect(&mut self, image: &RgbImage) -> Result<Vec<Detection>, DetectError>;
+    /// As [`Detector::detect`], scaling to at most `max_side` and keeping every size.
+    fn detect_with(
+        &mut self,
+        image: &RgbImage,
+        max_side: u32,
+    ) -> Result<Vec<Detection>, DetectError>;
+}
+
 /// The detection stage: a YuNet session plus its settings.
 pub struct Detect {
     session: Box<dyn Session>,
@@ -102,24 +120,26 @@ impl Detect {
             input: Vec::new(),
         })
     }
+}
 
-    pub fn config(&self) -> &DetectConfig {
+impl Detector for Detect {
+    fn config(&self) -> &DetectConfig {
         &self.config
     }
 
     /// Detect faces in an RGB image; boxes and landmarks are in its pixel coordinates,
     /// sorted by descending score.
-    pub fn detect(&mut self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+    fn detect(&mut self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let mut faces = self.detect_with(image, self.config.max_side)?;
         faces
             .retain(|f| f.bbox.w >= self.config.min_face_px && f.bbox.h >= self.config.min_face_px);
         Ok(faces)
     }
 
-    /// As [`Detect::detect`], scaling the image to at most `max_side` (instead of
+    /// As [`Detector::detect`], scaling the image to at most `max_side` (instead of
     /// `detect.max_side`) and keeping faces of every size: the streaming pipeline's tiles
     /// and full-resolution passes, which apply the camera's own minimum face size.
-    pub fn detect_with(
+    fn detect_with(
         &mut self,
         image: &RgbImage,
         max_side: u32,

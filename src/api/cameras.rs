@@ -1,0 +1,57 @@
+//! `/v1/cameras`: each camera's state and its latest analysed frame.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::auth::authorize;
+use super::http::blocking;
+use super::{ApiError, AppState, Scope};
+
+pub(super) async fn cameras(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "node": state.node, "cameras": state.cameras.snapshot() })))
+}
+
+/// Longest side of a camera preview, in pixels.
+const PREVIEW_SIDE: u32 = 640;
+
+/// `GET /v1/cameras/{id}/snapshot`: the camera's latest analysed frame (JPEG, shrunk to
+/// fit 640 pixels), with `Last-Modified` saying when it was captured.
+pub(super) async fn camera_snapshot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Scope::Read)?;
+    let id = path.into_inner();
+    let camera = state
+        .cameras
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} not found")))?;
+    let (frame, at) = camera.latest_frame.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "camera {id:?} has not delivered a frame yet (state: {})",
+            camera.state.as_str()
+        ))
+    })?;
+    let jpeg = blocking(move || {
+        crate::imageio::encode_jpeg(&crate::pipeline::preview(&frame, PREVIEW_SIDE), 80).map_err(
+            |e| {
+                tracing::error!(error = %e, "encoding a camera preview");
+                ApiError::Internal
+            },
+        )
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "private, no-store"))
+        .insert_header((
+            "Last-Modified",
+            at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ))
+        .body(jpeg))
+}
