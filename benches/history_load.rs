@@ -20,9 +20,9 @@ mod common;
 use std::time::Instant;
 use support::{arg, machine};
 
-use facestream::gallery::postgres::STATEMENT_TIMEOUT_MS;
 use facestream::history::postgres::LOAD_PAGE;
 use facestream::history::{History, HistoryConfig, PgHistory};
+use facestream::pg::STATEMENT_TIMEOUT_MS;
 
 const MODEL: &str = "sface@2021dec";
 

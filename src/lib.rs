@@ -8,6 +8,8 @@
 //! - [`vectors`]: what the gallery, the history and the review queue share: SIMD dot
 //!   kernels, int8 quantisation, pooled templates, the byte codec.
 //! - [`redact`]: credentials out of URLs and connection strings shown anywhere.
+//! - [`pg`]: the one PostgreSQL connection (settings, reconnection, the shared schema's
+//!   migrations) the gallery store, the history and the camera leases use.
 //! - [`validate`]: the range check every config section's validation uses.
 //! - [`config`]: typed configuration, embedded default → file → environment, validated;
 //!   assembles each part's sections (nothing below it imports `Config`).
@@ -23,6 +25,9 @@
 //!   the backends and models resolved once at start-up (`EngineSetup`).
 //! - [`gallery`]: enrolled identities (SQLite, or PostgreSQL shared by several nodes) and
 //!   the exact 1:N search index each node keeps.
+//! - [`history`]: decided tracks kept as appearances, searchable by face (SQLite or the
+//!   shared PostgreSQL).
+//! - [`simulate`]: the camera simulator and the demo camera.
 //! - [`cluster`]: several nodes: node ids and camera leases in PostgreSQL.
 //! - [`events`]: identity events: schema, durable outbox, bus, delivery and the sinks
 //!   (signed webhooks, MQTT with Home Assistant, NATS JetStream).
@@ -53,6 +58,7 @@ pub mod imageio;
 pub mod inference;
 pub mod ingest;
 pub mod models;
+pub mod pg;
 pub mod pipeline;
 pub mod private_files;
 pub mod redact;

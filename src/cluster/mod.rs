@@ -336,14 +336,8 @@ impl Leases {
 
     async fn connect(&mut self) -> Result<(), String> {
         let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| format!("{e}"))?;
-        config
-            .application_name(format!("{APP_PREFIX}{}", self.node))
-            .connect_timeout(crate::gallery::postgres::CONNECT_TIMEOUT)
-            .keepalives(true)
-            .keepalives_idle(crate::gallery::postgres::KEEPALIVE_IDLE)
-            .keepalives_interval(crate::gallery::postgres::KEEPALIVE_INTERVAL)
-            .keepalives_retries(crate::gallery::postgres::KEEPALIVE_RETRIES)
-            .tcp_user_timeout(crate::gallery::postgres::TCP_USER_TIMEOUT);
+        config.application_name(format!("{APP_PREFIX}{}", self.node));
+        crate::pg::harden_async(&mut config);
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await

@@ -12,9 +12,9 @@
 //! database and goes on while it is down; writes then fail with
 //! [`GalleryError::Unavailable`].
 //!
-//! The schema is versioned by the SQL files in `src/gallery/migrations/`, applied in order
-//! at start-up under an advisory lock (several nodes may start at once) and recorded in
-//! `facestream_migrations`.
+//! The connection (reconnection, timeouts) and the schema (the SQL files in
+//! `src/pg/migrations/`, applied at start-up) are [`crate::pg`]'s, shared with the
+//! appearance history.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ::postgres::error::SqlState;
 use ::postgres::fallible_iterator::FallibleIterator;
-use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
+use ::postgres::{Client, IsolationLevel, Transaction};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -31,18 +31,11 @@ use super::{
     validate_metadata, validate_name, Change, Changes, GalleryError, GalleryStore, Identity,
     IdentityUpdate, NewIdentity, StaleIdentity, Template,
 };
+use crate::pg::{self, discard, off_runtime, CallError, Connection, Lost, MaybeLost};
 use crate::vectors::{embedding_bytes, embedding_from};
 
-/// Schema migrations: (version, name, SQL), applied in order, each once.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "gallery", include_str!("migrations/0001_gallery.sql")),
-    (2, "history", include_str!("migrations/0002_history.sql")),
-    (3, "erasures", include_str!("migrations/0003_erasures.sql")),
-];
-
-/// Advisory lock keys ("fsgw", "fsgm"): writers, migrations.
+/// Advisory lock key of writers ("fsgw").
 const WRITE_LOCK: i64 = 0x6673_6777;
-const MIGRATION_LOCK: i64 = 0x6673_676d;
 /// The NOTIFY channel of the change feed.
 pub const CHANNEL: &str = "facestream_gallery";
 /// Feed rows older than this are pruned, at start-up and daily (a node offline longer
@@ -50,27 +43,6 @@ pub const CHANNEL: &str = "facestream_gallery";
 pub const FEED_RETENTION_DAYS: i32 = 30;
 /// How often a running node prunes the feed.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
-/// How long to wait for a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection unused this long is checked (one round trip) before use. The synchronous
-/// driver only notices a closed connection while a call runs, so a connection cut by a
-/// database restart while idle still looks open, and a restart can be quick: without
-/// fsync PostgreSQL stopped and accepted connections again 76 ms after a call here, and
-/// with the former 1-s threshold the first request after it failed (test
-/// `the_first_call_after_a_quick_postgres_restart_succeeds`). Only calls in a burst, a
-/// few milliseconds apart, skip the check: no restart is that quick.
-const IDLE_CHECK: Duration = Duration::from_millis(5);
-/// Data sent and not acknowledged this long fails the connection (`TCP_USER_TIMEOUT`): a
-/// silent network partition fails a query within this, not the kernel's ~15 minutes of
-/// retransmissions.
-pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
-/// An idle connection is probed after this long, every [`KEEPALIVE_INTERVAL`], and given
-/// up after [`KEEPALIVE_RETRIES`] unanswered probes.
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-pub const KEEPALIVE_RETRIES: u32 = 3;
-/// Server-side bound on one statement (set at connection unless the URL sets `options`).
-pub const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
 /// A failure inside a database call: the driver's, or the gallery's own.
 enum Fail {
@@ -90,13 +62,19 @@ impl From<GalleryError> for Fail {
     }
 }
 
+impl MaybeLost for Fail {
+    fn lost(&self) -> Option<&::postgres::Error> {
+        match self {
+            Fail::Pg(e) => e.lost(),
+            Fail::Gallery(_) => None,
+        }
+    }
+}
+
 /// PostgreSQL-backed [`GalleryStore`].
 pub struct PostgresStore {
-    config: ::postgres::Config,
-    /// `host:port/dbname`, for messages (never the password).
-    target: String,
-    /// The connection, and when it last answered.
-    client: Mutex<Option<(Client, Instant)>>,
+    /// The connection ([`crate::pg`]: reconnection, timeouts).
+    conn: Connection,
     /// The connection that LISTENs to the feed ([`GalleryStore::wait_for_change`]).
     listener: Mutex<Option<Client>>,
     /// Identity names for search results, kept current by this node's writes and by the
@@ -104,86 +82,23 @@ pub struct PostgresStore {
     names: RwLock<HashMap<Uuid, String>>,
     /// When the feed was last pruned.
     pruned: Mutex<Instant>,
-    /// The last failure to reach the database, and when: calls that were waiting for the
-    /// connection meanwhile fail at once with it instead of each waiting out a timeout.
-    failed: Mutex<Option<(Instant, GalleryError)>>,
-}
-
-/// Run `f` on a thread outside any async runtime: the synchronous driver runs its own
-/// runtime, which must not start inside another (an actix handler, a tokio task).
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
-    std::thread::scope(|s| {
-        s.spawn(f)
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Close and drop a connection off any async runtime: the synchronous driver's drop runs
-/// its own runtime, which panics inside another (and would kill, say, an async task that
-/// read the gallery when the database went away).
-fn discard<C: Send>(client: Option<C>) {
-    if let Some(client) = client {
-        off_runtime(move || drop(client));
-    }
-}
-
-/// The connection target of `config`, without credentials.
-fn describe(config: &::postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            ::postgres::config::Host::Tcp(name) => name.clone(),
-            ::postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let db = config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("postgres");
-    format!("{host}:{port}/{db}")
 }
 
 impl PostgresStore {
     /// Connect to `url`, bring the schema up to date, and load the identity names.
     /// The database must be reachable at start-up.
     pub fn open(url: &str) -> Result<PostgresStore, GalleryError> {
-        let mut config: ::postgres::Config = url.parse().map_err(|e| GalleryError::Invalid {
+        let conn = Connection::new(url).map_err(|message| GalleryError::Invalid {
             field: "gallery.postgres_url",
-            message: format!("{e}"),
+            message,
         })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("facestream");
-        }
-        // a dead peer or a silent partition is noticed within seconds instead of the
-        // kernel's two hours (idle) or ~15 minutes (a query waiting on its answer)
-        config
-            .keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE)
-            .keepalives_interval(KEEPALIVE_INTERVAL)
-            .keepalives_retries(KEEPALIVE_RETRIES)
-            .tcp_user_timeout(TCP_USER_TIMEOUT);
-        if config.get_options().is_none() {
-            config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
-        }
         let store = PostgresStore {
-            target: describe(&config),
-            config,
-            client: Mutex::new(None),
+            conn,
             listener: Mutex::new(None),
             names: RwLock::new(HashMap::new()),
             pruned: Mutex::new(Instant::now()),
-            failed: Mutex::new(None),
         };
-        store.call(|c| migrate(c).map_err(Fail::from))?;
+        store.call(|c| pg::migrate(c).map_err(Fail::from))?;
         store.prune_feed()?;
         let names = store.call(|c| {
             Ok(c.query("SELECT id, name FROM identities", &[])?
@@ -223,103 +138,31 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Run `f` on this store's connection with its failure handling (reconnection,
-    /// timeouts, a lost database answered as [`GalleryError::Unavailable`]): for the other
-    /// tables kept in the same database (the appearance history).
-    pub fn run<T: Send>(
-        &self,
-        f: impl FnOnce(&mut Client) -> Result<T, ::postgres::Error> + Send,
-    ) -> Result<T, GalleryError> {
-        self.call(|c| f(c).map_err(Fail::from))
-    }
-
     /// The database as `host:port/dbname`.
     pub fn target(&self) -> &str {
-        &self.target
+        self.conn.target()
     }
 
-    fn unavailable(&self, e: &::postgres::Error) -> GalleryError {
+    fn unavailable(lost: &Lost) -> GalleryError {
         GalleryError::Unavailable(format!(
-            "the gallery database (PostgreSQL at {}) cannot be reached: {e}; enrolment and \
+            "the gallery database (PostgreSQL at {}) cannot be reached: {}; enrolment and \
              gallery changes are refused until it is back (recognition goes on with this \
              node's copy of the gallery)",
-            self.target
+            lost.target, lost.cause
         ))
     }
 
-    /// Map a driver error: connection-level failures are [`GalleryError::Unavailable`].
-    fn classify(&self, e: ::postgres::Error) -> GalleryError {
-        let lost = match e.code() {
-            None => true,
-            Some(code) => {
-                let class = &code.code()[..2];
-                // 08: connection exception; 57: operator intervention (shutdown, crash)
-                class == "08" || class == "57"
-            }
-        };
-        if lost || e.is_closed() {
-            self.unavailable(&e)
-        } else {
-            GalleryError::Storage(e.to_string())
-        }
-    }
-
-    fn connect(&self) -> Result<Client, GalleryError> {
-        let config = self.config.clone();
-        off_runtime(move || config.connect(NoTls)).map_err(|e| self.unavailable(&e))
-    }
-
-    /// Run `f` on the connection (made or remade as needed). A connection-level failure
-    /// drops the connection so the next call reconnects.
+    /// Run `f` on the connection (made or remade as needed): a lost database is
+    /// [`GalleryError::Unavailable`], another driver error [`GalleryError::Storage`].
     fn call<T: Send>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, Fail> + Send,
     ) -> Result<T, GalleryError> {
-        let waiting = Instant::now();
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        // A call that failed to reach the database while this one waited for the
-        // connection: its answer is this one's too, rather than a second timeout.
-        self.failed_since(waiting)?;
-        // A connection idle for a while may have been cut (a database restart): check it
-        // first rather than fail the caller's request on it.
-        let stale = slot.as_mut().is_none_or(|(client, used)| {
-            client.is_closed()
-                || (used.elapsed() > IDLE_CHECK
-                    && off_runtime(|| client.is_valid(CONNECT_TIMEOUT)).is_err())
-        });
-        if stale {
-            discard(slot.take());
-            let client = self.connect().inspect_err(|e| self.remember_failure(e))?;
-            *slot = Some((client, Instant::now()));
-        }
-        let (client, used) = slot.as_mut().expect("connected above");
-        match off_runtime(move || f(client)) {
-            Ok(v) => {
-                *used = Instant::now();
-                Ok(v)
-            }
-            Err(Fail::Gallery(e)) => Err(e),
-            Err(Fail::Pg(e)) => {
-                let e = self.classify(e);
-                if matches!(e, GalleryError::Unavailable(_)) {
-                    discard(slot.take());
-                    self.remember_failure(&e);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// A failure to reach the database after `since`, if any.
-    fn failed_since(&self, since: Instant) -> Result<(), GalleryError> {
-        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((at, e)) if *at > since => Err(e.clone()),
-            _ => Ok(()),
-        }
-    }
-
-    fn remember_failure(&self, e: &GalleryError) {
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
+        self.conn.call(f).map_err(|e| match e {
+            CallError::Lost(lost) => Self::unavailable(&lost),
+            CallError::Failed(Fail::Pg(e)) => GalleryError::Storage(e.to_string()),
+            CallError::Failed(Fail::Gallery(e)) => e,
+        })
     }
 
     /// Run `f` in a write transaction holding the writers' lock, so its feed positions
@@ -347,14 +190,8 @@ impl PostgresStore {
 }
 
 impl Drop for PostgresStore {
-    /// The connections close off any async runtime (see [`discard`]).
+    /// The listening connection closes off any async runtime (see [`discard`]).
     fn drop(&mut self) {
-        discard(
-            self.client
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
         discard(
             self.listener
                 .get_mut()
@@ -380,47 +217,6 @@ fn record(
         .get(0);
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])?;
     Ok(seq)
-}
-
-/// Apply the migrations this database has not had yet.
-fn migrate(client: &mut Client) -> Result<(), ::postgres::Error> {
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS facestream_migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied timestamptz NOT NULL DEFAULT now()
-         )",
-    )?;
-    let applied: Vec<i32> = tx
-        .query("SELECT version FROM facestream_migrations", &[])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for (version, name, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        tx.batch_execute(sql)?;
-        tx.execute(
-            "INSERT INTO facestream_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
-        )?;
-        tracing::info!(version, name, "gallery schema migration applied");
-    }
-    tx.commit()?;
-    if let Some(newest) = applied.iter().max() {
-        let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
-        if *newest > known {
-            tracing::warn!(
-                database = newest,
-                known,
-                "the gallery schema is newer than this build knows; upgrade this node"
-            );
-        }
-    }
-    Ok(())
 }
 
 const IDENTITY_COLUMNS: &str = "i.id, i.name, i.metadata, i.created, i.updated, \
@@ -789,11 +585,15 @@ impl GalleryStore for PostgresStore {
     fn wait_for_change(&self, timeout: Duration) {
         let mut slot = self.listener.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(Client::is_closed) {
-            let listening = self.connect().and_then(|mut c| {
-                off_runtime(|| c.batch_execute(&format!("LISTEN {CHANNEL}")))
-                    .map_err(|e| self.classify(e))
-                    .map(|()| c)
-            });
+            let listening = self
+                .conn
+                .connect()
+                .map_err(|l| Self::unavailable(&l))
+                .and_then(|mut c| {
+                    off_runtime(|| c.batch_execute(&format!("LISTEN {CHANNEL}")))
+                        .map_err(|e| GalleryError::Storage(e.to_string()))
+                        .map(|()| c)
+                });
             match listening {
                 Ok(c) => *slot = Some(c),
                 Err(e) => {

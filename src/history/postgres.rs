@@ -3,8 +3,8 @@
 //! `history_changes` feed, whose positions are taken under an advisory lock held until
 //! commit (as the gallery's feed), so an appearance recorded on one node is found from
 //! any node within a second, and a deletion or an erasure anywhere is applied everywhere.
-//! The connection is the gallery store's kind ([`PostgresStore::run`]: reconnection,
-//! TCP and statement timeouts), a lost database is [`HistoryError::Unavailable`].
+//! The connection is [`crate::pg`]'s (reconnection, TCP and statement timeouts, the
+//! shared schema); a lost database is [`HistoryError::Unavailable`].
 
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::Transaction;
@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Appearance, AppearanceStore, AuditEntry, HistoryChange, HistoryError, Stored};
-use crate::gallery::postgres::PostgresStore;
-use crate::gallery::GalleryError;
+use crate::pg::{CallError, Connection};
 use crate::vectors::{embedding_bytes, embedding_from};
 
 /// Advisory lock key of history writers ("fsgh").
@@ -28,13 +27,14 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn fail(e: GalleryError) -> HistoryError {
+fn fail(e: CallError<::postgres::Error>) -> HistoryError {
     match e {
-        GalleryError::Unavailable(m) => HistoryError::Unavailable(m.replace(
-            "enrolment and gallery changes are refused until it is back (recognition goes on with this node's copy of the gallery)",
-            "appearances are not kept or searched until it is back",
+        CallError::Lost(lost) => HistoryError::Unavailable(format!(
+            "the gallery database (PostgreSQL at {}) cannot be reached: {}; appearances are \
+             not kept or searched until it is back",
+            lost.target, lost.cause
         )),
-        other => HistoryError::Storage(other.to_string()),
+        CallError::Failed(e) => HistoryError::Storage(e.to_string()),
     }
 }
 
@@ -129,7 +129,7 @@ fn record_all(
 
 /// The shared appearance store.
 pub struct PgHistory {
-    db: PostgresStore,
+    db: Connection,
     /// Rows read per statement when the index is built ([`LOAD_PAGE`]).
     page: usize,
 }
@@ -140,10 +140,16 @@ pub struct PgHistory {
 pub const LOAD_PAGE: usize = 50_000;
 
 impl PgHistory {
-    /// Connect to `url` (the gallery's database; its migrations create the tables).
+    /// Connect to `url` (the gallery's database) and bring its schema up to date.
     pub fn open(url: &str) -> Result<PgHistory, HistoryError> {
         Ok(PgHistory {
-            db: PostgresStore::open(url).map_err(fail)?,
+            db: {
+                let db = Connection::new(url).map_err(|message| {
+                    HistoryError::Storage(format!("invalid gallery.postgres_url: {message}"))
+                })?;
+                db.migrate().map_err(fail)?;
+                db
+            },
             page: LOAD_PAGE,
         })
     }
@@ -158,7 +164,7 @@ impl PgHistory {
         &self,
         f: impl FnOnce(&mut ::postgres::Client) -> Result<T, ::postgres::Error> + Send,
     ) -> Result<T, HistoryError> {
-        self.db.run(f).map_err(fail)
+        self.db.call(f).map_err(fail)
     }
 
     /// A transaction holding the writers' lock, so feed positions commit in order.
