@@ -55,7 +55,7 @@ pub fn open_gallery(
 pub fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
     let weak = Arc::downgrade(service);
     let _ = crate::tasks::thread("gallery-watch", &shutdown.clone(), move || {
-        let mut failing = false;
+        let mut outage = super::Outage::default();
         loop {
             let Some(service) = weak.upgrade().filter(|_| !shutdown.is_requested()) else {
                 return;
@@ -67,19 +67,11 @@ pub fn watch_gallery(service: &Arc<GalleryService>, shutdown: Shutdown) {
             if refreshed.is_ok() {
                 let _ = service.follow_erasures();
             }
-            match refreshed {
-                Ok(_) if failing => {
-                    failing = false;
-                    tracing::info!("gallery store reachable again; changes followed");
-                }
-                Ok(_) => {}
-                // said once per outage, not every second
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "following gallery changes made elsewhere");
-                }
-                Err(_) => {}
-            }
+            outage.round(
+                &refreshed,
+                "following gallery changes made elsewhere",
+                "gallery store reachable again; changes followed",
+            );
         }
     });
 }

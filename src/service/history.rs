@@ -54,23 +54,16 @@ pub fn follow_history(history: &Arc<History>, shutdown: Shutdown) {
     }
     let weak = Arc::downgrade(history);
     let _ = crate::tasks::thread("history-feed", &shutdown.clone(), move || {
-        let mut failing = false;
+        let mut outage = super::Outage::default();
         while !shutdown.is_requested() {
             let Some(history) = weak.upgrade() else {
                 return;
             };
-            match history.follow() {
-                Ok(_) if failing => {
-                    failing = false;
-                    tracing::info!("appearance history reachable again; changes followed");
-                }
-                Ok(_) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "following the appearances other nodes record");
-                }
-                Err(_) => {}
-            }
+            outage.round(
+                &history.follow(),
+                "following the appearances other nodes record",
+                "appearance history reachable again; changes followed",
+            );
             drop(history);
             std::thread::sleep(std::time::Duration::from_secs(1));
         }

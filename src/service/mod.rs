@@ -17,6 +17,32 @@ pub use gallery::{open_gallery, watch_gallery};
 pub use history::{follow_history, open_history};
 pub use retention::{keep_retention, Retention, RETENTION_EVERY};
 
+/// A follower's reachability, said once per outage (a warning when it starts, a line
+/// when it ends) rather than every round.
+#[derive(Default)]
+struct Outage {
+    failing: bool,
+}
+
+impl Outage {
+    /// Record one round's outcome: `what` names the round in the warning, `back` is said
+    /// when a failing follower succeeds again.
+    fn round<T, E: std::fmt::Display>(&mut self, outcome: &Result<T, E>, what: &str, back: &str) {
+        match outcome {
+            Ok(_) if self.failing => {
+                self.failing = false;
+                tracing::info!("{back}");
+            }
+            Ok(_) => {}
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(error = %e, "{what}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Errors from starting the service's parts, each naming what was being opened; the
 /// cause is the error's source (printed after it by `{:#}`).
 #[derive(Debug, thiserror::Error)]
@@ -48,4 +74,24 @@ pub enum ServiceError {
     Outbox(#[from] crate::events::outbox::OutboxError),
     #[error("the erasure log's head in the gallery")]
     ErasureHead(#[source] crate::gallery::GalleryError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outage;
+
+    #[test]
+    fn an_outage_is_said_when_it_starts_and_when_it_ends() {
+        let mut outage = Outage::default();
+        let ok: Result<(), &str> = Ok(());
+        let down: Result<(), &str> = Err("unreachable");
+        outage.round(&ok, "following", "back");
+        assert!(!outage.failing);
+        outage.round(&down, "following", "back");
+        assert!(outage.failing);
+        outage.round(&down, "following", "back");
+        assert!(outage.failing, "a second failed round is the same outage");
+        outage.round(&ok, "following", "back");
+        assert!(!outage.failing);
+    }
 }
