@@ -9,10 +9,13 @@ no encoding). Those people are enrolled from a *different* photo each, plus stra
 who are not enrolled. Each configuration runs `facestream serve` for one whole loop of
 the clip per camera and reports:
 
-- recall: enrolled appearances with the right `identity.recognized`, appearances with a
-  wrong identity, strangers matched to someone, appearances with exactly one identity
-  event, appearances with none (scored against the simulator's schedule: time since the
-  camera's first frame, and the lane of the event's box);
+- recall: enrolled appearances with the right `identity.recognized` (or an
+  `identity.updated` that resolved them), appearances with a wrong identity, strangers
+  matched to someone, appearances with exactly one identity event
+  (`identity.recognized` or `identity.unknown`; an `identity.updated` of the same
+  appearance is a correction, counted apart), with more than one, with none (scored
+  against the simulator's schedule: time since the camera's first frame, and the lane of
+  the event's box);
 
 - per camera: decoded fps, analysed (sampled) fps, dropped %;
 - end-to-end latency p50/p95 (frame out of the decoder → identity event in the outbox,
@@ -23,6 +26,11 @@ the clip per camera and reports:
 - baseline, same run: `gst-launch-1.0` receiving and decoding the same N streams and
   throwing the frames away (rtspsrc ! rtph264depay ! h264parse ! avdec_h264 ! fakesink),
   its CPU over the same window length — the floor any RTSP face service pays.
+
+Scenes (`--scenes`, both by default): `walk`, the scene above; `breaks`, the same people
+where tracks break as they do in real scenes (turning away for a second, walking out of
+the frame and back, passing behind a pillar: see BREAKS), scored the same way; its
+configurations are named `breaks:…`.
 
 Configurations, all in one run: an idle camera (nobody in view) against its decode-only
 baseline; one camera with each detection mode (`regions`, the default; `downscale`, the
@@ -54,6 +62,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 # 240-480 px give 100-200 px; six small for every two large.
 SCENE = ["--lanes", "2", "--show-seconds", "4", "--gap-seconds", "1", "--hold-every", "5",
          "--hold-seconds", "3", "--photo-heights", "95,120,145,165,110,240,135,480"]
+# The same people where tracks break, as they do in real scenes: every third turns their
+# back to the camera for a second, every fourth walks out of the frame, stays out 2 s and
+# comes back across, and everyone passes behind a 150-px pillar at 30 % of the width.
+BREAKS = SCENE + ["--turn-every", "3", "--turn-seconds", "1", "--exit-every", "4",
+                  "--exit-seconds", "2", "--pillar", "0.3:150"]
+SCENES = {"walk": SCENE, "breaks": BREAKS}
 
 
 def free_port():
@@ -155,7 +169,7 @@ def score(events, schedule, enrolled, t0, offset=0):
     apps = [a for a in schedule["appearances"] if not straddles(a, offset)]
     per = [[] for _ in apps]
     for e in events:
-        if not e["type"].startswith("identity."):
+        if e["type"] not in ("identity.recognized", "identity.unknown", "identity.updated"):
             continue
         off = iso(e["first_seen"]) - t0
         if off < 0 or off >= schedule["duration_s"]:
@@ -168,17 +182,23 @@ def score(events, schedule, enrolled, t0, offset=0):
                 per[i].append(e)
                 break
     s = {"enrolled": 0, "recognised": 0, "wrong": 0, "strangers": 0, "strangers_matched": 0,
-         "exactly_one": 0, "none": 0, "appearances": len(apps), "misses": []}
-    for a, evs in zip(apps, per):
+         "exactly_one": 0, "more_than_one": 0, "none": 0, "updated": 0, "appearances": len(apps),
+         "misses": []}
+    for a, all_evs in zip(apps, per):
         person = os.path.basename(os.path.dirname(a["photo"]))
-        names = {e["identity"]["name"] for e in evs if e["type"] == "identity.recognized"}
+        evs = [e for e in all_evs if e["type"] != "identity.updated"]
+        names = {e["identity"]["name"] for e in all_evs
+                 if e["type"] in ("identity.recognized", "identity.updated") and e.get("identity")}
         if len(evs) != 1 or (person in enrolled and person not in names):
             # what went wrong where: for reading, not for the table
             s["misses"].append({"person": person, "enrolled": person in enrolled, "photo_px": a["height"],
-                                "held_s": a["hold_s"], "events": len(evs), "named": sorted(names),
+                                "held_s": a["hold_s"], "turned": a.get("turned"), "exit_s": a.get("exit_s"),
+                                "events": len(evs), "updated": len(all_evs) - len(evs), "named": sorted(names),
                                 "best_similarity": max((e.get("similarity") or 0 for e in evs), default=None)})
         s["exactly_one"] += len(evs) == 1
+        s["more_than_one"] += len(evs) > 1
         s["none"] += len(evs) == 0
+        s["updated"] += len(all_evs) - len(evs)
         if person in enrolled:
             s["enrolled"] += 1
             s["recognised"] += person in names
@@ -468,6 +488,9 @@ def main():
                          "view where a camera's stream starts are not scored")
     ap.add_argument("--standing", action="store_true",
                     help="also run one camera on a scene of distant people standing still (see above)")
+    ap.add_argument("--scenes", default="walk,breaks",
+                    help="scenes, each on its own simulator: walk (the surveillance walk) and breaks (the same "
+                         "people where tracks break: turning away, out of the frame and back, behind a pillar)")
     ap.add_argument("--json", default="target/bench-cameras.json")
     args = ap.parse_args()
     counts = [int(c) for c in args.cameras.split(",") if c]
@@ -480,52 +503,63 @@ def main():
     results = []
     modes = {"regions": 'mode = "regions"', "downscale": 'mode = "downscale"', "full": 'mode = "full"'}
     max_n = max(counts + [1])
-    sched_file = os.path.join(work, "schedule.json")
-    sim, cam_port, offsets = simulator(shown, max_n, sched_file, SCENE + (["--stagger"] if args.stagger else []))
-    schedule = json.load(open(sched_file))
-    print(f"simulator ready: {len(shown)} people ({len(enrolled)} enrolled), loop {schedule['duration_s']:.1f} s, "
-          f"on up to {max_n} cameras", flush=True)
-    subprocess.run([BIN, "--config", "/dev/null", "enroll", "--dir", os.path.join(work, "enroll")],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "FACESTREAM__GALLERY__DATABASE": f'"{work}/gallery.db"'})
-    try:
-        for mode in [m for m in args.modes.split(",") if m]:
-            extra = "[pipeline]\nframe_queue = 1000\n" if mode == "full" else ""
-            r = run_service(f"1cam-{mode}", work, cam_port, 1, modes[mode], schedule, enrolled_set, sim, extra)
-            r["baseline_decode_only_cores"] = baseline(cam_port, 1, 20)
-            results.append(r)
-            print(json.dumps(r), flush=True)
-        for n in counts:
-            r = run_service(f"{n}cam-regions", work, cam_port, n, modes["regions"], schedule, enrolled_set, sim)
-            r["baseline_decode_only_cores"] = baseline(cam_port, n, 30)
-            results.append(r)
-            print(json.dumps(r), flush=True)
-            if args.stagger:
-                mine = {f"staggered{i}": offsets[f"staggered{i}"] for i in range(1, n + 1)}
-                r = run_service(f"{n}cam-regions-staggered", work, cam_port, n, modes["regions"], schedule,
-                                enrolled_set, sim, offsets=mine)
-                r["offsets_s"] = mine
-                r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+    enrolled_once = False
+    for scene in [sc for sc in args.scenes.split(",") if sc]:
+        if scene not in SCENES:
+            raise SystemExit(f"--scenes: {scene!r} is not one of {', '.join(SCENES)}")
+        # the walk scene keeps its configurations' names; the others are prefixed
+        tag = "" if scene == "walk" else f"{scene}:"
+        stagger = args.stagger and scene == "walk"
+        sched_file = os.path.join(work, f"schedule-{scene}.json")
+        sim, cam_port, offsets = simulator(shown, max_n, sched_file, SCENES[scene] + (["--stagger"] if stagger else []))
+        schedule = json.load(open(sched_file))
+        print(f"simulator ready ({scene}): {len(shown)} people ({len(enrolled)} enrolled), loop "
+              f"{schedule['duration_s']:.1f} s, on up to {max_n} cameras", flush=True)
+        if not enrolled_once:
+            subprocess.run([BIN, "--config", "/dev/null", "enroll", "--dir", os.path.join(work, "enroll")],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "FACESTREAM__GALLERY__DATABASE": f'"{work}/gallery.db"'})
+            enrolled_once = True
+        try:
+            for mode in [m for m in args.modes.split(",") if m]:
+                extra = "[pipeline]\nframe_queue = 1000\n" if mode == "full" else ""
+                r = run_service(f"{tag}1cam-{mode}", work, cam_port, 1, modes[mode], schedule, enrolled_set, sim,
+                                extra)
+                r["baseline_decode_only_cores"] = baseline(cam_port, 1, 20)
                 results.append(r)
                 print(json.dumps(r), flush=True)
-            if n == counts[0]:
-                for c in args.compare_bin:
-                    label, path = c.split("=", 1)
-                    r = run_service(f"{n}cam-regions-bin={label}", work, cam_port, n, modes["regions"], schedule,
-                                    enrolled_set, sim, binary=path)
+            for n in counts:
+                r = run_service(f"{tag}{n}cam-regions", work, cam_port, n, modes["regions"], schedule, enrolled_set,
+                                sim)
+                r["baseline_decode_only_cores"] = baseline(cam_port, n, 30)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+                if stagger:
+                    mine = {f"staggered{i}": offsets[f"staggered{i}"] for i in range(1, n + 1)}
+                    r = run_service(f"{n}cam-regions-staggered", work, cam_port, n, modes["regions"], schedule,
+                                    enrolled_set, sim, offsets=mine)
+                    r["offsets_s"] = mine
                     r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
                     results.append(r)
                     print(json.dumps(r), flush=True)
-                for v in args.variant:
-                    label, detection, extra = variant(v, modes["regions"])
-                    r = run_service(f"{n}cam-regions-{label}", work, cam_port, n, detection, schedule,
-                                    enrolled_set, sim, extra)
-                    r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
-    finally:
-        sim.terminate()
-        sim.wait()
+                if n == counts[0]:
+                    for c in args.compare_bin:
+                        label, path = c.split("=", 1)
+                        r = run_service(f"{tag}{n}cam-regions-bin={label}", work, cam_port, n, modes["regions"],
+                                        schedule, enrolled_set, sim, binary=path)
+                        r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
+                    for v in args.variant:
+                        label, detection, extra = variant(v, modes["regions"])
+                        r = run_service(f"{tag}{n}cam-regions-{label}", work, cam_port, n, detection, schedule,
+                                        enrolled_set, sim, extra)
+                        r["baseline_decode_only_cores"] = results[-1]["baseline_decode_only_cores"]
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
+        finally:
+            sim.terminate()
+            sim.wait()
     detection_variants = [variant(v, modes["regions"]) for v in args.variant
                           if v.startswith("cameras.detection.")]
     if args.standing:
@@ -545,8 +579,8 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "results": results}, f, indent=2)
     print(f"\nmachine: {cpu}, {os.cpu_count()} cores, flags: {' '.join(flags)}")
-    print("\n| config | recognised / enrolled | wrong | strangers matched | exactly one event | no event | worst drop % | p50 | p95 | service cores/cam | decode-only cores/cam | detect cores | tiles/s/cam (320 + 160 + sweep) | full passes/s/cam |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| config | recognised / enrolled | wrong | strangers matched | exactly one event | more than one | no event | updated | worst drop % | p50 | p95 | service cores/cam | decode-only cores/cam | detect cores | tiles/s/cam (320 + 160 + sweep) | full passes/s/cam |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda v: "–" if v is None else f"{v * 1000:.0f} ms"
         rc = r["recall"]
@@ -555,9 +589,11 @@ def main():
         sm = "–" if rc is None else f"{rc['strangers_matched']} / {rc['strangers']}"
         one = "–" if rc is None else f"{rc['exactly_one']} / {rc['appearances']}"
         none = "–" if rc is None else rc["none"]
+        more = "–" if rc is None else rc.get("more_than_one", "–")
+        upd = "–" if rc is None else rc.get("updated", "–")
         base = r["baseline_decode_only_cores"] / r["cameras"]
         p = r["detect_passes_per_s_per_camera"]
-        print(f"| {r['config']} | {rec} | {wrong} | {sm} | {one} | {none} | {r['dropped_pct_worst_camera']} | "
+        print(f"| {r['config']} | {rec} | {wrong} | {sm} | {one} | {more} | {none} | {upd} | {r['dropped_pct_worst_camera']} | "
               f"{fmt(r['latency_p50_s'])} | {fmt(r['latency_p95_s'])} | {r['service_cores_per_camera']} | "
               f"{base:.3f} | {r['stage_cores']['detect']} | {p['tile']} + {p['small_tile']} + {p['sweep']} | "
               f"{p['full_frame']} |")

@@ -370,6 +370,89 @@ fn enrolled_people_are_recognized_and_strangers_are_unknown_once_per_appearance(
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_person_who_leaves_the_frame_and_comes_back_is_one_appearance_with_one_identity_event() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir(&format!("pipeline-rejoin-{}", uuid::Uuid::now_v7()));
+    // Obama (enrolled) and Tom Hanks (not): each walks out of the frame by the nearest
+    // edge, stays out 2 s (longer than track.lost_after_ms, so the track ends) and walks
+    // back across.
+    let shown = ["obama2.jpg", "Tom_Hanks_54745.png"];
+    let photos = simulate::load_photos(&shown.map(common::fixture));
+    let spec = simulate::SceneSpec {
+        photo_heights: vec![360],
+        show_s: 4.0,
+        gap_s: 2.0,
+        exit_every: 1,
+        exit_s: 2.0,
+        ..simulate::SceneSpec::default()
+    };
+    let scene = Scene::from_spec((960, 540, 10), &photos, &spec);
+    assert!(scene.appearances.iter().all(|a| a.exit.is_some()));
+    let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
+    let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
+    let receiver = Receiver::start(0, Mode::Accept);
+    // a deep frame queue: on a slow machine frames wait instead of being dropped
+    let extra = "[pipeline]\nframe_queue = 300\n";
+    let config = write_config(&dir, receiver.port, &camera.url("cam"), extra, false);
+    enroll(&config, &dir);
+    let (_service, api_port) = common::serve(&config, &dir);
+    let up_at = camera_up_at(&receiver);
+    let offset = |e: &Value| (time(&e["first_seen"]) - up_at).num_milliseconds() as f32 / 1000.0;
+    let in_first_loop = |e: &&Value| offset(e) < scene.duration_s - 0.5;
+    // done when both appearances of the first loop have ended, however long it takes
+    wait_for("both appearances to end", Duration::from_secs(180), || {
+        events(&receiver)
+            .iter()
+            .filter(|e| e["type"] == "track.ended")
+            .filter(in_first_loop)
+            .count()
+            >= 2
+    });
+    let all = events(&receiver);
+    let of = |index: usize, kind: &str| -> Vec<Value> {
+        let a = &scene.appearances[index];
+        all.iter()
+            .filter(|e| e["type"] == kind)
+            .filter(|e| {
+                let t = offset(e);
+                t >= a.start_s - 0.8 && t <= a.start_s + a.duration_s
+            })
+            .cloned()
+            .collect()
+    };
+    for (index, kind, name) in [
+        (0, "identity.recognized", Some("Obama")),
+        (1, "identity.unknown", None),
+    ] {
+        let identity: Vec<Value> = ["identity.recognized", "identity.unknown"]
+            .iter()
+            .flat_map(|k| of(index, k))
+            .collect();
+        assert_eq!(identity.len(), 1, "{}: {identity:#?}", shown[index]);
+        assert_eq!(identity[0]["type"], kind, "{}", identity[0]);
+        if let Some(name) = name {
+            assert_eq!(identity[0]["identity"]["name"], name);
+        }
+        let ended = of(index, "track.ended");
+        assert_eq!(ended.len(), 1, "{}: {ended:#?}", shown[index]);
+        assert_eq!(ended[0]["track_id"], identity[0]["track_id"]);
+        // the one track.ended spans both sightings: out of view for 2 s in between
+        let span =
+            (time(&ended[0]["last_seen"]) - time(&ended[0]["first_seen"])).num_milliseconds();
+        assert!(span >= 3000, "{}: seen for {span} ms only", shown[index]);
+    }
+    // and the tracks did break: each appearance's second sighting continued the first
+    let metrics = scrape(api_port);
+    let continued = sample(
+        &metrics,
+        "facestream_matches_total{camera=\"cam\",outcome=\"continued\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(continued >= 2.0, "continued {continued}\n{metrics}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `facestream simulate-camera` in its own process, so the test can kill, restart and
 /// freeze it.
 fn simulator(port: u16) -> (Proc, u16) {

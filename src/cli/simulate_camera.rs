@@ -61,6 +61,22 @@ pub struct SimulateCameraArgs {
     hold_every: usize,
     #[arg(long, default_value_t = 3.0)]
     hold_seconds: f32,
+    /// Every Nth photo turns its back to the camera for --turn-seconds, a third of the
+    /// way across (0: nobody turns).
+    #[arg(long, default_value_t = 0)]
+    turn_every: usize,
+    #[arg(long, default_value_t = 1.0)]
+    turn_seconds: f32,
+    /// Every Nth photo walks out of the frame by the nearest edge, stays out for
+    /// --exit-seconds and walks back across (0: nobody leaves).
+    #[arg(long, default_value_t = 0)]
+    exit_every: usize,
+    #[arg(long, default_value_t = 2.0)]
+    exit_seconds: f32,
+    /// A pillar in front of everyone, `CENTRE:WIDTH`: its centre as a fraction of the
+    /// frame's width and its width in pixels (e.g. `0.3:150`).
+    #[arg(long, value_parser = parse_pillar)]
+    pillar: Option<(f32, u32)>,
     /// `clean` (flat grey, sharp photos) or `surveillance` (textured background, sensor
     /// noise every frame, lighting drift, blurred faces).
     #[arg(long, default_value = "clean")]
@@ -75,6 +91,19 @@ pub struct SimulateCameraArgs {
     /// Write the clip's schedule (who is shown where and when) to this JSON file.
     #[arg(long)]
     schedule: Option<PathBuf>,
+}
+
+fn parse_pillar(value: &str) -> Result<(f32, u32), String> {
+    let bad = || {
+        format!("{value:?}: expected CENTRE:WIDTH, e.g. 0.3:150 (centre 0 to 1, width in pixels)")
+    };
+    let (centre, width) = value.split_once(':').ok_or_else(bad)?;
+    let centre: f32 = centre.trim().parse().map_err(|_| bad())?;
+    let width: u32 = width.trim().parse().map_err(|_| bad())?;
+    if !(0.0..=1.0).contains(&centre) || width == 0 {
+        return Err(bad());
+    }
+    Ok((centre, width))
 }
 
 fn collect(paths: &[PathBuf], one_per_folder: bool) -> anyhow::Result<Vec<PathBuf>> {
@@ -152,6 +181,11 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
         hold_s: args.hold_seconds,
         look,
         standing: args.standing,
+        turn_every: args.turn_every,
+        turn_s: args.turn_seconds,
+        exit_every: args.exit_every,
+        exit_s: args.exit_seconds,
+        pillar: args.pillar,
     };
     let scene = Scene::from_spec((args.width, args.height, args.fps), &photos, &spec);
     if let Some(file) = &args.schedule {
@@ -165,6 +199,8 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
                     "start_s": a.start_s,
                     "duration_s": a.duration_s,
                     "hold_s": a.hold_s,
+                    "turned": a.turned,
+                    "exit_s": a.exit.map(|e| e.away_s),
                     "from": a.from,
                     "to": a.to,
                     "width": a.photo.width(),
@@ -177,6 +213,7 @@ pub fn run(args: SimulateCameraArgs) -> anyhow::Result<ExitCode> {
             "height": scene.height,
             "fps": scene.fps,
             "duration_s": scene.duration_s,
+            "pillars": scene.pillars,
             "appearances": appearances,
         });
         std::fs::write(file, serde_json::to_string_pretty(&schedule)?)

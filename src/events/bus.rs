@@ -48,10 +48,11 @@ pub const RECENT_EVENTS: usize = 200;
 impl EventBus {
     /// Durably enqueue `event` for every endpoint that wants it; returns rows written.
     pub fn publish(&self, event: &Event) -> Result<usize, OutboxError> {
-        let erased = event
-            .identity
-            .as_ref()
-            .is_some_and(|i| self.is_erased(i.id));
+        let named = |i: &Option<crate::events::EventIdentity>| {
+            i.as_ref().is_some_and(|i| self.is_erased(i.id))
+        };
+        let erased =
+            named(&event.identity) || event.previous.as_ref().is_some_and(|p| named(&p.identity));
         let scrubbed;
         let event = match erased {
             true if event.only_names_identity() => {
@@ -128,7 +129,7 @@ impl EventBus {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             recent.retain_mut(|event| {
-                if event.identity.as_ref().is_none_or(|i| i.id != id) {
+                if !event.names(id) {
                     return true;
                 }
                 events.push(event.id);

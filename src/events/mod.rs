@@ -56,6 +56,11 @@ pub enum EventType {
     /// `types` lists it.
     #[serde(rename = "identity.seen_before")]
     IdentitySeenBefore,
+    /// A later part of an appearance already reported changed its decision: it resolved
+    /// an unknown, or showed the same person markedly better (`reason`); `previous` is
+    /// what the appearance's earlier event said. Same `track_id` (the appearance).
+    #[serde(rename = "identity.updated")]
+    IdentityUpdated,
 }
 
 impl EventType {
@@ -68,6 +73,7 @@ impl EventType {
             EventType::CameraUp => "camera.up",
             EventType::Test => "test",
             EventType::IdentitySeenBefore => "identity.seen_before",
+            EventType::IdentityUpdated => "identity.updated",
         }
     }
 
@@ -93,7 +99,7 @@ impl EventType {
         }
     }
 
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::IdentityRecognized,
         EventType::IdentityUnknown,
         EventType::TrackEnded,
@@ -101,6 +107,7 @@ impl EventType {
         EventType::CameraUp,
         EventType::Test,
         EventType::IdentitySeenBefore,
+        EventType::IdentityUpdated,
     ];
 }
 
@@ -113,6 +120,29 @@ pub struct EventIdentity {
     /// template to remove when the match was wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_id: Option<Uuid>,
+}
+
+/// Why an appearance's decision changed (`identity.updated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeReason {
+    /// The appearance was reported unknown; a later part of it matched someone.
+    Resolved,
+    /// The same identity, seen later in the appearance with a markedly better face
+    /// (best quality up by `track.update_quality_gain` or more).
+    BetterQuality,
+}
+
+/// What an appearance's earlier event said, in an event that changes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousDecision {
+    /// The event that said it (`identity.recognized`, `identity.unknown` or an earlier
+    /// `identity.updated`).
+    pub event_id: Option<Uuid>,
+    /// The identity it named; null for unknown.
+    pub identity: Option<EventIdentity>,
+    pub similarity: Option<f32>,
+    pub quality: Option<f32>,
 }
 
 /// One event, as delivered (schema version 1).
@@ -147,6 +177,12 @@ pub struct Event {
     /// `identity.seen_before` only: the appearances the enrolled face matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appearances: Option<Vec<SeenAppearance>>,
+    /// `identity.updated` only: why the appearance's decision changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ChangeReason>,
+    /// `identity.updated` only: what the appearance's earlier event said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousDecision>,
 }
 
 /// An appearance in an `identity.seen_before` event.
@@ -170,8 +206,17 @@ impl Event {
     pub fn only_names_identity(&self) -> bool {
         matches!(
             self.kind,
-            EventType::IdentityRecognized | EventType::IdentitySeenBefore
+            EventType::IdentityRecognized
+                | EventType::IdentitySeenBefore
+                | EventType::IdentityUpdated
         )
+    }
+
+    /// Whether the event names identity `id`: as its identity, or as what an appearance
+    /// was before (`previous`).
+    pub fn names(&self, id: Uuid) -> bool {
+        let named = |i: &Option<EventIdentity>| i.as_ref().is_some_and(|i| i.id == id);
+        named(&self.identity) || self.previous.as_ref().is_some_and(|p| named(&p.identity))
     }
 
     /// Erasure: drop everything the event holds about its identity: the identity (id and
@@ -181,13 +226,15 @@ impl Event {
         let had = self.identity.is_some()
             || self.thumbnail_jpeg.is_some()
             || self.similarity.is_some()
-            || self.appearances.is_some();
+            || self.appearances.is_some()
+            || self.previous.is_some();
         self.identity = None;
         self.similarity = None;
         self.calibrated_similarity = None;
         self.margin = None;
         self.thumbnail_jpeg = None;
         self.appearances = None;
+        self.previous = None;
         had
     }
 
@@ -211,6 +258,8 @@ impl Event {
             model: None,
             thumbnail_jpeg: None,
             appearances: None,
+            reason: None,
+            previous: None,
         }
     }
 }

@@ -56,8 +56,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// The rows an erasure scrubs: found by the `outbox_identity` index.
-const SCRUB_ROWS: &str =
-    "SELECT seq, event_id, payload, endpoint, state FROM outbox WHERE identity_id = ?1";
+const SCRUB_ROWS: &str = "SELECT seq, event_id, payload, endpoint, state FROM outbox
+     WHERE identity_id = ?1 OR previous_identity_id = ?1";
 
 /// What an erasure did to the outbox ([`Outbox::scrub_identity`]).
 #[derive(Debug, Default)]
@@ -123,9 +123,25 @@ impl Outbox {
             )
             .map_err(err)?;
         }
+        // The identity an appearance was before its decision changed (`identity.updated`'s
+        // `previous`), likewise; no event written before the column existed has one.
+        let has_previous: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'previous_identity_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_previous {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN previous_identity_id TEXT;")
+                .map_err(err)?;
+        }
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS outbox_identity ON outbox (identity_id)
                  WHERE identity_id IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS outbox_previous_identity ON outbox (previous_identity_id)
+                 WHERE previous_identity_id IS NOT NULL;
              CREATE TABLE IF NOT EXISTS erasure_position (
                  id INTEGER PRIMARY KEY CHECK (id = 0),
                  seq INTEGER NOT NULL
@@ -152,15 +168,21 @@ impl Outbox {
         for endpoint in endpoints {
             written += tx
                 .execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms, identity_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                    "INSERT OR IGNORE INTO outbox (event_id, endpoint, event_type, payload, created_ms, next_attempt_ms,
+                                                   identity_id, previous_identity_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
                     params![
                         event.id.to_string(),
                         endpoint,
                         event.kind.as_str(),
                         payload,
                         now,
-                        event.identity.as_ref().map(|i| i.id.to_string())
+                        event.identity.as_ref().map(|i| i.id.to_string()),
+                        event
+                            .previous
+                            .as_ref()
+                            .and_then(|p| p.identity.as_ref())
+                            .map(|i| i.id.to_string())
                     ],
                 )
                 .map_err(err)?;
@@ -356,7 +378,8 @@ impl Outbox {
                     event.forget_identity();
                     let scrubbed = serde_json::to_string(&event).map_err(err)?;
                     tx.execute(
-                        "UPDATE outbox SET payload = ?1, identity_id = NULL WHERE seq = ?2",
+                        "UPDATE outbox SET payload = ?1, identity_id = NULL, previous_identity_id = NULL
+                         WHERE seq = ?2",
                         rusqlite::params![scrubbed, seq],
                     )
                     .map_err(err)?;

@@ -1,17 +1,20 @@
-//! Tracking and the identity decision: per-camera tracks, one decision per track.
+//! Tracking and the identity decision: per-camera tracks, one decision per appearance.
 //!
 //! Frames arrive here with their embedded faces, possibly out of order (several detect
 //! workers); each camera's frames are put back in sequence first. The [`Tracker`] assigns
 //! faces to tracks and keeps each track's best shots. A confirmed track is searched with
-//! its quality-pooled template as its shots improve:
+//! its quality-pooled template as its shots improve, and decided:
 //!
-//! - a match → `identity.recognized`, once per track;
-//! - no match after `track.unknown_after_ms` (or when the track ends) →
-//!   `identity.unknown`, once per track;
+//! - a match → `identity.recognized`; no match after `track.unknown_after_ms` (or when the
+//!   track ends) → `identity.unknown`: once per **appearance** (`appearances`): a track
+//!   that continues an appearance seen just before (the person turned away, passed behind
+//!   something, left the frame and came back) sends none, only one `identity.updated`
+//!   when it resolves the unknown or shows the same person markedly better;
 //! - a track whose faces were all below `track.min_match_quality` is counted as
 //!   `low_quality` and produces no identity event.
 //!
-//! Every confirmed track ends with `track.ended` carrying its final identity (if any).
+//! Every appearance ends with one `track.ended` carrying its final identity (if any), when
+//! nothing can continue it any more; a confirmed track never decided gets its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,15 +25,15 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::appearances::{Appearance, Appearances, Decided, EndedTrack, ReviewShot};
 use super::history::{Keeper, Record};
 use super::publish::{Publish, PublishActor};
 use super::review::{Keep, ReviewKeeper};
 use super::sequence::Sequencer;
 use super::snapshot::{SnapshotKeeper, TakeSnapshot};
 use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
-use crate::events::{Event, EventIdentity, EventType};
+use crate::events::{ChangeReason, Event, EventIdentity, EventType, PreviousDecision};
 use crate::gallery::service::GalleryService;
-use crate::history::Appearance;
 use crate::ingest::frame::I420Frame;
 use crate::review::UnknownTrack;
 use crate::stages::align::AlignedFace;
@@ -45,16 +48,17 @@ pub struct TrackFlush;
 
 #[derive(Default)]
 struct TrackState {
+    /// The id its events carry: its own until it is decided, then its appearance's.
     id: Option<Uuid>,
     counted: bool,
     decided: Option<Decided>,
-    /// The track's identity event, once out.
-    event_id: Option<Uuid>,
+    /// The appearance it belongs to, once decided.
+    appearance: Option<Uuid>,
     /// The best aligned face (thumbnails, history).
     best_crop: Option<(f32, AlignedFace)>,
     /// Best shots with their crops, for review (`review.enabled`): (quality, crop,
     /// embedding), best first.
-    review_shots: Vec<(f32, AlignedFace, Vec<f32>)>,
+    review_shots: Vec<ReviewShot>,
     /// Faces of this track whose embedding batch failed.
     embed_failures: u32,
 }
@@ -67,18 +71,12 @@ fn prune_states(states: &mut HashMap<u64, TrackState>, tracker: &Tracker) {
     states.retain(|id, _| tracker.track(*id).is_some());
 }
 
-#[derive(Clone, Default)]
-struct Decided {
-    identity: Option<EventIdentity>,
-    similarity: Option<f32>,
-    calibrated: Option<f32>,
-    margin: Option<f32>,
-}
-
 struct CameraTracks {
     tracker: Tracker,
     frames: Sequencer<Work>,
     states: HashMap<u64, TrackState>,
+    /// Appearances that a later track may still continue.
+    appearances: Appearances,
     last_frame: Instant,
 }
 
@@ -154,6 +152,7 @@ impl DecideActor {
                 tracker: Tracker::new(config),
                 frames: Sequencer::new(),
                 states: HashMap::new(),
+                appearances: Appearances::default(),
                 last_frame: Instant::now(),
             })
     }
@@ -204,6 +203,11 @@ impl DecideActor {
                     (face.quality.unwrap_or(0.0), crop, embedding),
                 );
             }
+            if let Some(appearance) = state.appearance {
+                tracks
+                    .appearances
+                    .seen(appearance, ts, work.faces[oi].detection.bbox);
+            }
             if let Some(track) = tracks.tracker.track(track_id) {
                 if track.hits >= min_hits {
                     if !state.counted {
@@ -229,6 +233,7 @@ impl DecideActor {
         for track in update.ended {
             self.end(camera, track);
         }
+        self.close_due(camera, ts);
         let tracks = self.camera(camera);
         prune_states(&mut tracks.states, &tracks.tracker);
         metrics()
@@ -307,6 +312,17 @@ impl DecideActor {
             }
             Decision::Unknown { .. } => return,
         };
+        let config = self.config.clone();
+        let continues = self.camera(camera).appearances.continued_by(
+            &config,
+            track.first_seen_ms,
+            &template,
+            decided.identity.as_ref().map(|i| i.id),
+        );
+        if let Some(appearance) = continues {
+            self.continue_appearance(camera, track, appearance, decided, captured);
+            return;
+        }
         let m = metrics();
         let recognized = decided.identity.is_some();
         m.matches
@@ -320,11 +336,40 @@ impl DecideActor {
         } else {
             EventType::IdentityUnknown
         };
-        let mut event = self.track_event(kind, camera, track, &decided);
+        let event = self.track_event(kind, camera, track, &decided);
+        let tracks = self.camera(camera);
+        let state = tracks.states.entry(track.id).or_default();
+        let id = state.id.expect("track_event gave the track an id");
+        state.decided = Some(decided.clone());
+        state.appearance = Some(id);
+        tracks.appearances.open(Appearance {
+            id,
+            decided,
+            event_id: Some(event.id),
+            reported_quality: track.best_quality(),
+            first_seen_ms: track.first_seen_ms,
+            last_seen_ms: track.last_seen_ms,
+            bbox: track.bbox,
+            spans: Vec::new(),
+            live: vec![track.id],
+            template,
+            quality: track.best_quality(),
+            best_crop: None,
+            review_shots: Vec::new(),
+        });
+        self.publish_identity(camera, track, event, captured);
+    }
+
+    /// Thumbnail and snapshot of an identity event, then publish it.
+    fn publish_identity(
+        &mut self,
+        camera: &Arc<str>,
+        track: &Track,
+        mut event: Event,
+        captured: Option<Instant>,
+    ) {
         let thumbnails = self.thumbnails;
         let state = self.camera(camera).states.entry(track.id).or_default();
-        state.decided = Some(decided);
-        state.event_id = Some(event.id);
         if let (true, Some((_, crop))) = (thumbnails, &state.best_crop) {
             event.thumbnail_jpeg = jpeg_base64(crop);
         }
@@ -337,6 +382,68 @@ impl DecideActor {
             });
         }
         self.send(Publish { event, captured });
+    }
+
+    /// `track`, decided as `decided`, continues `appearance` (seen just before): no
+    /// second identity event; one `identity.updated` when it resolves an unknown or shows
+    /// the same person markedly better.
+    fn continue_appearance(
+        &mut self,
+        camera: &Arc<str>,
+        track: &Track,
+        appearance: Uuid,
+        decided: Decided,
+        captured: Option<Instant>,
+    ) {
+        metrics()
+            .matches
+            .get_or_create(&Metrics::outcome(camera, "continued"))
+            .inc();
+        let gain = self.config.update_quality_gain;
+        let tracks = self.camera(camera);
+        let Some(a) = tracks.appearances.get_mut(appearance) else {
+            return;
+        };
+        a.live.push(track.id);
+        let quality = track.best_quality();
+        let reason = match (&a.decided.identity, &decided.identity) {
+            (None, Some(_)) => Some(ChangeReason::Resolved),
+            (Some(was), Some(now)) if was.id == now.id && quality >= a.reported_quality + gain => {
+                Some(ChangeReason::BetterQuality)
+            }
+            _ => None,
+        };
+        let previous = PreviousDecision {
+            event_id: a.event_id,
+            identity: a.decided.identity.clone(),
+            similarity: a.decided.similarity,
+            quality: Some(a.reported_quality),
+        };
+        let first_seen_ms = a.first_seen_ms;
+        let kept = if reason.is_some() {
+            decided
+        } else {
+            a.decided.clone()
+        };
+        let state = tracks.states.entry(track.id).or_default();
+        state.id = Some(appearance);
+        state.appearance = Some(appearance);
+        state.decided = Some(kept.clone());
+        tracing::debug!(camera = %camera, appearance = %appearance, track = track.id,
+            "a new track continues an appearance seen just before");
+        let Some(reason) = reason else {
+            return;
+        };
+        let mut event = self.track_event(EventType::IdentityUpdated, camera, track, &kept);
+        event.first_seen = time(first_seen_ms);
+        event.reason = Some(reason);
+        event.previous = Some(previous);
+        if let Some(a) = self.camera(camera).appearances.get_mut(appearance) {
+            a.decided = kept;
+            a.event_id = Some(event.id);
+            a.reported_quality = quality;
+        }
+        self.publish_identity(camera, track, event, captured);
     }
 
     fn track_event(
@@ -379,7 +486,8 @@ impl DecideActor {
         self.publish.do_send(msg);
     }
 
-    /// A track ended: decide it if still open, then `track.ended`.
+    /// A track ended: decide it if still open; it joins its appearance, or, never
+    /// decided (no usable face), gets its own `track.ended` now.
     fn end(&mut self, camera: &Arc<str>, track: Track) {
         let undecided = self
             .camera(camera)
@@ -389,56 +497,107 @@ impl DecideActor {
         if undecided {
             self.consider(camera, &track, track.last_seen_ms, None, true);
         }
-        let decided = self
-            .camera(camera)
-            .states
-            .get(&track.id)
-            .and_then(|s| s.decided.clone())
-            .unwrap_or_default();
-        let event = self.track_event(EventType::TrackEnded, camera, &track, &decided);
-        let mut state = self.camera(camera).states.remove(&track.id);
-        if let (Some((keeper, node)), Some(state)) = (&self.history, state.as_mut()) {
-            if let (Some(_), Some(id), Some(template)) =
-                (&state.decided, state.id, track.template())
-            {
-                keeper.record(Record {
-                    appearance: Appearance {
-                        track_id: id,
-                        camera: camera.to_string(),
-                        node: node.clone(),
-                        first_seen: time(track.first_seen_ms).unwrap_or_default(),
-                        last_seen: time(track.last_seen_ms).unwrap_or_default(),
-                        model: self.gallery.model().to_string(),
-                        template,
-                        quality: track.best_quality(),
-                        event_id: state.event_id,
-                        identity: decided.identity.as_ref().map(|i| i.id),
-                        similarity: decided.similarity,
-                        shot: None,
-                    },
-                    best: state.best_crop.take().map(|(_, crop)| crop),
-                });
-            }
+        let review_shots = self.review.as_ref().map_or(0, |(_, n)| *n);
+        let tracks = self.camera(camera);
+        let state = tracks.states.remove(&track.id).unwrap_or_default();
+        if let Some(appearance) = state.appearance {
+            tracks.appearances.track_ended(
+                appearance,
+                EndedTrack {
+                    id: track.id,
+                    span: (track.first_seen_ms, track.last_seen_ms),
+                    bbox: track.bbox,
+                    template: track.template(),
+                    quality: track.best_quality(),
+                    best_crop: state.best_crop,
+                    review_shots: state.review_shots,
+                },
+                review_shots,
+            );
+            return;
         }
-        if let (Some((keeper, _)), Some(state)) = (&self.review, state) {
-            // an `identity.unknown` went out for this track: keep it for review
-            let unknown = state.decided.as_ref().is_some_and(|d| d.identity.is_none());
-            if let (true, Some(id), Some(template)) = (unknown, state.id, track.template()) {
-                keeper.do_send(Keep {
-                    track: UnknownTrack {
-                        id,
-                        camera: camera.to_string(),
-                        first_seen: time(track.first_seen_ms).unwrap_or_default(),
-                        last_seen: time(track.last_seen_ms).unwrap_or_default(),
-                        model: self.gallery.model().to_string(),
-                        template,
-                        quality: track.best_quality(),
-                        similarity: decided.similarity,
-                        shots: Vec::new(),
-                    },
-                    shots: state.review_shots,
-                });
-            }
+        let mut event =
+            self.track_event(EventType::TrackEnded, camera, &track, &Decided::default());
+        if let Some(id) = state.id {
+            event.track_id = Some(id.to_string());
+        }
+        self.send(Publish {
+            event,
+            captured: None,
+        });
+    }
+
+    /// Close the appearances of `camera` that nothing can continue any more at `now_ms`.
+    fn close_due(&mut self, camera: &Arc<str>, now_ms: i64) {
+        let config = self.config.clone();
+        let tracks = self.camera(camera);
+        let undecided: Vec<i64> = tracks
+            .tracker
+            .tracks()
+            .iter()
+            .filter(|t| tracks.states.get(&t.id).is_none_or(|s| s.decided.is_none()))
+            .map(|t| t.first_seen_ms)
+            .collect();
+        let due = tracks.appearances.due(&config, now_ms, &undecided);
+        for appearance in due {
+            self.close(camera, appearance);
+        }
+    }
+
+    /// An appearance is over: its `track.ended`, its history entry (every span), and,
+    /// unknown, its review entry.
+    fn close(&mut self, camera: &Arc<str>, a: Appearance) {
+        let model = self.gallery.model().to_string();
+        let mut event = Event::new(EventType::TrackEnded);
+        event.camera_id = Some(camera.to_string());
+        event.track_id = Some(a.id.to_string());
+        event.identity = a.decided.identity.clone();
+        event.similarity = a.decided.similarity;
+        event.calibrated_similarity = a.decided.calibrated;
+        event.margin = a.decided.margin;
+        event.quality = Some(a.quality);
+        event.first_seen = time(a.first_seen_ms);
+        event.last_seen = time(a.last_seen_ms);
+        event.bbox = Some(a.bbox);
+        event.model = Some(model.clone());
+        let template = (!a.template.is_empty()).then_some(a.template);
+        if let (Some((keeper, node)), Some(template)) = (&self.history, &template) {
+            keeper.record(Record {
+                appearance: crate::history::Appearance {
+                    track_id: a.id,
+                    camera: camera.to_string(),
+                    node: node.clone(),
+                    first_seen: time(a.first_seen_ms).unwrap_or_default(),
+                    last_seen: time(a.last_seen_ms).unwrap_or_default(),
+                    model: model.clone(),
+                    template: template.clone(),
+                    quality: a.quality,
+                    event_id: a.event_id,
+                    identity: a.decided.identity.as_ref().map(|i| i.id),
+                    similarity: a.decided.similarity,
+                    shot: None,
+                },
+                best: a.best_crop.map(|(_, crop)| crop),
+            });
+        }
+        if let (Some((keeper, _)), Some(template), None) =
+            (&self.review, template, &a.decided.identity)
+        {
+            // an `identity.unknown` went out for this appearance: keep it for review
+            keeper.do_send(Keep {
+                track: UnknownTrack {
+                    id: a.id,
+                    camera: camera.to_string(),
+                    first_seen: time(a.first_seen_ms).unwrap_or_default(),
+                    last_seen: time(a.last_seen_ms).unwrap_or_default(),
+                    model,
+                    template,
+                    quality: a.quality,
+                    similarity: a.decided.similarity,
+                    shots: Vec::new(),
+                },
+                shots: a.review_shots,
+            });
         }
         self.send(Publish {
             event,
@@ -477,7 +636,10 @@ impl DecideActor {
         let quiet: Vec<Arc<str>> = self
             .cameras
             .iter()
-            .filter(|(_, t)| t.last_frame.elapsed() > quiet_for && !t.tracker.tracks().is_empty())
+            .filter(|(_, t)| {
+                t.last_frame.elapsed() > quiet_for
+                    && !(t.tracker.tracks().is_empty() && t.appearances.is_empty())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let now = epoch_ms(std::time::SystemTime::now());
@@ -486,6 +648,7 @@ impl DecideActor {
             for track in ended {
                 self.end(&camera, track);
             }
+            self.close_due(&camera, now);
             let tracks = self.camera(&camera);
             prune_states(&mut tracks.states, &tracks.tracker);
             let active = self.camera(&camera).tracker.tracks().len() as i64;
@@ -500,7 +663,7 @@ impl DecideActor {
 /// Keep `shot` among the `max` best of `shots` (best first); the crop and embedding are
 /// copied only when the shot gets in.
 fn keep_best(
-    shots: &mut Vec<(f32, AlignedFace, Vec<f32>)>,
+    shots: &mut Vec<ReviewShot>,
     max: usize,
     (quality, crop, embedding): (f32, &AlignedFace, &Vec<f32>),
 ) {
@@ -553,6 +716,9 @@ impl Handler<TrackFlush> for DecideActor {
             let ended = self.camera(&camera).tracker.finish();
             for track in ended {
                 self.end(&camera, track);
+            }
+            for appearance in self.camera(&camera).appearances.close_all() {
+                self.close(&camera, appearance);
             }
             self.camera(&camera).states.clear();
             metrics()

@@ -20,13 +20,15 @@
 //! board the stages before decide read in `tracks`, a camera's pump in `pump`, building
 //! the stages in `start`, one camera's start and stop in `cameras`, and one file per
 //! stage (`analyse`: detect, align and quality; `batch`: embed; `decide`; `publish`; the
-//! keepers `snapshot`, `review`, `history`), with the detection plan in `regions`.
+//! keepers `snapshot`, `review`, `history`), with the detection plan in `regions` and the
+//! appearances the decide stage groups tracks into (one person's passage) in `appearances`.
 //!
 //! Shutdown ([`crate::shutdown`]): pumps stop when the service's token is requested;
 //! [`Pipeline::shutdown`] then stops the cameras, drains the frames in flight, decides
 //! open tracks and writes their events to the outbox.
 
 mod analyse;
+mod appearances;
 mod batch;
 mod cameras;
 mod decide;

@@ -50,11 +50,38 @@ pub struct Appearance {
     pub to: [f32; 2],
     /// Seconds of `duration_s` spent standing still half-way (a person who stops).
     pub hold_s: f32,
+    /// `(start, seconds)` after the start during which the person walks on with their
+    /// back to the camera (the head is drawn, the face is not).
+    pub turned: Option<(f32, f32)>,
+    /// The person leaves the frame by its nearest edge, stays out, and comes back.
+    pub exit: Option<Exit>,
+}
+
+/// A walk out of the frame and back in ([`Appearance::exit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exit {
+    /// Seconds spent out of view.
+    pub away_s: f32,
+    /// The left edge's x when out of view (wholly outside the frame).
+    pub out_x: f32,
 }
 
 impl Appearance {
+    /// Whether the face can be seen `t` seconds after the start: in the frame and not
+    /// turned away.
+    pub fn face_visible(&self, t: f32, frame_width: u32) -> bool {
+        let turned = self
+            .turned
+            .is_some_and(|(start, len)| t >= start && t < start + len);
+        let x = self.position(t)[0];
+        !turned && x + (self.photo.width() as f32) > 0.0 && x < frame_width as f32
+    }
+
     /// Top-left corner `t` seconds after the start.
     pub fn position(&self, t: f32) -> [f32; 2] {
+        if let Some(exit) = self.exit {
+            return self.exit_position(exit, t);
+        }
         let moving = (self.duration_s - self.hold_s).max(1e-3);
         let half = moving / 2.0;
         let k = if t < half {
@@ -69,6 +96,26 @@ impl Appearance {
             self.from[0] + (self.to[0] - self.from[0]) * k,
             self.from[1] + (self.to[1] - self.from[1]) * k,
         ]
+    }
+
+    /// From `from` out of the frame at `exit.out_x`, out of view for `exit.away_s`, then
+    /// back in to `to`, at one walking speed.
+    fn exit_position(&self, exit: Exit, t: f32) -> [f32; 2] {
+        let moving = (self.duration_s - exit.away_s).max(1e-3);
+        let (out, back) = (
+            (self.from[0] - exit.out_x).abs(),
+            (self.to[0] - exit.out_x).abs(),
+        );
+        let leave = moving * out / (out + back).max(1e-3);
+        let x = if t < leave {
+            self.from[0] + (exit.out_x - self.from[0]) * (t / leave.max(1e-3))
+        } else if t < leave + exit.away_s {
+            exit.out_x
+        } else {
+            let k = ((t - leave - exit.away_s) / (moving - leave).max(1e-3)).clamp(0.0, 1.0);
+            exit.out_x + (self.to[0] - exit.out_x) * k
+        };
+        [x, self.from[1]]
     }
 }
 
@@ -115,6 +162,17 @@ pub struct SceneSpec {
     /// over a grid of the frame — people too far away for the downscale pass who never
     /// move, so motion never points at them.
     pub standing: bool,
+    /// Every `turn_every`-th photo (0: none) turns its back to the camera for `turn_s`
+    /// seconds, a third of the way across.
+    pub turn_every: usize,
+    pub turn_s: f32,
+    /// Every `exit_every`-th photo (0: none) walks out of the frame by its nearest edge,
+    /// stays out `exit_s` seconds, and walks back across (it does not also stop).
+    pub exit_every: usize,
+    pub exit_s: f32,
+    /// A pillar in front of everyone: its centre as a fraction of the frame's width, and
+    /// its width in pixels.
+    pub pillar: Option<(f32, u32)>,
 }
 
 impl Default for SceneSpec {
@@ -130,8 +188,18 @@ impl Default for SceneSpec {
             hold_s: 0.0,
             look: Look::default(),
             standing: false,
+            turn_every: 0,
+            turn_s: 0.0,
+            exit_every: 0,
+            exit_s: 0.0,
+            pillar: None,
         }
     }
+}
+
+/// Whether photo `i` is one of every `every`-th (0: none).
+fn every(i: usize, every: usize) -> bool {
+    every > 0 && i % every == every - 1
 }
 
 /// What the simulated camera sees.
@@ -143,6 +211,8 @@ pub struct Scene {
     pub duration_s: f32,
     pub appearances: Vec<Appearance>,
     pub look: Look,
+    /// Pillars in front of everyone: (left x, width), in pixels.
+    pub pillars: Vec<(u32, u32)>,
     background: Arc<RgbImage>,
 }
 
@@ -230,22 +300,46 @@ impl Scene {
             } else {
                 (0.85, 0.15)
             };
-            let hold_s = if spec.hold_every > 0 && i % spec.hold_every == spec.hold_every - 1 {
+            let (from, to) = ([travel * from, y], [travel * to, y]);
+            let exit = every(i, spec.exit_every).then(|| Exit {
+                away_s: spec.exit_s,
+                // out by the nearer edge
+                out_x: if from[0] + w as f32 / 2.0 < width as f32 / 2.0 {
+                    -(w as f32) - 8.0
+                } else {
+                    width as f32 + 8.0
+                },
+            });
+            let hold_s = if every(i, spec.hold_every) && exit.is_none() {
                 spec.hold_s
             } else {
                 0.0
             };
+            let away_s = exit.map_or(0.0, |e| e.away_s);
+            let turned = every(i, spec.turn_every).then_some((spec.show_s / 3.0, spec.turn_s));
             appearances.push(Appearance {
                 photo: Arc::new(scaled),
                 start_s: start,
-                duration_s: spec.show_s + hold_s,
-                from: [travel * from, y],
-                to: [travel * to, y],
+                duration_s: spec.show_s + hold_s + away_s,
+                from,
+                to,
                 hold_s,
+                turned,
+                exit,
             });
-            lane_end[lane] = start + spec.show_s + hold_s;
+            lane_end[lane] = start + spec.show_s + hold_s + away_s;
         }
         let duration_s = lane_end.iter().cloned().fold(0.0, f32::max) + spec.gap_s;
+        let pillars = spec
+            .pillar
+            .map(|(centre, w)| {
+                let w = w.min(width);
+                let left = (centre.clamp(0.0, 1.0) * width as f32 - w as f32 / 2.0)
+                    .clamp(0.0, (width - w) as f32);
+                (left as u32, w)
+            })
+            .into_iter()
+            .collect();
         Scene {
             width,
             height,
@@ -254,6 +348,7 @@ impl Scene {
             appearances,
             background: Arc::new(background(width, height, spec.look.textured)),
             look: spec.look.clone(),
+            pillars,
         }
     }
 
@@ -290,6 +385,8 @@ impl Scene {
                     from: at,
                     to: at,
                     hold_s: 0.0,
+                    turned: None,
+                    exit: None,
                 }
             })
             .collect();
@@ -301,6 +398,7 @@ impl Scene {
             appearances,
             background: Arc::new(background(width, height, spec.look.textured)),
             look: spec.look.clone(),
+            pillars: Vec::new(),
         }
     }
 
@@ -317,6 +415,26 @@ impl Scene {
             }
             let [x, y] = a.position(t - a.start_s);
             image::imageops::overlay(&mut canvas, a.photo.as_ref(), x as i64, y as i64);
+            let rel = t - a.start_s;
+            if a.turned
+                .is_some_and(|(start, len)| rel >= start && rel < start + len)
+            {
+                back_of_head(&mut canvas, a.photo.dimensions(), [x, y]);
+            }
+        }
+        for &(left, w) in &self.pillars {
+            for py in 0..self.height {
+                for px in left..(left + w).min(self.width) {
+                    // concrete, a little darker towards its edges
+                    let edge = ((px - left) as f32 / w.max(1) as f32 - 0.5).abs();
+                    let v = 150.0 - 50.0 * edge;
+                    canvas.put_pixel(
+                        px,
+                        py,
+                        image::Rgb([v as u8, (v - 3.0) as u8, (v - 8.0) as u8]),
+                    );
+                }
+            }
         }
         let look = &self.look;
         if look.noise > 0.0 || look.drift > 0.0 {
@@ -333,6 +451,31 @@ impl Scene {
             }
         }
         canvas
+    }
+}
+
+/// A head seen from behind over the face of a `size` photo drawn at `at` (LFW photos
+/// centre the face, about 0.42 of the photo): dark hair where the face was.
+fn back_of_head(canvas: &mut RgbImage, (w, h): (u32, u32), at: [f32; 2]) {
+    let (cx, cy) = (at[0] + w as f32 * 0.5, at[1] + h as f32 * 0.47);
+    let (rx, ry) = (w as f32 * 0.27, h as f32 * 0.33);
+    let (x0, x1) = (
+        (cx - rx).max(0.0) as u32,
+        ((cx + rx) as u32).min(canvas.width()),
+    );
+    let (y0, y1) = (
+        (cy - ry).max(0.0) as u32,
+        ((cy + ry) as u32).min(canvas.height()),
+    );
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let (dx, dy) = ((x as f32 - cx) / rx, (y as f32 - cy) / ry);
+            if dx * dx + dy * dy <= 1.0 {
+                // hair: dark, with a strand pattern
+                let strand = ((x.wrapping_mul(31) ^ y.wrapping_mul(7)) % 9) as u8;
+                canvas.put_pixel(x, y, image::Rgb([40 + strand, 33 + strand, 28 + strand]));
+            }
+        }
     }
 }
 
@@ -664,4 +807,78 @@ pub fn load_photos(paths: &[std::path::PathBuf]) -> Vec<RgbImage> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photos(n: usize) -> Vec<RgbImage> {
+        (0..n)
+            .map(|_| RgbImage::from_pixel(100, 100, image::Rgb([200, 180, 160])))
+            .collect()
+    }
+
+    fn spec() -> SceneSpec {
+        SceneSpec {
+            photo_heights: vec![100],
+            show_s: 4.0,
+            gap_s: 1.0,
+            turn_every: 2,
+            turn_s: 1.0,
+            exit_every: 3,
+            exit_s: 2.0,
+            pillar: Some((0.3, 60)),
+            ..SceneSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_person_who_leaves_the_frame_is_out_of_view_then_walks_back_across() {
+        let scene = Scene::from_spec((640, 360, 10), &photos(3), &spec());
+        let a = &scene.appearances[2]; // every third leaves
+        let exit = a.exit.expect("the third photo leaves the frame");
+        assert_eq!(a.duration_s, 4.0 + 2.0, "the time out of view is added");
+        assert!(
+            exit.out_x + 100.0 <= 0.0,
+            "out by the left edge, wholly: {exit:?}"
+        );
+        // in view at the start, out of view for about away_s, back in, ending at `to`
+        let visible: Vec<bool> = (0..60)
+            .map(|k| a.face_visible(k as f32 * 0.1, scene.width))
+            .collect();
+        assert!(visible[0] && visible[59]);
+        let hidden = visible.iter().filter(|v| !**v).count();
+        assert!(
+            (20..=30).contains(&hidden),
+            "{hidden} of 60 tenths out of view"
+        );
+        let end = a.position(a.duration_s);
+        assert!((end[0] - a.to[0]).abs() < 1.0, "{end:?} vs {:?}", a.to);
+        // it does not also stop
+        assert_eq!(a.hold_s, 0.0);
+    }
+
+    #[test]
+    fn a_person_who_turns_away_shows_no_face_for_that_second_and_the_pillar_hides_everyone() {
+        let scene = Scene::from_spec((640, 360, 10), &photos(2), &spec());
+        let a = &scene.appearances[1]; // every second turns
+        let (start, len) = a.turned.expect("the second photo turns away");
+        assert_eq!(len, 1.0);
+        assert!(!a.face_visible(start + 0.5, scene.width));
+        assert!(a.face_visible(start - 0.1, scene.width));
+        // the face's centre is hair while turned, skin before
+        let centre = |t: f32| {
+            let [x, y] = a.position(t);
+            *scene
+                .render(a.start_s + t)
+                .get_pixel((x + 50.0) as u32, (y + 47.0) as u32)
+        };
+        assert_eq!(centre(start - 0.2).0, [200, 180, 160]);
+        assert!(centre(start + 0.5).0[0] < 60, "{:?}", centre(start + 0.5));
+        // the pillar, 60 px centred at 30 %: in front of everyone
+        assert_eq!(scene.pillars, vec![(162, 60)]);
+        let frame = scene.render(1.0);
+        assert!(frame.get_pixel(192, 180).0[0] >= 140);
+    }
 }

@@ -50,6 +50,36 @@ pub struct TrackConfig {
     /// people rarely do. Applies when both sides have embeddings; -1 turns it off.
     #[serde(default = "default_min_appearance_similarity")]
     pub min_appearance_similarity: f32,
+    /// One appearance, one identity event: a track that starts on the same camera at most
+    /// this long after an appearance was last seen, and whose face is that appearance's
+    /// (the same identity, or a template at least `rejoin_min_similarity` alike),
+    /// continues it — the person turned away, passed behind something or someone, or
+    /// left the frame and came back. Its events carry the appearance's `track_id`; the
+    /// appearance's `track.ended`, history entry and review entry wait this long after
+    /// its last track ended. 0 turns it off (every track is an appearance of its own).
+    #[serde(default = "default_rejoin_within_ms")]
+    pub rejoin_within_ms: i64,
+    /// Cosine between the pooled templates of an appearance and of a new track for the
+    /// track to continue it when the gallery does not name both the same.
+    #[serde(default = "default_rejoin_min_similarity")]
+    pub rejoin_min_similarity: f32,
+    /// A continued appearance of the same identity sends `identity.updated` when its best
+    /// face quality rose by at least this much since its last event (1 turns it off; an
+    /// unknown resolved to someone always sends one).
+    #[serde(default = "default_update_quality_gain")]
+    pub update_quality_gain: f32,
+}
+
+fn default_rejoin_within_ms() -> i64 {
+    4000
+}
+
+fn default_rejoin_min_similarity() -> f32 {
+    0.5
+}
+
+fn default_update_quality_gain() -> f32 {
+    0.15
 }
 
 fn default_max_speed() -> f32 {
@@ -104,6 +134,24 @@ impl TrackConfig {
             self.unknown_after_ms,
             0..=600_000,
         );
+        crate::validate::within(
+            problems,
+            "track.rejoin_within_ms",
+            self.rejoin_within_ms,
+            0..=60_000,
+        );
+        crate::validate::within(
+            problems,
+            "track.rejoin_min_similarity",
+            self.rejoin_min_similarity,
+            -1.0..=1.0,
+        );
+        crate::validate::within(
+            problems,
+            "track.update_quality_gain",
+            self.update_quality_gain,
+            0.0..=1.0,
+        );
     }
 }
 
@@ -119,6 +167,9 @@ impl Default for TrackConfig {
             min_match_quality: 0.3,
             unknown_after_ms: 1000,
             min_appearance_similarity: default_min_appearance_similarity(),
+            rejoin_within_ms: default_rejoin_within_ms(),
+            rejoin_min_similarity: default_rejoin_min_similarity(),
+            update_quality_gain: default_update_quality_gain(),
         }
     }
 }

@@ -274,7 +274,8 @@ pub fn camera_topic(prefix: &str, camera: &str, leaf: &str) -> String {
 pub fn topic(prefix: &str, event: &Event) -> String {
     let camera = event.camera_id.as_deref().unwrap_or("_");
     let leaf = match event.kind {
-        EventType::IdentityRecognized => "identity",
+        // an update names who the appearance is now: Home Assistant's "last person"
+        EventType::IdentityRecognized | EventType::IdentityUpdated => "identity",
         EventType::IdentityUnknown => "unknown",
         EventType::TrackEnded => "track",
         EventType::CameraDown | EventType::CameraUp => "status",
