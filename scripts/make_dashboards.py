@@ -14,7 +14,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 OUT = os.path.join(os.path.dirname(__file__), "..", "dashboards")
 
 
-def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend="", description="", **extra):
+def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend="", description="", stack=False, **extra):
     targets = [
         {"refId": chr(ord("A") + i), "expr": e, "legendFormat": l, "datasource": DS}
         for i, (e, l) in enumerate(exprs)
@@ -29,6 +29,8 @@ def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend="", d
         "options": {},
         "gridPos": {"w": w, "h": h},
     }
+    if stack:
+        p["fieldConfig"]["defaults"]["custom"] = {"stacking": {"mode": "normal"}, "fillOpacity": 60}
     if kind == "stat":
         p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                         "colorMode": "value", "graphMode": "none"}
@@ -127,6 +129,20 @@ recognition = dashboard("facestream-recognition", "facestream / Recognition", "F
     panel("Best similarity of decisions", [("sum by (le) (increase(facestream_match_similarity_bucket[$__rate_interval]))", "{{le}}")],
           kind="heatmap", unit="short"),
     panel("Gallery templates", [("facestream_gallery_templates", "templates")], kind="stat", w=6, h=4),
+    panel("Why faces are not recognised, per camera (faces per minute)", [(
+        f"sum by (camera, reason) (rate(facestream_faces_rejected_total{{{C}}}[5m])) * 60", "{{camera}}: {{reason}}")],
+        w=24, stack=True,
+        description="faces detected but not recognised, by the component that limits them most (too_small, blurred, "
+                    "pose, exposure, low_score: below track.min_match_quality) or no_match (usable faces of an "
+                    "appearance that matched no one); the console's camera page turns this into advice"),
+    panel("Median face size (px between the eyes)", [(
+        f"histogram_quantile(0.5, sum by (le, camera) (rate(facestream_face_interocular_pixels_bucket{{{C}}}[15m])))",
+        "{{camera}}")],
+        description="quality.size_full_iod_px (36 by default) and above: size no longer limits recognition"),
+    panel("Face yield (recognised appearances per 100 faces)", [(
+        f'100 * sum by (camera) (rate(facestream_matches_total{{{C},outcome="recognized"}}[15m])) '
+        f'/ clamp_min(sum by (camera) (rate(facestream_faces_detected_total{{{C}}}[15m])), 1e-9)', "{{camera}}")],
+        description="falls to zero while faces are still detected: FacestreamCameraStoppedRecognising"),
 ])
 
 delivery = dashboard("facestream-delivery", "facestream / Event delivery", "Events, deliveries, retries, dead letters, outbox", [

@@ -1669,6 +1669,7 @@ fn where_a_person_was_seen_before_reaches_admin_keys_only() {
             identity: None,
             similarity: None,
             shot: None,
+            spans: Vec::new(),
         })
         .unwrap();
     let config = write_config_with(

@@ -270,7 +270,8 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
     let dir = common::temp_dir("cluster-history");
     let mut pg = Postgres::start(&dir);
     let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
-    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    // 5 s between passes: more than track.rejoin_within_ms, so each pass is an appearance
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 5.0), 1);
     let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
     let camera = simulate::RtspServer::start("127.0.0.1", 0, vec![("door".into(), clip)]).unwrap();
     let node = |name: &str, cameras: &str| {
@@ -564,6 +565,7 @@ fn the_appearance_index_loads_in_pages_and_misses_no_row() {
                 identity: None,
                 similarity: None,
                 shot: None,
+                spans: Vec::new(),
             })
             .unwrap();
     }
@@ -693,7 +695,8 @@ fn a_partition_from_postgres_keeps_a_bounded_backlog_written_when_it_heals() {
     let dir = common::temp_dir("cluster-history-partition");
     let pg = Postgres::start(&dir);
     let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
-    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    // 5 s between passes: more than track.rejoin_within_ms, so each pass is an appearance
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 5.0), 1);
     let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
     let camera = simulate::RtspServer::start("127.0.0.1", 0, vec![("door".into(), clip)]).unwrap();
     let a = start_node_with(
@@ -875,7 +878,8 @@ fn wait_watchers(nodes: &[&Node], expect: impl Fn(&[(String, Option<String>)]) -
 /// Two simulated RTSP cameras, `door` and `gate`, past which Obama walks again and again.
 fn door_and_gate() -> simulate::RtspServer {
     let photos = simulate::load_photos(&[common::fixture("obama.jpg")]);
-    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 1.0), 1);
+    // 5 s between passes: more than track.rejoin_within_ms, so each pass is an appearance
+    let scene = simulate::Scene::parade((960, 540, 10), &photos, 360, (3.0, 5.0), 1);
     let clip = std::sync::Arc::new(simulate::encode_h264(&scene).unwrap());
     simulate::RtspServer::start(
         "127.0.0.1",

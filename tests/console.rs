@@ -242,7 +242,8 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
     // one person nobody enrolled, walking past the camera again and again
     let photos = simulate::load_photos(&[common::fixture("Tom_Hanks_54745.png")]);
     assert_eq!(photos.len(), 1);
-    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    // 5 s between passes: more than track.rejoin_within_ms, so each pass is an appearance
+    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 5.0), 1);
     let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
     let camera = RtspServer::start("127.0.0.1", 0, vec![("entrance".into(), clip)]).unwrap();
     let config = write_config(&dir, &camera.url("entrance"));
@@ -357,6 +358,25 @@ async fn an_operator_logs_in_watches_enrols_from_review_corrects_and_erases_in_a
         text(&client, ".camera[data-camera=entrance]")
             .await
             .contains(" fps")
+    );
+    // the verdict on the camera's faces: large and sharp, but nobody enrolled matches
+    wait_until!(
+        "the camera's verdict: faces good enough, matching no one",
+        120,
+        client
+            .execute(
+                "const dd = document.querySelector('.camera[data-camera=entrance] dd.verdict');
+                 return dd === null ? null : [dd.dataset.kind, dd.textContent];",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_array()
+            .is_some_and(|v| v[0] == "no_match"
+                && v[1]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("match no one enrolled"))
     );
     screenshot(&client, "cameras").await;
 

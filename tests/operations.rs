@@ -265,6 +265,8 @@ fn the_default_demo_camera_produces_events_and_every_dashboard_query_hits_a_real
         "facestream_match_similarity_bucket",
         "facestream_outbox_depth",
         "facestream_events_dead_lettered_total",
+        "facestream_faces_rejected_total",
+        "facestream_face_interocular_pixels_bucket",
     ] {
         assert!(queried.contains(must), "no dashboard shows {must}");
     }

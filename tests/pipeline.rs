@@ -926,9 +926,10 @@ fn a_distant_person_standing_still_is_found_by_the_full_resolution_sweep() {
 fn a_person_seen_before_enrolment_is_found_by_a_later_search_and_named_on_enrolment() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::temp_dir(&format!("pipeline-history-{}", uuid::Uuid::now_v7()));
-    // Obama walks past a camera of a service that has never heard of him
+    // Obama walks past a camera of a service that has never heard of him, 5 s between
+    // passes (more than track.rejoin_within_ms: each pass is an appearance)
     let photos = simulate::load_photos(&[common::fixture("obama2.jpg")]);
-    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 2.0), 1);
+    let scene = Scene::parade((960, 540, 10), &photos, 360, (3.0, 5.0), 1);
     let clip = Arc::new(simulate::encode_h264(&scene).unwrap());
     let camera = RtspServer::start("127.0.0.1", 0, vec![("cam".into(), clip)]).unwrap();
     let receiver = Receiver::start(0, Mode::Accept);

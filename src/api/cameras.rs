@@ -1,4 +1,5 @@
-//! `/v1/cameras`: each camera's state and its latest analysed frame.
+//! `/v1/cameras`: each camera's state, the verdict on its faces, and its latest analysed
+//! frame.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -11,8 +12,20 @@ pub(super) async fn cameras(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Scope::Read)?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "node": state.node, "cameras": state.cameras.snapshot() })))
+    // each camera with the verdict on its faces (`telemetry::faces`): why it does not
+    // recognise, with the numbers
+    let cameras: Vec<serde_json::Value> = state
+        .cameras
+        .snapshot()
+        .into_iter()
+        .map(|c| {
+            let faces = crate::telemetry::metrics().camera_verdict(&c.id);
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["faces"] = serde_json::to_value(faces).unwrap_or_default();
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "node": state.node, "cameras": cameras })))
 }
 
 /// Longest side of a camera preview, in pixels.

@@ -172,6 +172,7 @@ pub(super) fn item(f: &Found, names: &HashMap<Uuid, String>) -> serde_json::Valu
         "node": a.node,
         "first_seen": a.first_seen,
         "last_seen": a.last_seen,
+        "spans": a.spans,
         "similarity": f.similarity,
         "quality": a.quality,
         "decision": if a.identity.is_some() { "recognized" } else { "unknown" },

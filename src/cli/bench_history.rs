@@ -96,6 +96,7 @@ pub fn run(args: BenchHistoryArgs) -> anyhow::Result<ExitCode> {
                         identity: None,
                         similarity: None,
                         shot: None,
+                        spans: Vec::new(),
                     }
                 })
                 .collect();

@@ -124,6 +124,62 @@ pub struct Appearance {
     /// Best shot: the aligned face as JPEG.
     #[serde(skip)]
     pub shot: Option<Vec<u8>>,
+    /// When it was in view, in order: one span per track of the appearance (the person
+    /// turned away, passed behind something, left the frame and came back in between);
+    /// empty means the one span `first_seen`..`last_seen`.
+    pub spans: Vec<Span>,
+}
+
+/// A stretch of time an appearance was in view.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Span {
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+impl Appearance {
+    /// Its spans as stored: `[[first_ms, last_ms], …]` in JSON, none when it is one span.
+    pub fn spans_column(&self) -> Option<String> {
+        (self.spans.len() > 1).then(|| {
+            let ms: Vec<[i64; 2]> = self
+                .spans
+                .iter()
+                .map(|s| {
+                    [
+                        s.first_seen.timestamp_millis(),
+                        s.last_seen.timestamp_millis(),
+                    ]
+                })
+                .collect();
+            serde_json::to_string(&ms).expect("integers serialise")
+        })
+    }
+
+    /// Its spans: as stored, or the one span `first_seen`..`last_seen`.
+    pub fn spans_from_column(
+        column: Option<&str>,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) -> Vec<Span> {
+        let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        column
+            .and_then(|c| serde_json::from_str::<Vec<[i64; 2]>>(c).ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.into_iter()
+                    .map(|[a, b]| Span {
+                        first_seen: time(a),
+                        last_seen: time(b),
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                vec![Span {
+                    first_seen: first,
+                    last_seen: last,
+                }]
+            })
+    }
 }
 
 /// An appearance read back, with its row number.
@@ -735,6 +791,7 @@ mod tests {
             identity: None,
             similarity: Some(0.2),
             shot: Some(vec![0xFF, 0xD8, 0xFF]),
+            spans: Vec::new(),
         }
     }
 

@@ -21,7 +21,7 @@ const WRITE_LOCK: i64 = 0x6673_6768;
 const FEED_RETENTION_DAYS: i32 = 30;
 
 const COLUMNS: &str = "seq, track_id, camera, node, first_seen_ms, last_seen_ms, model, template, \
-                       quality, event_id, identity_id, similarity, shot IS NOT NULL";
+                       quality, event_id, identity_id, similarity, shot IS NOT NULL, spans";
 
 fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -40,14 +40,15 @@ fn fail(e: CallError<::postgres::Error>) -> HistoryError {
 
 /// A row of [`COLUMNS`] starting at column `at`.
 fn stored(r: &::postgres::Row, at: usize) -> Stored {
+    let (first, last) = (time(r.get(at + 4)), time(r.get(at + 5)));
     Stored {
         seq: r.get(at),
         appearance: Appearance {
             track_id: r.get(at + 1),
             camera: r.get(at + 2),
             node: r.get(at + 3),
-            first_seen: time(r.get(at + 4)),
-            last_seen: time(r.get(at + 5)),
+            first_seen: first,
+            last_seen: last,
             model: r.get(at + 6),
             template: embedding_from(r.get::<_, &[u8]>(at + 7)),
             quality: r.get(at + 8),
@@ -55,6 +56,7 @@ fn stored(r: &::postgres::Row, at: usize) -> Stored {
             identity: r.get(at + 10),
             similarity: r.get(at + 11),
             shot: None,
+            spans: Appearance::spans_from_column(r.get(at + 13), first, last),
         },
         has_shot: r.get(at + 12),
     }
@@ -90,8 +92,8 @@ fn insert(
     let seq: i64 = tx
         .query_one(
             "INSERT INTO appearances (seq, track_id, camera, node, first_seen_ms, last_seen_ms, model,
-                                      template, quality, event_id, identity_id, similarity, shot)
-             VALUES (nextval('appearance_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                      template, quality, event_id, identity_id, similarity, shot, spans)
+             VALUES (nextval('appearance_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              RETURNING seq",
             &[
                 &a.track_id,
@@ -106,6 +108,7 @@ fn insert(
                 &a.identity,
                 &a.similarity,
                 &a.shot,
+                &a.spans_column(),
             ],
         )?
         .get(0);

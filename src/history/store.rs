@@ -44,7 +44,7 @@ CREATE INDEX IF NOT EXISTS search_audit_at ON search_audit(at_ms);
 
 /// Columns of a [`Stored`] row, without the shot.
 const COLUMNS: &str = "seq, track_id, camera, node, first_seen_ms, last_seen_ms, model, template, \
-                       quality, event_id, identity_id, similarity, shot IS NOT NULL";
+                       quality, event_id, identity_id, similarity, shot IS NOT NULL, spans";
 
 fn storage(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Storage(e.to_string())
@@ -60,14 +60,16 @@ fn uuid_column(raw: Option<String>) -> Option<Uuid> {
 
 fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     let template: Vec<u8> = row.get(7)?;
+    let (first, last) = (time(row.get(4)?), time(row.get(5)?));
+    let spans: Option<String> = row.get(13)?;
     Ok(Stored {
         seq: row.get(0)?,
         appearance: Appearance {
             track_id: uuid_column(Some(row.get(1)?)).unwrap_or_default(),
             camera: row.get(2)?,
             node: row.get(3)?,
-            first_seen: time(row.get(4)?),
-            last_seen: time(row.get(5)?),
+            first_seen: first,
+            last_seen: last,
             model: row.get(6)?,
             template: embedding_from(&template),
             quality: row.get(8)?,
@@ -75,6 +77,7 @@ fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
             identity: uuid_column(row.get(10)?),
             similarity: row.get(11)?,
             shot: None,
+            spans: Appearance::spans_from_column(spans.as_deref(), first, last),
         },
         has_shot: row.get(12)?,
     })
@@ -82,8 +85,8 @@ fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
 
 const INSERT: &str =
     "INSERT INTO appearances (track_id, camera, node, first_seen_ms, last_seen_ms, model, template,
-                              quality, event_id, identity_id, similarity, shot)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+                              quality, event_id, identity_id, similarity, shot, spans)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// Write one appearance with the (cached) insert statement; its row number.
 fn insert_row(conn: &Connection, a: &Appearance) -> rusqlite::Result<i64> {
@@ -100,6 +103,7 @@ fn insert_row(conn: &Connection, a: &Appearance) -> rusqlite::Result<i64> {
         a.identity.map(|u| u.to_string()),
         a.similarity,
         a.shot,
+        a.spans_column(),
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -114,6 +118,20 @@ impl SqliteHistory {
     pub fn open(path: &Path) -> Result<SqliteHistory, HistoryError> {
         // a record people search, not a queue: committed appearances survive a power cut
         let conn = crate::private_files::open_database(path, SCHEMA, true).map_err(storage)?;
+        // an appearance's spans (one per track of it), added after the first release: a
+        // store written before gets the column; its rows are one span each
+        let has_spans: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('appearances') WHERE name = 'spans'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(storage)?
+            > 0;
+        if !has_spans {
+            conn.execute_batch("ALTER TABLE appearances ADD COLUMN spans TEXT;")
+                .map_err(storage)?;
+        }
         Ok(SqliteHistory {
             conn: Mutex::new(conn),
         })

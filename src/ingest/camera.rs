@@ -101,7 +101,8 @@ impl CameraActor {
         let _ = m.faces_detected.get_or_create(&label);
         let _ = m.tracks_started.get_or_create(&label);
         let _ = m.tracks_active.get_or_create(&label);
-        for outcome in ["recognized", "unknown", "low_quality"] {
+        m.init_face_series(&config.id);
+        for outcome in ["recognized", "unknown", "low_quality", "continued"] {
             let _ = m
                 .matches
                 .get_or_create(&Metrics::outcome(&config.id, outcome));

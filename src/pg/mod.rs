@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "gallery", include_str!("migrations/0001_gallery.sql")),
     (2, "history", include_str!("migrations/0002_history.sql")),
     (3, "erasures", include_str!("migrations/0003_erasures.sql")),
+    (
+        4,
+        "appearance spans",
+        include_str!("migrations/0004_appearance_spans.sql"),
+    ),
 ];
 /// Advisory lock key of migrations ("fsgm"): several nodes may start at once.
 const MIGRATION_LOCK: i64 = 0x6673_676d;

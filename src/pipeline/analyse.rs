@@ -16,6 +16,7 @@ use crate::stages::align;
 use crate::stages::detect::{nms, DetectError, Detector};
 use crate::stages::quality::{self, QualityConfig};
 use crate::stages::Detection;
+use crate::telemetry::faces::Reject;
 use crate::telemetry::{metrics, Metrics};
 
 /// Inter-ocular distance of the aligned template, in crop pixels.
@@ -248,16 +249,22 @@ impl Handler<Work> for AlignActor {
 }
 
 /// Scores each aligned face (size, sharpness, pose, exposure, detector confidence).
+/// Each face is counted for its camera's diagnosis (`telemetry::faces`): its size, and
+/// why it cannot be recognised when it is below `track.min_match_quality`.
 pub(super) struct QualityActor {
     config: QualityConfig,
+    min_quality: f32,
     next: Next,
     meter: Meter,
 }
 
 impl QualityActor {
-    pub(super) fn new(config: QualityConfig, next: Next) -> QualityActor {
+    pub(super) fn new(config: QualityConfig, min_quality: f32, next: Next) -> QualityActor {
+        // past this size, size no longer limits a face's quality
+        metrics().set_face_size_needed(config.size_full_iod_px);
         QualityActor {
             config,
+            min_quality,
             next,
             meter: Meter::new("quality"),
         }
@@ -274,11 +281,16 @@ impl Handler<Work> for QualityActor {
     fn handle(&mut self, work: Work, _: &mut SyncContext<Self>) {
         self.meter.take();
         let started = Instant::now();
-        let config = &self.config;
+        let (config, min_quality) = (&self.config, self.min_quality);
         let work = guarded("quality", work, |mut work| {
+            let camera = work.meta.camera.clone();
             for face in &mut work.faces {
                 if let Some(crop) = &face.aligned {
-                    face.quality = Some(quality::assess(&face.detection, crop, config).score);
+                    let q = quality::assess(&face.detection, crop, config);
+                    let rejected = (q.score < min_quality)
+                        .then(|| Reject::of_component(q.components.weakest().0));
+                    metrics().face_assessed(&camera, q.measures.interocular_px, rejected);
+                    face.quality = Some(q.score);
                 }
             }
             work

@@ -65,6 +65,8 @@ pub(super) struct Appearance {
     pub best_crop: Option<(f32, AlignedFace)>,
     /// Its best shots with their crops, best first (review).
     pub review_shots: Vec<ReviewShot>,
+    /// Faces of its ended tracks good enough to match (`track.min_match_quality`).
+    pub usable_faces: u64,
 }
 
 /// A track as it ends, for its appearance.
@@ -76,6 +78,7 @@ pub(super) struct EndedTrack {
     pub quality: f32,
     pub best_crop: Option<(f32, AlignedFace)>,
     pub review_shots: Vec<ReviewShot>,
+    pub usable_faces: u64,
 }
 
 /// The open appearances of one camera.
@@ -145,6 +148,7 @@ impl Appearances {
             return;
         };
         a.live.retain(|t| *t != track.id);
+        a.usable_faces += track.usable_faces;
         a.spans.push(track.span);
         a.spans.sort_unstable();
         a.first_seen_ms = a.first_seen_ms.min(track.span.0);
@@ -241,6 +245,7 @@ mod tests {
             quality: 0.5,
             best_crop: None,
             review_shots: Vec::new(),
+            usable_faces: 0,
         }
     }
 
@@ -314,6 +319,7 @@ mod tests {
                 quality: 0.4,
                 best_crop: None,
                 review_shots: Vec::new(),
+                usable_faces: 4,
             },
             3,
         );
@@ -324,6 +330,7 @@ mod tests {
         let closed = open.due(&config, 5500, &[5200]);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].spans, vec![(0, 1000)]);
+        assert_eq!(closed[0].usable_faces, 4);
         assert!(open.is_empty());
     }
 
@@ -351,6 +358,7 @@ mod tests {
                     (0.9, AlignedFace::blank(), vec![2.0]),
                     (0.3, AlignedFace::blank(), vec![3.0]),
                 ],
+                usable_faces: 0,
             },
             2,
         );

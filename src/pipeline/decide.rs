@@ -61,6 +61,8 @@ struct TrackState {
     review_shots: Vec<ReviewShot>,
     /// Faces of this track whose embedding batch failed.
     embed_failures: u32,
+    /// Faces of this track good enough to match (`track.min_match_quality`).
+    usable_faces: u64,
 }
 
 /// Drop the state of every track the tracker no longer holds: confirmed tracks are
@@ -180,7 +182,7 @@ impl DecideActor {
             .collect();
         // the best face is kept for thumbnails and for the history's best shot
         let thumbnails = self.thumbnails || self.history.is_some();
-        let min_hits = self.config.min_hits;
+        let (min_hits, min_quality) = (self.config.min_hits, self.config.min_match_quality);
         let review_shots = self.review.as_ref().map_or(0, |(_, n)| *n);
         let tracks = self.camera(camera);
         tracks.last_frame = Instant::now();
@@ -190,6 +192,7 @@ impl DecideActor {
             let state = tracks.states.entry(track_id).or_default();
             let face = &work.faces[oi];
             state.embed_failures += u32::from(face.embed_failed);
+            state.usable_faces += u64::from(face.quality.unwrap_or(0.0) >= min_quality);
             if thumbnails && face.embedding.is_some() {
                 let q = face.quality.unwrap_or(0.0);
                 if state.best_crop.as_ref().is_none_or(|(bq, _)| q > *bq) {
@@ -356,6 +359,7 @@ impl DecideActor {
             quality: track.best_quality(),
             best_crop: None,
             review_shots: Vec::new(),
+            usable_faces: 0,
         });
         self.publish_identity(camera, track, event, captured);
     }
@@ -511,6 +515,7 @@ impl DecideActor {
                     quality: track.best_quality(),
                     best_crop: state.best_crop,
                     review_shots: state.review_shots,
+                    usable_faces: state.usable_faces,
                 },
                 review_shots,
             );
@@ -547,6 +552,9 @@ impl DecideActor {
     /// An appearance is over: its `track.ended`, its history entry (every span), and,
     /// unknown, its review entry.
     fn close(&mut self, camera: &Arc<str>, a: Appearance) {
+        if a.decided.identity.is_none() {
+            metrics().faces_unmatched(camera, a.usable_faces);
+        }
         let model = self.gallery.model().to_string();
         let mut event = Event::new(EventType::TrackEnded);
         event.camera_id = Some(camera.to_string());
@@ -576,6 +584,14 @@ impl DecideActor {
                     identity: a.decided.identity.as_ref().map(|i| i.id),
                     similarity: a.decided.similarity,
                     shot: None,
+                    spans: a
+                        .spans
+                        .iter()
+                        .map(|&(first, last)| crate::history::Span {
+                            first_seen: time(first).unwrap_or_default(),
+                            last_seen: time(last).unwrap_or_default(),
+                        })
+                        .collect(),
                 },
                 best: a.best_crop.map(|(_, crop)| crop),
             });

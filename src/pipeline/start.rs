@@ -152,7 +152,8 @@ impl Pipeline {
         let quality = SyncArbiter::start(1, {
             let next = Next::new(embed_addr.recipient(), "embed");
             let qc = engine.quality.clone();
-            move || analyse::QualityActor::new(qc.clone(), next.clone())
+            let min_quality = config.track.min_match_quality;
+            move || analyse::QualityActor::new(qc.clone(), min_quality, next.clone())
         });
         let align = SyncArbiter::start(1, {
             let next = Next::new(quality.recipient(), "quality");

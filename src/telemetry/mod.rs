@@ -4,7 +4,10 @@
 //! counters, seconds for durations. Served at `GET /metrics` (text exposition format)
 //! by the API server. Stages record through [`metrics()`], a process-wide registry.
 
-use std::sync::OnceLock;
+pub mod faces;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -69,6 +72,13 @@ pub struct StageLabel {
     pub stage: String,
 }
 
+/// `camera` and `reason` labels (`faces::Reject`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub camera: String,
+    pub reason: String,
+}
+
 /// `camera` and `outcome` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -94,6 +104,14 @@ pub struct BackendLabel {
 /// The metrics.
 pub struct Metrics {
     registry: Registry,
+    /// Faces not recognised, by camera and reason (`faces::Reject`).
+    pub faces_rejected: Family<ReasonLabel, Counter>,
+    /// Inter-ocular distance of the faces scored, by camera.
+    pub face_interocular: Family<CameraLabel, Histogram>,
+    /// The same counts per camera since start, for the camera page's verdict.
+    face_counts: Mutex<HashMap<String, faces::CameraFaces>>,
+    /// The inter-ocular distance recognition needs (set when the pipeline starts).
+    face_size_needed: Mutex<Option<f32>>,
     /// Events accepted into the outbox, by type.
     pub events_published: Family<TypeLabel, Counter>,
     /// Delivery attempts by endpoint and outcome (a failed attempt is retried).
@@ -182,8 +200,10 @@ pub struct Metrics {
     pub tracks_started: Family<CameraLabel, Counter>,
     /// Open tracks.
     pub tracks_active: Family<CameraLabel, Gauge>,
-    /// Identity decisions on tracks, by outcome (recognized, unknown, low_quality; and
-    /// embed_failed: a track with no usable face because its embedding batches failed).
+    /// Identity decisions on tracks, by outcome (recognized, unknown, low_quality;
+    /// embed_failed: a track with no usable face because its embedding batches failed;
+    /// continued: a track that continued an appearance seen just before, which sends no
+    /// second identity event).
     pub matches: Family<OutcomeLabel, Counter>,
     /// Best similarity of each decision to the gallery.
     pub match_similarity: Histogram,
@@ -193,6 +213,10 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// 1 per stage with the inference backend and model it runs.
     pub inference_info: Family<BackendLabel, Gauge>,
+}
+
+fn interocular_histogram() -> Histogram {
+    Histogram::new(faces::INTEROCULAR_BUCKETS)
 }
 
 fn latency_histogram() -> Histogram {
@@ -492,8 +516,29 @@ impl Metrics {
             "Inference backend and model per stage (value 1)",
             inference_info.clone(),
         );
+        let faces_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "faces_rejected",
+            "Faces detected but not recognised, by reason: too_small, blurred, pose, exposure, \
+             low_score (below track.min_match_quality, by the weakest quality component) or \
+             no_match (usable faces of an appearance that matched no one)",
+            faces_rejected.clone(),
+        );
+        let face_interocular = Family::<CameraLabel, Histogram>::new_with_constructor(
+            interocular_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "face_interocular",
+            "Distance between the eyes of the faces scored, in pixels of the camera's frame",
+            prometheus_client::registry::Unit::Other("pixels".into()),
+            face_interocular.clone(),
+        );
         Metrics {
             registry,
+            faces_rejected,
+            face_interocular,
+            face_counts: Mutex::new(HashMap::new()),
+            face_size_needed: Mutex::new(None),
             camera_up,
             camera_state,
             camera_reconnects,
@@ -541,6 +586,82 @@ impl Metrics {
             snapshot_errors,
             background_task_failures,
         }
+    }
+
+    /// A face of `camera` was scored: its inter-ocular distance, and why it cannot be
+    /// recognised when it cannot (too poor to match).
+    pub fn face_assessed(
+        &self,
+        camera: &str,
+        interocular_px: f32,
+        rejected: Option<faces::Reject>,
+    ) {
+        self.face_interocular
+            .get_or_create(&Metrics::camera(camera))
+            .observe(f64::from(interocular_px));
+        let mut counts = self.face_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = counts.entry(camera.to_string()).or_default();
+        c.observe_size(interocular_px);
+        if let Some(reason) = rejected {
+            *c.rejected.entry(reason).or_default() += 1;
+            drop(counts);
+            self.count_rejected(camera, reason, 1);
+        }
+    }
+
+    /// `camera`'s face series at zero, from its start (`rate()` has a base, a dashboard
+    /// no gap).
+    pub fn init_face_series(&self, camera: &str) {
+        let _ = self
+            .face_interocular
+            .get_or_create(&Metrics::camera(camera));
+        for reason in faces::Reject::ALL {
+            self.count_rejected(camera, reason, 0);
+        }
+    }
+
+    /// `faces` usable faces of an appearance of `camera` matched no one.
+    pub fn faces_unmatched(&self, camera: &str, faces: u64) {
+        if faces == 0 {
+            return;
+        }
+        let mut counts = self.face_counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts
+            .entry(camera.to_string())
+            .or_default()
+            .rejected
+            .entry(faces::Reject::NoMatch)
+            .or_default() += faces;
+        drop(counts);
+        self.count_rejected(camera, faces::Reject::NoMatch, faces);
+    }
+
+    fn count_rejected(&self, camera: &str, reason: faces::Reject, n: u64) {
+        self.faces_rejected
+            .get_or_create(&ReasonLabel {
+                camera: camera.to_string(),
+                reason: reason.as_str().to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Say the inter-ocular distance recognition needs (the pipeline, at start).
+    pub fn set_face_size_needed(&self, interocular_px: f32) {
+        *self
+            .face_size_needed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(interocular_px);
+    }
+
+    /// The camera page's verdict on `camera`'s faces; none before its first face.
+    pub fn camera_verdict(&self, camera: &str) -> Option<faces::Verdict> {
+        let needed = self
+            .face_size_needed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(0.0);
+        let counts = self.face_counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(camera).map(|c| c.verdict(needed))
     }
 
     /// The text exposition of every metric.

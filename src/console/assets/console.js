@@ -319,6 +319,9 @@ async function refreshCameras() {
     card.set("reconnects", String(c.reconnects));
     card.set("error", c.last_error || "none");
     card.set("url", c.url);
+    // why the camera does (not) recognise, from its faces: the installer's verdict
+    card.set("faces", c.faces ? c.faces.text : "no face seen yet");
+    card.verdict.dataset.kind = c.faces ? c.faces.kind : "none";
     if (c.frames_analysed > 0 && (!card.shownAt || now - card.shownAt > 4000)) {
       card.shownAt = now;
       card.preview.src = `/v1/cameras/${encodeURIComponent(c.id)}/snapshot?t=${Date.now()}`;
@@ -333,6 +336,7 @@ function makeCameraCard(id) {
   for (const [key, label] of [
     ["since", "since"], ["size", "frame"], ["decoded", "decoded"], ["analysed", "analysed"],
     ["dropped", "dropped"], ["reconnects", "reconnects"], ["error", "last error"], ["url", "url"],
+    ["faces", "recognition"],
   ]) {
     fields[key] = el("dd");
     dl.append(el("dt", { text: label }), fields[key]);
@@ -340,7 +344,11 @@ function makeCameraCard(id) {
   const state = el("span", { class: "state" });
   const preview = el("img", { class: "preview", alt: `latest frame of ${id}` });
   const root = el("div", { class: "card camera", "data-camera": id }, el("h3", {}, id, state), preview, dl);
-  return { root, state, preview, shownAt: 0, set: (k, v) => (fields[k].textContent = v) };
+  fields.faces.className = "verdict";
+  return {
+    root, state, preview, verdict: fields.faces, shownAt: 0,
+    set: (k, v) => (fields[k].textContent = v),
+  };
 }
 
 // ---- Face library -------------------------------------------------------------------
