@@ -22,7 +22,7 @@
 
 use uuid::Uuid;
 
-use crate::events::EventIdentity;
+use crate::events::{ChangeReason, EventIdentity};
 use crate::stages::align::AlignedFace;
 use crate::stages::BBox;
 use crate::track::TrackConfig;
@@ -79,6 +79,26 @@ pub(super) struct EndedTrack {
     pub best_crop: Option<(f32, AlignedFace)>,
     pub review_shots: Vec<ReviewShot>,
     pub usable_faces: u64,
+}
+
+/// Whether a track that continues an appearance changes what the appearance's events
+/// said, and why: it resolves an unknown to someone, or it shows the same identity with a
+/// best face quality at least `gain` above the one last reported. Anything else (the
+/// same identity no better, an unknown again, unknown after a match) changes nothing.
+pub(super) fn change_reason(
+    was: &Decided,
+    reported_quality: f32,
+    now: &Decided,
+    quality: f32,
+    gain: f32,
+) -> Option<ChangeReason> {
+    match (&was.identity, &now.identity) {
+        (None, Some(_)) => Some(ChangeReason::Resolved),
+        (Some(a), Some(b)) if a.id == b.id && quality >= reported_quality + gain => {
+            Some(ChangeReason::BetterQuality)
+        }
+        _ => None,
+    }
 }
 
 /// The open appearances of one camera.
@@ -297,6 +317,38 @@ mod tests {
         assert_eq!(open.continued_by(&config, 2000, &alike, Some(bob)), None);
         // the same face undecided by the gallery (unknown): Alice's appearance goes on
         assert_eq!(open.continued_by(&config, 2000, &alike, None), Some(id));
+    }
+
+    #[test]
+    fn a_continuing_track_updates_the_appearance_only_when_it_resolves_or_shows_it_better() {
+        let alice = named(Uuid::now_v7());
+        let unknown = Decided::default();
+        let gain = TrackConfig::default().update_quality_gain; // 0.15
+        assert_eq!(
+            change_reason(&unknown, 0.5, &alice, 0.4, gain),
+            Some(ChangeReason::Resolved),
+            "an unknown resolved, whatever the quality"
+        );
+        assert_eq!(
+            change_reason(&alice, 0.5, &alice, 0.7, gain),
+            Some(ChangeReason::BetterQuality)
+        );
+        assert_eq!(
+            change_reason(&alice, 0.5, &alice, 0.6, gain),
+            None,
+            "not enough better"
+        );
+        assert_eq!(
+            change_reason(&alice, 0.5, &unknown, 0.9, gain),
+            None,
+            "a match stays"
+        );
+        assert_eq!(change_reason(&unknown, 0.5, &unknown, 0.9, gain), None);
+        let bob = named(Uuid::now_v7());
+        assert_eq!(change_reason(&alice, 0.5, &bob, 0.9, gain), None);
+        // 1 turns the quality updates off, a resolution still goes out
+        assert_eq!(change_reason(&alice, 0.5, &alice, 1.0, 1.0), None);
+        assert!(change_reason(&unknown, 0.5, &alice, 0.4, 1.0).is_some());
     }
 
     #[test]

@@ -25,14 +25,14 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::appearances::{Appearance, Appearances, Decided, EndedTrack, ReviewShot};
+use super::appearances::{change_reason, Appearance, Appearances, Decided, EndedTrack, ReviewShot};
 use super::history::{Keeper, Record};
 use super::publish::{Publish, PublishActor};
 use super::review::{Keep, ReviewKeeper};
 use super::sequence::Sequencer;
 use super::snapshot::{SnapshotKeeper, TakeSnapshot};
 use super::{epoch_ms, Credits, Meter, TrackBoard, TrackBox, Work};
-use crate::events::{ChangeReason, Event, EventIdentity, EventType, PreviousDecision};
+use crate::events::{Event, EventIdentity, EventType, PreviousDecision};
 use crate::gallery::service::GalleryService;
 use crate::ingest::frame::I420Frame;
 use crate::review::UnknownTrack;
@@ -410,13 +410,7 @@ impl DecideActor {
         };
         a.live.push(track.id);
         let quality = track.best_quality();
-        let reason = match (&a.decided.identity, &decided.identity) {
-            (None, Some(_)) => Some(ChangeReason::Resolved),
-            (Some(was), Some(now)) if was.id == now.id && quality >= a.reported_quality + gain => {
-                Some(ChangeReason::BetterQuality)
-            }
-            _ => None,
-        };
+        let reason = change_reason(&a.decided, a.reported_quality, &decided, quality, gain);
         let previous = PreviousDecision {
             event_id: a.event_id,
             identity: a.decided.identity.clone(),
