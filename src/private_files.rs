@@ -84,6 +84,29 @@ pub fn open_database(
     Ok(conn)
 }
 
+/// Add `column` (`definition`: its type and default) to `table` when a database written
+/// before the column existed lacks it; whether it was added (the caller may then fill it
+/// from older data).
+pub fn add_column_if_missing(
+    conn: &rusqlite::Connection,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> rusqlite::Result<bool> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if has > 0 {
+        return Ok(false);
+    }
+    conn.execute_batch(&format!(
+        "ALTER TABLE {table} ADD COLUMN {column} {definition};"
+    ))?;
+    Ok(true)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -91,6 +114,17 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_missing_column_is_added_once() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert!(add_column_if_missing(&conn, "t", "b", "TEXT").unwrap());
+        assert!(!add_column_if_missing(&conn, "t", "b", "TEXT").unwrap());
+        let b: Option<String> = conn.query_row("SELECT b FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(b, None, "rows written before have it empty");
     }
 
     #[test]

@@ -104,39 +104,28 @@ impl Outbox {
         // The identity an event names, in a column of its own, so an erasure finds its
         // rows by index instead of reading every payload under the lock (which held
         // delivery back for seconds on a large outbox). An outbox written before the
-        // column existed gets it, filled from the payloads, once.
-        let has_identity: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'identity_id'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+        // column existed gets it, filled from the payloads, once (in one transaction).
+        let tx = conn.unchecked_transaction().map_err(err)?;
+        if crate::private_files::add_column_if_missing(&tx, "outbox", "identity_id", "TEXT")
             .map_err(err)?
-            > 0;
-        if !has_identity {
-            conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE outbox ADD COLUMN identity_id TEXT;
-                 UPDATE outbox SET identity_id = json_extract(payload, '$.identity.id')
-                     WHERE json_valid(payload);
-                 COMMIT;",
+        {
+            tx.execute(
+                "UPDATE outbox SET identity_id = json_extract(payload, '$.identity.id')
+                 WHERE json_valid(payload)",
+                [],
             )
             .map_err(err)?;
         }
+        tx.commit().map_err(err)?;
         // The identity an appearance was before its decision changed (`identity.updated`'s
         // `previous`), likewise; no event written before the column existed has one.
-        let has_previous: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'previous_identity_id'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(err)?
-            > 0;
-        if !has_previous {
-            conn.execute_batch("ALTER TABLE outbox ADD COLUMN previous_identity_id TEXT;")
-                .map_err(err)?;
-        }
+        crate::private_files::add_column_if_missing(
+            &conn,
+            "outbox",
+            "previous_identity_id",
+            "TEXT",
+        )
+        .map_err(err)?;
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS outbox_identity ON outbox (identity_id)
                  WHERE identity_id IS NOT NULL;

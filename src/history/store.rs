@@ -120,18 +120,8 @@ impl SqliteHistory {
         let conn = crate::private_files::open_database(path, SCHEMA, true).map_err(storage)?;
         // an appearance's spans (one per track of it), added after the first release: a
         // store written before gets the column; its rows are one span each
-        let has_spans: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('appearances') WHERE name = 'spans'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(storage)?
-            > 0;
-        if !has_spans {
-            conn.execute_batch("ALTER TABLE appearances ADD COLUMN spans TEXT;")
-                .map_err(storage)?;
-        }
+        crate::private_files::add_column_if_missing(&conn, "appearances", "spans", "TEXT")
+            .map_err(storage)?;
         Ok(SqliteHistory {
             conn: Mutex::new(conn),
         })
