@@ -461,13 +461,15 @@ fn simulator(port: u16) -> (Proc, u16) {
         .arg(common::fixture("obama2.jpg"))
         .args(["--port", &port.to_string()])
         .args(["--width", "640", "--height", "360", "--fps", "10"])
+        // 5 s between passes, more than track.rejoin_within_ms: each pass is an
+        // appearance with its identity event, so events resuming after a reconnect show
         .args([
             "--photo-height",
             "240",
             "--show-seconds",
             "2",
             "--gap-seconds",
-            "1",
+            "5",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
