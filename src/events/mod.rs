@@ -302,6 +302,39 @@ mod tests {
             .map(|t| t.as_str().unwrap())
             .collect();
         assert_eq!(types, EventType::ALL.map(EventType::as_str));
+        // an update's reason and previous decision, with their fields
+        let mut updated = e.clone();
+        updated.kind = EventType::IdentityUpdated;
+        updated.reason = Some(ChangeReason::Resolved);
+        updated.previous = Some(PreviousDecision {
+            event_id: Some(Uuid::now_v7()),
+            identity: None,
+            similarity: Some(0.3),
+            quality: Some(0.5),
+        });
+        let v = serde_json::to_value(&updated).unwrap();
+        assert_eq!(v["type"], "identity.updated");
+        assert_eq!(v["reason"], "resolved");
+        let reasons = schema["properties"]["reason"]["enum"].as_array().unwrap();
+        assert!(reasons.contains(&v["reason"]), "{reasons:?}");
+        for field in v["previous"].as_object().unwrap().keys() {
+            assert!(
+                schema["properties"]["previous"]["properties"][field].is_object(),
+                "schema lacks previous.{field}"
+            );
+        }
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), updated);
+        // an erasure finds the identity an update names as what the appearance was
+        let alice = e.identity.as_ref().unwrap().id;
+        let mut was_alice = Event::new(EventType::IdentityUpdated);
+        was_alice.previous = Some(PreviousDecision {
+            event_id: None,
+            identity: e.identity.clone(),
+            similarity: None,
+            quality: None,
+        });
+        assert!(was_alice.names(alice) && !was_alice.names(Uuid::now_v7()));
+        assert!(was_alice.forget_identity() && was_alice.previous.is_none());
         // and the identity's fields
         for field in serde_json::to_value(&e).unwrap()["identity"]
             .as_object()
