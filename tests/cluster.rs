@@ -330,7 +330,16 @@ fn an_appearance_recorded_on_one_node_is_found_from_another() {
         .unwrap();
     assert_eq!(shot.status(), StatusCode::OK);
     assert!(image::load_from_memory(&shot.bytes().unwrap()).is_ok());
-    // enrolled on a: the response names b's appearance as seen before
+    // enrolled on a: the response names b's appearance as seen before — once a has it
+    // too (each node follows the shared history on its own, about once a second)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !found_on(&a).iter().any(|x| x["track_id"] == track.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "node a never got the appearance node b recorded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let id = a.create("Obama");
     let (s, enrolled) = a.call(
         "POST",
