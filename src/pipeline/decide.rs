@@ -530,6 +530,9 @@ impl DecideActor {
     fn close_due(&mut self, camera: &Arc<str>, now_ms: i64) {
         let config = self.config.clone();
         let tracks = self.camera(camera);
+        if tracks.appearances.is_empty() {
+            return; // no open appearance: nothing to close
+        }
         let undecided: Vec<i64> = tracks
             .tracker
             .tracks()

@@ -600,7 +600,11 @@ impl Metrics {
             .get_or_create(&Metrics::camera(camera))
             .observe(f64::from(interocular_px));
         let mut counts = self.face_counts.lock().unwrap_or_else(|p| p.into_inner());
-        let c = counts.entry(camera.to_string()).or_default();
+        // per face: the camera's name is copied only for its first face
+        if !counts.contains_key(camera) {
+            counts.insert(camera.to_string(), faces::CameraFaces::default());
+        }
+        let c = counts.get_mut(camera).expect("inserted above");
         c.observe_size(interocular_px);
         if let Some(reason) = rejected {
             *c.rejected.entry(reason).or_default() += 1;
